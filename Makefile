@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  make run   |   make test
+# A GPU user who already has a CUDA torch in .venv keeps it: torch is installed only when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+CORES  ?= all
+BIN    := $(VENV)/bin
+
+.PHONY: run test venv lint clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(BIN)/snakemake --cores $(CORES)
+	@echo
+	@echo "Results are under results/: data/ (Zarr), runs/ (trajectories, Zarr), tables/ (Parquet), logs/."
+	@echo "Try:  $(BIN)/sublevel query \"select experiment, split, round(avg(accuracy), 3) as accuracy from train where step = (select max(step) from train t where t.experiment = train.experiment) group by all order by all\""
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/snakemake -n
+	$(BIN)/snakemake --lint
+
+clean-results:
+	rm -rf results/data results/runs results/tables results/logs results/figures .snakemake

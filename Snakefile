@@ -1,0 +1,21 @@
+# sublevel: how many degrees of freedom does training a network need?
+# Thin on purpose: config, validation and helpers in workflow/rules/common.smk, one .smk per stage.
+#   snakemake --cores all                                   # the default experiment (config/config.yaml)
+#   snakemake --cores all --configfile config/smoke.yaml    # a seconds-long check
+
+
+# A --configfile on the command line replaces the default experiment instead of merging into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        dense_outputs(),
+    default_target: True

@@ -1,0 +1,3 @@
+from sublevel.cli import main
+
+raise SystemExit(main())

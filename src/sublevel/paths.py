@@ -1,0 +1,64 @@
+"""Every path the pipeline reads or writes, in one place.
+
+Paths are relative to the project root (the directory holding the Snakefile);
+Snakemake runs jobs from there, and readers resolve them with :func:`project_root`.
+Arguments may be Snakemake wildcard placeholders such as ``"{seed}"``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RESULTS = Path("results")
+SCHEMA = Path("workflow/schemas/config.schema.yaml")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project root: $SUBLEVEL_ROOT, else the nearest ancestor of `start` (cwd)
+    holding a Snakefile and workflow/, else the checkout this package was installed from."""
+    if env := os.environ.get("SUBLEVEL_ROOT"):
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "Snakefile").is_file() and (d / "workflow").is_dir():
+            return d
+    source = Path(__file__).resolve().parents[2]
+    if (source / "Snakefile").is_file():
+        return source
+    raise FileNotFoundError(f"no sublevel project (Snakefile + workflow/) at or above {here}; set SUBLEVEL_ROOT")
+
+
+def schema_file() -> Path:
+    """The config JSON Schema; found beside the package source so the CLI works from anywhere."""
+    source = Path(__file__).resolve().parents[2] / SCHEMA
+    return source if source.is_file() else project_root() / SCHEMA
+
+
+def dataset_store(dataset: str) -> Path:
+    return RESULTS / "data" / f"{dataset}.zarr"
+
+
+def run_dir(experiment: str, seed: str | int) -> Path:
+    return RESULTS / "runs" / str(experiment) / f"seed={seed}"
+
+
+def trajectory(experiment: str, seed: str | int) -> Path:
+    """Zarr group: dense parameters [T, D] at the checkpoint steps, and buffers [T, B]."""
+    return run_dir(experiment, seed) / "trajectory.zarr"
+
+
+def tables_dir(root: Path | None = None) -> Path:
+    return (root or Path()) / RESULTS / "tables"
+
+
+def table(name: str, **partitions: str | int) -> Path:
+    """One job's Parquet file: results/tables/<name>/<key=value>/.../<name>.parquet."""
+    parts = [f"{k}={v}" for k, v in partitions.items()]
+    return tables_dir().joinpath(name, *parts, f"{name}.parquet")
+
+
+def log(stage: str, *keys: str | int) -> Path:
+    return RESULTS / "logs" / stage / ("-".join(str(k) for k in keys) + ".log")
+
+

@@ -1,0 +1,79 @@
+"""Writing results so that a reader never sees half a file.
+
+Every writer writes to a hidden temporary sibling and renames it into place on
+success; an interrupted job leaves only a `.<name>.tmp-<pid>` that no reader globs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from sublevel import schema
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; move it onto `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    _remove(final)
+    os.replace(tmp, final)
+
+
+def write_table(name: str, rows: list[dict], path: str | Path) -> pa.Table:
+    """Write rows as table `name` (columns and types from sublevel.schema)."""
+    table = schema.to_arrow(name, rows)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return table
+
+
+def shard_shape(shape: tuple[int, ...], chunks: tuple[int, ...], max_bytes: int = 128 << 20, itemsize: int = 4):
+    """Shards holding whole chunks, all rows, and as many columns as fit `max_bytes`: few files for DVC."""
+    rows, chunk_cols = shape[0], chunks[-1]
+    per_chunk_col = max(rows, 1) * chunk_cols * itemsize
+    n = max(1, min(-(-shape[-1] // chunk_cols), max_bytes // per_chunk_col))
+    return (max(rows, 1), *shape[1:-1], n * chunk_cols)
+
+
+def write_array(group: zarr.Group, name: str, data: np.ndarray, *, chunk_cols: int = 1 << 16,
+                attributes: dict | None = None) -> zarr.Array:
+    """A 2-D+ array chunked one row at a time (a checkpoint is one read) and sharded into few files."""
+    data = np.ascontiguousarray(data)
+    if data.ndim == 1:
+        return group.create_array(name, data=data, attributes=attributes or {})
+    chunks = (1, *data.shape[1:-1], max(1, min(chunk_cols, data.shape[-1])))
+    return group.create_array(name, data=data, chunks=chunks, shards=shard_shape(data.shape, chunks, itemsize=data.itemsize),
+                              attributes=attributes or {})
+
+
+def open_group(path: str | Path, what: str = "store") -> zarr.Group:
+    """Open a finished Zarr group read-only, with an error that names the path."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {path} does not exist; run the pipeline stage that makes it "
+                                f"(snakemake {path})")
+    return zarr.open_group(path, mode="r")

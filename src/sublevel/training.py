@@ -1,0 +1,151 @@
+"""Dense training with a checkpointed trajectory.
+
+One loop, readable top to bottom: batches are drawn on the device from a
+per-epoch permutation (drop-last) seeded by `data_seed`, while `init_seed` alone
+fixes the initialisation, so two runs can share an init and differ only in SGD
+noise. θ is recorded at the schedule's checkpoint steps; loss and accuracy on
+the full train and test sets at its eval steps. A non-finite loss stops the run
+and marks every row diverged, without failing the job.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from sublevel import models
+from sublevel.config import Experiment, Schedule
+from sublevel.datasets import Dataset
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto': the first CUDA device when one is visible, else the CPU; the code path is the same."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(threads: int | None = None) -> None:
+    """Deterministic kernels, so the same config and seeds give identical results on the CPU."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def build_model(exp: Experiment, data: Dataset, init_seed: int, device: torch.device) -> nn.Module:
+    torch.manual_seed(init_seed)
+    return models.build(exp.model.name, data.in_shape, data.num_classes, **exp.model.kwargs()).to(device)
+
+
+def make_optimizer(exp: Experiment, model: nn.Module) -> torch.optim.Optimizer:
+    t = exp.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                           weight_decay=t.weight_decay)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random 32x32 crop of the zero-padded (4 px) image and a random horizontal flip, per example."""
+    b, _, h, w = x.shape
+    pad = F.pad(x, (4, 4, 4, 4))
+    dy, dx = (torch.randint(0, 9, (b,), generator=gen).to(x.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = pad[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over the whole split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        out = model(x[i:i + batch_size])
+        loss += F.cross_entropy(out, y[i:i + batch_size], reduction="sum").item()
+        correct += (out.argmax(1) == y[i:i + batch_size]).sum().item()
+    model.train(was_training)
+    return loss / len(y), correct / len(y)
+
+
+@dataclass
+class Trajectory:
+    """What a dense run leaves: θ and buffers at the checkpoint steps, and the eval rows."""
+
+    steps: list[int] = field(default_factory=list)
+    params: list[np.ndarray] = field(default_factory=list)
+    buffers: list[np.ndarray] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    diverged: bool = False
+    seconds: float = 0.0
+
+
+def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device: torch.device,
+          progress: bool = True) -> tuple[nn.Module, Trajectory]:
+    sched = Schedule.resolve(exp, len(data.y_train))
+    model = build_model(exp, data, init_seed, device)
+    opt = make_optimizer(exp, model)
+    lr_at = lambda s: exp.train.lr * sched.lr_factor(s, exp.train.schedule, exp.train.gamma)
+    gen = torch.Generator().manual_seed(data_seed)
+    checkpoints, evals = set(sched.checkpoints), sched.eval_steps()
+    D = models.Layout.of(model).D
+    out = Trajectory()
+    n, bs = len(data.y_train), exp.train.batch_size
+    order = torch.empty(0, dtype=torch.long)
+    start = time.perf_counter()
+
+    def record(step: int, lr: float) -> None:
+        for split in ("train", "test"):
+            loss, acc = evaluate(model, *data.split(split), exp.train.eval_batch_size)
+            out.diverged |= not math.isfinite(loss)
+            out.rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D,
+                                 seed=init_seed, data_seed=data_seed, step=step, epoch=step / sched.steps_per_epoch,
+                                 split=split, loss=loss, accuracy=acc, lr=lr, diverged=False, device=device.type))
+
+    model.train()
+    bar = tqdm(range(sched.total + 1), desc=f"{exp.name} seed={init_seed}", disable=not progress,
+               mininterval=5.0, unit="step")
+    for step in bar:
+        lr = lr_at(step)
+        if step in checkpoints:
+            out.steps.append(step)
+            out.params.append(models.flatten(model).float().cpu().numpy())
+            out.buffers.append(models.flatten_buffers(model).cpu().numpy())
+        if step in evals:
+            record(step, lr)
+            bar.set_postfix(test_acc=f"{out.rows[-1]['accuracy']:.3f}", refresh=False)
+        if step == sched.total or out.diverged:
+            break
+        within = step % sched.steps_per_epoch
+        if within == 0:
+            order = torch.randperm(n, generator=gen).to(device)
+        idx = order[within * bs:(within + 1) * bs]
+        x = data.x_train[idx]
+        if exp.train.augment:
+            x = augment(x, gen)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = F.cross_entropy(model(x), data.y_train[idx])
+        if not torch.isfinite(loss):
+            out.diverged = True
+            if step not in evals:
+                record(step, lr)  # the state it stopped in
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    bar.close()
+    out.seconds = time.perf_counter() - start
+    for r in out.rows:
+        r["diverged"] = out.diverged
+    return model, out

@@ -1,0 +1,80 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sublevel import catalog, cli, paths, schema, storage
+from test_storage import row
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "Snakefile").write_text("")
+    (tmp_path / "workflow").mkdir()
+    return tmp_path
+
+
+def write(project, experiment, seed, rows):
+    storage.write_table("train", rows, project / paths.table("train", experiment=experiment, seed=seed))
+
+
+def test_every_table_is_a_view_even_before_any_job_ran(project):
+    con = catalog.connect(project)
+    for name, table in schema.TABLES.items():
+        rel = con.sql(f"select * from {name}")
+        assert rel.columns == table.schema.names and rel.fetchall() == []
+
+
+def test_views_union_all_jobs_files(project):
+    write(project, "a", 0, [row(experiment="a"), row(experiment="a", step=10)])
+    write(project, "b", 1, [row(experiment="b", seed=1)])
+    df = catalog.query("select experiment, count(*) n from train group by 1 order by 1", project)
+    assert df.rows() == [("a", 2), ("b", 1)]
+
+
+def test_union_by_name_tolerates_an_older_file_without_a_column(project):
+    write(project, "a", 0, [row(experiment="a")])
+    old = pa.Table.from_pylist([{k: v for k, v in row(experiment="old").items() if k != "device"}])
+    path = project / paths.table("train", experiment="old", seed=0)
+    path.parent.mkdir(parents=True)
+    pq.write_table(old, path)
+    df = catalog.query("select experiment, device from train order by 1", project)
+    assert df.rows() == [("a", "cpu"), ("old", None)]
+
+
+def test_half_written_files_are_not_read(project):
+    write(project, "a", 0, [row(experiment="a")])
+    tmp = project / paths.table("train", experiment="b", seed=0)
+    tmp = tmp.with_name(f".{tmp.name}.tmp-123")
+    tmp.parent.mkdir(parents=True)
+    tmp.write_bytes(b"PAR1 half a file")
+    assert catalog.query("select count(*) from train", project).item() == 1
+
+
+def test_cli_query_formats(project, capsys, monkeypatch):
+    write(project, "a", 0, [row(experiment="a", accuracy=0.25), row(experiment="a", step=3, accuracy=0.75)])
+    monkeypatch.chdir(project / "workflow")  # the root is found from a subdirectory
+    assert cli.main(["query", "select step, accuracy from train order by step", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["step,accuracy", "0,0.25", "3,0.75"]
+    assert cli.main(["query", "select step from train order by step", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"step": 0}, {"step": 3}]
+    assert cli.main(["query", "select experiment, step from train order by step"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("experiment" in l and "step" in l for l in lines) and len({len(l) for l in lines}) == 1  # aligned
+
+
+def test_cli_query_bad_sql_exits_non_zero_with_duckdbs_message(project):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["query", "selec 1", "--root", str(project)])
+    assert "syntax error" in str(e.value.code)
+
+
+def test_views_sql_runs_in_a_plain_duckdb(project, capsys):
+    import duckdb
+
+    write(project, "a", 0, [row(experiment="a")])
+    cli.main(["views", "--root", str(project)])
+    con = duckdb.connect()
+    con.execute(capsys.readouterr().out)
+    assert con.execute("select count(*) from train").fetchall() == [(1,)]

@@ -1,0 +1,97 @@
+import pytest
+import yaml
+
+from sublevel import config
+from sublevel.config import ConfigError, Schedule
+from conftest import make_experiment
+
+
+def check(text: str) -> dict:
+    return config.validate(yaml.safe_load(text))
+
+
+MINIMAL = "experiments: {x: {dataset: mnist1d, model: {name: mlp}}}"
+
+
+def test_defaults_are_filled_from_the_schema():
+    cfg = check(MINIMAL)
+    exp = config.experiment(cfg, "x")
+    assert cfg["device"] == "auto" and cfg["threads"] == 1 and cfg["data"]["download"] is False
+    assert exp.train.optimizer == "sgd" and exp.train.steps == 1000 and exp.seeds == (0,)
+    assert exp.checkpoints.log_spaced == 16
+
+
+def test_experiments_do_not_share_default_dicts():
+    cfg = check("experiments: {a: {dataset: mnist1d, model: {name: mlp}}, b: {dataset: digits, model: {name: mlp}}}")
+    assert cfg["experiments"]["a"]["train"] is not cfg["experiments"]["b"]["train"]
+
+
+@pytest.mark.parametrize("text, key", [
+    ("experiments: {x: {dataset: mnist1d, model: {name: nosuchnet}}}", "experiments.x.model.name"),
+    ("experiments: {x: {dataset: nosuchdata, model: {name: mlp}}}", "experiments.x.dataset"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {steps: 0}}}", "experiments.x.train.steps"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {steps: -5ep}}}", "experiments.x.train.steps"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {lr: fast}}}", "experiments.x.train.lr"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {stepz: 3}}}", "experiments.x.train.stepz"),
+    ("{colour: red, experiments: {x: {dataset: mnist1d, model: {name: mlp}}}}", "colour"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: resnet20, widths: [3]}}}", "experiments.x.model"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {batch_size: 0}}}", "experiments.x.train.batch_size"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, seeds: [1, 1]}}", "experiments.x.seeds"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {milestones: [10]}}}", "experiments.x.train.milestones"),
+    ("experiments: {}", "experiments"),
+])
+def test_bad_input_gives_one_error_naming_the_key(text, key):
+    with pytest.raises(ConfigError) as e:
+        check(text)
+    message = str(e.value)
+    assert message.startswith(f"config error at {key}:"), message
+    assert "\n" not in message
+
+
+def test_every_shipped_config_is_valid(root):
+    for path in sorted((root / "config").glob("*.yaml")):
+        cfg = config.load(path)
+        assert cfg["experiments"], path
+
+
+def test_durations_in_steps_and_epochs():
+    assert config.parse_duration(300, 7) == 300
+    assert config.parse_duration("300it", 7) == 300
+    assert config.parse_duration("3ep", 7) == 21
+
+
+def test_schedule_resolves_checkpoints_and_lr():
+    exp = make_experiment(**{"train.steps": "10ep", "train.batch_size": 100, "train.warmup": 10,
+                             "train.schedule": "step", "train.milestones": ["5ep", 80],
+                             "checkpoints": {"steps": ["1ep", 7], "log_spaced": 5, "every": 0}})
+    s = Schedule.resolve(exp, n_train=480)  # 4 steps per epoch (drop-last)
+    assert s.steps_per_epoch == 4 and s.total == 40 and s.milestones == (20, 80)
+    assert {0, 4, 7, 40} <= set(s.checkpoints) and s.checkpoints == tuple(sorted(set(s.checkpoints)))
+    assert {1, 3, 6, 16} <= set(s.checkpoints)  # round(40 ** (i / 4))
+    assert s.lr_factor(0, "step", 0.1) == pytest.approx(0.1)  # warmup: (step + 1) / 10
+    assert s.lr_factor(9, "step", 0.1) == pytest.approx(1.0)
+    assert s.lr_factor(19, "step", 0.1) == pytest.approx(1.0)
+    assert s.lr_factor(20, "step", 0.1) == pytest.approx(0.1)
+    assert s.lr_factor(10, "cosine", 0.1) == pytest.approx(1.0)
+    assert s.lr_factor(40, "cosine", 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert s.lr_factor(25, "cosine", 0.1) == pytest.approx(0.5)
+    assert s.lr_factor(30, "constant", 0.1) == 1.0
+    assert {0, 40} <= s.eval_steps()
+
+
+def test_checkpoint_beyond_training_is_rejected():
+    exp = make_experiment(**{"train.steps": 20, "checkpoints": {"steps": [25]}})
+    with pytest.raises(ConfigError, match="checkpoints.steps: \\[25\\] beyond the last step 20"):
+        Schedule.resolve(exp, n_train=480)
+
+
+def test_batch_larger_than_the_dataset_is_rejected():
+    exp = make_experiment(**{"train.batch_size": 1000})
+    with pytest.raises(ConfigError, match="batch_size"):
+        Schedule.resolve(exp, n_train=480)
+
+
+def test_experiment_json_round_trip():
+    exp = make_experiment()
+    again = config.Experiment.from_json(exp.to_json())
+    assert again == exp

@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from sublevel import models
+
+# (name, input shape, classes, kwargs, D from the literature)
+COUNTS = [
+    ("mlp", (1, 28, 28), 10, {}, 266_610),          # LeNet-300-100
+    ("lenet5", (1, 28, 28), 10, {}, 61_706),
+    ("conv2", (3, 32, 32), 10, {}, 4_301_642),      # Frankle & Carbin: 4.3M
+    ("conv4", (3, 32, 32), 10, {}, 2_425_930),      # 2.4M
+    ("conv6", (3, 32, 32), 10, {}, 2_262_602),
+    ("resnet20", (3, 32, 32), 10, {}, 272_474),     # He et al.: 0.27M
+    ("mlp", (1, 40), 10, {"widths": (100, 100)}, 15_210),
+    ("mnist1d_cnn", (1, 40), 10, {}, 13_960),
+]
+
+
+@pytest.mark.parametrize("name, shape, classes, kwargs, D", COUNTS)
+def test_parameter_counts_and_forward(name, shape, classes, kwargs, D):
+    model = models.build(name, shape, classes, **kwargs)
+    assert models.Layout.of(model).D == D == sum(p.numel() for p in model.parameters())
+    assert model(torch.zeros(2, *shape)).shape == (2, classes)
+
+
+def test_resnet_width_scales_channels():
+    narrow = models.Layout.of(models.build("resnet20", (3, 32, 32), 10, width=8)).D
+    assert narrow < 272_474 / 3
+
+
+def test_unknown_model_and_unknown_option():
+    with pytest.raises(KeyError, match="unknown model 'nosuchnet'"):
+        models.build("nosuchnet", (1, 40), 10)
+    with pytest.raises(TypeError, match=r"lenet5 does not take \['widths'\]"):
+        models.build("lenet5", (1, 28, 28), 10, widths=(3,))
+
+
+def test_prunable_tensors_are_conv_and_linear_weights_only():
+    model = models.build("resnet20", (3, 32, 32), 10)
+    layout = models.Layout.of(model)
+    for name, prunable in zip(layout.names, layout.prunable):
+        is_weight = name.endswith("weight") and ".bn" not in name and not name.startswith("bn") \
+            and not name.endswith("shortcut.1.weight")
+        assert prunable == is_weight, name
+    mask = layout.prunable_mask()
+    assert mask.shape == (layout.D,) and 0 < mask.sum() < layout.D
+
+
+def test_flat_vector_round_trip():
+    torch.manual_seed(0)
+    model = models.build("lenet5", (1, 28, 28), 10)
+    layout = models.Layout.of(model)
+    theta = models.flatten(model)
+    named = layout.unflatten(theta)
+    for name, p in model.named_parameters():
+        assert torch.equal(named[name], p.detach())
+    models.load_flat(model, torch.arange(layout.D, dtype=torch.float32))
+    assert torch.equal(models.flatten(model), torch.arange(layout.D, dtype=torch.float32))
+
+
+def test_functional_call_on_the_flat_vector_matches_the_module():
+    torch.manual_seed(0)
+    model = models.build("mlp", (1, 40), 10, widths=(16,))
+    layout = models.Layout.of(model)
+    x = torch.randn(5, 1, 40)
+    out = torch.func.functional_call(model, layout.unflatten(models.flatten(model)), (x,))
+    assert torch.allclose(out, model(x))
+
+
+def test_buffers_round_trip():
+    model = models.build("resnet20", (3, 32, 32), 10, width=4)
+    model.train()
+    model(torch.randn(8, 3, 32, 32))  # moves running statistics
+    flat = models.flatten_buffers(model)
+    fresh = models.build("resnet20", (3, 32, 32), 10, width=4)
+    models.load_flat_buffers(fresh, flat)
+    for (n, a), (_, b) in zip(model.named_buffers(), fresh.named_buffers()):
+        assert torch.equal(a, b), n

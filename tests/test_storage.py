@@ -1,0 +1,65 @@
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import zarr
+
+from sublevel import schema, storage, trajectory
+
+
+def row(**over):
+    base = dict(experiment="e", dataset="mnist1d", model="mlp", num_params=10, seed=0, data_seed=0, step=0,
+                epoch=0.0, split="train", loss=1.0, accuracy=0.5, lr=0.1, diverged=False, device="cpu")
+    return {**base, **over}
+
+
+def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
+    final = tmp_path / "a" / "t.parquet"
+    with pytest.raises(RuntimeError):
+        with storage.atomic_path(final) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not final.exists() and list(final.parent.iterdir()) == []
+
+
+def test_atomic_path_replaces_a_directory(tmp_path):
+    final = tmp_path / "g.zarr"
+    for value in (1, 2):
+        with storage.atomic_path(final) as tmp:
+            zarr.open_group(tmp, mode="w", attributes={"v": value})
+    assert zarr.open_group(final, mode="r").attrs["v"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["g.zarr"]
+
+
+def test_write_table_enforces_the_schema(tmp_path):
+    path = tmp_path / "train.parquet"
+    storage.write_table("train", [row(), row(step=5, split="test")], path)
+    table = pq.read_table(path)
+    assert table.schema.equals(schema.TRAIN.schema) and table.num_rows == 2
+    with pytest.raises(ValueError, match=r"missing columns \['loss'\]"):
+        storage.write_table("train", [{k: v for k, v in row().items() if k != "loss"}], path)
+    with pytest.raises(ValueError, match=r"unknown columns \['colour'\]"):
+        storage.write_table("train", [row(colour="red")], path)
+    assert pq.read_table(path).num_rows == 2  # the failed writes left the file alone
+
+
+def test_shards_hold_whole_rows_and_few_files():
+    assert storage.shard_shape((30, 15_210), (1, 15_210)) == (30, 15_210)
+    rows, cols = storage.shard_shape((40, 4_301_642), (1, 65_536))
+    assert rows == 40 and cols % 65_536 == 0 and rows * cols * 4 <= 128 << 20
+
+
+def test_trajectory_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(70_000).astype(np.float32) for _ in range(5)]
+    buffers = [np.zeros(0, np.float32)] * 5
+    path = tmp_path / "trajectory.zarr"
+    trajectory.write(path, steps=[0, 1, 3, 10, 20], params=params, buffers=buffers, attrs={"D": 70_000})
+    t = trajectory.read(path)
+    assert t.steps.tolist() == [0, 1, 3, 10, 20] and t.attrs["D"] == 70_000
+    assert np.array_equal(t.params(10), params[3]) and t.params().shape == (5, 70_000)
+    with pytest.raises(KeyError, match=r"stored: \[0, 1, 3, 10, 20\]"):
+        t.params(2)
+    group = zarr.open_group(path, mode="r")
+    assert group["params"].shards == (5, 131_072) and group["params"].chunks == (1, 65_536)
+    files = [p for p in (path / "params").rglob("*") if p.is_file()]
+    assert len(files) == 2  # zarr.json + one shard

@@ -1,0 +1,85 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sublevel import models, training
+from sublevel.config import Schedule
+from conftest import make_experiment
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    training.seed_everything(1)
+
+
+def run(exp, data, init_seed=0, data_seed=0):
+    return training.train(exp, data, init_seed, data_seed, CPU, progress=False)
+
+
+def test_same_config_and_seeds_give_identical_results(mnist1d):
+    exp = make_experiment()
+    _, a = run(exp, mnist1d)
+    _, b = run(exp, mnist1d)
+    assert np.array_equal(np.stack(a.params), np.stack(b.params))
+    assert [r["loss"] for r in a.rows] == [r["loss"] for r in b.rows]
+
+
+def test_init_seed_and_data_seed_are_separate(mnist1d):
+    exp = make_experiment()
+    _, base = run(exp, mnist1d, 0, 0)
+    _, noise = run(exp, mnist1d, 0, 1)   # same init, other data order
+    _, other = run(exp, mnist1d, 1, 0)   # other init, same data order
+    assert np.array_equal(base.params[0], noise.params[0])
+    assert not np.array_equal(base.params[-1], noise.params[-1])
+    assert not np.array_equal(base.params[0], other.params[0])
+
+
+def test_trajectory_rows_and_learning(mnist1d):
+    exp = make_experiment(**{"train.steps": 150, "train.eval_every": 50})
+    model, out = run(exp, mnist1d)
+    sched = Schedule.resolve(exp, len(mnist1d.y_train))
+    assert out.steps == list(sched.checkpoints) and out.steps[0] == 0 and out.steps[-1] == 150
+    D = models.Layout.of(model).D
+    assert all(p.shape == (D,) and p.dtype == np.float32 for p in out.params)
+    assert np.array_equal(out.params[-1], models.flatten(model).numpy())
+    splits = {(r["step"], r["split"]) for r in out.rows}
+    assert {(s, sp) for s in (0, 50, 100, 150) for sp in ("train", "test")} <= splits
+    first, last = out.rows[0], [r for r in out.rows if r["step"] == 150 and r["split"] == "train"][0]
+    assert last["loss"] < first["loss"] and last["accuracy"] > 0.3  # it learns (chance is 0.1)
+    assert not out.diverged and not any(r["diverged"] for r in out.rows)
+
+
+def test_divergence_stops_the_run_and_marks_every_row(mnist1d):
+    exp = make_experiment(**{"train.lr": 1e8, "train.steps": 200})
+    _, out = run(exp, mnist1d)
+    assert out.diverged
+    assert all(r["diverged"] for r in out.rows)
+    assert max(r["step"] for r in out.rows) < 200
+    assert any(not math.isfinite(r["loss"]) for r in out.rows)
+
+
+def test_adam_cosine_warmup_and_momentum_options_train(mnist1d):
+    exp = make_experiment(**{"train.optimizer": "adam", "train.lr": 0.01, "train.schedule": "cosine",
+                             "train.warmup": 5, "train.steps": 60})
+    _, out = run(exp, mnist1d)
+    lrs = {r["step"]: r["lr"] for r in out.rows}
+    assert lrs[0] == pytest.approx(0.01 / 5) and lrs[60] == pytest.approx(0.0, abs=1e-12)
+    assert not out.diverged
+
+
+def test_augment_keeps_shape_and_content():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    y = training.augment(x, gen)
+    assert y.shape == x.shape
+    # every output is a shifted (and maybe flipped) window of the zero-padded input
+    assert not torch.equal(x, y) and (y.abs().sum((1, 2, 3)) <= x.abs().sum((1, 2, 3)) + 1e-4).all()
+
+
+def test_pick_device():
+    assert training.pick_device("cpu").type == "cpu"
+    assert training.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

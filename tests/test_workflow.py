@@ -1,0 +1,130 @@
+"""The pipeline as a user runs it: snakemake on a config, then `sublevel query`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from sublevel import catalog, paths, trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    if configfile:
+        cmd += ["--configfile", str(configfile)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def config_file(tmp_path: Path, **extra_experiments) -> Path:
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["experiments"].update(extra_experiments)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_default_config_dry_run_and_lint_are_clean():
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=ROOT, capture_output=True, text=True)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    diverging = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
+                 "train": {"lr": 1.0e8, "batch_size": 32, "steps": 40}}
+    cfg = config_file(tmp_path, blowup=diverging)
+    done = snakemake(work, configfile=cfg)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    # every declared output, and a log per job
+    for exp, seeds in (("smoke", (0, 1)), ("blowup", (0,))):
+        for seed in seeds:
+            assert (work / paths.trajectory(exp, seed) / "zarr.json").is_file()
+            assert (work / paths.table("train", experiment=exp, seed=seed)).is_file()
+            assert (work / paths.log("train", exp, seed)).is_file()
+    t = trajectory.read(work / paths.trajectory("smoke", 0))
+    assert t.steps[0] == 0 and t.steps[-1] == 40 and t.params().shape == (len(t.steps), t.attrs["D"])
+    assert t.attrs["D"] == 40 * 16 + 16 + 16 * 10 + 10 and t.attrs["diverged"] is False
+
+    con = catalog.connect(work)
+    n, = con.execute("select count(*) from train where experiment = 'smoke'").fetchall()[0]
+    assert n > 0
+    flags = con.execute("select experiment, bool_and(diverged), bool_or(diverged) from train group by 1 "
+                        "order by 1").fetchall()
+    assert flags == [("blowup", True, True), ("smoke", False, False)]
+    assert trajectory.read(work / paths.trajectory("blowup", 0)).attrs["diverged"] is True
+
+    # the same config and seed give the same numbers whichever job ran them
+    a = pq.read_table(work / paths.table("train", experiment="smoke", seed=0)).column("loss").to_pylist()
+    again = snakemake(work, "--forcerun", "train_dense", configfile=cfg)
+    assert again.returncode == 0, again.stderr[-3000:]
+    b = pq.read_table(work / paths.table("train", experiment="smoke", seed=0)).column("loss").to_pylist()
+    assert a == b
+
+    # nothing left to do; the CLI finds the results from inside the project
+    rerun = snakemake(work, "-n", configfile=cfg)
+    assert "Nothing to be done" in rerun.stdout + rerun.stderr
+    q = subprocess.run([str(BIN / "sublevel"), "query", "select count(*) as n from train", "--root", str(work),
+                        "--format", "csv"], capture_output=True, text=True)
+    assert q.returncode == 0 and int(q.stdout.splitlines()[1]) > 0
+
+
+def test_unknown_model_fails_before_any_job(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    bad = {"dataset": "mnist1d", "model": {"name": "nosuchnet"}}
+    res = snakemake(work, configfile=config_file(tmp_path, bad=bad))
+    assert res.returncode != 0
+    assert "config error at experiments.bad.model.name: 'nosuchnet' is not one of" in res.stderr + res.stdout
+    assert not (work / "results").exists()
+
+
+def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnist1d_store):
+    """SIGKILL mid-run: neither the trajectory nor the table exists, so Snakemake reruns and readers see nothing."""
+    from sublevel import config
+
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["experiments"]["smoke"]["train"]["steps"] = 10_000_000
+    exp = config.experiment(config.validate(cfg), "smoke")
+    out_traj, out_table = tmp_path / "trajectory.zarr", tmp_path / "t" / "train.parquet"
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "sublevel", "train", "--spec", exp.to_json(), "--seed", "0",
+                                 "--data", str(mnist1d_store), "--trajectory", str(out_traj), "--table",
+                                 str(out_table)], stderr=f)
+    deadline = time.time() + 60
+    while "step/s" not in log.read_text() and time.time() < deadline:  # the progress bar is running
+        time.sleep(0.2)
+    assert proc.poll() is None, log.read_text()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out_traj.exists() and not out_table.exists()
+    assert catalog.query("select count(*) from train", tmp_path).item() == 0
+
+
+def test_documented_duckdb_shell_line_works(tmp_path):
+    """README: duckdb -cmd "$(sublevel views)" opens the interactive shell over the same views."""
+    duck = BIN / "duckdb"
+    if not duck.exists():
+        pytest.skip("duckdb-cli not installed (pip install duckdb-cli)")
+    views = subprocess.run([str(BIN / "sublevel"), "views", "--root", str(tmp_path)], capture_output=True,
+                           text=True, check=True).stdout
+    out = subprocess.run([str(duck), "-csv", "-cmd", views], input="select count(*) as n from train;\n",
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["n", "0"], out.stderr

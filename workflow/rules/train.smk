@@ -1,0 +1,28 @@
+# Stage 2: dense training, one job per (experiment, seed): the trajectory in Zarr, the curves in Parquet.
+
+
+rule train_dense:
+    input:
+        data=dataset_of,
+    output:
+        trajectory=directory(str(paths.trajectory("{experiment}", "{seed}"))),
+        table=str(paths.table("train", experiment="{experiment}", seed="{seed}")),
+    log:
+        str(paths.log("train", "{experiment}", "{seed}")),
+    params:
+        spec=spec,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel train --spec {params.spec:q} --seed {wildcards.seed} --data {input.data}"
+        " --trajectory {output.trajectory} --table {output.table} --device {params.device} --threads {threads}"
+        " > {log} 2>&1"
+
+
+rule train_all:
+    input:
+        dense_outputs(),
