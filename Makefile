@@ -21,7 +21,7 @@ venv: $(VENV)/.installed
 run: venv
 	$(BIN)/snakemake --cores $(CORES)
 	@echo
-	@echo "Results are under results/: data/ (Zarr), runs/ (trajectories, Zarr), tables/ (Parquet), logs/."
+	@echo "Results are under results/: data/ and runs/ and imp/ (Zarr), tables/ (Parquet), figures/, logs/."
 	@echo "Try:  $(BIN)/sublevel query \"select experiment, split, round(avg(accuracy), 3) as accuracy from train where step = (select max(step) from train t where t.experiment = train.experiment) group by all order by all\""
 
 test: venv

@@ -13,9 +13,11 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/imp.smk"
 
 
 rule all:
     input:
         dense_outputs(),
+        imp_outputs(),
     default_target: True

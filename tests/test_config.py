@@ -79,16 +79,43 @@ def test_schedule_resolves_checkpoints_and_lr():
     assert {0, 40} <= s.eval_steps()
 
 
-def test_checkpoint_beyond_training_is_rejected():
-    exp = make_experiment(**{"train.steps": 20, "checkpoints": {"steps": [25]}})
+def test_checkpoint_beyond_training_is_rejected_before_any_job():
     with pytest.raises(ConfigError, match="checkpoints.steps: \\[25\\] beyond the last step 20"):
-        Schedule.resolve(exp, n_train=480)
+        make_experiment(**{"train.steps": 20, "checkpoints": {"steps": [25]}})
 
 
-def test_batch_larger_than_the_dataset_is_rejected():
-    exp = make_experiment(**{"train.batch_size": 1000})
-    with pytest.raises(ConfigError, match="batch_size"):
-        Schedule.resolve(exp, n_train=480)
+def test_batch_larger_than_the_dataset_is_rejected_before_any_job():
+    # smoke.yaml makes 600 MNIST-1D examples, 480 for training
+    with pytest.raises(ConfigError, match="batch_size: 1000 exceeds the 480 training examples"):
+        make_experiment(**{"train.batch_size": 1000})
+
+
+@pytest.mark.parametrize("imp, key, message", [
+    ({"fraction": 1.0}, "fraction", "maximum"),
+    ({"fraction": 0}, "fraction", "minimum"),
+    ({"levels": 0}, "levels", "minimum"),
+    ({"rewind": 40}, "rewind", "not before the end of training at step 40"),
+    ({"rewind": "3ep"}, "rewind", "step 45 \\(3ep\\)"),   # 480 // 32 = 15 steps per epoch
+    ({"seeds": [7]}, "seeds", "\\[7\\] are not dense seeds"),
+    ({"baselines": ["magic"]}, "baselines.0", "is not one of"),
+])
+def test_bad_imp_settings_are_rejected_before_any_job(imp, key, message):
+    with pytest.raises(ConfigError, match=f"^config error at experiments.smoke.imp.{key}: .*{message}"):
+        make_experiment(imp=imp)
+
+
+def test_imp_defaults_and_the_rewind_point_is_a_checkpoint():
+    exp = make_experiment(imp={"rewind": 7})
+    assert exp.imp.levels == 5 and exp.imp.fraction == 0.2 and exp.imp.scope == "global"
+    assert exp.imp.seeds == exp.seeds and len(exp.imp.baselines) == 4 and exp.imp.alphas == 11
+    s = Schedule.resolve(exp, 480)
+    assert s.rewind == 7 and 7 in s.checkpoints
+
+
+def test_train_sizes_match_the_prepared_data(mnist1d):
+    from sublevel.datasets import train_size
+
+    assert train_size("mnist1d", {"mnist1d_samples": 600}) == len(mnist1d.y_train)
 
 
 def test_experiment_json_round_trip():

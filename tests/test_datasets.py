@@ -27,6 +27,7 @@ def test_digits_store(tmp_path):
     datasets.prepare("digits", tmp_path / "digits.zarr")
     d = datasets.load(tmp_path / "digits.zarr")
     assert len(d.y_train) + len(d.y_test) == 1797 and d.in_shape == (1, 8, 8)
+    assert len(d.y_train) == datasets.train_size("digits", {})
     group = zarr.open_group(tmp_path / "digits.zarr", mode="r")
     assert group["x_train"].dtype == np.uint8 and group.attrs["scale"] == pytest.approx(1 / 16)
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
-from sublevel import catalog, paths, trajectory
+from sublevel import catalog, imp, paths, trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,12 +71,30 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
     assert flags == [("blowup", True, True), ("smoke", False, False)]
     assert trajectory.read(work / paths.trajectory("blowup", 0)).attrs["diverged"] is True
 
-    # the same config and seed give the same numbers whichever job ran them
-    a = pq.read_table(work / paths.table("train", experiment="smoke", seed=0)).column("loss").to_pylist()
-    again = snakemake(work, "--forcerun", "train_dense", configfile=cfg)
-    assert again.returncode == 0, again.stderr[-3000:]
-    b = pq.read_table(work / paths.table("train", experiment="smoke", seed=0)).column("loss").to_pylist()
-    assert a == b
+    # IMP: levels 0..2 and four baselines per pruned level, barriers, figures (smoke.yaml: levels 2, seed 0)
+    rows = con.execute("select method, level, round(sparsity, 4) from imp order by 1, 2").fetchall()
+    assert [r for r in rows if r[0] == "imp"] == [("imp", 0, 0.0), ("imp", 1, 0.2), ("imp", 2, 0.36)]
+    assert len(rows) == 3 + 4 * 2
+    assert con.execute("select count(distinct sparsity) from imp where level = 2").fetchall() == [(1,)]
+    kinds = con.execute("select kind, list(distinct level order by level) from barrier group by 1 order by 1").fetchall()
+    assert kinds == [("imp_successive", [1, 2]), ("instability", [0, 1, 2])]
+    for name in ("imp_accuracy", "imp_barrier"):
+        assert (work / paths.figure("smoke", name)).read_bytes()[:4] == b"\x89PNG"
+
+    # an interrupted chain resumes from its last finished level and gives the same masks
+    level2 = work / paths.level_store("smoke", 0, "imp", 2)
+    before = imp.Level.read(level2)
+    shutil.rmtree(level2)  # as a chain killed during level 2 leaves it: no level-2 outputs, no figures
+    (work / paths.table("imp", experiment="smoke", seed=0, method="imp", level=2)).unlink()
+    for name in ("imp_accuracy", "imp_barrier"):
+        (work / paths.figure("smoke", name)).unlink()
+    resumed = snakemake(work, configfile=cfg)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stdout + resumed.stderr
+    assert "rule imp_level" in log and "rule train_dense" not in log
+    assert "wildcards: experiment=smoke, seed=0, level=1" not in log  # finished levels are not redone
+    after = imp.Level.read(level2)
+    assert torch.equal(before.mask, after.mask) and torch.equal(before.weights, after.weights)
 
     # nothing left to do; the CLI finds the results from inside the project
     rerun = snakemake(work, "-n", configfile=cfg)

@@ -26,8 +26,8 @@ def _train(args) -> None:
     from sublevel.training import pick_device, seed_everything, train
 
     exp = Experiment.from_json(args.spec)
-    seed_everything(args.threads)
     device = pick_device(args.device)
+    seed_everything(args.threads, device)
     data = datasets.load(args.data, device)
     data_seed = args.seed if args.data_seed is None else args.data_seed
     print(f"training {exp.name} seed={args.seed} data_seed={data_seed} on {device} "
@@ -43,6 +43,71 @@ def _train(args) -> None:
     status = "DIVERGED" if run.diverged else "done"
     print(f"{status} in {run.seconds:.1f}s: {len(run.steps)} checkpoints, "
           + ", ".join(f"{s} loss {r['loss']:.4f} acc {r['accuracy']:.4f}" for s, r in last.items()), file=sys.stderr)
+
+
+def _context(args):
+    """The spec, dataset, dense trajectory and device an IMP-stage command works from."""
+    from sublevel import datasets, trajectory
+    from sublevel.config import ConfigError, Experiment
+    from sublevel.training import pick_device, seed_everything
+
+    exp = Experiment.from_json(args.spec)
+    if exp.imp is None:
+        raise ConfigError(f"experiment {exp.name} has no `imp` section")
+    device = pick_device(args.device)
+    seed_everything(args.threads, device)
+    return exp, datasets.load(args.data, device), trajectory.read(args.trajectory), device
+
+
+def _report(level) -> None:
+    r = level.row
+    print(f"{r['method']} level {r['level']}: sparsity {r['sparsity']:.4f} ({r['remaining']} left), "
+          f"test acc {r['test_accuracy']:.4f}{' DIVERGED' if r['diverged'] else ''}", file=sys.stderr)
+
+
+def _imp_level(args) -> None:
+    from sublevel import imp, storage
+
+    exp, data, traj, device = _context(args)
+    previous = imp.Level.read(args.previous) if args.previous else None
+    level = imp.imp_level(exp, data, traj, args.seed, args.level, previous, device, progress=not args.quiet)
+    level.write(args.out)
+    storage.write_table("imp", [level.row], args.table)
+    _report(level)
+
+
+def _imp_baseline(args) -> None:
+    from sublevel import imp, storage
+
+    exp, data, traj, device = _context(args)
+    level = imp.baseline(args.method, exp, data, traj, args.seed, imp.Level.read(args.ticket), device,
+                         progress=not args.quiet)
+    level.write(args.out)
+    storage.write_table("imp", [level.row], args.table)
+    _report(level)
+
+
+def _barrier(args) -> None:
+    from sublevel import imp, storage
+
+    exp, data, traj, device = _context(args)
+    dense, a = imp.Level.read(args.dense), imp.Level.read(args.a)
+    if args.kind == "instability":
+        rows = imp.instability(exp, data, traj, args.seed, a, dense, device, progress=not args.quiet)
+    else:
+        rows = imp.successive(exp, data, args.seed, a, imp.Level.read(args.b), dense, device)
+    storage.write_table("barrier", rows, args.table)
+    for r in rows:
+        print(f"{r['kind']} level {r['level']} {r['split']}: barrier {r['barrier']:.4f}", file=sys.stderr)
+
+
+def _figures_imp(args) -> None:
+    import polars as pl
+
+    from sublevel import figures
+
+    figures.imp_accuracy(pl.read_parquet(args.imp), args.accuracy)
+    figures.barrier_vs_level(pl.read_parquet(args.barrier) if args.barrier else pl.DataFrame(), args.barriers)
 
 
 def _query(args) -> None:
@@ -103,6 +168,42 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_train)
+
+    def imp_stage(name: str, help: str, func) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+        s.add_argument("--seed", type=int, required=True, help="dense seed of the chain")
+        s.add_argument("--data", required=True, help="dataset Zarr store")
+        s.add_argument("--trajectory", required=True, help="the dense run's trajectory (rewind point, θ_0, θ_T)")
+        s.add_argument("--table", required=True, help="Parquet file to write")
+        s.add_argument("--device", default="auto")
+        s.add_argument("--threads", type=int, default=1)
+        s.add_argument("--quiet", action="store_true")
+        s.set_defaults(func=func)
+        return s
+
+    s = imp_stage("imp-level", "one IMP level: prune the previous level, rewind, train", _imp_level)
+    s.add_argument("--level", type=int, required=True)
+    s.add_argument("--previous", help="level-1 store (required for level >= 1)")
+    s.add_argument("--out", required=True, help="level store (Zarr) to write")
+
+    s = imp_stage("imp-baseline", "a baseline at the per-layer sparsity of an IMP level", _imp_baseline)
+    s.add_argument("--method", required=True, choices=["random_prune", "random_reinit", "oneshot", "init_magnitude"])
+    s.add_argument("--ticket", required=True, help="the IMP level store whose per-layer counts to match")
+    s.add_argument("--out", required=True, help="store (Zarr) to write")
+
+    s = imp_stage("barrier", "error barrier: instability of a level, or successive IMP levels", _barrier)
+    s.add_argument("--kind", required=True, choices=["instability", "imp_successive"])
+    s.add_argument("--dense", required=True, help="level-0 store (the dense reference for `matching`)")
+    s.add_argument("--a", required=True, help="the level store (instability) or level l-1 (imp_successive)")
+    s.add_argument("--b", help="level l store (imp_successive)")
+
+    s = sub.add_parser("figures-imp", help="accuracy vs remaining weights, and barrier vs level")
+    s.add_argument("--imp", nargs="+", required=True, help="imp table files")
+    s.add_argument("--barrier", nargs="*", default=[], help="barrier table files")
+    s.add_argument("--accuracy", required=True, help="PNG to write")
+    s.add_argument("--barriers", required=True, help="PNG to write")
+    s.set_defaults(func=_figures_imp)
 
     s = sub.add_parser("query", help="run SQL (DuckDB) over every results table")
     s.add_argument("sql")

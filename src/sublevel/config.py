@@ -51,8 +51,11 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
                               f"{_key_path(where)} takes {sorted(cause.schema.get('properties', {}))}") from None
         raise ConfigError(f"config error at {_key_path(where)}: {_describe(cause)}") from None
     config = json.loads(json.dumps(config))  # no dict shared between experiments through schema defaults
+    from sublevel.datasets import train_size
+
     for name in config["experiments"]:
-        experiment(config, name).check()
+        exp = experiment(config, name)
+        exp.check(train_size(exp.dataset, config["data"]))
     return config
 
 
@@ -114,6 +117,20 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True)
+class ImpSpec:
+    levels: int
+    fraction: float
+    output_fraction: float | None
+    rewind: int | str
+    scope: str
+    seeds: tuple[int, ...]
+    baselines: tuple[str, ...]
+    alphas: int
+    instability: bool
+    matching_tolerance: float
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     dataset: str
@@ -121,6 +138,7 @@ class Experiment:
     seeds: tuple[int, ...]
     train: TrainSpec
     checkpoints: CheckpointSpec
+    imp: ImpSpec | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -130,8 +148,12 @@ class Experiment:
         if "widths" in m:
             m["widths"] = tuple(m["widths"])
         c = dict(d["checkpoints"], steps=tuple(d["checkpoints"]["steps"]))
+        imp = None
+        if "imp" in d:
+            imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d["seeds"])),
+                                 baselines=tuple(d["imp"]["baselines"])))
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d["seeds"]),
-                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), raw=d)
+                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
@@ -141,8 +163,8 @@ class Experiment:
         d = json.loads(text)
         return cls.from_dict(d.pop("name"), d)
 
-    def check(self) -> None:
-        """Cross-field rules the schema cannot express."""
+    def check(self, n_train: int) -> None:
+        """Cross-field rules the schema cannot express, with the dataset's training-set size known."""
         from sublevel import models
 
         where = f"experiments.{self.name}"
@@ -152,6 +174,9 @@ class Experiment:
             raise ConfigError(f"config error at {where}.model: {e}") from None
         if self.train.schedule != "step" and self.train.milestones:
             raise ConfigError(f"config error at {where}.train.milestones: only used with schedule: step")
+        Schedule.resolve(self, n_train)
+        if self.imp and (missing := sorted(set(self.imp.seeds) - set(self.seeds))):
+            raise ConfigError(f"config error at {where}.imp.seeds: {missing} are not dense seeds {list(self.seeds)}")
 
 
 def experiment(config: dict[str, Any], name: str) -> Experiment:
@@ -171,6 +196,7 @@ class Schedule:
     milestones: tuple[int, ...]
     eval_every: int
     checkpoints: tuple[int, ...]
+    rewind: int = 0
 
     @classmethod
     def resolve(cls, exp: Experiment, n_train: int) -> "Schedule":
@@ -190,9 +216,15 @@ class Schedule:
         if beyond:
             raise ConfigError(f"config error at experiments.{exp.name}.checkpoints.steps: {beyond} beyond the "
                               f"last step {total}")
+        rewind = parse_duration(exp.imp.rewind, spe) if exp.imp else 0
+        if rewind >= total:
+            raise ConfigError(f"config error at experiments.{exp.name}.imp.rewind: step {rewind} "
+                              f"({exp.imp.rewind}) is not before the end of training at step {total}")
+        steps.add(rewind)  # the trajectory always holds the rewind point
         return cls(steps_per_epoch=spe, total=total, warmup=parse_duration(exp.train.warmup, spe),
                    milestones=tuple(sorted(parse_duration(m, spe) for m in exp.train.milestones)),
-                   eval_every=parse_duration(exp.train.eval_every, spe), checkpoints=tuple(sorted(steps)))
+                   eval_every=parse_duration(exp.train.eval_every, spe), checkpoints=tuple(sorted(steps)),
+                   rewind=rewind)
 
     def lr_factor(self, step: int, schedule: str, gamma: float) -> float:
         """Linear warmup from 0, then constant, step decay at milestones, or cosine to 0 at the end."""

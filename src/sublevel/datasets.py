@@ -145,6 +145,17 @@ for _name in _TORCHVISION:
     PREPARERS[_name] = lambda root, download, _n=_name, **_: _torchvision(_n, root, download)
 
 
+# Training-set sizes, so a config can be checked completely (durations in epochs) before any job runs.
+TRAIN_SIZES = {"digits": 1438, "mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000,
+               "svhn": 73_257}
+
+
+def train_size(name: str, data_config: dict) -> int:
+    if name == "mnist1d":  # make_dataset: num_samples // 10 per class, 80% train
+        return int(data_config.get("mnist1d_samples", 5000) // 10 * 10 * 0.8)
+    return TRAIN_SIZES[name]
+
+
 def prepare(name: str, out: str | Path, root: str | Path = "data/raw", download: bool = False, **options) -> None:
     """Build dataset `name` and write it as a Zarr store at `out` (atomically)."""
     if name not in PREPARERS:

@@ -62,3 +62,12 @@ def log(stage: str, *keys: str | int) -> Path:
     return RESULTS / "logs" / stage / ("-".join(str(k) for k in keys) + ".log")
 
 
+
+
+def level_store(experiment: str, seed: str | int, method: str, level: str | int) -> Path:
+    """Zarr group of one IMP level or baseline: mask [D] bool, weights [D], buffers [B]."""
+    return RESULTS / "imp" / str(experiment) / f"seed={seed}" / str(method) / f"level={level}.zarr"
+
+
+def figure(experiment: str, name: str) -> Path:
+    return RESULTS / "figures" / str(experiment) / f"{name}.png"

@@ -49,6 +49,45 @@ TRAIN = _table(
 )
 
 
+IMP = _table(
+    "imp", ("experiment", "seed", "method", "level"),
+    "IMP levels and baselines at the end of each level's training.",
+    ("experiment", pa.string()),
+    ("dataset", pa.string()),
+    ("model", pa.string()),
+    ("seed", pa.int64()),
+    ("method", pa.string()),      # imp, random_prune, random_reinit, oneshot, init_magnitude
+    ("level", pa.int64()),        # 0 = dense
+    ("sparsity", pa.float64()),   # fraction of prunable weights removed
+    ("remaining", pa.int64()),    # prunable weights left
+    ("prunable", pa.int64()),     # prunable weights of the dense network
+    ("train_loss", pa.float64()),
+    ("train_accuracy", pa.float64()),
+    ("test_loss", pa.float64()),
+    ("test_accuracy", pa.float64()),
+    ("rewind_step", pa.int64()),
+    ("diverged", pa.bool_()),
+)
+
+BARRIER = _table(
+    "barrier", ("experiment", "seed", "kind", "level"),
+    "Linear mode connectivity: error along (1-α)θa + αθb and its barrier.",
+    ("experiment", pa.string()),
+    ("seed", pa.int64()),
+    ("kind", pa.string()),        # imp_successive (level ℓ-1 pruned vs level ℓ) or instability (two data orders)
+    ("level", pa.int64()),
+    ("rewind_step", pa.int64()),
+    ("sparsity", pa.float64()),
+    ("split", pa.string()),
+    ("barrier", pa.float64()),    # max_α err(α) - ((1-α) err(0) + α err(1)), error as a fraction
+    ("alpha", pa.list_(pa.float64())),
+    ("error", pa.list_(pa.float64())),
+    ("loss", pa.list_(pa.float64())),
+    ("matching", pa.bool_()),     # the level's network is within the tolerance of the dense test accuracy
+    ("test_accuracy", pa.float64()),
+)
+
+
 def to_arrow(name: str, rows: list[dict]) -> pa.Table:
     """Rows -> Arrow table of `name`'s schema; a missing or unknown column is an error, not a silent null."""
     schema = TABLES[name].schema

@@ -32,9 +32,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(threads: int | None = None) -> None:
-    """Deterministic kernels, so the same config and seeds give identical results on the CPU."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
+def seed_everything(threads: int | None = None, device: torch.device | None = None) -> None:
+    """Fixed CPU threads, and deterministic kernels on CUDA, so the same config and seeds give the same results.
+
+    The CPU kernels used here are deterministic at a fixed thread count already (a test checks it), and
+    torch.use_deterministic_algorithms costs two seconds of imports per job, so it is set for CUDA only."""
+    if device is not None and device.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)
     if threads:
         torch.set_num_threads(threads)
 
@@ -78,9 +82,25 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss / len(y), correct / len(y)
 
 
+def data_generator(data_seed: int, *stream: int) -> torch.Generator:
+    """A generator for one (data_seed, epoch) or (data_seed, step, ...) stream: the data order at any step is
+    a function of the step alone, so a run restarted at a rewind point replays the dense run's batches."""
+    seed = int(np.random.SeedSequence([data_seed, *stream]).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class Start:
+    """Where a run starts: step k with parameters θ_k (and buffers), as IMP's rewinding needs."""
+
+    step: int
+    theta: torch.Tensor
+    buffers: torch.Tensor | None = None
+
+
 @dataclass
 class Trajectory:
-    """What a dense run leaves: θ and buffers at the checkpoint steps, and the eval rows."""
+    """What a run leaves: θ and buffers at the checkpoint steps, and the eval rows."""
 
     steps: list[int] = field(default_factory=list)
     params: list[np.ndarray] = field(default_factory=list)
@@ -89,63 +109,90 @@ class Trajectory:
     diverged: bool = False
     seconds: float = 0.0
 
+    def final(self, split: str) -> dict:
+        return [r for r in self.rows if r["split"] == split][-1]
 
-def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device: torch.device,
-          progress: bool = True) -> tuple[nn.Module, Trajectory]:
+
+def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device: torch.device, *,
+          start: Start | None = None, mask: torch.Tensor | None = None, checkpoints: bool = True,
+          eval_every: bool = True, progress: bool = True) -> tuple[nn.Module, Trajectory]:
+    """Train from initialisation (or from `start`) to the schedule's last step.
+
+    `mask` (bool [D]) keeps pruned weights exactly zero: θ is masked before the first step and after every
+    optimiser step. `checkpoints`/`eval_every` off: record only the final state (IMP levels, baselines)."""
     sched = Schedule.resolve(exp, len(data.y_train))
     model = build_model(exp, data, init_seed, device)
+    if start is not None:
+        models.load_flat(model, start.theta)
+        if start.buffers is not None:
+            models.load_flat_buffers(model, start.buffers.to(device))
+    params = list(model.parameters())
+    masks = None
+    if mask is not None:
+        layout = models.Layout.of(model)
+        masks = [m.to(device, torch.float32) for m in layout.unflatten(mask.to(torch.float32)).values()]
+        apply_mask(params, masks)
     opt = make_optimizer(exp, model)
     lr_at = lambda s: exp.train.lr * sched.lr_factor(s, exp.train.schedule, exp.train.gamma)
-    gen = torch.Generator().manual_seed(data_seed)
-    checkpoints, evals = set(sched.checkpoints), sched.eval_steps()
-    D = models.Layout.of(model).D
+    first = start.step if start is not None else 0
+    ckpt_steps = set(sched.checkpoints) if checkpoints else {sched.total}
+    eval_steps = sched.eval_steps() if eval_every else {sched.total}
+    D = sum(p.numel() for p in params)
     out = Trajectory()
-    n, bs = len(data.y_train), exp.train.batch_size
-    order = torch.empty(0, dtype=torch.long)
-    start = time.perf_counter()
+    n, bs, spe = len(data.y_train), exp.train.batch_size, sched.steps_per_epoch
+    order = None
+    begin = time.perf_counter()
 
     def record(step: int, lr: float) -> None:
         for split in ("train", "test"):
             loss, acc = evaluate(model, *data.split(split), exp.train.eval_batch_size)
             out.diverged |= not math.isfinite(loss)
             out.rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D,
-                                 seed=init_seed, data_seed=data_seed, step=step, epoch=step / sched.steps_per_epoch,
+                                 seed=init_seed, data_seed=data_seed, step=step, epoch=step / spe,
                                  split=split, loss=loss, accuracy=acc, lr=lr, diverged=False, device=device.type))
 
     model.train()
-    bar = tqdm(range(sched.total + 1), desc=f"{exp.name} seed={init_seed}", disable=not progress,
+    bar = tqdm(range(first, sched.total + 1), desc=f"{exp.name} seed={init_seed}", disable=not progress,
                mininterval=5.0, unit="step")
     for step in bar:
         lr = lr_at(step)
-        if step in checkpoints:
+        if step in ckpt_steps:
             out.steps.append(step)
             out.params.append(models.flatten(model).float().cpu().numpy())
             out.buffers.append(models.flatten_buffers(model).cpu().numpy())
-        if step in evals:
+        if step in eval_steps:
             record(step, lr)
             bar.set_postfix(test_acc=f"{out.rows[-1]['accuracy']:.3f}", refresh=False)
         if step == sched.total or out.diverged:
             break
-        within = step % sched.steps_per_epoch
-        if within == 0:
-            order = torch.randperm(n, generator=gen).to(device)
+        epoch, within = divmod(step, spe)
+        if order is None or within == 0:
+            order = torch.randperm(n, generator=data_generator(data_seed, epoch)).to(device)
         idx = order[within * bs:(within + 1) * bs]
         x = data.x_train[idx]
         if exp.train.augment:
-            x = augment(x, gen)
+            x = augment(x, data_generator(data_seed, epoch, within, 1))
         for g in opt.param_groups:
             g["lr"] = lr
         loss = F.cross_entropy(model(x), data.y_train[idx])
         if not torch.isfinite(loss):
             out.diverged = True
-            if step not in evals:
+            if step not in eval_steps:
                 record(step, lr)  # the state it stopped in
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if masks is not None:
+            apply_mask(params, masks)
     bar.close()
-    out.seconds = time.perf_counter() - start
+    out.seconds = time.perf_counter() - begin
     for r in out.rows:
         r["diverged"] = out.diverged
     return model, out
+
+
+@torch.no_grad()
+def apply_mask(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    for p, m in zip(params, masks):
+        p.mul_(m)

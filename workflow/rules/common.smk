@@ -49,3 +49,39 @@ def dense_outputs():
         for seed in experiment(config, name).seeds:
             out += [str(paths.trajectory(name, seed)), str(paths.table("train", experiment=name, seed=seed))]
     return out
+
+
+BASELINES = ["random_prune", "random_reinit", "oneshot", "init_magnitude"]
+
+
+def imp_experiments():
+    return [name for name in EXPERIMENTS if experiment(config, name).imp]
+
+
+def trajectory_of(wildcards):
+    return str(paths.trajectory(wildcards.experiment, wildcards.seed))
+
+
+def level_of(wildcards, level, method="imp"):
+    return str(paths.level_store(wildcards.experiment, wildcards.seed, method, level))
+
+
+def imp_tables(name):
+    """Every imp and barrier table file of one experiment, for its figures."""
+    imp = experiment(config, name).imp
+    imp_files, barrier_files = [], []
+    for seed in imp.seeds:
+        for level in range(imp.levels + 1):
+            methods = ["imp"] + (list(imp.baselines) if level else [])
+            imp_files += [str(paths.table("imp", experiment=name, seed=seed, method=m, level=level)) for m in methods]
+            kinds = (["instability"] if imp.instability else []) + (["imp_successive"] if level else [])
+            barrier_files += [str(paths.table("barrier", experiment=name, seed=seed, kind=k, level=level))
+                              for k in kinds]
+    return {"imp": imp_files, "barrier": barrier_files}
+
+
+def imp_outputs():
+    out = []
+    for name in imp_experiments():
+        out += [str(paths.figure(name, "imp_accuracy")), str(paths.figure(name, "imp_barrier"))]
+    return out

@@ -1,0 +1,148 @@
+"""Iterative magnitude pruning with rewinding, its baselines, and linear mode connectivity.
+
+Level 0 trains the dense network from the rewind point θ_k (at k = 0 this is the dense run itself);
+level ℓ ≥ 1 prunes a fraction p of the remaining weights of level ℓ−1's final network by magnitude,
+rewinds the survivors to θ_k and trains again to the end, the mask enforced throughout (Frankle & Carbin
+2019; Frankle et al. 2020). Each level is its own job and its own store, so an interrupted chain resumes
+from the last completed level. Baselines use IMP's per-layer counts at the same level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from sublevel import connectivity, models, pruning, storage
+from sublevel.config import Experiment, Schedule
+from sublevel.datasets import Dataset
+from sublevel.trajectory import Stored
+from sublevel.training import Start, build_model, train
+
+METHODS = ("imp", "random_prune", "random_reinit", "oneshot", "init_magnitude")
+OTHER_DATA_ORDER = 10_000   # copy B of instability analysis orders data by seed + this
+OTHER_INIT = 1_000_000      # random reinitialisation draws its weights with seed + this
+
+
+@dataclass
+class Level:
+    """One trained (masked) network of a chain or of a baseline."""
+
+    method: str
+    level: int
+    mask: torch.Tensor      # bool [D]
+    weights: torch.Tensor   # float32 [D], final
+    buffers: torch.Tensor   # float32 [B], final
+    row: dict               # its row of the `imp` table
+
+    def write(self, path: str | Path) -> None:
+        with storage.atomic_path(path) as tmp:
+            group = zarr.open_group(tmp, mode="w", attributes={"method": self.method, "level": self.level,
+                                                               "row": self.row})
+            group.create_array("mask", data=self.mask.numpy())
+            group.create_array("weights", data=self.weights.numpy().astype(np.float32))
+            group.create_array("buffers", data=self.buffers.numpy().astype(np.float32))
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Level":
+        g = storage.open_group(path, "IMP level store")
+        a = g.attrs.asdict()
+        t = lambda k: torch.from_numpy(np.asarray(g[k][:]))
+        return cls(a["method"], a["level"], t("mask"), t("weights"), t("buffers"), a["row"])
+
+
+def rewind_point(exp: Experiment, data: Dataset, traj: Stored) -> Start:
+    k = Schedule.resolve(exp, len(data.y_train)).rewind
+    return Start(k, torch.from_numpy(traj.params(k)), torch.from_numpy(traj.buffers(k)))
+
+
+def _train_masked(exp: Experiment, data: Dataset, seed: int, data_seed: int, device, start: Start,
+                  mask: torch.Tensor, method: str, level: int, layout: models.Layout, progress: bool) -> Level:
+    start = Start(start.step, start.theta * mask, start.buffers)
+    model, run = train(exp, data, seed, data_seed, device, start=start, mask=mask, checkpoints=False,
+                       eval_every=False, progress=progress)
+    sparsity, remaining = pruning.sparsity(mask, layout)
+    tr, te = run.final("train"), run.final("test")
+    row = dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, seed=seed, method=method,
+               level=level, sparsity=sparsity, remaining=remaining, prunable=int(layout.prunable_mask().sum()),
+               train_loss=tr["loss"], train_accuracy=tr["accuracy"], test_loss=te["loss"],
+               test_accuracy=te["accuracy"], rewind_step=start.step, diverged=run.diverged)
+    return Level(method, level, mask.clone(), models.flatten(model).cpu(), models.flatten_buffers(model).cpu(), row)
+
+
+def _layout(exp: Experiment, data: Dataset) -> models.Layout:
+    return models.Layout.of(models.build(exp.model.name, data.in_shape, data.num_classes, **exp.model.kwargs()))
+
+
+def imp_level(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: int, previous: Level | None,
+              device, progress: bool = True) -> Level:
+    """Level 0: the dense network from θ_k. Level ℓ: prune level ℓ−1, rewind to θ_k, train."""
+    layout = _layout(exp, data)
+    if level == 0:
+        mask = pruning.full_mask(layout)
+    else:
+        if previous is None or previous.level != level - 1:
+            raise ValueError(f"level {level} needs level {level - 1} of the chain")
+        imp = exp.imp
+        mask = pruning.prune(previous.weights, previous.mask, layout, imp.fraction, imp.scope, imp.output_fraction)
+    return _train_masked(exp, data, seed, seed, device, rewind_point(exp, data, traj), mask, "imp", level,
+                         layout, progress)
+
+
+def baseline(method: str, exp: Experiment, data: Dataset, traj: Stored, seed: int, ticket: Level, device,
+             progress: bool = True) -> Level:
+    """A baseline at the same per-layer sparsity as the IMP mask `ticket` of the same level."""
+    layout = _layout(exp, data)
+    start = rewind_point(exp, data, traj)
+    gen = torch.Generator().manual_seed(seed * 1009 + ticket.level)
+    if method == "random_prune":      # a random mask, rewound weights
+        mask = pruning.matched(torch.rand(layout.D, generator=gen), ticket.mask, layout)
+    elif method == "random_reinit":   # the IMP mask, fresh weights
+        mask = ticket.mask
+        fresh = build_model(exp, data, seed + OTHER_INIT, torch.device("cpu"))
+        start = Start(start.step, models.flatten(fresh), models.flatten_buffers(fresh))
+    elif method == "oneshot":         # magnitude of the dense network's final weights, in one shot
+        mask = pruning.matched(torch.from_numpy(traj.params(int(traj.steps[-1]))).abs(), ticket.mask, layout)
+    elif method == "init_magnitude":  # magnitude at initialisation
+        mask = pruning.matched(torch.from_numpy(traj.params(0)).abs(), ticket.mask, layout)
+    else:
+        raise ValueError(f"unknown baseline {method!r}; known: {METHODS[1:]}")
+    return _train_masked(exp, data, seed, seed, device, start, mask, method, ticket.level, layout, progress)
+
+
+def barrier_rows(exp: Experiment, data: Dataset, kind: str, seed: int, level: int, a: Level, b: Level,
+                 dense: Level, rewind_step: int, device, network: Level) -> list[dict]:
+    """Error barrier between a and b on each split; `network` is the one whose test accuracy decides `matching`."""
+    model = build_model(exp, data, seed, device)
+    matching = network.row["test_accuracy"] >= dense.row["test_accuracy"] - exp.imp.matching_tolerance
+    rows = []
+    for split in ("train", "test"):
+        x, y = data.split(split)
+        alphas, errors, losses = connectivity.interpolation_curve(
+            model, a.weights, b.weights, x, y, exp.imp.alphas, a.buffers, b.buffers, exp.train.eval_batch_size)
+        rows.append(dict(experiment=exp.name, seed=seed, kind=kind, level=level, rewind_step=rewind_step,
+                         sparsity=network.row["sparsity"], split=split, barrier=connectivity.barrier(alphas, errors),
+                         alpha=alphas.tolist(), error=errors.tolist(), loss=losses.tolist(), matching=bool(matching),
+                         test_accuracy=network.row["test_accuracy"]))
+    return rows
+
+
+def instability(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: Level, dense: Level, device,
+                progress: bool = True) -> list[dict]:
+    """Frankle et al. 2020: a second copy from θ_k with the same mask and another data order; the barrier
+    between it and the level's network says whether the rewind point is stable to SGD noise."""
+    layout = _layout(exp, data)
+    start = rewind_point(exp, data, traj)
+    copy = _train_masked(exp, data, seed, seed + OTHER_DATA_ORDER, device, start, level.mask, "imp", level.level,
+                         layout, progress)
+    return barrier_rows(exp, data, "instability", seed, level.level, level, copy, dense, start.step, device, level)
+
+
+def successive(exp: Experiment, data: Dataset, seed: int, a: Level, b: Level, dense: Level, device) -> list[dict]:
+    """Paul et al. 2023: level ℓ's network, pruned with level ℓ+1's mask, against level ℓ+1's network.
+    The row's level is ℓ+1 (the sparser network, whose accuracy decides `matching`)."""
+    pruned = Level(a.method, a.level, b.mask, a.weights * b.mask, a.buffers, a.row)
+    return barrier_rows(exp, data, "imp_successive", seed, b.level, pruned, b, dense, b.row["rewind_step"], device, b)

@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import torch
+
+from sublevel import connectivity, imp, models, pruning, trajectory, training
+from sublevel.training import Start
+from conftest import make_experiment
+
+CPU = torch.device("cpu")
+IMP = {"levels": 3, "rewind": 5, "alphas": 5}
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    training.seed_everything(1)
+
+
+def dense(exp, data, tmp_path, seed=0):
+    _, run = training.train(exp, data, seed, seed, CPU, progress=False)
+    path = tmp_path / f"traj{seed}.zarr"
+    trajectory.write(path, steps=run.steps, params=run.params, buffers=run.buffers, attrs={})
+    return trajectory.read(path)
+
+
+def test_pruned_weights_are_exactly_zero_after_training(mnist1d):
+    exp = make_experiment(**{"train.weight_decay": 0.01, "train.momentum": 0.9})
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    layout = models.Layout.of(model)
+    theta = models.flatten(model)
+    mask = pruning.prune(theta + 0.1, pruning.full_mask(layout), layout, 0.7)
+    trained, _ = training.train(exp, mnist1d, 0, 0, CPU, start=Start(0, theta), mask=mask, progress=False)
+    final = models.flatten(trained)
+    assert torch.all(final[~mask] == 0) and (final[mask] != 0).float().mean() > 0.99
+
+
+def test_restarting_from_a_checkpoint_replays_the_dense_run(mnist1d):
+    """The data order at a step depends on the step alone, so rewinding sees the dense run's batches."""
+    exp = make_experiment(**{"train.momentum": 0.0})
+    _, run = training.train(exp, mnist1d, 0, 0, CPU, progress=False)
+    k = 5
+    theta_k = torch.from_numpy(run.params[run.steps.index(k)])
+    again, _ = training.train(exp, mnist1d, 0, 0, CPU, start=Start(k, theta_k), progress=False)
+    assert torch.allclose(models.flatten(again), torch.from_numpy(run.params[-1]), atol=1e-6)
+
+
+def test_level_zero_without_rewinding_is_the_dense_run(mnist1d, tmp_path):
+    exp = make_experiment(imp={"levels": 1, "rewind": 0})
+    traj = dense(exp, mnist1d, tmp_path)
+    zero = imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)
+    assert torch.equal(zero.weights, torch.from_numpy(traj.params(int(traj.steps[-1]))))
+    assert zero.row["sparsity"] == 0 and zero.row["rewind_step"] == 0
+
+
+def test_chain_levels_baselines_and_a_resumed_chain(mnist1d, tmp_path):
+    exp = make_experiment(imp=IMP)
+    traj = dense(exp, mnist1d, tmp_path)
+    chain = [imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)]
+    for level in range(1, 4):
+        chain.append(imp.imp_level(exp, mnist1d, traj, 0, level, chain[-1], CPU, progress=False))
+    for level, lv in enumerate(chain):
+        assert lv.row["sparsity"] == pytest.approx(1 - 0.8 ** level, abs=2e-3)
+        assert lv.row["rewind_step"] == 5 and torch.all(lv.weights[~lv.mask] == 0)
+    assert all((b.mask <= a.mask).all() for a, b in zip(chain, chain[1:]))  # masks only shrink
+
+    # interrupted after level 1: written to disk, read back, continued -> the same masks
+    chain[1].write(tmp_path / "level=1.zarr")
+    resumed = imp.Level.read(tmp_path / "level=1.zarr")
+    for level in (2, 3):
+        resumed = imp.imp_level(exp, mnist1d, traj, 0, level, resumed, CPU, progress=False)
+        assert torch.equal(resumed.mask, chain[level].mask)
+        assert torch.equal(resumed.weights, chain[level].weights)
+
+    layout = models.Layout.of(training.build_model(exp, mnist1d, 0, CPU))
+    ticket = chain[2]
+    results = {m: imp.baseline(m, exp, mnist1d, traj, 0, ticket, CPU, progress=False) for m in imp.METHODS[1:]}
+    for m, b in results.items():
+        assert b.row["method"] == m and b.level == 2
+        assert pruning.counts(b.mask, layout) == pruning.counts(ticket.mask, layout), m
+        assert torch.all(b.weights[~b.mask] == 0)
+    assert torch.equal(results["random_reinit"].mask, ticket.mask)
+    assert not torch.equal(results["random_prune"].mask, ticket.mask)
+    final = torch.from_numpy(traj.params(int(traj.steps[-1])))
+    assert torch.equal(results["oneshot"].mask, pruning.matched(final.abs(), ticket.mask, layout))
+    with pytest.raises(ValueError, match="level 3 needs level 2"):
+        imp.imp_level(exp, mnist1d, traj, 0, 3, chain[0], CPU, progress=False)
+
+
+def test_barrier_of_a_network_with_itself_is_zero(mnist1d):
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta = models.flatten(model)
+    alphas, errors, losses = connectivity.interpolation_curve(model, theta, theta, mnist1d.x_test, mnist1d.y_test)
+    assert len(alphas) == 11 and np.ptp(errors) == 0 and connectivity.barrier(alphas, errors) == 0
+
+
+def test_barrier_definition():
+    alphas = np.linspace(0, 1, 5)
+    assert connectivity.barrier(alphas, [0.1, 0.2, 0.4, 0.2, 0.3]) == pytest.approx(0.4 - 0.2)
+    assert connectivity.barrier(alphas, [0.1, 0.15, 0.2, 0.25, 0.3]) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("name, shape, kwargs", [("mlp", (1, 40), {"widths": (16,)}),
+                                                  ("resnet20", (3, 32, 32), {"width": 4})])
+def test_batched_alpha_grid_equals_one_alpha_at_a_time(name, shape, kwargs):
+    torch.manual_seed(0)
+    model = models.build(name, shape, 10, **kwargs)
+    model.train()
+    model(torch.randn(16, *shape))  # BatchNorm statistics that are not the defaults
+    x, y = torch.randn(48, *shape), torch.randint(0, 10, (48,))
+    ta, ba = models.flatten(model), models.flatten_buffers(model)
+    tb, bb = ta + 0.3 * torch.randn_like(ta), ba * 1.5
+    alphas, errors, losses = connectivity.interpolation_curve(model, ta, tb, x, y, 5, ba, bb, batch_size=20,
+                                                              max_floats=2 * ta.numel())  # two α per chunk
+    for a, err, loss in zip(alphas, errors, losses):
+        models.load_flat(model, (1 - a) * ta + a * tb)
+        models.load_flat_buffers(model, (1 - a) * ba + a * bb)
+        ref_loss, ref_acc = training.evaluate(model, x, y, 20)
+        assert err == pytest.approx(1 - ref_acc) and loss == pytest.approx(ref_loss, rel=1e-4)
+
+
+def test_instability_and_successive_rows(mnist1d, tmp_path):
+    exp = make_experiment(imp=IMP)
+    traj = dense(exp, mnist1d, tmp_path)
+    zero = imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)
+    one = imp.imp_level(exp, mnist1d, traj, 0, 1, zero, CPU, progress=False)
+    rows = imp.instability(exp, mnist1d, traj, 0, one, zero, CPU, progress=False)
+    rows += imp.successive(exp, mnist1d, 0, zero, one, zero, CPU)
+    assert {(r["kind"], r["split"]) for r in rows} == {(k, s) for k in ("instability", "imp_successive")
+                                                      for s in ("train", "test")}
+    for r in rows:
+        assert r["level"] == 1 and len(r["alpha"]) == len(r["error"]) == 5 and r["barrier"] >= 0
+        assert r["matching"] == (one.row["test_accuracy"] >= zero.row["test_accuracy"] - 0.01)

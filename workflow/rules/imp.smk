@@ -1,0 +1,122 @@
+# Stage 3: lottery-ticket masks. One job per IMP level (so a chain resumes from its last finished level),
+# one per baseline and level, one per barrier; then the figures of each experiment.
+
+
+rule imp_level:
+    input:
+        data=dataset_of,
+        trajectory=trajectory_of,
+        previous=lambda w: [level_of(w, int(w.level) - 1)] if int(w.level) > 0 else [],
+    output:
+        store=directory(str(paths.level_store("{experiment}", "{seed}", "imp", "{level}"))),
+        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", method="imp", level="{level}")),
+    log:
+        str(paths.log("imp", "{experiment}", "{seed}", "imp", "{level}")),
+    params:
+        spec=spec,
+        device=config["device"],
+        previous=lambda w, input: f"--previous {input.previous}" if input.previous else "",
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel imp-level --spec {params.spec:q} --seed {wildcards.seed} --level {wildcards.level}"
+        " --data {input.data} --trajectory {input.trajectory} {params.previous} --out {output.store}"
+        " --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule imp_baseline:
+    input:
+        data=dataset_of,
+        trajectory=trajectory_of,
+        ticket=lambda w: level_of(w, w.level),
+    output:
+        store=directory(str(paths.level_store("{experiment}", "{seed}", "{method}", "{level}"))),
+        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", method="{method}", level="{level}")),
+    log:
+        str(paths.log("imp", "{experiment}", "{seed}", "{method}", "{level}")),
+    wildcard_constraints:
+        method="|".join(BASELINES),
+    params:
+        spec=spec,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel imp-baseline --method {wildcards.method} --spec {params.spec:q} --seed {wildcards.seed}"
+        " --data {input.data} --trajectory {input.trajectory} --ticket {input.ticket} --out {output.store}"
+        " --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule barrier_instability:
+    input:
+        data=dataset_of,
+        trajectory=trajectory_of,
+        dense=lambda w: level_of(w, 0),
+        level=lambda w: level_of(w, w.level),
+    output:
+        table=str(paths.table("barrier", experiment="{experiment}", seed="{seed}", kind="instability", level="{level}")),
+    log:
+        str(paths.log("barrier", "{experiment}", "{seed}", "instability", "{level}")),
+    params:
+        spec=spec,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel barrier --kind instability --spec {params.spec:q} --seed {wildcards.seed}"
+        " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.level}"
+        " --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule barrier_successive:
+    input:
+        data=dataset_of,
+        trajectory=trajectory_of,
+        dense=lambda w: level_of(w, 0),
+        previous=lambda w: level_of(w, int(w.level) - 1),
+        level=lambda w: level_of(w, w.level),
+    output:
+        table=str(paths.table("barrier", experiment="{experiment}", seed="{seed}", kind="imp_successive", level="{level}")),
+    log:
+        str(paths.log("barrier", "{experiment}", "{seed}", "imp_successive", "{level}")),
+    params:
+        spec=spec,
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seed {wildcards.seed}"
+        " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.previous}"
+        " --b {input.level} --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule figures_imp:
+    input:
+        unpack(lambda w: imp_tables(w.experiment)),
+    output:
+        accuracy=str(paths.figure("{experiment}", "imp_accuracy")),
+        barrier=str(paths.figure("{experiment}", "imp_barrier")),
+    log:
+        str(paths.log("figures", "{experiment}", "imp")),
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel figures-imp --imp {input.imp} --barrier {input.barrier}"
+        " --accuracy {output.accuracy} --barriers {output.barrier} > {log} 2>&1"
+
+
+rule imp_all:
+    input:
+        imp_outputs(),
