@@ -158,6 +158,18 @@ class Experiment:
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
+    def dense(self) -> "Experiment":
+        """The experiment as the dense stage sees it: no `imp` section, its rewind point an explicit
+        checkpoint. Dense jobs take this as their spec, so editing IMP settings does not retrain them."""
+        if self.imp is None:
+            return self
+        raw = {k: v for k, v in self.raw.items() if k != "imp"}
+        steps = list(raw["checkpoints"]["steps"])
+        if self.imp.rewind not in steps:
+            steps.append(self.imp.rewind)
+        raw["checkpoints"] = dict(raw["checkpoints"], steps=steps)
+        return Experiment.from_dict(self.name, raw)
+
     @classmethod
     def from_json(cls, text: str) -> "Experiment":
         d = json.loads(text)

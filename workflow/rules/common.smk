@@ -39,6 +39,11 @@ def spec(wildcards):
     return experiment(config, wildcards.experiment).to_json()
 
 
+def dense_spec(wildcards):
+    """What dense training depends on: the experiment without its `imp` section."""
+    return experiment(config, wildcards.experiment).dense().to_json()
+
+
 def dataset_of(wildcards):
     return str(paths.dataset_store(experiment(config, wildcards.experiment).dataset))
 

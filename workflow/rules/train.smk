@@ -10,7 +10,7 @@ rule train_dense:
     log:
         str(paths.log("train", "{experiment}", "{seed}")),
     params:
-        spec=spec,
+        spec=dense_spec,
         device=config["device"],
     threads: config["threads"]
     resources:
