@@ -14,10 +14,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/imp.smk"
+include: "workflow/rules/subspace.smk"
 
 
 rule all:
     input:
         dense_outputs(),
         imp_outputs(),
+        subspace_outputs(),
     default_target: True

@@ -130,3 +130,13 @@ def test_the_dense_stage_does_not_see_imp_settings_but_keeps_the_rewind_checkpoi
     assert a.dense().to_json() == b.dense().to_json() and a.dense().imp is None
     assert Schedule.resolve(a.dense(), 480).checkpoints == Schedule.resolve(a, 480).checkpoints
     assert make_experiment(imp={"rewind": 8}).dense().to_json() != a.dense().to_json()
+
+
+def test_each_stage_sees_only_its_own_section():
+    base = {"rewind": 7}
+    a = make_experiment(imp=base, subspace={"dims": [4], "kinds": ["random"]})
+    b = make_experiment(imp=base, subspace={"dims": [8], "kinds": ["random"]})
+    assert a.for_stage("imp").to_json() == b.for_stage("imp").to_json()        # sweeps do not rerun IMP
+    assert a.for_stage("subspace").to_json() != b.for_stage("subspace").to_json()
+    assert a.for_stage("subspace").imp is None and a.for_stage("imp").subspace is None
+    assert 7 in Schedule.resolve(a.for_stage("subspace"), 480).checkpoints

@@ -63,8 +63,10 @@ def test_chain_levels_baselines_and_a_resumed_chain(mnist1d, tmp_path):
     assert all((b.mask <= a.mask).all() for a, b in zip(chain, chain[1:]))  # masks only shrink
 
     # interrupted after level 1: written to disk, read back, continued -> the same masks
-    chain[1].write(tmp_path / "level=1.zarr")
+    imp.write_levels(tmp_path / "level=1.zarr", [chain[1]])
     resumed = imp.Level.read(tmp_path / "level=1.zarr")
+    with pytest.raises(KeyError, match="not 'oneshot'"):
+        imp.Level.read(tmp_path / "level=1.zarr", "oneshot")
     for level in (2, 3):
         resumed = imp.imp_level(exp, mnist1d, traj, 0, level, resumed, CPU, progress=False)
         assert torch.equal(resumed.mask, chain[level].mask)

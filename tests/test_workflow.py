@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -81,11 +82,31 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
     for name in ("imp_accuracy", "imp_barrier"):
         assert (work / paths.figure("smoke", name)).read_bytes()[:4] == b"\x89PNG"
 
+    # subspace sweeps: one job per (kind, t), every (d, seed) of smoke.yaml's sweep in it
+    got = con.execute("select kind, burnin_step, list(distinct d order by d), count(*) from subspace "
+                      "where round = 0 group by all order by all").fetchall()
+    assert got == [("burnin", 5, [2, 8, 32], 6), ("lottery", 0, [2], 2), ("random", 0, [2, 8, 32], 6),
+                   ("ticket", 5, [538, 666, 826], 3)]  # IMP masks: 800, 640, 512 weights + 26 biases
+    assert con.execute("select count(*) from subspace where train_accuracy is null").fetchall() == [(0,)]
+    # adaptive refinement (smoke.yaml: threshold 0.15, ratio 1.5, at most 2 rounds): added dims bisect the
+    # round-0 bracket, and each sweep stops with a reason
+    for kind, t in (("random", 0), ("burnin", 5), ("lottery", 0)):
+        summary = json.loads((work / paths.sweep_summary("smoke", kind, t)).read_text())
+        plan = summary["final_plan"]
+        assert plan["dims"] == [] and plan["reason"] in ("resolution reached", "max_rounds reached",
+                                                         "no d reached P >= 1/2", "P >= 1/2 already at the smallest d")
+        added = con.execute(f"select distinct d from subspace where kind = '{kind}' and round > 0").fetchall()
+        assert summary["rounds"] == 1 + len(added) <= 3
+        if added:
+            lo, hi = plan["bracket"]
+            p = {int(d): v for d, v in plan["success"].items()}
+            assert p[lo] < 0.5 <= p[hi] and all(2 < d < 32 for (d,) in added)
+
     # an interrupted chain resumes from its last finished level and gives the same masks
     level2 = work / paths.level_store("smoke", 0, "imp", 2)
     before = imp.Level.read(level2)
     shutil.rmtree(level2)  # as a chain killed during level 2 leaves it: no level-2 outputs, no figures
-    (work / paths.table("imp", experiment="smoke", seed=0, method="imp", level=2)).unlink()
+    (work / paths.table("imp", experiment="smoke", seed=0, stage="imp", level=2)).unlink()
     for name in ("imp_accuracy", "imp_barrier"):
         (work / paths.figure("smoke", name)).unlink()
     resumed = snakemake(work, configfile=cfg)

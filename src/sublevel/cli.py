@@ -71,20 +71,22 @@ def _imp_level(args) -> None:
     exp, data, traj, device = _context(args)
     previous = imp.Level.read(args.previous) if args.previous else None
     level = imp.imp_level(exp, data, traj, args.seed, args.level, previous, device, progress=not args.quiet)
-    level.write(args.out)
+    imp.write_levels(args.out, [level])
     storage.write_table("imp", [level.row], args.table)
     _report(level)
 
 
-def _imp_baseline(args) -> None:
+def _imp_baselines(args) -> None:
     from sublevel import imp, storage
 
     exp, data, traj, device = _context(args)
-    level = imp.baseline(args.method, exp, data, traj, args.seed, imp.Level.read(args.ticket), device,
-                         progress=not args.quiet)
-    level.write(args.out)
-    storage.write_table("imp", [level.row], args.table)
-    _report(level)
+    ticket = imp.Level.read(args.ticket)
+    levels = [imp.baseline(m, exp, data, traj, args.seed, ticket, device, progress=not args.quiet)
+              for m in args.methods]
+    imp.write_levels(args.out, levels)
+    storage.write_table("imp", [lv.row for lv in levels], args.table)
+    for lv in levels:
+        _report(lv)
 
 
 def _barrier(args) -> None:
@@ -99,6 +101,72 @@ def _barrier(args) -> None:
     storage.write_table("barrier", rows, args.table)
     for r in rows:
         print(f"{r['kind']} level {r['level']} {r['split']}: barrier {r['barrier']:.4f}", file=sys.stderr)
+
+
+def _subspace_sweep(args) -> None:
+    import zarr
+
+    from sublevel import datasets, storage, subspace, trajectory
+    from sublevel.config import Experiment
+    from sublevel.training import pick_device, seed_everything
+
+    exp = Experiment.from_json(args.spec)
+    device = pick_device(args.device)
+    seed_everything(args.threads, device)
+    data = datasets.load(args.data, device)
+    dims = json.loads(Path(args.dims_from).read_text())["dims"] if args.dims_from else None
+    rows, coords, attrs = subspace.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
+                                         device, progress=not args.quiet, dims=dims, round=args.round)
+    with storage.atomic_path(args.out) as tmp:
+        group = zarr.open_group(tmp, mode="w", attributes=attrs)
+        for d, w in coords.items():
+            group.create_array(f"w_{d}", data=w.numpy())
+    storage.write_table("subspace", rows, args.table)
+    for d in sorted(coords):
+        accs = [r["train_accuracy"] for r in rows if r["d"] == d]
+        print(f"{args.kind} t={args.burnin_step} d={d}: train accuracy {min(accs):.3f}..{max(accs):.3f}",
+              file=sys.stderr)
+
+
+def _refine_plan(args) -> None:
+    import polars as pl
+
+    from sublevel import storage, subspace, trajectory
+    from sublevel.config import Experiment
+
+    exp = Experiment.from_json(args.spec)
+    rows = pl.read_parquet(args.tables).to_dicts()
+    d_max = len(trajectory.read(args.trajectory).steps) - 1 if args.kind == "lottery" else exp.num_params()
+    plan = subspace.refine_plan(rows, exp.subspace.refine, args.round, d_max)
+    with storage.atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(plan, indent=1))
+    print(f"round {args.round}: bracket {plan['bracket']}, next dims {plan['dims']} ({plan['reason']})",
+          file=sys.stderr)
+
+
+def _sweep_summary(args) -> None:
+    import polars as pl
+
+    from sublevel import storage
+
+    rows = pl.read_parquet(args.tables)
+    plans = [json.loads(Path(p).read_text()) for p in args.plans]
+    summary = {"rounds": len(args.tables), "dims": sorted(set(rows["d"].to_list())), "runs": rows.height,
+               "final_plan": plans[-1] if plans else None}
+    with storage.atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary), file=sys.stderr)
+
+
+def _subspace_tickets(args) -> None:
+    import polars as pl
+
+    from sublevel import storage, subspace
+    from sublevel.config import Experiment
+
+    exp = Experiment.from_json(args.spec)
+    rows = subspace.ticket_rows(exp, pl.read_parquet(args.imp).to_dicts())
+    storage.write_table("subspace", rows, args.table)
 
 
 def _figures_imp(args) -> None:
@@ -187,8 +255,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--previous", help="level-1 store (required for level >= 1)")
     s.add_argument("--out", required=True, help="level store (Zarr) to write")
 
-    s = imp_stage("imp-baseline", "a baseline at the per-layer sparsity of an IMP level", _imp_baseline)
-    s.add_argument("--method", required=True, choices=["random_prune", "random_reinit", "oneshot", "init_magnitude"])
+    s = imp_stage("imp-baselines", "baselines at the per-layer sparsity of an IMP level", _imp_baselines)
+    s.add_argument("--methods", nargs="+", required=True,
+                   choices=["random_prune", "random_reinit", "oneshot", "init_magnitude"])
     s.add_argument("--ticket", required=True, help="the IMP level store whose per-layer counts to match")
     s.add_argument("--out", required=True, help="store (Zarr) to write")
 
@@ -197,6 +266,42 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dense", required=True, help="level-0 store (the dense reference for `matching`)")
     s.add_argument("--a", required=True, help="the level store (instability) or level l-1 (imp_successive)")
     s.add_argument("--b", help="level l store (imp_successive)")
+
+    s = sub.add_parser("subspace-sweep", help="train every (d, seed) of one subspace kind and burn-in step")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
+    s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
+    s.add_argument("--data", required=True, help="dataset Zarr store")
+    s.add_argument("--trajectory", required=True, help="the dense run's trajectory")
+    s.add_argument("--out", required=True, help="Zarr store of the trained coordinates")
+    s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
+    s.add_argument("--round", type=int, default=0, help="refinement round (0: the configured dims)")
+    s.add_argument("--dims-from", help="a refinement plan (JSON) whose dims this round trains")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_subspace_sweep)
+
+    s = sub.add_parser("refine-plan", help="where the success rate crosses 1/2, and the dims to add next")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
+    s.add_argument("--trajectory", required=True, help="the dense run's trajectory (bounds the lottery d)")
+    s.add_argument("--round", type=int, required=True)
+    s.add_argument("--tables", nargs="+", required=True, help="subspace table files of rounds 0..round")
+    s.add_argument("--out", required=True, help="plan JSON to write")
+    s.set_defaults(func=_refine_plan)
+
+    s = sub.add_parser("sweep-summary", help="the rounds of one sweep and where its transition ended up")
+    s.add_argument("--tables", nargs="+", required=True)
+    s.add_argument("--plans", nargs="*", default=[])
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_sweep_summary)
+
+    s = sub.add_parser("subspace-tickets", help="IMP levels as axial subspaces in the `subspace` table")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--imp", nargs="+", required=True, help="imp table files of the chains")
+    s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
+    s.set_defaults(func=_subspace_tickets)
 
     s = sub.add_parser("figures-imp", help="accuracy vs remaining weights, and barrier vs level")
     s.add_argument("--imp", nargs="+", required=True, help="imp table files")

@@ -131,6 +131,36 @@ class ImpSpec:
 
 
 @dataclass(frozen=True)
+class SubspaceSpec:
+    kinds: tuple[str, ...]
+    dims: tuple[int, ...]
+    burnin: tuple[int | str, ...]
+    seeds: int
+    dense_seed: int
+    projection: str
+    optimizer: str
+    lr: float
+    momentum: float
+    steps: int
+    batch_size: int
+    refine: dict | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SubspaceSpec":
+        dims = d["dims"]
+        if isinstance(dims, dict):  # log-spaced, rounded, deduplicated
+            lo, hi, num = math.log(dims["min"]), math.log(dims["max"]), dims["num"]
+            dims = sorted({round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)})
+        return cls(**dict(d, kinds=tuple(d["kinds"]), dims=tuple(sorted(dims)), burnin=tuple(d["burnin"])))
+
+    def anchors(self, sched: "Schedule") -> list[tuple[str, int]]:
+        """(kind, t) of each sweep job: random and lottery at t = 0, burn-in at each t."""
+        spe = sched.steps_per_epoch
+        return [(k, t) for k in self.kinds for t in
+                ([parse_duration(b, spe) for b in self.burnin] if k == "burnin" else [0])]
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     dataset: str
@@ -139,6 +169,7 @@ class Experiment:
     train: TrainSpec
     checkpoints: CheckpointSpec
     imp: ImpSpec | None = None
+    subspace: SubspaceSpec | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -152,23 +183,30 @@ class Experiment:
         if "imp" in d:
             imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d["seeds"])),
                                  baselines=tuple(d["imp"]["baselines"])))
+        sub = SubspaceSpec.from_dict(d["subspace"]) if "subspace" in d else None
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d["seeds"]),
-                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, raw=d)
+                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
-    def dense(self) -> "Experiment":
-        """The experiment as the dense stage sees it: no `imp` section, its rewind point an explicit
-        checkpoint. Dense jobs take this as their spec, so editing IMP settings does not retrain them."""
-        if self.imp is None:
-            return self
-        raw = {k: v for k, v in self.raw.items() if k != "imp"}
-        steps = list(raw["checkpoints"]["steps"])
-        if self.imp.rewind not in steps:
-            steps.append(self.imp.rewind)
-        raw["checkpoints"] = dict(raw["checkpoints"], steps=steps)
+    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",)}
+
+    def for_stage(self, stage: str) -> "Experiment":
+        """The experiment as one stage's jobs see it: without the other stages' sections, the IMP rewind
+        point an explicit checkpoint. Jobs take this as their spec (a Snakemake param), so editing one
+        stage's settings reruns that stage and what follows it, not the stages beside it."""
+        keep = self.STAGE_SECTIONS[stage]
+        raw = {k: v for k, v in self.raw.items() if k not in ("imp", "subspace") or k in keep}
+        if self.imp is not None:
+            steps = list(raw["checkpoints"]["steps"])
+            if self.imp.rewind not in steps:
+                steps.append(self.imp.rewind)
+            raw["checkpoints"] = dict(raw["checkpoints"], steps=steps)
         return Experiment.from_dict(self.name, raw)
+
+    def dense(self) -> "Experiment":
+        return self.for_stage("dense")
 
     @classmethod
     def from_json(cls, text: str) -> "Experiment":
@@ -186,9 +224,32 @@ class Experiment:
             raise ConfigError(f"config error at {where}.model: {e}") from None
         if self.train.schedule != "step" and self.train.milestones:
             raise ConfigError(f"config error at {where}.train.milestones: only used with schedule: step")
-        Schedule.resolve(self, n_train)
+        sched = Schedule.resolve(self, n_train)
+        if self.subspace:
+            self._check_subspace(sched)
         if self.imp and (missing := sorted(set(self.imp.seeds) - set(self.seeds))):
             raise ConfigError(f"config error at {where}.imp.seeds: {missing} are not dense seeds {list(self.seeds)}")
+
+
+    def num_params(self) -> int:
+        from sublevel import datasets, models
+
+        shape, classes = datasets.SHAPES[self.dataset]
+        return models.Layout.of(models.build(self.model.name, shape, classes, **self.model.kwargs())).D
+
+    def _check_subspace(self, sched: "Schedule") -> None:
+        where, sub = f"config error at experiments.{self.name}.subspace", self.subspace
+        D = self.num_params()
+        if sub.dims[-1] > D:
+            raise ConfigError(f"{where}.dims: d = {sub.dims[-1]} exceeds D = {D}, the model's parameter count")
+        if sub.dense_seed not in self.seeds:
+            raise ConfigError(f"{where}.dense_seed: {sub.dense_seed} is not a dense seed {list(self.seeds)}")
+        for kind, t in sub.anchors(sched):
+            if t not in sched.checkpoints:
+                raise ConfigError(f"{where}.burnin: step {t} is not a stored checkpoint; stored steps: "
+                                  f"{list(sched.checkpoints)}")
+        if "burnin" in sub.kinds and not sub.burnin:
+            raise ConfigError(f"{where}.burnin: kind burnin needs at least one burn-in step")
 
 
 def experiment(config: dict[str, Any], name: str) -> Experiment:

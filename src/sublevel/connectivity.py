@@ -25,6 +25,41 @@ def barrier(alphas: np.ndarray, errors: np.ndarray) -> float:
     return float(np.max(errors - line))
 
 
+def functional_forward(model: nn.Module):
+    """f(θ [D], buffers [B], x) -> logits: the model as a function of its flat vectors, ready for vmap."""
+    layout = Layout.of(model)
+    names = [n for n, _ in model.named_buffers()]
+    shapes = [b.shape for _, b in model.named_buffers()]
+    dtypes = [b.dtype for _, b in model.named_buffers()]
+
+    def forward(theta, bufs, xb):
+        buffers, off = {}, 0
+        for n, s, d in zip(names, shapes, dtypes):
+            k = math.prod(s)
+            buffers[n] = bufs[off:off + k].view(s).to(d)
+            off += k
+        return functional_call(model, (layout.unflatten(theta), buffers), (xb,))
+
+    return forward
+
+
+@torch.no_grad()
+def evaluate_many(model: nn.Module, thetas: torch.Tensor, buffers: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                  batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """(error [R], mean loss [R]) of R parameter vectors over a whole split, in one vmapped pass per batch."""
+    model.eval()
+    batched = vmap(functional_forward(model), in_dims=(0, 0, None))
+    R = len(thetas)
+    wrong = torch.zeros(R, device=thetas.device)
+    loss = torch.zeros(R, device=thetas.device, dtype=torch.float64)
+    for i in range(0, len(y), batch_size):
+        out = batched(thetas, buffers, x[i:i + batch_size])  # [R, B, classes]
+        yb = y[i:i + batch_size]
+        wrong += (out.argmax(-1) != yb).sum(-1)
+        loss += F.cross_entropy(out.flatten(0, 1), yb.repeat(R), reduction="none").view(R, -1).sum(-1).double()
+    return wrong / len(y), loss / len(y)
+
+
 @torch.no_grad()
 def interpolation_curve(model: nn.Module, theta_a: torch.Tensor, theta_b: torch.Tensor, x: torch.Tensor,
                         y: torch.Tensor, alphas: int | np.ndarray = 11, buffers_a: torch.Tensor | None = None,
@@ -34,24 +69,9 @@ def interpolation_curve(model: nn.Module, theta_a: torch.Tensor, theta_b: torch.
     stay under `max_floats` floats, so big models split the grid instead of running out of memory."""
     device = next(model.parameters()).device
     alphas = np.linspace(0, 1, alphas) if isinstance(alphas, int) else np.asarray(alphas, float)
-    layout = Layout.of(model)
+    D = Layout.of(model).D
     theta_a, theta_b = theta_a.to(device, torch.float32), theta_b.to(device, torch.float32)
-    names = [n for n, _ in model.named_buffers()]
-    shapes = [b.shape for _, b in model.named_buffers()]
-    dtypes = [b.dtype for _, b in model.named_buffers()]
-    model.eval()
-
-    def forward(theta, bufs, xb):
-        params = layout.unflatten(theta)
-        buffers, off = {}, 0
-        for n, s, d in zip(names, shapes, dtypes):
-            k = math.prod(s)
-            buffers[n] = bufs[off:off + k].view(s).to(d)
-            off += k
-        return functional_call(model, (params, buffers), (xb,))
-
-    batched = vmap(forward, in_dims=(0, 0, None))
-    chunk = max(1, min(len(alphas), max_floats // max(layout.D, 1)))
+    chunk = max(1, min(len(alphas), max_floats // max(D, 1)))
     errors, losses = [], []
     for start in range(0, len(alphas), chunk):
         a = torch.tensor(alphas[start:start + chunk], dtype=torch.float32, device=device)[:, None]
@@ -61,13 +81,7 @@ def interpolation_curve(model: nn.Module, theta_a: torch.Tensor, theta_b: torch.
             bufs = (1 - a) * ba + a * bb
         else:
             bufs = torch.zeros(len(a), 0, device=device)
-        wrong = torch.zeros(len(a), device=device)
-        loss = torch.zeros(len(a), device=device, dtype=torch.float64)
-        for i in range(0, len(y), batch_size):
-            out = batched(thetas, bufs, x[i:i + batch_size])  # [A, B, classes]
-            yb = y[i:i + batch_size]
-            wrong += (out.argmax(-1) != yb).sum(-1)
-            loss += F.cross_entropy(out.flatten(0, 1), yb.repeat(len(a)), reduction="none").view(len(a), -1).sum(-1).double()
-        errors.append((wrong / len(y)).cpu().numpy())
-        losses.append((loss / len(y)).cpu().numpy())
+        err, loss = evaluate_many(model, thetas, bufs, x, y, batch_size)
+        errors.append(err.cpu().numpy())
+        losses.append(loss.cpu().numpy())
     return alphas, np.concatenate(errors).astype(float), np.concatenate(losses)

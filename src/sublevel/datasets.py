@@ -150,6 +150,11 @@ TRAIN_SIZES = {"digits": 1438, "mnist": 60_000, "fashion_mnist": 60_000, "cifar1
                "svhn": 73_257}
 
 
+SHAPES = {"mnist1d": ((1, 40), 10), "digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+          "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100),
+          "svhn": ((3, 32, 32), 10)}  # (input shape, classes): models can be sized before data exists
+
+
 def train_size(name: str, data_config: dict) -> int:
     if name == "mnist1d":  # make_dataset: num_samples // 10 per class, 80% train
         return int(data_config.get("mnist1d_samples", 5000) // 10 * 10 * 0.8)

@@ -38,20 +38,27 @@ class Level:
     buffers: torch.Tensor   # float32 [B], final
     row: dict               # its row of the `imp` table
 
-    def write(self, path: str | Path) -> None:
-        with storage.atomic_path(path) as tmp:
-            group = zarr.open_group(tmp, mode="w", attributes={"method": self.method, "level": self.level,
-                                                               "row": self.row})
-            group.create_array("mask", data=self.mask.numpy())
-            group.create_array("weights", data=self.weights.numpy().astype(np.float32))
-            group.create_array("buffers", data=self.buffers.numpy().astype(np.float32))
-
     @classmethod
-    def read(cls, path: str | Path) -> "Level":
+    def read(cls, path: str | Path, method: str = "imp") -> "Level":
+        """One network of a level store (see write_levels)."""
         g = storage.open_group(path, "IMP level store")
+        if method not in g:
+            raise KeyError(f"{path} holds {sorted(g.group_keys())}, not {method!r}")
+        g = g[method]
         a = g.attrs.asdict()
         t = lambda k: torch.from_numpy(np.asarray(g[k][:]))
         return cls(a["method"], a["level"], t("mask"), t("weights"), t("buffers"), a["row"])
+
+
+def write_levels(path: str | Path, levels: list[Level]) -> None:
+    """A level store: one subgroup per method (mask [D] bool, weights [D], buffers [B]), written atomically."""
+    with storage.atomic_path(path) as tmp:
+        root = zarr.open_group(tmp, mode="w", attributes={"methods": [lv.method for lv in levels]})
+        for lv in levels:
+            g = root.create_group(lv.method, attributes={"method": lv.method, "level": lv.level, "row": lv.row})
+            g.create_array("mask", data=lv.mask.numpy())
+            g.create_array("weights", data=lv.weights.numpy().astype(np.float32))
+            g.create_array("buffers", data=lv.buffers.numpy().astype(np.float32))
 
 
 def rewind_point(exp: Experiment, data: Dataset, traj: Stored) -> Start:

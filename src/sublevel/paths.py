@@ -64,10 +64,30 @@ def log(stage: str, *keys: str | int) -> Path:
 
 
 
-def level_store(experiment: str, seed: str | int, method: str, level: str | int) -> Path:
-    """Zarr group of one IMP level or baseline: mask [D] bool, weights [D], buffers [B]."""
-    return RESULTS / "imp" / str(experiment) / f"seed={seed}" / str(method) / f"level={level}.zarr"
+def level_store(experiment: str, seed: str | int, stage: str, level: str | int) -> Path:
+    """Zarr group of one IMP level (stage 'imp') or its baselines (stage 'baselines'): per method a subgroup
+    with mask [D] bool, weights [D], buffers [B]."""
+    return RESULTS / "imp" / str(experiment) / f"seed={seed}" / str(stage) / f"level={level}.zarr"
 
 
 def figure(experiment: str, name: str) -> Path:
     return RESULTS / "figures" / str(experiment) / f"{name}.png"
+
+
+def sweep_dir(experiment: str, kind: str, burnin_step: str | int) -> Path:
+    return RESULTS / "subspace" / str(experiment) / f"kind={kind}" / f"burnin_step={burnin_step}"
+
+
+def sweep_store(experiment: str, kind: str, burnin_step: str | int, round: str | int) -> Path:
+    """Zarr group of one sweep round: w_<d> [R, d] per dimension, with seeds and projection in attrs."""
+    return sweep_dir(experiment, kind, burnin_step) / f"round={round}.zarr"
+
+
+def refine_plan(experiment: str, kind: str, burnin_step: str | int, round: str | int) -> Path:
+    """JSON: the dimensions round+1 adds around the success transition (none: refinement is done)."""
+    return sweep_dir(experiment, kind, burnin_step) / f"plan-round={round}.json"
+
+
+def sweep_summary(experiment: str, kind: str, burnin_step: str | int) -> Path:
+    """JSON: the rounds a sweep ran, P(d) over all of them, and the final bracket around P = 1/2."""
+    return sweep_dir(experiment, kind, burnin_step) / "summary.json"

@@ -50,7 +50,7 @@ TRAIN = _table(
 
 
 IMP = _table(
-    "imp", ("experiment", "seed", "method", "level"),
+    "imp", ("experiment", "seed", "stage", "level"),   # stage: imp, or baselines (all methods of one job)
     "IMP levels and baselines at the end of each level's training.",
     ("experiment", pa.string()),
     ("dataset", pa.string()),
@@ -85,6 +85,29 @@ BARRIER = _table(
     ("loss", pa.list_(pa.float64())),
     ("matching", pa.bool_()),     # the level's network is within the tolerance of the dense test accuracy
     ("test_accuracy", pa.float64()),
+)
+
+
+SUBSPACE = _table(
+    "subspace", ("experiment", "kind", "burnin_step", "round"),
+    "Subspace training runs θ_t + P·w (final values), and IMP tickets as axial subspaces.",
+    ("experiment", pa.string()),
+    ("dataset", pa.string()),
+    ("model", pa.string()),
+    ("num_params", pa.int64()),     # D
+    ("kind", pa.string()),          # random, burnin, lottery, ticket
+    ("burnin_step", pa.int64()),    # t of the anchor θ_t (the rewind step for tickets)
+    ("d", pa.int64()),              # degrees of freedom trained
+    ("seed", pa.int64()),           # projection and data-order seed (the chain seed for tickets)
+    ("projection", pa.string()),    # dense, fastfood, pca, axial
+    ("steps", pa.int64()),
+    ("round", pa.int64()),          # 0: the configured dims; r > 0: added by adaptive refinement
+    ("train_loss", pa.float64()),
+    ("train_accuracy", pa.float64()),
+    ("test_loss", pa.float64()),
+    ("test_accuracy", pa.float64()),
+    ("diverged", pa.bool_()),
+    ("wall_seconds", pa.float64()),  # the batch's wall time divided by the runs trained in it
 )
 
 

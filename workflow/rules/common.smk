@@ -34,14 +34,10 @@ wildcard_constraints:
     dataset=r"[a-z0-9_]+",
 
 
-def spec(wildcards):
-    """The validated experiment as JSON: a param, so editing the config reruns what it touches."""
-    return experiment(config, wildcards.experiment).to_json()
-
-
-def dense_spec(wildcards):
-    """What dense training depends on: the experiment without its `imp` section."""
-    return experiment(config, wildcards.experiment).dense().to_json()
+def spec_for(stage):
+    """A param function: the validated experiment as one stage sees it, as JSON, so editing the config reruns
+    what the edit touches (Experiment.for_stage)."""
+    return lambda wildcards: experiment(config, wildcards.experiment).for_stage(stage).to_json()
 
 
 def dataset_of(wildcards):
@@ -56,9 +52,6 @@ def dense_outputs():
     return out
 
 
-BASELINES = ["random_prune", "random_reinit", "oneshot", "init_magnitude"]
-
-
 def imp_experiments():
     return [name for name in EXPERIMENTS if experiment(config, name).imp]
 
@@ -67,8 +60,8 @@ def trajectory_of(wildcards):
     return str(paths.trajectory(wildcards.experiment, wildcards.seed))
 
 
-def level_of(wildcards, level, method="imp"):
-    return str(paths.level_store(wildcards.experiment, wildcards.seed, method, level))
+def level_of(wildcards, level):
+    return str(paths.level_store(wildcards.experiment, wildcards.seed, "imp", level))
 
 
 def imp_tables(name):
@@ -77,8 +70,8 @@ def imp_tables(name):
     imp_files, barrier_files = [], []
     for seed in imp.seeds:
         for level in range(imp.levels + 1):
-            methods = ["imp"] + (list(imp.baselines) if level else [])
-            imp_files += [str(paths.table("imp", experiment=name, seed=seed, method=m, level=level)) for m in methods]
+            stages = ["imp"] + (["baselines"] if level and imp.baselines else [])
+            imp_files += [str(paths.table("imp", experiment=name, seed=seed, stage=s, level=level)) for s in stages]
             kinds = (["instability"] if imp.instability else []) + (["imp_successive"] if level else [])
             barrier_files += [str(paths.table("barrier", experiment=name, seed=seed, kind=k, level=level))
                               for k in kinds]
@@ -90,3 +83,56 @@ def imp_outputs():
     for name in imp_experiments():
         out += [str(paths.figure(name, "imp_accuracy")), str(paths.figure(name, "imp_barrier"))]
     return out
+
+
+def schedule(name):
+    from sublevel.config import Schedule
+    from sublevel.datasets import train_size
+
+    exp = experiment(config, name)
+    return Schedule.resolve(exp, train_size(exp.dataset, config["data"]))
+
+
+def sweep_jobs(name):
+    """(kind, t) of each sweep job of an experiment."""
+    return experiment(config, name).subspace.anchors(schedule(name))
+
+
+def sweep_table(name, kind, t, round):
+    return paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round)
+
+
+def previous_plan(wildcards):
+    return str(paths.refine_plan(wildcards.experiment, wildcards.kind, wildcards.burnin_step, int(wildcards.round) - 1))
+
+
+def sweep_rounds(wildcards):
+    """Every round of one sweep, and the plans between them: round 0, then one more while the previous plan
+    adds dims. Reading a plan goes through the refine_plan checkpoint, so Snakemake re-plans the DAG then."""
+    e, k, t = wildcards.experiment, wildcards.kind, wildcards.burnin_step
+    tables, plans = [str(sweep_table(e, k, t, 0))], []
+    if experiment(config, e).subspace.refine:
+        while True:
+            plans.append(checkpoints.refine_plan.get(experiment=e, kind=k, burnin_step=t, round=len(plans)).output.plan)
+            with open(plans[-1]) as f:
+                if not json.load(f)["dims"]:
+                    break
+            tables.append(str(sweep_table(e, k, t, len(plans))))
+    return {"tables": tables, "plans": plans}
+
+
+def subspace_outputs():
+    """Every sweep's summary (which waits for all its rounds), and the IMP tickets as axial subspaces."""
+    out = []
+    for name in EXPERIMENTS:
+        exp = experiment(config, name)
+        if exp.subspace:
+            out += [str(paths.sweep_summary(name, kind, t)) for kind, t in sweep_jobs(name)]
+            if exp.imp:
+                out.append(str(sweep_table(name, "ticket", schedule(name).rewind, 0)))
+    return out
+
+
+def sweep_trajectory(wildcards):
+    seed = experiment(config, wildcards.experiment).subspace.dense_seed
+    return str(paths.trajectory(wildcards.experiment, seed))

@@ -1,5 +1,5 @@
 # Stage 3: lottery-ticket masks. One job per IMP level (so a chain resumes from its last finished level),
-# one per baseline and level, one per barrier; then the figures of each experiment.
+# one for the baselines of each level, one per barrier; then the figures of each experiment.
 
 
 rule imp_level:
@@ -9,11 +9,11 @@ rule imp_level:
         previous=lambda w: [level_of(w, int(w.level) - 1)] if int(w.level) > 0 else [],
     output:
         store=directory(str(paths.level_store("{experiment}", "{seed}", "imp", "{level}"))),
-        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", method="imp", level="{level}")),
+        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", stage="imp", level="{level}")),
     log:
         str(paths.log("imp", "{experiment}", "{seed}", "imp", "{level}")),
     params:
-        spec=spec,
+        spec=spec_for("imp"),
         device=config["device"],
         previous=lambda w, input: f"--previous {input.previous}" if input.previous else "",
     threads: config["threads"]
@@ -27,28 +27,27 @@ rule imp_level:
         " --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
-rule imp_baseline:
+rule imp_baselines:
     input:
         data=dataset_of,
         trajectory=trajectory_of,
         ticket=lambda w: level_of(w, w.level),
     output:
-        store=directory(str(paths.level_store("{experiment}", "{seed}", "{method}", "{level}"))),
-        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", method="{method}", level="{level}")),
+        store=directory(str(paths.level_store("{experiment}", "{seed}", "baselines", "{level}"))),
+        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", stage="baselines", level="{level}")),
     log:
-        str(paths.log("imp", "{experiment}", "{seed}", "{method}", "{level}")),
-    wildcard_constraints:
-        method="|".join(BASELINES),
+        str(paths.log("imp", "{experiment}", "{seed}", "baselines", "{level}")),
     params:
-        spec=spec,
+        spec=spec_for("imp"),
         device=config["device"],
+        methods=lambda w: " ".join(experiment(config, w.experiment).imp.baselines),
     threads: config["threads"]
     resources:
         gpu=GPU,
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel imp-baseline --method {wildcards.method} --spec {params.spec:q} --seed {wildcards.seed}"
+        "python -m sublevel imp-baselines --methods {params.methods} --spec {params.spec:q} --seed {wildcards.seed}"
         " --data {input.data} --trajectory {input.trajectory} --ticket {input.ticket} --out {output.store}"
         " --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
 
@@ -64,7 +63,7 @@ rule barrier_instability:
     log:
         str(paths.log("barrier", "{experiment}", "{seed}", "instability", "{level}")),
     params:
-        spec=spec,
+        spec=spec_for("imp"),
         device=config["device"],
     threads: config["threads"]
     resources:
@@ -89,7 +88,7 @@ rule barrier_successive:
     log:
         str(paths.log("barrier", "{experiment}", "{seed}", "imp_successive", "{level}")),
     params:
-        spec=spec,
+        spec=spec_for("imp"),
         device=config["device"],
     threads: config["threads"]
     resources:

@@ -10,7 +10,7 @@ rule train_dense:
     log:
         str(paths.log("train", "{experiment}", "{seed}")),
     params:
-        spec=dense_spec,
+        spec=spec_for("dense"),
         device=config["device"],
     threads: config["threads"]
     resources:

@@ -1,0 +1,198 @@
+"""Training in a subspace: θ(w) = θ_t + P·w, w ∈ R^d from 0, only w trained (Li et al. 2018; Larsen et al. 2022).
+
+R runs of the same model, data and d train together in one process: θ for all runs is one [R, D] tensor,
+the forward pass is vmapped over it, and one optimiser steps the [R, d] coordinates (SGD and Adam act
+elementwise, so each run is optimised exactly as if alone). Run r draws its batches from its own data
+seed with the dense loop's drop-last per-epoch permutations.
+
+BatchNorm: running statistics are buffers, not trained parameters. They start at the anchor's values,
+each run updates its own copy in train mode (as a dense run does), and evaluation uses them in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import vmap
+
+from sublevel.connectivity import evaluate_many, functional_forward
+from sublevel.datasets import Dataset
+from sublevel.projections import Projection
+from sublevel.training import data_generator
+
+
+@dataclass(frozen=True)
+class SubspaceTrain:
+    optimizer: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    steps: int = 500
+    batch_size: int = 100
+    eval_batch_size: int = 2048
+
+
+@dataclass
+class Result:
+    w: torch.Tensor              # [R, d] final coordinates
+    metrics: list[dict]          # per run: train/test loss and accuracy, diverged
+    seconds: float
+
+
+def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_buffers: torch.Tensor,
+          proj: Projection, data_seeds: list[int], spec: SubspaceTrain) -> Result:
+    device = anchor.device
+    R, d = len(data_seeds), proj.d
+    w = torch.zeros(R, d, device=device, requires_grad=True)
+    if spec.optimizer == "adam":
+        opt = torch.optim.Adam([w], lr=spec.lr)
+    else:
+        opt = torch.optim.SGD([w], lr=spec.lr, momentum=spec.momentum)
+    buffers = anchor_buffers.to(device).float().expand(R, -1).clone()
+    forward = vmap(functional_forward(model), in_dims=(0, 0, 0))
+    n, bs = len(data.y_train), spec.batch_size
+    spe = n // bs
+    alive = torch.ones(R, dtype=torch.bool, device=device)
+    orders = None
+    begin = time.perf_counter()
+    model.train()
+    for step in range(spec.steps):
+        epoch, within = divmod(step, spe)
+        if orders is None or within == 0:
+            orders = torch.stack([torch.randperm(n, generator=data_generator(s, epoch)) for s in data_seeds]).to(device)
+        idx = orders[:, within * bs:(within + 1) * bs]                     # [R, B]
+        theta = anchor + proj(w)                                           # [R, D]
+        out = forward(theta, buffers, data.x_train[idx])                   # [R, B, C]
+        losses = F.cross_entropy(out.flatten(0, 1), data.y_train[idx].flatten(), reduction="none").view(R, -1).mean(1)
+        alive &= torch.isfinite(losses.detach())
+        opt.zero_grad(set_to_none=True)
+        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+        opt.step()
+        if not alive.all():
+            with torch.no_grad():  # a diverged run stops where it was
+                w.grad = None
+        if not alive.any():
+            break
+    seconds = time.perf_counter() - begin
+    with torch.no_grad():
+        theta = anchor + proj(w)
+        metrics = [{"diverged": not bool(a)} for a in alive.tolist()]
+        for split in ("train", "test"):
+            err, loss = evaluate_many(model, theta, buffers, *data.split(split), spec.eval_batch_size)
+            for m, e, l in zip(metrics, err.tolist(), loss.tolist()):
+                m[f"{split}_loss"], m[f"{split}_accuracy"] = l, 1 - e
+                m["diverged"] |= not math.isfinite(l)
+    return Result(w.detach(), metrics, seconds)
+
+
+DENSE_LIMIT = 1 << 18  # auto: a dense Gaussian P while D·d stays under 256k floats (1 MB) per run: reading P
+# twice a step is memory-bound, and Fastfood is cheaper beyond that
+
+
+def projection_kind(kind: str, setting: str, D: int, d: int) -> str:
+    if kind == "lottery":
+        return "pca"
+    if setting != "auto":
+        return setting
+    return "dense" if D * d <= DENSE_LIMIT else "fastfood"
+
+
+def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
+    """Top-d principal directions [D, d] of the trajectory's displacements θ_s − θ_0 (orthonormal columns)."""
+    M = (params[1:] - params[:1]).double()
+    _, _, Vh = torch.linalg.svd(M, full_matrices=False)
+    return Vh[:d].T.float()
+
+
+def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = True, dims: list[int] | None = None,
+          round: int = 0):
+    """One sweep job: every (d, seed) point of one (kind, t), R = seeds runs at a time; `dims` overrides the
+    configured ones (a refinement round).
+
+    Returns (rows of the `subspace` table, {d: w [R, d]}, attrs)."""
+    from tqdm import tqdm
+
+    from sublevel import models, projections
+    from sublevel.training import build_model
+
+    sub = exp.subspace
+    model = build_model(exp, data, sub.dense_seed, device)
+    D = models.Layout.of(model).D
+    anchor = torch.from_numpy(traj.params(t)).to(device)
+    anchor_buffers = torch.from_numpy(traj.buffers(t)).to(device)
+    seeds = list(range(sub.seeds))
+    spec = SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size)
+    dims = list(sub.dims if dims is None else dims)
+    basis = None
+    if kind == "lottery":
+        all_params = torch.from_numpy(traj.params())
+        dims = [d for d in dims if d < len(all_params)]
+        basis = lottery_basis(all_params, max(dims)).to(device) if dims else None
+    rows, coords = [], {}
+    for d in tqdm(dims, desc=f"{exp.name} {kind} t={t}", disable=not progress, unit="d"):
+        pkind = projection_kind(kind, sub.projection, D, d)
+        if pkind == "pca":
+            proj = projections.Projection("dense", D, d, {"P": basis[:, :d].expand(len(seeds), -1, -1)})
+        else:
+            proj = projections.make(pkind, D, d, seeds).to(device)
+        result = train(model, data, anchor, anchor_buffers, proj, seeds, spec)
+        coords[d] = result.w.cpu()
+        for seed, m in zip(seeds, result.metrics):
+            rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind=kind,
+                             burnin_step=t, d=d, seed=seed, projection=pkind, steps=sub.steps, round=round,
+                             wall_seconds=result.seconds / len(seeds), **m))
+    attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, seeds=seeds, D=D,
+                 projection=sub.projection, note="P is regenerated from (seed, projection, d); see sublevel.projections")
+    return rows, coords, attrs
+
+
+def ticket_rows(exp, imp_rows: list[dict]) -> list[dict]:
+    """IMP levels as axial subspaces, for the `subspace` table: a mask trains exactly its unmasked parameters,
+    so d = prunable weights remaining + the never-pruned biases and BatchNorm parameters."""
+    D = exp.num_params()
+    return [dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind="ticket",
+                 burnin_step=r["rewind_step"], d=r["remaining"] + D - r["prunable"], seed=r["seed"],
+                 projection="axial", steps=None, round=0, train_loss=r["train_loss"], train_accuracy=r["train_accuracy"],
+                 test_loss=r["test_loss"], test_accuracy=r["test_accuracy"], diverged=r["diverged"],
+                 wall_seconds=None)
+            for r in imp_rows if r["method"] == "imp"]
+
+
+def success(rows: list[dict], metric: str, threshold: float) -> dict[int, float]:
+    """P(d): the fraction of runs at each d whose final `metric` reached the sublevel set (a diverged run fails)."""
+    ok: dict[int, list[bool]] = {}
+    for r in rows:
+        v = r[metric]
+        hit = (v <= threshold if metric.endswith("loss") else v >= threshold) and not r["diverged"]
+        ok.setdefault(r["d"], []).append(bool(hit))
+    return {d: sum(v) / len(v) for d, v in sorted(ok.items())}
+
+
+def refine_plan(rows: list[dict], refine: dict, round: int, d_max: int) -> dict:
+    """The next round's dimensions: the geometric midpoint of the bracket (lo, hi) around P(d) = 1/2, where hi
+    is the smallest d with P >= 1/2 and lo the largest smaller d with P < 1/2. None once hi/lo <= ratio, the
+    integers meet, there is no bracket, or max_rounds is reached."""
+    p = success(rows, refine["metric"], refine["threshold"])
+    plan = {"round": round, "success": {str(d): v for d, v in p.items()}, "dims": [], "bracket": None}
+    above = [d for d, v in p.items() if v >= 0.5]
+    if not above:
+        return dict(plan, reason="no d reached P >= 1/2")
+    hi = min(above)
+    below = [d for d, v in p.items() if v < 0.5 and d < hi]
+    if not below:
+        return dict(plan, reason="P >= 1/2 already at the smallest d")
+    lo = max(below)
+    plan["bracket"] = [lo, hi]
+    mid = round_half(math.sqrt(lo * hi))
+    if hi / lo <= refine["ratio"] or mid in (lo, hi) or mid > d_max:
+        return dict(plan, reason="resolution reached")
+    if round >= refine["max_rounds"]:
+        return dict(plan, reason="max_rounds reached")
+    return dict(plan, dims=[mid], reason="bisect")
+
+
+def round_half(x: float) -> int:
+    return int(math.floor(x + 0.5))

@@ -1,0 +1,158 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from sublevel import models, projections, subspace, training
+from sublevel.config import ConfigError
+from conftest import make_experiment
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    training.seed_everything(1)
+
+
+def test_hadamard_matches_the_matrix():
+    x = torch.randn(3, 16, dtype=torch.float64)
+    H = torch.from_numpy(scipy.linalg.hadamard(16)).double()
+    assert torch.allclose(projections.hadamard(x), x @ H.T)
+
+
+@pytest.mark.parametrize("kind", ["dense", "fastfood"])
+@pytest.mark.parametrize("D, d", [(1024, 64), (1000, 10), (5000, 300)])
+def test_columns_are_unit_norm_and_nearly_orthogonal(kind, D, d):
+    P = projections.make(kind, D, d, [0, 1]).columns()          # [R, D, d]
+    norms = P.norm(dim=1)
+    exact = kind == "dense" or D % (1 << math.ceil(math.log2(d))) == 0
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5 if exact else 2e-2)
+    gram = torch.einsum("rDi,rDj->rij", P, P)
+    off = gram[:, ~torch.eye(d, dtype=torch.bool)]
+    # random unit vectors in R^D: |<p_i, p_j>| ~ sqrt(2 / (pi D)) on average
+    assert off.abs().mean() < 1.5 * math.sqrt(2 / (math.pi * D))
+    assert off.mean().abs() < 3 / math.sqrt(D * d)
+
+
+@pytest.mark.parametrize("kind", ["dense", "fastfood"])
+def test_the_same_seed_regenerates_the_same_projection(kind):
+    w = torch.randn(3, 50)
+    a, b = projections.make(kind, 2000, 50, [0, 1, 2]), projections.make(kind, 2000, 50, [0, 1, 2])
+    assert torch.equal(a(w), b(w))
+    other = projections.make(kind, 2000, 50, [3, 4, 5])
+    assert not torch.allclose(a(w), other(w))
+    # run r depends on its own seed only, not on its batch-mates
+    alone = projections.make(kind, 2000, 50, [1])
+    assert torch.allclose(a(w)[1:2], alone(w[1:2]), atol=1e-5)
+
+
+def test_bad_dimensions_are_rejected():
+    with pytest.raises(ValueError, match="d = 0"):
+        projections.make("dense", 100, 0, [0])
+    with pytest.raises(ValueError, match="d = 101"):
+        projections.make("fastfood", 100, 101, [0])
+
+
+def test_identity_subspace_matches_dense_training_step_for_step(mnist1d):
+    exp = make_experiment(**{"train.momentum": 0.9, "train.weight_decay": 0.0, "train.steps": 30,
+                             "checkpoints": {"every": 1, "log_spaced": 0}})
+    _, dense = training.train(exp, mnist1d, 0, 0, CPU, progress=False)
+    theta0 = torch.from_numpy(dense.params[0])
+    D = len(theta0)
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    for steps in (1, 7, 30):
+        spec = subspace.SubspaceTrain(optimizer="sgd", lr=0.05, momentum=0.9, steps=steps, batch_size=32)
+        res = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make("identity", D, D, [0]), [0], spec)
+        assert torch.allclose(theta0 + res.w[0], torch.from_numpy(dense.params[steps]), atol=1e-6), steps
+    final = {r["split"]: r for r in dense.rows if r["step"] == 30}
+    assert res.metrics[0]["train_accuracy"] == pytest.approx(final["train"]["accuracy"])
+    assert res.metrics[0]["test_loss"] == pytest.approx(final["test"]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["dense", "fastfood"])
+def test_batched_runs_equal_one_at_a_time(mnist1d, kind):
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta0 = models.flatten(model)
+    D, d, seeds = len(theta0), 40, [0, 1, 2]
+    spec = subspace.SubspaceTrain(steps=25, batch_size=32, lr=0.02)
+    together = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make(kind, D, d, seeds), seeds, spec)
+    for i, seed in enumerate(seeds):
+        alone = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make(kind, D, d, [seed]), [seed], spec)
+        assert torch.allclose(together.w[i], alone.w[0], atol=1e-5)
+        for key in ("train_loss", "test_accuracy"):
+            assert together.metrics[i][key] == pytest.approx(alone.metrics[0][key], abs=1e-5)
+
+
+def test_more_dimensions_train_better(mnist1d):
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta0 = models.flatten(model)
+    spec = subspace.SubspaceTrain(steps=150, batch_size=32, lr=0.02)
+    acc = {}
+    for d in (2, 200):
+        res = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make("dense", len(theta0), d, [0, 1]),
+                             [0, 1], spec)
+        acc[d] = np.mean([m["train_accuracy"] for m in res.metrics])
+    assert acc[200] > acc[2] + 0.1
+
+
+def test_lottery_basis_is_orthonormal_and_spans_the_trajectory():
+    torch.manual_seed(0)
+    params = torch.randn(6, 300)
+    V = subspace.lottery_basis(params, 5)
+    assert torch.allclose(V.T @ V, torch.eye(5), atol=1e-5)
+    disp = params[1:] - params[:1]
+    assert torch.allclose((disp @ V) @ V.T, disp, atol=1e-4)
+
+
+@pytest.mark.parametrize("sub, message", [
+    ({"dims": [0]}, "dims"),
+    ({"dims": [827]}, "d = 827 exceeds D = 826"),
+    ({"dims": [4], "kinds": ["burnin"], "burnin": [6]}, "step 6 is not a stored checkpoint; stored steps: \\[0, 1, 3, 5, 12, 40\\]"),
+    ({"dims": [4], "kinds": ["burnin"]}, "needs at least one burn-in step"),
+    ({"dims": [4], "dense_seed": 9}, "dense_seed"),
+])
+def test_bad_sweeps_are_rejected_before_any_job(sub, message):
+    with pytest.raises(ConfigError, match=f"^config error at experiments.smoke.subspace.*{message}"):
+        make_experiment(subspace=sub)
+
+
+def test_log_spaced_dims():
+    exp = make_experiment(subspace={"dims": {"min": 4, "max": 256, "num": 4}, "kinds": ["random"]})
+    assert exp.subspace.dims == (4, 16, 64, 256)
+
+
+def rows(p_by_d, seeds=4, metric="train_accuracy"):
+    """Synthetic sweep rows with a given success fraction at each d (threshold 0.5)."""
+    out = []
+    for d, p in p_by_d.items():
+        hits = round(p * seeds)
+        out += [{"d": d, metric: 0.9 if i < hits else 0.1, "diverged": False} for i in range(seeds)]
+    return out
+
+
+REFINE = {"metric": "train_accuracy", "threshold": 0.5, "ratio": 1.2, "max_rounds": 4}
+
+
+def test_success_probability_counts_the_sublevel_set():
+    r = rows({10: 0.0, 100: 0.25, 1000: 1.0})
+    r.append({"d": 1000, "train_accuracy": 0.99, "diverged": True})  # a diverged run never succeeds
+    assert subspace.success(r, "train_accuracy", 0.5) == {10: 0.0, 100: 0.25, 1000: 0.8}
+    loss = [{"d": 5, "train_loss": 0.1, "diverged": False}, {"d": 5, "train_loss": 2.0, "diverged": False}]
+    assert subspace.success(loss, "train_loss", 0.5) == {5: 0.5}
+
+
+def test_refinement_bisects_in_log_d_around_one_half():
+    plan = subspace.refine_plan(rows({10: 0.0, 100: 0.25, 1000: 1.0, 10000: 1.0}), REFINE, 0, 15210)
+    assert plan["bracket"] == [100, 1000] and plan["dims"] == [316]
+    plan = subspace.refine_plan(rows({100: 0.0, 316: 0.75, 1000: 1.0}), REFINE, 1, 15210)
+    assert plan["bracket"] == [100, 316] and plan["dims"] == [178]
+    done = subspace.refine_plan(rows({100: 0.0, 110: 1.0}), REFINE, 3, 15210)
+    assert done["dims"] == [] and done["reason"] == "resolution reached"
+    assert subspace.refine_plan(rows({100: 0.0, 1000: 1.0}), REFINE, 4, 15210)["reason"] == "max_rounds reached"
+    assert subspace.refine_plan(rows({100: 0.0, 1000: 0.25}), REFINE, 0, 15210)["dims"] == []
+    assert subspace.refine_plan(rows({100: 0.5, 1000: 1.0}), REFINE, 0, 15210)["dims"] == []

@@ -1,0 +1,94 @@
+# Stage 4: subspace sweeps. One job per (experiment, kind, burn-in step, round) trains every (d, seed) point
+# of that round, the seeds of each d together in one vmapped batch. Round 0 trains the configured dims; a
+# checkpoint then reads all rounds so far and plans the next one around the success transition.
+
+
+rule subspace_sweep:
+    input:
+        data=dataset_of,
+        trajectory=sweep_trajectory,
+        plan=lambda w: [previous_plan(w)] if int(w.round) > 0 else [],
+    output:
+        store=directory(str(paths.sweep_store("{experiment}", "{kind}", "{burnin_step}", "{round}"))),
+        table=str(sweep_table("{experiment}", "{kind}", "{burnin_step}", "{round}")),
+    log:
+        str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "{round}")),
+    wildcard_constraints:
+        kind="random|burnin|lottery",
+        burnin_step=r"\d+",
+        round=r"\d+",
+    params:
+        spec=spec_for("subspace"),
+        device=config["device"],
+        dims=lambda w, input: f"--dims-from {input.plan}" if input.plan else "",
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind}"
+        " --burnin-step {wildcards.burnin_step} --round {wildcards.round} {params.dims} --data {input.data}"
+        " --trajectory {input.trajectory} --out {output.store} --table {output.table} --device {params.device}"
+        " --threads {threads} > {log} 2>&1"
+
+
+checkpoint refine_plan:
+    input:
+        trajectory=sweep_trajectory,
+        tables=lambda w: [sweep_table(w.experiment, w.kind, w.burnin_step, r) for r in range(int(w.round) + 1)],
+    output:
+        plan=str(paths.refine_plan("{experiment}", "{kind}", "{burnin_step}", "{round}")),
+    log:
+        str(paths.log("refine", "{experiment}", "{kind}", "{burnin_step}", "{round}")),
+    wildcard_constraints:
+        kind="random|burnin|lottery",
+        burnin_step=r"\d+",
+        round=r"\d+",
+    params:
+        spec=spec_for("subspace"),
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel refine-plan --spec {params.spec:q} --kind {wildcards.kind}"
+        " --trajectory {input.trajectory} --round {wildcards.round} --tables {input.tables} --out {output.plan}"
+        " > {log} 2>&1"
+
+
+rule subspace_tickets:
+    input:
+        imp=lambda w: [f for f in imp_tables(w.experiment)["imp"] if "stage=imp" in f],
+    output:
+        table=str(sweep_table("{experiment}", "ticket", "{burnin_step}", 0)),
+    log:
+        str(paths.log("subspace", "{experiment}", "ticket", "{burnin_step}")),
+    params:
+        spec=spec_for("subspace"),
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel subspace-tickets --spec {params.spec:q} --imp {input.imp} --table {output.table}"
+        " > {log} 2>&1"
+
+
+rule sweep_summary:
+    input:
+        tables=lambda w: sweep_rounds(w)["tables"],
+        plans=lambda w: sweep_rounds(w)["plans"],
+    output:
+        summary=str(paths.sweep_summary("{experiment}", "{kind}", "{burnin_step}")),
+    log:
+        str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "summary")),
+    wildcard_constraints:
+        kind="random|burnin|lottery",
+        burnin_step=r"\d+",
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel sweep-summary --tables {input.tables} --plans {input.plans} --out {output.summary}"
+        " > {log} 2>&1"
+
+
+rule subspace_all:
+    input:
+        subspace_outputs(),
