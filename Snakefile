@@ -15,6 +15,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/imp.smk"
 include: "workflow/rules/subspace.smk"
+include: "workflow/rules/analysis.smk"
 
 
 rule all:
@@ -22,4 +23,5 @@ rule all:
         dense_outputs(),
         imp_outputs(),
         subspace_outputs(),
+        analysis_outputs(),
     default_target: True

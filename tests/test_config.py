@@ -140,3 +140,12 @@ def test_each_stage_sees_only_its_own_section():
     assert a.for_stage("subspace").to_json() != b.for_stage("subspace").to_json()
     assert a.for_stage("subspace").imp is None and a.for_stage("imp").subspace is None
     assert 7 in Schedule.resolve(a.for_stage("subspace"), 480).checkpoints
+
+
+def test_analysis_settings_do_not_rerun_sweeps():
+    a = make_experiment(subspace={"dims": [4], "kinds": ["random"]})
+    b = make_experiment(subspace={"dims": [4], "kinds": ["random"], "bootstrap": 10,
+                                  "thresholds": [{"metric": "test_loss", "value": 1.0}]})
+    assert a.for_stage("subspace").to_json() == b.for_stage("subspace").to_json()
+    assert a.for_stage("analysis").to_json() != b.for_stage("analysis").to_json()
+    assert b.for_stage("analysis").subspace.bootstrap == 10

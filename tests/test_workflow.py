@@ -102,6 +102,13 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
             p = {int(d): v for d, v in plan["success"].items()}
             assert p[lo] < 0.5 <= p[hi] and all(2 < d < 32 for (d,) in added)
 
+    # analysis: P(d) for every tested point, d* per sweep (smoke.yaml's default threshold: train accuracy 0.6)
+    n_points = con.execute("select count(*) from (select distinct kind, burnin_step, d from subspace)").fetchall()
+    assert con.execute("select count(*) from success").fetchall() == n_points
+    kinds = con.execute("select kind, metric, censored from threshold order by kind").fetchall()
+    assert [k for k, _, _ in kinds] == ["burnin", "lottery", "random", "ticket"]
+    assert all(m == "train_accuracy" and c in ("none", "below", "above") for _, m, c in kinds)
+
     # an interrupted chain resumes from its last finished level and gives the same masks
     level2 = work / paths.level_store("smoke", 0, "imp", 2)
     before = imp.Level.read(level2)

@@ -13,22 +13,29 @@ def _prepare_data(args) -> None:
 
     spec = json.loads(args.spec) if args.spec else {}
     datasets.prepare(args.dataset, args.out, root=spec.get("root", "data/raw"), download=spec.get("download", False),
-                     **({"mnist1d_samples": spec["mnist1d_samples"]} if args.dataset == "mnist1d" and
-                        "mnist1d_samples" in spec else {}))
+                     mnist1d_samples=spec.get("mnist1d_samples", 5000))
     print(f"wrote {args.out}")
+
+
+def _setup(args):
+    """The experiment, device and on-device dataset every training command starts from."""
+    from sublevel import datasets
+    from sublevel.config import Experiment
+    from sublevel.training import pick_device, seed_everything
+
+    exp = Experiment.from_json(args.spec)
+    device = pick_device(args.device)
+    seed_everything(args.threads, device)
+    return exp, device, datasets.load(args.data, device)
 
 
 def _train(args) -> None:
     import torch
 
-    from sublevel import datasets, models, storage, trajectory
-    from sublevel.config import Experiment
-    from sublevel.training import pick_device, seed_everything, train
+    from sublevel import models, storage, trajectory
+    from sublevel.training import train
 
-    exp = Experiment.from_json(args.spec)
-    device = pick_device(args.device)
-    seed_everything(args.threads, device)
-    data = datasets.load(args.data, device)
+    exp, device, data = _setup(args)
     data_seed = args.seed if args.data_seed is None else args.data_seed
     print(f"training {exp.name} seed={args.seed} data_seed={data_seed} on {device} "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", file=sys.stderr)
@@ -47,16 +54,13 @@ def _train(args) -> None:
 
 def _context(args):
     """The spec, dataset, dense trajectory and device an IMP-stage command works from."""
-    from sublevel import datasets, trajectory
-    from sublevel.config import ConfigError, Experiment
-    from sublevel.training import pick_device, seed_everything
+    from sublevel import trajectory
+    from sublevel.config import ConfigError
 
-    exp = Experiment.from_json(args.spec)
+    exp, device, data = _setup(args)
     if exp.imp is None:
         raise ConfigError(f"experiment {exp.name} has no `imp` section")
-    device = pick_device(args.device)
-    seed_everything(args.threads, device)
-    return exp, datasets.load(args.data, device), trajectory.read(args.trajectory), device
+    return exp, data, trajectory.read(args.trajectory), device
 
 
 def _report(level) -> None:
@@ -106,14 +110,9 @@ def _barrier(args) -> None:
 def _subspace_sweep(args) -> None:
     import zarr
 
-    from sublevel import datasets, storage, subspace, trajectory
-    from sublevel.config import Experiment
-    from sublevel.training import pick_device, seed_everything
+    from sublevel import storage, subspace, trajectory
 
-    exp = Experiment.from_json(args.spec)
-    device = pick_device(args.device)
-    seed_everything(args.threads, device)
-    data = datasets.load(args.data, device)
+    exp, device, data = _setup(args)
     dims = json.loads(Path(args.dims_from).read_text())["dims"] if args.dims_from else None
     rows, coords, attrs = subspace.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
                                          device, progress=not args.quiet, dims=dims, round=args.round)
@@ -156,6 +155,26 @@ def _sweep_summary(args) -> None:
     with storage.atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary), file=sys.stderr)
+
+
+def _analyse_subspace(args) -> None:
+    import polars as pl
+
+    from sublevel import analysis, storage
+    from sublevel.config import Experiment
+
+    exp = Experiment.from_json(args.spec)
+    runs = pl.read_parquet(args.runs)
+    train = pl.read_parquet(args.train)
+    final = train.filter((pl.col("split") == "test") & (pl.col("step") == pl.col("step").max().over("seed")))
+    dense = {exp.name: float(final["accuracy"].mean())}
+    ths = list(exp.subspace.thresholds)
+    storage.write_table("success", analysis.success(runs, ths).to_dicts(), args.success)
+    table = analysis.thresholds(runs, dense, ths, samples=exp.subspace.bootstrap)
+    storage.write_table("threshold", table.to_dicts(), args.threshold)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
+        print(table.select("kind", "burnin_step", "metric", "threshold", "d_star", "d_star_lo", "d_star_hi",
+                           "censored", "d_int90"), file=sys.stderr)
 
 
 def _subspace_tickets(args) -> None:
@@ -296,6 +315,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--plans", nargs="*", default=[])
     s.add_argument("--out", required=True)
     s.set_defaults(func=_sweep_summary)
+
+    s = sub.add_parser("analyse-subspace", help="success probability P(d) and threshold dimension d*(ε)")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--runs", nargs="+", required=True, help="subspace table files (all rounds, tickets)")
+    s.add_argument("--train", nargs="+", required=True, help="train table files of the dense runs")
+    s.add_argument("--success", required=True, help="Parquet file of the `success` table")
+    s.add_argument("--threshold", required=True, help="Parquet file of the `threshold` table")
+    s.set_defaults(func=_analyse_subspace)
 
     s = sub.add_parser("subspace-tickets", help="IMP levels as axial subspaces in the `subspace` table")
     s.add_argument("--spec", required=True, help="the validated experiment as JSON")

@@ -143,6 +143,8 @@ class SubspaceSpec:
     momentum: float
     steps: int
     batch_size: int
+    thresholds: tuple[dict, ...] = ()
+    bootstrap: int = 1000
     refine: dict | None = None
 
     @classmethod
@@ -151,7 +153,8 @@ class SubspaceSpec:
         if isinstance(dims, dict):  # log-spaced, rounded, deduplicated
             lo, hi, num = math.log(dims["min"]), math.log(dims["max"]), dims["num"]
             dims = sorted({round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)})
-        return cls(**dict(d, kinds=tuple(d["kinds"]), dims=tuple(sorted(dims)), burnin=tuple(d["burnin"])))
+        return cls(**dict(d, kinds=tuple(d["kinds"]), dims=tuple(sorted(dims)), burnin=tuple(d["burnin"]),
+                          thresholds=tuple(d.get("thresholds", ()))))
 
     def anchors(self, sched: "Schedule") -> list[tuple[str, int]]:
         """(kind, t) of each sweep job: random and lottery at t = 0, burn-in at each t."""
@@ -190,7 +193,8 @@ class Experiment:
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
-    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",)}
+    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",), "analysis": ("subspace",)}
+    ANALYSIS_ONLY = ("thresholds", "bootstrap")  # subspace keys that change no sweep
 
     def for_stage(self, stage: str) -> "Experiment":
         """The experiment as one stage's jobs see it: without the other stages' sections, the IMP rewind
@@ -198,6 +202,8 @@ class Experiment:
         stage's settings reruns that stage and what follows it, not the stages beside it."""
         keep = self.STAGE_SECTIONS[stage]
         raw = {k: v for k, v in self.raw.items() if k not in ("imp", "subspace") or k in keep}
+        if stage == "subspace":
+            raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.ANALYSIS_ONLY}
         if self.imp is not None:
             steps = list(raw["checkpoints"]["steps"])
             if self.imp.rewind not in steps:

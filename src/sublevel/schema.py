@@ -111,6 +111,40 @@ SUBSPACE = _table(
 )
 
 
+SUCCESS = _table(
+    "success", ("experiment",),
+    "Success probability P(d): the fraction of runs whose final metric reached the sublevel set.",
+    ("experiment", pa.string()),
+    ("kind", pa.string()),
+    ("burnin_step", pa.int64()),
+    ("metric", pa.string()),        # train_accuracy, test_accuracy, train_loss or test_loss
+    ("threshold", pa.float64()),    # ε: success is metric >= ε (accuracy) or <= ε (loss)
+    ("d", pa.int64()),
+    ("num_params", pa.int64()),
+    ("p_success", pa.float64()),
+    ("n_runs", pa.int64()),
+)
+
+THRESHOLD = _table(
+    "threshold", ("experiment",),
+    "Threshold training dimension d*(ε) with a bootstrap interval over seeds, and Li et al.'s d_int90.",
+    ("experiment", pa.string()),
+    ("kind", pa.string()),
+    ("burnin_step", pa.int64()),
+    ("metric", pa.string()),
+    ("threshold", pa.float64()),
+    ("num_params", pa.int64()),      # D
+    ("n_seeds", pa.int64()),
+    ("d_star", pa.float64()),        # smallest d with P >= 1/2, interpolated in log d; null: never reached
+    ("d_star_lo", pa.float64()),     # bootstrap percentile interval; null hi: beyond the largest d tested
+    ("d_star_hi", pa.float64()),
+    ("d_star_fraction", pa.float64()),  # d* / D
+    ("gordon_width_sq", pa.float64()),  # D - d*: the implied squared Gaussian width of the sublevel set
+    ("censored", pa.string()),       # none, below (P >= 1/2 at the smallest d), above (never reached)
+    ("d_int90", pa.int64()),         # smallest tested d with mean test accuracy >= 0.9 x dense
+)
+
+
 def to_arrow(name: str, rows: list[dict]) -> pa.Table:
     """Rows -> Arrow table of `name`'s schema; a missing or unknown column is an error, not a silent null."""
     schema = TABLES[name].schema

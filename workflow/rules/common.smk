@@ -107,9 +107,12 @@ def previous_plan(wildcards):
 
 
 def sweep_rounds(wildcards):
+    return rounds_of(wildcards.experiment, wildcards.kind, wildcards.burnin_step)
+
+
+def rounds_of(e, k, t):
     """Every round of one sweep, and the plans between them: round 0, then one more while the previous plan
     adds dims. Reading a plan goes through the refine_plan checkpoint, so Snakemake re-plans the DAG then."""
-    e, k, t = wildcards.experiment, wildcards.kind, wildcards.burnin_step
     tables, plans = [str(sweep_table(e, k, t, 0))], []
     if experiment(config, e).subspace.refine:
         while True:
@@ -119,6 +122,22 @@ def sweep_rounds(wildcards):
                     break
             tables.append(str(sweep_table(e, k, t, len(plans))))
     return {"tables": tables, "plans": plans}
+
+
+def subspace_tables(wildcards):
+    """Every round of every sweep of one experiment, and its ticket table (checkpoint-aware)."""
+    name = wildcards.experiment
+    out = []
+    for kind, t in sweep_jobs(name):
+        out += rounds_of(name, kind, t)["tables"]
+    if experiment(config, name).imp:
+        out.append(str(sweep_table(name, "ticket", schedule(name).rewind, 0)))
+    return out
+
+
+def analysis_outputs():
+    return [str(paths.table(t, experiment=name)) for name in EXPERIMENTS if experiment(config, name).subspace
+            for t in ("success", "threshold")]
 
 
 def subspace_outputs():
