@@ -78,3 +78,9 @@ def test_views_sql_runs_in_a_plain_duckdb(project, capsys):
     con = duckdb.connect()
     con.execute(capsys.readouterr().out)
     assert con.execute("select count(*) from train").fetchall() == [(1,)]
+
+
+def test_summary_on_a_project_with_no_results(project, capsys):
+    assert all(frame.height == 0 for frame in catalog.summary(project).values())
+    assert cli.main(["summary", "--root", str(project)]) == 0
+    assert capsys.readouterr().out.count("(no rows yet)") == 3

@@ -109,6 +109,10 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
     assert [k for k, _, _ in kinds] == ["burnin", "lottery", "random", "ticket"]
     assert all(m == "train_accuracy" and c in ("none", "below", "above") for _, m, c in kinds)
 
+    summary = catalog.summary(work)
+    assert summary["dense"]["experiment"].to_list() == ["smoke"]  # diverged runs are left out
+    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [1]
+
     # an interrupted chain resumes from its last finished level and gives the same masks
     level2 = work / paths.level_store("smoke", 0, "imp", 2)
     before = imp.Level.read(level2)

@@ -56,3 +56,32 @@ def connect(root: Path | None = None) -> duckdb.DuckDBPyConnection:
 def query(sql: str, root: Path | None = None):
     """Run `sql` over the views; returns a polars DataFrame."""
     return connect(root).sql(sql).pl()
+
+
+SUMMARY = {
+    "dense": """
+        select experiment, any_value(model) as model, any_value(num_params) as D, count(distinct seed) as seeds,
+               round(avg(accuracy), 4) as dense_test_accuracy
+        from train t where split = 'test' and not diverged
+          and step = (select max(step) from train u where u.experiment = t.experiment and u.seed = t.seed)
+        group by experiment order by experiment""",
+    "threshold": """
+        select experiment, kind, burnin_step as t, metric, threshold as eps, round(d_star, 1) as d_star,
+               round(d_star_lo, 1) as lo, round(d_star_hi, 1) as hi, round(d_star_fraction, 4) as "d*/D",
+               censored, d_int90
+        from threshold order by experiment, metric, eps, kind, t""",
+    "tickets": """
+        with lvl as (select experiment, seed, level, sparsity, test_accuracy,
+                            first_value(test_accuracy) over (partition by experiment, seed order by level) as dense
+                     from imp where method = 'imp')
+        select experiment, round(avg(best), 4) as highest_matching_sparsity, count(*) as chains from (
+            select experiment, seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as best
+            from lvl group by experiment, seed) group by experiment order by experiment""",
+}
+
+
+def summary(root: Path | None = None) -> dict:
+    """The key numbers per experiment (polars frames by section): dense accuracy and D, d*(ε) per kind and
+    d_int90, and the highest IMP sparsity whose test accuracy stays within 1 point of the dense network's."""
+    con = connect(root)
+    return {name: con.sql(sql).pl() for name, sql in SUMMARY.items()}

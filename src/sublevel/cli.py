@@ -218,6 +218,19 @@ def _query(args) -> None:
             print(df)
 
 
+def _summary(args) -> None:
+    import polars as pl
+
+    from sublevel import catalog
+
+    titles = {"dense": "Dense networks", "threshold": "Threshold training dimension d*(eps) (P(d) >= 1/2)",
+              "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy"}
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                   tbl_width_chars=250, tbl_formatting="ASCII_FULL_CONDENSED"):
+        for name, frame in catalog.summary(Path(args.root) if args.root else None).items():
+            print(f"{titles[name]}\n{frame if frame.height else '(no rows yet)'}\n")
+
+
 def _views(args) -> None:
     from sublevel import catalog
 
@@ -342,6 +355,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("--root", help="project root (default: found from the current directory)")
     s.set_defaults(func=_query)
+
+    s = sub.add_parser("summary", help="the key numbers per experiment")
+    s.add_argument("--root", help="project root (default: found from the current directory)")
+    s.set_defaults(func=_summary)
 
     s = sub.add_parser("views", help="print the CREATE VIEW statements, e.g. for the duckdb shell")
     s.add_argument("--root", help="project root (default: found from the current directory)")
