@@ -156,3 +156,32 @@ def test_refinement_bisects_in_log_d_around_one_half():
     assert subspace.refine_plan(rows({100: 0.0, 1000: 1.0}), REFINE, 4, 15210)["reason"] == "max_rounds reached"
     assert subspace.refine_plan(rows({100: 0.0, 1000: 0.25}), REFINE, 0, 15210)["dims"] == []
     assert subspace.refine_plan(rows({100: 0.5, 1000: 1.0}), REFINE, 0, 15210)["dims"] == []
+
+
+def test_batchnorm_subspace_runs_normalise_with_batch_statistics():
+    from sublevel.datasets import Dataset
+
+    torch.manual_seed(0)
+    model = models.build("resnet20", (3, 8, 8), 10, width=2)
+    data = Dataset("x", torch.randn(64, 3, 8, 8), torch.randint(0, 10, (64,)), torch.randn(32, 3, 8, 8),
+                   torch.randint(0, 10, (32,)), 10)
+    theta, bufs = models.flatten(model), models.flatten_buffers(model)
+    res = subspace.train(model, data, theta, bufs, projections.make("dense", len(theta), 8, [0, 1]), [0, 1],
+                         subspace.SubspaceTrain(steps=5, batch_size=16))
+    assert all(math.isfinite(m["test_loss"]) for m in res.metrics)
+    # the reported test loss is the network's in train-mode normalisation over the whole (32-example) split
+    theta = theta + projections.make("dense", len(theta), 8, [0, 1])(res.w)[0]
+    models.load_flat(model, theta)
+    model.train()
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(data.x_test), data.y_test).item()
+    assert res.metrics[0]["test_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def test_diverged_runs_stop_and_are_flagged(mnist1d):
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta0 = models.flatten(model)
+    res = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make("dense", len(theta0), 20, [0, 1]),
+                         [0, 1], subspace.SubspaceTrain(optimizer="sgd", lr=1e12, steps=30, batch_size=32))
+    assert all(m["diverged"] for m in res.metrics)

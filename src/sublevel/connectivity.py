@@ -45,9 +45,10 @@ def functional_forward(model: nn.Module):
 
 @torch.no_grad()
 def evaluate_many(model: nn.Module, thetas: torch.Tensor, buffers: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                  batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """(error [R], mean loss [R]) of R parameter vectors over a whole split, in one vmapped pass per batch."""
-    model.eval()
+                  batch_size: int = 2048, batch_stats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(error [R], mean loss [R]) of R parameter vectors over a whole split, in one vmapped pass per batch.
+    `batch_stats`: BatchNorm normalises with each evaluation batch's statistics instead of the buffers."""
+    model.train(batch_stats)
     batched = vmap(functional_forward(model), in_dims=(0, 0, None))
     R = len(thetas)
     wrong = torch.zeros(R, device=thetas.device)

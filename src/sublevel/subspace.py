@@ -5,8 +5,9 @@ the forward pass is vmapped over it, and one optimiser steps the [R, d] coordina
 elementwise, so each run is optimised exactly as if alone). Run r draws its batches from its own data
 seed with the dense loop's drop-last per-epoch permutations.
 
-BatchNorm: running statistics are buffers, not trained parameters. They start at the anchor's values,
-each run updates its own copy in train mode (as a dense run does), and evaluation uses them in eval mode.
+BatchNorm: running statistics are buffers, not trained parameters, and vmap does not carry their in-place
+updates, so they stay at the anchor's values and are not used: subspace runs normalise with batch statistics,
+in training (train mode, as dense training does) and in evaluation (over eval batches of eval_batch_size).
 """
 
 from __future__ import annotations
@@ -68,20 +69,22 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
         out = forward(theta, buffers, data.x_train[idx])                   # [R, B, C]
         losses = F.cross_entropy(out.flatten(0, 1), data.y_train[idx].flatten(), reduction="none").view(R, -1).mean(1)
         alive &= torch.isfinite(losses.detach())
-        opt.zero_grad(set_to_none=True)
-        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
-        opt.step()
-        if not alive.all():
-            with torch.no_grad():  # a diverged run stops where it was
-                w.grad = None
         if not alive.any():
             break
+        opt.zero_grad(set_to_none=True)
+        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+        before = None if alive.all() else w.detach().clone()
+        opt.step()
+        if before is not None:
+            with torch.no_grad():  # a diverged run stays where it stopped (momentum would still move it)
+                w[~alive] = before[~alive]
     seconds = time.perf_counter() - begin
     with torch.no_grad():
         theta = anchor + proj(w)
         metrics = [{"diverged": not bool(a)} for a in alive.tolist()]
         for split in ("train", "test"):
-            err, loss = evaluate_many(model, theta, buffers, *data.split(split), spec.eval_batch_size)
+            err, loss = evaluate_many(model, theta, buffers, *data.split(split), spec.eval_batch_size,
+                                      batch_stats=buffers.shape[-1] > 0)
             for m, e, l in zip(metrics, err.tolist(), loss.tolist()):
                 m[f"{split}_loss"], m[f"{split}_accuracy"] = l, 1 - e
                 m["diverged"] |= not math.isfinite(l)

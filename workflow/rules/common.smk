@@ -102,6 +102,11 @@ def sweep_table(name, kind, t, round):
     return paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round)
 
 
+def ticket_table(name):
+    """The experiment's IMP levels as axial subspaces (at the rewind step)."""
+    return str(sweep_table(name, "ticket", schedule(name).rewind, 0))
+
+
 def previous_plan(wildcards):
     return str(paths.refine_plan(wildcards.experiment, wildcards.kind, wildcards.burnin_step, int(wildcards.round) - 1))
 
@@ -131,7 +136,7 @@ def subspace_tables(wildcards):
     for kind, t in sweep_jobs(name):
         out += rounds_of(name, kind, t)["tables"]
     if experiment(config, name).imp:
-        out.append(str(sweep_table(name, "ticket", schedule(name).rewind, 0)))
+        out.append(ticket_table(name))
     return out
 
 
@@ -148,7 +153,7 @@ def subspace_outputs():
         if exp.subspace:
             out += [str(paths.sweep_summary(name, kind, t)) for kind, t in sweep_jobs(name)]
             if exp.imp:
-                out.append(str(sweep_table(name, "ticket", schedule(name).rewind, 0)))
+                out.append(ticket_table(name))
     return out
 
 
