@@ -149,3 +149,12 @@ def test_analysis_settings_do_not_rerun_sweeps():
     assert a.for_stage("subspace").to_json() == b.for_stage("subspace").to_json()
     assert a.for_stage("analysis").to_json() != b.for_stage("analysis").to_json()
     assert b.for_stage("analysis").subspace.bootstrap == 10
+
+
+def test_hessian_steps_must_be_stored_checkpoints():
+    exp = make_experiment(hessian={"steps": [0, 40]})
+    assert exp.hessian_steps(Schedule.resolve(exp, 480)) == [0, 40]
+    every = make_experiment(hessian={})
+    assert every.hessian_steps(Schedule.resolve(every, 480)) == list(Schedule.resolve(every, 480).checkpoints)
+    with pytest.raises(ConfigError, match=r"hessian.steps: \[7\] are not stored checkpoints; stored steps: \[0,"):
+        make_experiment(hessian={"steps": [7]})

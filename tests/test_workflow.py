@@ -109,6 +109,12 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
     assert [k for k, _, _ in kinds] == ["burnin", "lottery", "random", "ticket"]
     assert all(m == "train_accuracy" and c in ("none", "below", "above") for _, m, c in kinds)
 
+    # sharpness at every stored dense checkpoint (smoke.yaml: top 2)
+    eig = con.execute("select seed, step, rank, eigenvalue from hessian order by all").fetchall()
+    stored = trajectory.read(work / paths.trajectory("smoke", 0)).steps.tolist()
+    assert [(s, t, r) for s, t, r, _ in eig] == [(s, t, r) for s in (0, 1) for t in stored for r in (1, 2)]
+    assert all(e1 >= e2 for (_, _, _, e1), (_, _, _, e2) in zip(eig[::2], eig[1::2]))
+
     summary = catalog.summary(work)
     assert summary["dense"]["experiment"].to_list() == ["smoke"]  # diverged runs are left out
     assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [1]

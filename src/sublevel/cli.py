@@ -188,6 +188,30 @@ def _subspace_tickets(args) -> None:
     storage.write_table("subspace", rows, args.table)
 
 
+def _hessian(args) -> None:
+    import torch
+
+    from sublevel import hessian, models, storage, trajectory
+    from sublevel.config import Schedule
+
+    exp, device, data = _setup(args)
+    traj = trajectory.read(args.trajectory)
+    h = exp.raw["hessian"]
+    n = min(h["examples"], len(data.y_train))
+    x, y = data.x_train[:n], data.y_train[:n]
+    model = models.build(exp.model.name, data.in_shape, data.num_classes, **exp.model.kwargs()).to(device)
+    rows = []
+    for step in exp.hessian_steps(Schedule.resolve(exp, len(data.y_train))):
+        theta = torch.from_numpy(traj.params(step)).to(device)
+        models.load_flat_buffers(model, torch.from_numpy(traj.buffers(step)).to(device))
+        hvp = hessian.hvp_operator(model, theta, x, y, dict(model.named_buffers()))
+        top = hessian.lanczos(hvp, len(theta), h["iterations"], h["top_k"], seed=args.seed, device=device)
+        rows += [dict(experiment=exp.name, seed=args.seed, source="dense", step=step, rank=i + 1,
+                      eigenvalue=float(v), examples=n, iterations=h["iterations"]) for i, v in enumerate(top)]
+        print(f"step {step}: top eigenvalue {float(top[0]):.4f}", file=sys.stderr)
+    storage.write_table("hessian", rows, args.table)
+
+
 def _figures_imp(args) -> None:
     import polars as pl
 
@@ -342,6 +366,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--imp", nargs="+", required=True, help="imp table files of the chains")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.set_defaults(func=_subspace_tickets)
+
+    s = sub.add_parser("hessian", help="top Hessian eigenvalues at the dense run's checkpoints")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--trajectory", required=True)
+    s.add_argument("--table", required=True)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_hessian)
 
     s = sub.add_parser("figures-imp", help="accuracy vs remaining weights, and barrier vs level")
     s.add_argument("--imp", nargs="+", required=True, help="imp table files")

@@ -193,7 +193,8 @@ class Experiment:
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
-    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",), "analysis": ("subspace",)}
+    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",), "analysis": ("subspace",),
+                      "hessian": ("hessian",)}
     ANALYSIS_ONLY = ("thresholds", "bootstrap")  # subspace keys that change no sweep
 
     def for_stage(self, stage: str) -> "Experiment":
@@ -201,7 +202,7 @@ class Experiment:
         point an explicit checkpoint. Jobs take this as their spec (a Snakemake param), so editing one
         stage's settings reruns that stage and what follows it, not the stages beside it."""
         keep = self.STAGE_SECTIONS[stage]
-        raw = {k: v for k, v in self.raw.items() if k not in ("imp", "subspace") or k in keep}
+        raw = {k: v for k, v in self.raw.items() if k not in ("imp", "subspace", "hessian") or k in keep}
         if stage == "subspace":
             raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.ANALYSIS_ONLY}
         if self.imp is not None:
@@ -233,9 +234,21 @@ class Experiment:
         sched = Schedule.resolve(self, n_train)
         if self.subspace:
             self._check_subspace(sched)
+        missing = sorted(set(self.hessian_steps(sched)) - set(sched.checkpoints))
+        if missing:
+            raise ConfigError(f"config error at experiments.{self.name}.hessian.steps: {missing} are not stored "
+                              f"checkpoints; stored steps: {list(sched.checkpoints)}")
         if self.imp and (missing := sorted(set(self.imp.seeds) - set(self.seeds))):
             raise ConfigError(f"config error at {where}.imp.seeds: {missing} are not dense seeds {list(self.seeds)}")
 
+
+    def hessian_steps(self, sched: "Schedule") -> list[int]:
+        h = self.raw.get("hessian")
+        if h is None:
+            return []
+        if "steps" not in h:
+            return list(sched.checkpoints)
+        return sorted({parse_duration(s, sched.steps_per_epoch) for s in h["steps"]})
 
     def num_params(self) -> int:
         from sublevel import datasets, models

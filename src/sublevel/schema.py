@@ -145,6 +145,20 @@ THRESHOLD = _table(
 )
 
 
+HESSIAN = _table(
+    "hessian", ("experiment", "seed"),
+    "Top eigenvalues of the training-loss Hessian (Lanczos on Hessian-vector products).",
+    ("experiment", pa.string()),
+    ("seed", pa.int64()),
+    ("source", pa.string()),        # dense (a trajectory checkpoint)
+    ("step", pa.int64()),
+    ("rank", pa.int64()),           # 1 = the largest eigenvalue
+    ("eigenvalue", pa.float64()),
+    ("examples", pa.int64()),       # training examples in the loss (the first n of the training split)
+    ("iterations", pa.int64()),
+)
+
+
 def to_arrow(name: str, rows: list[dict]) -> pa.Table:
     """Rows -> Arrow table of `name`'s schema; a missing or unknown column is an error, not a silent null."""
     schema = TABLES[name].schema

@@ -141,8 +141,13 @@ def subspace_tables(wildcards):
 
 
 def analysis_outputs():
-    return [str(paths.table(t, experiment=name)) for name in EXPERIMENTS if experiment(config, name).subspace
-            for t in ("success", "threshold")]
+    out = [str(paths.table(t, experiment=name)) for name in EXPERIMENTS if experiment(config, name).subspace
+           for t in ("success", "threshold")]
+    for name in EXPERIMENTS:
+        exp = experiment(config, name)
+        if "hessian" in exp.raw:
+            out += [str(paths.table("hessian", experiment=name, seed=s)) for s in exp.seeds]
+    return out
 
 
 def subspace_outputs():
