@@ -158,3 +158,10 @@ def test_hessian_steps_must_be_stored_checkpoints():
     assert every.hessian_steps(Schedule.resolve(every, 480)) == list(Schedule.resolve(every, 480).checkpoints)
     with pytest.raises(ConfigError, match=r"hessian.steps: \[7\] are not stored checkpoints; stored steps: \[0,"):
         make_experiment(hessian={"steps": [7]})
+
+
+def test_adding_a_seed_reruns_no_existing_job():
+    a = make_experiment(seeds=[0, 1], imp={"rewind": 7}, subspace={"dims": [4], "kinds": ["random"]}, hessian={})
+    b = make_experiment(seeds=[0, 1, 2], imp={"rewind": 7}, subspace={"dims": [4], "kinds": ["random"]}, hessian={})
+    for stage in ("dense", "imp", "subspace", "analysis", "hessian"):
+        assert a.for_stage(stage).to_json() == b.for_stage(stage).to_json(), stage

@@ -184,10 +184,10 @@ class Experiment:
         c = dict(d["checkpoints"], steps=tuple(d["checkpoints"]["steps"]))
         imp = None
         if "imp" in d:
-            imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d["seeds"])),
+            imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d.get("seeds", ()))),
                                  baselines=tuple(d["imp"]["baselines"])))
         sub = SubspaceSpec.from_dict(d["subspace"]) if "subspace" in d else None
-        return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d["seeds"]),
+        return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
                    train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, raw=d)
 
     def to_json(self) -> str:
@@ -202,7 +202,10 @@ class Experiment:
         point an explicit checkpoint. Jobs take this as their spec (a Snakemake param), so editing one
         stage's settings reruns that stage and what follows it, not the stages beside it."""
         keep = self.STAGE_SECTIONS[stage]
-        raw = {k: v for k, v in self.raw.items() if k not in ("imp", "subspace", "hessian") or k in keep}
+        # jobs are per seed: the list of seeds is not part of what any one job computes
+        raw = {k: v for k, v in self.raw.items() if k not in ("imp", "subspace", "hessian", "seeds") or k in keep}
+        if "imp" in raw:
+            raw["imp"] = {k: v for k, v in raw["imp"].items() if k != "seeds"}
         if stage == "subspace":
             raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.ANALYSIS_ONLY}
         if self.imp is not None:
