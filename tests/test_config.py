@@ -127,9 +127,10 @@ def test_experiment_json_round_trip():
 def test_the_dense_stage_does_not_see_imp_settings_but_keeps_the_rewind_checkpoint():
     a = make_experiment(imp={"rewind": 7, "alphas": 5})
     b = make_experiment(imp={"rewind": 7, "alphas": 9, "levels": 3})
-    assert a.dense().to_json() == b.dense().to_json() and a.dense().imp is None
-    assert Schedule.resolve(a.dense(), 480).checkpoints == Schedule.resolve(a, 480).checkpoints
-    assert make_experiment(imp={"rewind": 8}).dense().to_json() != a.dense().to_json()
+    dense = a.for_stage("dense")
+    assert dense.to_json() == b.for_stage("dense").to_json() and dense.imp is None
+    assert Schedule.resolve(dense, 480).checkpoints == Schedule.resolve(a, 480).checkpoints
+    assert make_experiment(imp={"rewind": 8}).for_stage("dense").to_json() != dense.to_json()
 
 
 def test_each_stage_sees_only_its_own_section():

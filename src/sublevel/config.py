@@ -215,9 +215,6 @@ class Experiment:
             raw["checkpoints"] = dict(raw["checkpoints"], steps=steps)
         return Experiment.from_dict(self.name, raw)
 
-    def dense(self) -> "Experiment":
-        return self.for_stage("dense")
-
     @classmethod
     def from_json(cls, text: str) -> "Experiment":
         d = json.loads(text)
