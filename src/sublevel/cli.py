@@ -193,13 +193,14 @@ def _hessian(args) -> None:
 
     from sublevel import hessian, models, storage, trajectory
     from sublevel.config import Schedule
+    from sublevel.training import build_model
 
     exp, device, data = _setup(args)
     traj = trajectory.read(args.trajectory)
     h = exp.raw["hessian"]
     n = min(h["examples"], len(data.y_train))
     x, y = data.x_train[:n], data.y_train[:n]
-    model = models.build(exp.model.name, data.in_shape, data.num_classes, **exp.model.kwargs()).to(device)
+    model = build_model(exp, data, args.seed, device)  # its weights are replaced by each checkpoint's
     rows = []
     for step in exp.hessian_steps(Schedule.resolve(exp, len(data.y_train))):
         theta = torch.from_numpy(traj.params(step)).to(device)

@@ -254,7 +254,7 @@ class Experiment:
         from sublevel import datasets, models
 
         shape, classes = datasets.SHAPES[self.dataset]
-        return models.Layout.of(models.build(self.model.name, shape, classes, **self.model.kwargs())).D
+        return models.Layout.of(models.build_spec(self.model, shape, classes)).D
 
     def _check_subspace(self, sched: "Schedule") -> None:
         where, sub = f"config error at experiments.{self.name}.subspace", self.subspace

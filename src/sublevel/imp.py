@@ -81,7 +81,7 @@ def _train_masked(exp: Experiment, data: Dataset, seed: int, data_seed: int, dev
 
 
 def _layout(exp: Experiment, data: Dataset) -> models.Layout:
-    return models.Layout.of(models.build(exp.model.name, data.in_shape, data.num_classes, **exp.model.kwargs()))
+    return models.Layout.of(models.build_spec(exp.model, data.in_shape, data.num_classes))
 
 
 def imp_level(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: int, previous: Level | None,

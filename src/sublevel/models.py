@@ -42,6 +42,11 @@ def build(name: str, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> n
     return REGISTRY[name](tuple(in_shape), num_classes, **kwargs)
 
 
+def build_spec(spec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build from a config.ModelSpec (its name and options)."""
+    return build(spec.name, in_shape, num_classes, **spec.kwargs())
+
+
 @register("mlp")
 def mlp(in_shape, num_classes, widths=(300, 100)) -> nn.Module:
     """Fully connected ReLU network; LeNet-300-100 by default."""

@@ -45,7 +45,7 @@ def seed_everything(threads: int | None = None, device: torch.device | None = No
 
 def build_model(exp: Experiment, data: Dataset, init_seed: int, device: torch.device) -> nn.Module:
     torch.manual_seed(init_seed)
-    return models.build(exp.model.name, data.in_shape, data.num_classes, **exp.model.kwargs()).to(device)
+    return models.build_spec(exp.model, data.in_shape, data.num_classes).to(device)
 
 
 def make_optimizer(exp: Experiment, model: nn.Module) -> torch.optim.Optimizer:
