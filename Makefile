@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 CORES  ?= all
 BIN    := $(VENV)/bin
 
-.PHONY: run test venv lint clean-results
+.PHONY: run report test venv lint clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: venv
 	@echo
 	@echo "Results are under results/: data/ and runs/ and imp/ (Zarr), tables/ (Parquet), figures/, logs/."
 	@echo "Try:  $(BIN)/sublevel query \"select experiment, split, round(avg(accuracy), 3) as accuracy from train where step = (select max(step) from train t where t.experiment = train.experiment) group by all order by all\""
+
+report: venv
+	$(BIN)/snakemake --report results/report.html
+	@echo "Open results/report.html in a browser (one self-contained file)."
 
 test: venv
 	$(BIN)/python -m pytest -q

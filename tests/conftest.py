@@ -43,6 +43,8 @@ def make_experiment(**overrides):
         section, _, leaf = key.partition(".")
         if leaf:
             exp.setdefault(section, {})[leaf] = value
+        elif value is None:  # drop a section
+            exp.pop(section, None)
         else:
             exp[section] = value
     return config.experiment(config.validate(raw), "smoke")

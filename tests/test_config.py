@@ -166,3 +166,21 @@ def test_adding_a_seed_reruns_no_existing_job():
     b = make_experiment(seeds=[0, 1, 2], imp={"rewind": 7}, subspace={"dims": [4], "kinds": ["random"]}, hessian={})
     for stage in ("dense", "imp", "subspace", "analysis", "hessian"):
         assert a.for_stage(stage).to_json() == b.for_stage(stage).to_json(), stage
+
+
+def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():
+    with pytest.raises(ConfigError, match=r"scores.steps: \[7\] are not stored checkpoints"):
+        make_experiment(scores={"steps": [7]})
+    with pytest.raises(ConfigError, match=r"imp.data_diet: keep 'easiest' needs a scores section"):
+        make_experiment(imp={"rewind": 5, "data_diet": {"keep": "easiest", "fraction": 0.5}}, scores=None)
+    with pytest.raises(ConfigError, match=r"imp.data_diet.step: 0 is not one of scores.steps \[5\]"):
+        make_experiment(imp={"rewind": 5, "data_diet": {"keep": "hardest", "fraction": 0.5, "step": 0}},
+                        scores={"steps": [5]})
+    with pytest.raises(ConfigError, match=r"imp.data_diet.keep"):
+        make_experiment(imp={"rewind": 5, "data_diet": {"keep": "median", "fraction": 0.5}})
+    random = make_experiment(imp={"rewind": 5, "data_diet": {"keep": "random", "fraction": 0.3}}, scores=None)
+    assert random.diet_score_step(Schedule.resolve(random, 480)) is None
+    scored = make_experiment(imp={"rewind": 5, "data_diet": {"keep": "hardest", "fraction": 0.5}})
+    assert scored.diet_score_step(Schedule.resolve(scored, 480)) == 5  # the last scored step by default
+    assert "scores" in scored.for_stage("imp").raw  # the diet's subset depends on them
+    assert "scores" not in make_experiment().for_stage("imp").raw

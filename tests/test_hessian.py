@@ -34,3 +34,20 @@ def test_hvp_is_the_hessian_times_v():
     H = exact_hessian(models.build("mlp", (1, 6), 3, widths=(5,)), theta, x, y)
     v = torch.randn(len(theta), dtype=torch.float64)
     assert torch.allclose(hessian.hvp_operator(model, theta, x, y, chunk=7)(v), H @ v, atol=1e-10)
+
+
+def test_masked_top_eigenvalue_is_that_of_the_kept_weights_block():
+    """With a pruning mask, Lanczos on P H P finds the top eigenvalue of H restricted to the kept weights."""
+    torch.manual_seed(2)
+    model = models.build("mlp", (1, 10), 4, widths=(8,))
+    theta = models.flatten(model)
+    keep = torch.rand(len(theta)) < 0.5
+    theta = theta * keep
+    x, y = torch.randn(48, 1, 10), torch.randint(0, 4, (48,))
+    H = exact_hessian(models.build("mlp", (1, 10), 4, widths=(8,)), theta, x, y)
+    block = H[keep][:, keep]
+    exact = torch.linalg.eigvalsh(block).flip(0)
+    top = hessian.top_eigenvalues(model, theta, x, y, iterations=40, k=2, mask=keep)
+    assert top[0].item() == pytest.approx(exact[0].item(), rel=1e-3)
+    full = torch.linalg.eigvalsh(H)[-1].item()
+    assert top[0].item() <= full + 1e-9  # interlacing: a principal block is never sharper

@@ -83,3 +83,28 @@ def test_augment_keeps_shape_and_content():
 def test_pick_device():
     assert training.pick_device("cpu").type == "cpu"
     assert training.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_stopping_early_reproduces_the_full_run_up_to_that_step(mnist1d):
+    exp = make_experiment()
+    sched = Schedule.resolve(exp, len(mnist1d.y_train))
+    _, full = run(exp, mnist1d)
+    k = 5
+    model, part = training.train(exp, mnist1d, 0, 0, CPU, progress=False, stop=k, checkpoints=False,
+                                 eval_every=False, schedule=sched)
+    assert part.steps == [k] and part.rows[-1]["step"] == k
+    assert np.array_equal(part.params[0], full.params[full.steps.index(k)])
+
+
+def test_a_subset_follows_the_full_schedule_with_its_own_epochs(mnist1d):
+    """The data diet: steps 0..k on half the data, learning rate from the full run's schedule."""
+    from sublevel.datasets import subset
+
+    exp = make_experiment(train={"lr": 0.05, "batch_size": 32, "steps": 40, "schedule": "cosine"})
+    sched = Schedule.resolve(exp, len(mnist1d.y_train))
+    half = subset(mnist1d, range(0, len(mnist1d.y_train), 2))
+    k = 20  # more steps than the half has batches (7): the data order wraps into a second epoch
+    _, part = training.train(exp, half, 0, 0, CPU, progress=False, stop=k, eval_every=False, schedule=sched)
+    assert part.steps[-1] == k and math.isfinite(part.rows[-1]["loss"])
+    assert part.rows[-1]["lr"] == pytest.approx(0.05 * sched.lr_factor(k, "cosine", exp.train.gamma))
+    assert len(half.y_test) == len(mnist1d.y_test)

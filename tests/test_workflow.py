@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+import zarr
 
 from sublevel import catalog, imp, paths, trajectory
+import headless as browser
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -44,15 +47,54 @@ def test_default_config_dry_run_and_lint_are_clean():
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
-@pytest.mark.slow
-def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
-    work = tmp_path / "work"
+DIVERGING = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
+             "train": {"lr": 1.0e8, "batch_size": 32, "steps": 40}}
+# Paul et al. 2022's data diet: steps 0..5 on the hardest half (by EL2N at step 5), then IMP from there
+DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
+        "train": {"lr": 0.05, "batch_size": 32, "steps": 40}, "checkpoints": {"steps": [5]},
+        "imp": {"levels": 1, "rewind": 5, "baselines": [], "instability": False, "alphas": 3,
+                "data_diet": {"keep": "hardest", "fraction": 0.5}},
+        "scores": {"steps": [5]}}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """smoke.yaml plus a diverging experiment and a data-diet one, run once for the tests below."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    work = tmp / "work"
     work.mkdir()
-    diverging = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
-                 "train": {"lr": 1.0e8, "batch_size": 32, "steps": 40}}
-    cfg = config_file(tmp_path, blowup=diverging)
+    cfg = config_file(tmp, blowup=DIVERGING, diet=DIET)
     done = snakemake(work, configfile=cfg)
     assert done.returncode == 0, done.stderr[-3000:]
+    return work, cfg
+
+
+@pytest.mark.slow
+def test_report_shows_every_figure_in_a_real_browser(smoke_run):
+    """snakemake --report: one self-contained HTML file; headless Chromium decodes every figure in it."""
+    work, cfg = smoke_run
+    report = work / "results" / "report.html"
+    res = snakemake(work, "--report", str(report), configfile=cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    figures = {"smoke": ["imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar",
+                         "sharpness", "scores"], "diet": ["imp_accuracy", "imp_barrier", "scores"]}
+    for exp, names in figures.items():
+        for name in names:
+            assert (work / paths.figure(exp, name)).read_bytes()[:4] == b"\x89PNG"
+            assert b"<svg" in (work / paths.figure(exp, name, "svg")).read_bytes()[:2000]
+    seen = browser.report_figures(report)
+    want = {str(paths.figure(exp, name)) for exp, names in figures.items() for name in names}
+    assert set(seen) == want
+    for path, figure in seen.items():
+        assert figure["width"] > 100 and figure["height"] > 100, (path, figure)  # decoded, not a broken image
+        assert figure["caption"], path
+    app = browser.rendered_text(report)  # the report's own React app came up, with a category per experiment
+    assert "Results" in app and "diet" in app and "smoke" in app and "degrees of freedom" in app
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
+    work, cfg = smoke_run
 
     # every declared output, and a log per job
     for exp, seeds in (("smoke", (0, 1)), ("blowup", (0,))):
@@ -69,15 +111,17 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
     assert n > 0
     flags = con.execute("select experiment, bool_and(diverged), bool_or(diverged) from train group by 1 "
                         "order by 1").fetchall()
-    assert flags == [("blowup", True, True), ("smoke", False, False)]
+    assert flags == [("blowup", True, True), ("diet", False, False), ("smoke", False, False)]
     assert trajectory.read(work / paths.trajectory("blowup", 0)).attrs["diverged"] is True
 
     # IMP: levels 0..2 and four baselines per pruned level, barriers, figures (smoke.yaml: levels 2, seed 0)
-    rows = con.execute("select method, level, round(sparsity, 4) from imp order by 1, 2").fetchall()
+    rows = con.execute("select method, level, round(sparsity, 4) from imp where experiment = 'smoke' "
+                       "order by 1, 2").fetchall()
     assert [r for r in rows if r[0] == "imp"] == [("imp", 0, 0.0), ("imp", 1, 0.2), ("imp", 2, 0.36)]
     assert len(rows) == 3 + 4 * 2
     assert con.execute("select count(distinct sparsity) from imp where level = 2").fetchall() == [(1,)]
-    kinds = con.execute("select kind, list(distinct level order by level) from barrier group by 1 order by 1").fetchall()
+    kinds = con.execute("select kind, list(distinct level order by level) from barrier where experiment = 'smoke' "
+                        "group by 1 order by 1").fetchall()
     assert kinds == [("imp_successive", [1, 2]), ("instability", [0, 1, 2])]
     for name in ("imp_accuracy", "imp_barrier"):
         assert (work / paths.figure("smoke", name)).read_bytes()[:4] == b"\x89PNG"
@@ -110,14 +154,43 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(tmp_path):
     assert all(m == "train_accuracy" and c in ("none", "below", "above") for _, m, c in kinds)
 
     # sharpness at every stored dense checkpoint (smoke.yaml: top 2)
-    eig = con.execute("select seed, step, rank, eigenvalue from hessian order by all").fetchall()
+    eig = con.execute("select seed, step, rank, eigenvalue from hessian where source = 'dense' order by all").fetchall()
     stored = trajectory.read(work / paths.trajectory("smoke", 0)).steps.tolist()
     assert [(s, t, r) for s, t, r, _ in eig] == [(s, t, r) for s in (0, 1) for t in stored for r in (1, 2)]
     assert all(e1 >= e2 for (_, _, _, e1), (_, _, _, e2) in zip(eig[::2], eig[1::2]))
 
+    # ... and at the end of every IMP level, restricted to the weights the level keeps
+    eig = con.execute("select level, sparsity, rank, eigenvalue from hessian where source = 'imp' order by all").fetchall()
+    assert [(lv, round(sp, 2), r) for lv, sp, r, _ in eig] == [(lv, sp, r) for lv, sp in ((0, 0.0), (1, 0.2), (2, 0.36))
+                                                              for r in (1, 2)]
+    assert all(e > 0 for *_, e in eig)
+
+    # EL2N / GraNd per training example at each scored checkpoint, and the Zarr store behind them
+    got = con.execute("select experiment, step, count(*), count(distinct el2n_rank), min(n_seeds), "
+                      "bool_and(el2n between 0 and sqrt(2)), bool_and(grand >= 0) from scores group by all "
+                      "order by all").fetchall()
+    n_train = 480  # smoke.yaml's 600 MNIST-1D samples, 80% for training
+    assert got == [("diet", 5, n_train, n_train, 1, True, True), ("smoke", 0, n_train, n_train, 2, True, True),
+                   ("smoke", 5, n_train, n_train, 2, True, True)]
+    from sublevel import scores as scores_mod
+    el2n5 = scores_mod.read_mean(work / paths.scores_store("diet"), "el2n", 5)
+    assert el2n5.shape == (n_train,)
+
+    # the data diet: IMP rewinds to a point pre-trained on the hardest half by EL2N
+    start = zarr.open_group(str(work / paths.diet_start("diet", 0)), mode="r")
+    attrs = start.attrs.asdict()
+    assert attrs["keep"] == "hardest" and attrs["examples"] == n_train // 2 and attrs["step"] == 5
+    assert attrs["mean_score"] > float(el2n5.mean())  # the hardest half is harder than average
+    assert abs(attrs["mean_score"] - float(np.sort(el2n5)[n_train // 2:].mean())) < 1e-5
+    rows = con.execute("select level, rewind_step from imp where experiment = 'diet' order by 1").fetchall()
+    assert rows == [(0, 5), (1, 5)]
+    diet_level0 = imp.Level.read(work / paths.level_store("diet", 0, "imp", 0))
+    dense = trajectory.read(work / paths.trajectory("diet", 0))
+    assert not np.allclose(diet_level0.weights.numpy(), dense.params(40))  # not the dense run: another rewind point
+
     summary = catalog.summary(work)
-    assert summary["dense"]["experiment"].to_list() == ["smoke"]  # diverged runs are left out
-    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [1]
+    assert summary["dense"]["experiment"].to_list() == ["diet", "smoke"]  # diverged runs are left out
+    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [1, 1]
 
     # an interrupted chain resumes from its last finished level and gives the same masks
     level2 = work / paths.level_store("smoke", 0, "imp", 2)

@@ -98,5 +98,5 @@ def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresh
                              d_star_fraction=d_star / D if found else None,
                              gordon_width_sq=D - d_star if found else None,
                              censored="below" if found and d_star == dims[0] else ("above" if not found else "none"),
-                             d_int90=d_int90))
+                             d_min=int(dims[0]), d_max=int(dims[-1]), d_int90=d_int90))
     return pl.DataFrame(rows)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from sublevel import schema  # pyarrow only: the figure names for argparse
+
 
 def _prepare_data(args) -> None:
     from sublevel import datasets
@@ -74,7 +76,8 @@ def _imp_level(args) -> None:
 
     exp, data, traj, device = _context(args)
     previous = imp.Level.read(args.previous) if args.previous else None
-    level = imp.imp_level(exp, data, traj, args.seed, args.level, previous, device, progress=not args.quiet)
+    level = imp.imp_level(exp, data, traj, args.seed, args.level, previous, device, progress=not args.quiet,
+                          diet=args.diet)
     imp.write_levels(args.out, [level])
     storage.write_table("imp", [level.row], args.table)
     _report(level)
@@ -85,7 +88,7 @@ def _imp_baselines(args) -> None:
 
     exp, data, traj, device = _context(args)
     ticket = imp.Level.read(args.ticket)
-    levels = [imp.baseline(m, exp, data, traj, args.seed, ticket, device, progress=not args.quiet)
+    levels = [imp.baseline(m, exp, data, traj, args.seed, ticket, device, progress=not args.quiet, diet=args.diet)
               for m in args.methods]
     imp.write_levels(args.out, levels)
     storage.write_table("imp", [lv.row for lv in levels], args.table)
@@ -99,7 +102,8 @@ def _barrier(args) -> None:
     exp, data, traj, device = _context(args)
     dense, a = imp.Level.read(args.dense), imp.Level.read(args.a)
     if args.kind == "instability":
-        rows = imp.instability(exp, data, traj, args.seed, a, dense, device, progress=not args.quiet)
+        rows = imp.instability(exp, data, traj, args.seed, a, dense, device, progress=not args.quiet,
+                               diet=args.diet)
     else:
         rows = imp.successive(exp, data, args.seed, a, imp.Level.read(args.b), dense, device)
     storage.write_table("barrier", rows, args.table)
@@ -189,37 +193,98 @@ def _subspace_tickets(args) -> None:
 
 
 def _hessian(args) -> None:
+    """Sharpness at the dense run's checkpoints (--trajectory) or at the end of each IMP level (--levels)."""
     import torch
 
-    from sublevel import hessian, models, storage, trajectory
+    from sublevel import hessian, imp, models, storage, trajectory
     from sublevel.config import Schedule
     from sublevel.training import build_model
 
     exp, device, data = _setup(args)
-    traj = trajectory.read(args.trajectory)
     h = exp.raw["hessian"]
     n = min(h["examples"], len(data.y_train))
     x, y = data.x_train[:n], data.y_train[:n]
-    model = build_model(exp, data, args.seed, device)  # its weights are replaced by each checkpoint's
+    model = build_model(exp, data, args.seed, device)  # its weights are replaced by each network's
+    points = []  # (source, level, sparsity, step, θ, buffers, mask)
+    if args.trajectory:
+        traj = trajectory.read(args.trajectory)
+        for step in exp.hessian_steps(Schedule.resolve(exp, len(data.y_train))):
+            points.append(("dense", None, 0.0, step, traj.params(step), traj.buffers(step), None))
+    for path in args.levels or []:
+        lv = imp.Level.read(path)
+        points.append(("imp", lv.level, lv.row["sparsity"], Schedule.resolve(exp, len(data.y_train)).total,
+                       lv.weights, lv.buffers, lv.mask))
     rows = []
-    for step in exp.hessian_steps(Schedule.resolve(exp, len(data.y_train))):
-        theta = torch.from_numpy(traj.params(step)).to(device)
-        models.load_flat_buffers(model, torch.from_numpy(traj.buffers(step)).to(device))
-        hvp = hessian.hvp_operator(model, theta, x, y, dict(model.named_buffers()))
-        top = hessian.lanczos(hvp, len(theta), h["iterations"], h["top_k"], seed=args.seed, device=device)
-        rows += [dict(experiment=exp.name, seed=args.seed, source="dense", step=step, rank=i + 1,
-                      eigenvalue=float(v), examples=n, iterations=h["iterations"]) for i, v in enumerate(top)]
-        print(f"step {step}: top eigenvalue {float(top[0]):.4f}", file=sys.stderr)
+    for source, level, sparsity, step, theta, buffers, mask in points:
+        theta = torch.as_tensor(theta).to(device)
+        models.load_flat_buffers(model, torch.as_tensor(buffers).to(device))
+        top = hessian.top_eigenvalues(model, theta, x, y, h["iterations"], h["top_k"], seed=args.seed,
+                                      mask=None if mask is None else mask.to(device))
+        rows += [dict(experiment=exp.name, seed=args.seed, source=source, level=level, sparsity=sparsity,
+                      step=step, rank=i + 1, eigenvalue=float(v), examples=n, iterations=h["iterations"])
+                 for i, v in enumerate(top)]
+        where = f"step {step}" if level is None else f"IMP level {level} (sparsity {sparsity:.3f})"
+        print(f"{where}: top eigenvalue {float(top[0]):.4f}", file=sys.stderr)
     storage.write_table("hessian", rows, args.table)
 
 
-def _figures_imp(args) -> None:
+def _scores(args) -> None:
+    """EL2N and GraNd of every training example at the configured checkpoints of every dense seed."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from sublevel import models, scores, storage, trajectory
+    from sublevel.config import Schedule
+    from sublevel.training import build_model
+
+    exp, device, data = _setup(args)
+    steps = exp.score_steps(Schedule.resolve(exp, len(data.y_train)))
+    model = build_model(exp, data, 0, device)
+    trajs = [trajectory.read(p) for p in args.trajectories]
+    seeds = [int(t.attrs["seed"]) for t in trajs]
+    shape = (len(steps), len(trajs), len(data.y_train))
+    el2n, grand = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    for i, step in enumerate(tqdm(steps, desc="scores", unit="checkpoint", mininterval=5.0)):
+        for r, traj in enumerate(trajs):
+            models.load_flat_buffers(model, torch.from_numpy(traj.buffers(step)).to(device))
+            theta = torch.from_numpy(traj.params(step)).to(device)
+            e, g = scores.per_example(model, theta, models.flatten_buffers(model), data.x_train, data.y_train,
+                                      exp.raw["scores"]["chunk"])
+            el2n[i, r], grand[i, r] = e.cpu().numpy(), g.cpu().numpy()
+    label = data.y_train.cpu().numpy()
+    scores.write_store(args.out, exp.name, steps, seeds, el2n, grand, label)
+    storage.write_table("scores", scores.summary_rows(exp.name, steps, seeds, el2n, grand, label), args.table)
+
+
+def _diet(args) -> None:
+    """The data-diet rewind point: the first k steps from the seed's initialisation on a scored subset."""
+    import numpy as np
+
+    from sublevel import imp, scores
+    from sublevel.config import Schedule
+
+    exp, device, data = _setup(args)
+    diet, sched = exp.imp.data_diet, Schedule.resolve(exp, len(data.y_train))
+    step = exp.diet_score_step(sched)
+    score = None if step is None else scores.read_mean(args.scores, diet.get("score", "el2n"), step)
+    keep = scores.diet_subset(len(data.y_train), diet["keep"], diet["fraction"], args.seed, score)
+    print(f"data diet: the {diet['keep']} {len(keep)} of {len(data.y_train)} examples for steps 0..{sched.rewind}",
+          file=sys.stderr)
+    start, diverged = imp.diet_pretrain(exp, data, args.seed, keep, device)
+    imp.write_start(args.out, start, {"keep": diet["keep"], "fraction": diet["fraction"], "examples": len(keep),
+                                      "score": diet.get("score", "el2n"), "score_step": step, "diverged": diverged,
+                                      "mean_score": None if score is None else float(np.mean(score[keep]))})
+
+
+def _figure(args) -> None:
     import polars as pl
 
     from sublevel import figures
 
-    figures.imp_accuracy(pl.read_parquet(args.imp), args.accuracy)
-    figures.barrier_vs_level(pl.read_parquet(args.barrier) if args.barrier else pl.DataFrame(), args.barriers)
+    tables = {name: pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+              for name in schema.FIGURE_TABLES[args.name] if (files := getattr(args, name))}
+    figures.render(args.name, tables, args.out)
 
 
 def _query(args) -> None:
@@ -304,6 +369,7 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="auto")
         s.add_argument("--threads", type=int, default=1)
         s.add_argument("--quiet", action="store_true")
+        s.add_argument("--diet", help="a data-diet rewind point (Zarr) to rewind to instead of the trajectory's")
         s.set_defaults(func=func)
         return s
 
@@ -368,22 +434,44 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.set_defaults(func=_subspace_tickets)
 
-    s = sub.add_parser("hessian", help="top Hessian eigenvalues at the dense run's checkpoints")
+    s = sub.add_parser("hessian", help="top Hessian eigenvalues at dense checkpoints or at the end of IMP levels")
     s.add_argument("--spec", required=True, help="the validated experiment as JSON")
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--data", required=True)
-    s.add_argument("--trajectory", required=True)
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--trajectory", help="the dense run: every configured hessian step")
+    where.add_argument("--levels", nargs="+", help="IMP level stores: each level's final, masked network")
     s.add_argument("--table", required=True)
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=_hessian)
 
-    s = sub.add_parser("figures-imp", help="accuracy vs remaining weights, and barrier vs level")
-    s.add_argument("--imp", nargs="+", required=True, help="imp table files")
-    s.add_argument("--barrier", nargs="*", default=[], help="barrier table files")
-    s.add_argument("--accuracy", required=True, help="PNG to write")
-    s.add_argument("--barriers", required=True, help="PNG to write")
-    s.set_defaults(func=_figures_imp)
+    s = sub.add_parser("scores", help="EL2N and GraNd per training example at dense checkpoints")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--data", required=True)
+    s.add_argument("--trajectories", nargs="+", required=True, help="the dense runs to average over")
+    s.add_argument("--out", required=True, help="Zarr store of the per-example scores")
+    s.add_argument("--table", required=True, help="Parquet file of the `scores` table")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_scores)
+
+    s = sub.add_parser("data-diet", help="pre-train on an easy, hard or random subset up to the rewind step")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--scores", help="the experiment's scores store (not needed for keep: random)")
+    s.add_argument("--out", required=True, help="rewind point (Zarr) to write")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_diet)
+
+    s = sub.add_parser("figure", help="one figure (PNG, and SVG beside it) from results tables")
+    s.add_argument("name", choices=list(schema.FIGURE_TABLES))
+    s.add_argument("--out", required=True, help="PNG to write; the SVG goes beside it")
+    for table in sorted({t for ts in schema.FIGURE_TABLES.values() for t in ts}):
+        s.add_argument(f"--{table}", nargs="*", default=[], help=f"`{table}` table files")
+    s.set_defaults(func=_figure)
 
     s = sub.add_parser("query", help="run SQL (DuckDB) over every results table")
     s.add_argument("sql")

@@ -128,6 +128,7 @@ class ImpSpec:
     alphas: int
     instability: bool
     matching_tolerance: float
+    data_diet: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class Experiment:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
     STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",), "analysis": ("subspace",),
-                      "hessian": ("hessian",)}
+                      "hessian": ("hessian",), "hessian_imp": ("hessian", "imp"), "scores": ("scores",)}
     ANALYSIS_ONLY = ("thresholds", "bootstrap")  # subspace keys that change no sweep
 
     def for_stage(self, stage: str) -> "Experiment":
@@ -203,7 +204,10 @@ class Experiment:
         stage's settings reruns that stage and what follows it, not the stages beside it."""
         keep = self.STAGE_SECTIONS[stage]
         # jobs are per seed: the list of seeds is not part of what any one job computes
-        raw = {k: v for k, v in self.raw.items() if k not in ("imp", "subspace", "hessian", "seeds") or k in keep}
+        if stage == "imp" and self.imp and self.imp.data_diet:
+            keep += ("scores",)  # the diet's subset is chosen by the scores
+        raw = {k: v for k, v in self.raw.items()
+               if k not in ("imp", "subspace", "hessian", "scores", "seeds") or k in keep}
         if "imp" in raw:
             raw["imp"] = {k: v for k, v in raw["imp"].items() if k != "seeds"}
         if stage == "subspace":
@@ -234,10 +238,12 @@ class Experiment:
         sched = Schedule.resolve(self, n_train)
         if self.subspace:
             self._check_subspace(sched)
-        missing = sorted(set(self.hessian_steps(sched)) - set(sched.checkpoints))
-        if missing:
-            raise ConfigError(f"config error at experiments.{self.name}.hessian.steps: {missing} are not stored "
-                              f"checkpoints; stored steps: {list(sched.checkpoints)}")
+        for section, steps in (("hessian", self.hessian_steps(sched)), ("scores", self.score_steps(sched))):
+            if missing := sorted(set(steps) - set(sched.checkpoints)):
+                raise ConfigError(f"config error at {where}.{section}.steps: {missing} are not stored "
+                                  f"checkpoints; stored steps: {list(sched.checkpoints)}")
+        if self.imp and self.imp.data_diet:
+            self.diet_score_step(sched)
         if self.imp and (missing := sorted(set(self.imp.seeds) - set(self.seeds))):
             raise ConfigError(f"config error at {where}.imp.seeds: {missing} are not dense seeds {list(self.seeds)}")
 
@@ -249,6 +255,25 @@ class Experiment:
         if "steps" not in h:
             return list(sched.checkpoints)
         return sorted({parse_duration(s, sched.steps_per_epoch) for s in h["steps"]})
+
+    def score_steps(self, sched: "Schedule") -> list[int]:
+        s = self.raw.get("scores")
+        return sorted({parse_duration(t, sched.steps_per_epoch) for t in s["steps"]}) if s else []
+
+    def diet_score_step(self, sched: "Schedule") -> int | None:
+        """The checkpoint whose scores choose the data diet's subset (None for a random subset)."""
+        diet, where = self.imp.data_diet, f"config error at experiments.{self.name}.imp.data_diet"
+        if diet["keep"] == "random":
+            return None
+        steps = self.score_steps(sched)
+        if not steps:
+            raise ConfigError(f"{where}: keep {diet['keep']!r} needs a scores section to rank examples by")
+        if "step" not in diet:
+            return steps[-1]
+        step = parse_duration(diet["step"], sched.steps_per_epoch)
+        if step not in steps:
+            raise ConfigError(f"{where}.step: {step} is not one of scores.steps {steps}")
+        return step
 
     def num_params(self) -> int:
         from sublevel import datasets, models

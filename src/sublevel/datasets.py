@@ -201,6 +201,12 @@ class Dataset:
         return (self.x_train, self.y_train) if which == "train" else (self.x_test, self.y_test)
 
 
+def subset(data: Dataset, indices) -> Dataset:
+    """The same dataset with only the given training examples (the test split is kept whole)."""
+    idx = torch.as_tensor(indices, dtype=torch.long, device=data.x_train.device)
+    return Dataset(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.num_classes)
+
+
 def load(path: str | Path, device: torch.device | str = "cpu") -> Dataset:
     group = storage.open_group(path, "dataset store")
     a = group.attrs.asdict()

@@ -1,4 +1,8 @@
-"""Figures from the results tables (matplotlib, Agg): what a reader checks first."""
+"""Figures from the results tables (matplotlib, Agg): what a reader checks first.
+
+Each figure is a function of the tables it needs (polars DataFrames by table name) and is written twice,
+as PNG (shown in the Snakemake report) and SVG (for papers). FIGURES names them for the CLI and the workflow.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from sublevel import storage  # noqa: E402
+from sublevel import schema, storage  # noqa: E402
 
 STYLE = {"imp": ("IMP (rewound ticket)", "C0", "o"), "random_prune": ("random pruning", "C1", "s"),
          "random_reinit": ("random reinit", "C2", "^"), "oneshot": ("one-shot magnitude", "C3", "v"),
@@ -19,9 +23,25 @@ STYLE = {"imp": ("IMP (rewound ticket)", "C0", "o"), "random_prune": ("random pr
 
 
 def _save(fig, path: str | Path) -> None:
-    with storage.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    """PNG at `path` and SVG beside it, each written atomically."""
+    path = Path(path)
+    for fmt, out in (("png", path), ("svg", path.with_suffix(".svg"))):
+        with storage.atomic_path(out) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def _anchor_label(kind: str, t: int) -> str:
+    return {"random": "random (at init)", "lottery": "lottery (trajectory PCA)",
+            "ticket": f"IMP tickets (axial, t={t})"}.get(kind, f"burn-in t={t}")
+
+
+def _threshold_label(metric: str, threshold: float) -> str:
+    return f"{metric.replace('_', ' ')} {'≤' if metric.endswith('loss') else '≥'} {threshold:g}"
+
+
+def _empty(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
 def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
@@ -70,3 +90,151 @@ def barrier_vs_level(barrier: pl.DataFrame, out: str | Path) -> None:
     ax.set_title(f"{experiment}: linear mode connectivity")
     ax.legend(fontsize=8)
     _save(fig, out)
+
+
+def subspace_success(success: pl.DataFrame, out: str | Path) -> None:
+    """P(d) vs d (log x): one panel per threshold ε, one curve per subspace kind and burn-in step."""
+    experiment = success["experiment"][0] if success.height else ""
+    panels = success.select("metric", "threshold").unique().sort("metric", "threshold").rows() or [("", 0.0)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False, sharey=True)
+    for ax, (metric, threshold) in zip(axes[0], panels):
+        part = success.filter((pl.col("metric") == metric) & (pl.col("threshold") == threshold))
+        for (kind, t), g in part.sort("d").group_by("kind", "burnin_step", maintain_order=True):
+            ax.plot(g["d"], g["p_success"], marker="o", ms=3, label=_anchor_label(kind, t))
+        ax.axhline(0.5, color="k", ls=":", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("subspace dimension d")
+        ax.set_title(_threshold_label(metric, threshold) if metric else "", fontsize=10)
+        if not part.height:
+            _empty(ax, "subspace runs")
+    axes[0][0].set_ylabel("success probability P(d)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"{experiment}: success probability vs dimension")
+    _save(fig, out)
+
+
+def dstar_burnin(threshold: pl.DataFrame, out: str | Path) -> None:
+    """d*(ε) vs burn-in step t (random subspaces are t = 0), bootstrap intervals; lottery and tickets as
+    single markers. Open markers: censored (P ≥ 1/2 already at the smallest d tested)."""
+    experiment = threshold["experiment"][0] if threshold.height else ""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, ((metric, th), g) in enumerate(threshold.sort("burnin_step").group_by("metric", "threshold",
+                                                                                   maintain_order=True)):
+        color = f"C{i}"
+        label = _threshold_label(metric, th)
+        line = g.filter(pl.col("kind").is_in(["random", "burnin"]) & pl.col("d_star").is_not_null())
+        if line.height:
+            lo = (line["d_star"] - line["d_star_lo"].fill_null(line["d_star"])).to_numpy()
+            hi = (line["d_star_hi"].fill_null(line["d_star"]) - line["d_star"]).to_numpy()
+            ax.errorbar(line["burnin_step"], line["d_star"], yerr=[lo, hi], color=color, marker="o", ms=4,
+                        capsize=2, label=label)
+            label = None
+        below = line.filter(pl.col("censored") == "below")
+        ax.scatter(below["burnin_step"], below["d_star"], s=60, facecolors="none", edgecolors=color)
+        above = g.filter(pl.col("censored") == "above")  # never reached: an arrow at the largest d tested
+        ax.scatter(above["burnin_step"], above["d_max"], marker="^", s=50, facecolors="none", edgecolors=color,
+                   label=f"not reached by the largest d tested, {label or _threshold_label(metric, th)}"
+                   if above.height else None)
+        for kind, marker in (("lottery", "*"), ("ticket", "D")):
+            k = g.filter((pl.col("kind") == kind) & pl.col("d_star").is_not_null())
+            if k.height:
+                ax.scatter(k["burnin_step"], k["d_star"], marker=marker, s=60, color=color,
+                           label=f"{_anchor_label(kind, int(k['burnin_step'][0]))}, {_threshold_label(metric, th)}")
+    if not threshold.height:
+        _empty(ax, "thresholds")
+        ax.set_ylim(1, 10)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("burn-in step t (0: at initialisation)")
+    ax.set_ylabel("threshold training dimension d*")
+    ax.set_title(f"{experiment}: d* vs burn-in")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, out)
+
+
+def imp_dstar(imp: pl.DataFrame, threshold: pl.DataFrame, out: str | Path) -> None:
+    """IMP test accuracy vs the number of weights it trains (log x), with each subspace kind's d* on the
+    same axis: how many degrees of freedom a sparse ticket keeps against how many a subspace needs."""
+    experiment = imp["experiment"][0] if imp.height else ""
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    stats = (imp.filter(pl.col("method") == "imp").group_by("level")
+             .agg(pl.col("remaining").mean(), pl.col("test_accuracy").mean().alias("acc"),
+                  pl.col("test_accuracy").std().fill_null(0).alias("sd")).sort("level"))
+    ax.errorbar(stats["remaining"], stats["acc"], yerr=stats["sd"], color="C0", marker="o", ms=4, capsize=2,
+                label="IMP (rewound ticket): weights remaining")
+    if threshold.height:
+        # train accuracy first (the sublevel set the sweeps refine on), then the lowest ε
+        first = threshold.sort(pl.col("metric") != "train_accuracy", "metric", "threshold").row(0, named=True)
+        th = threshold.filter((pl.col("metric") == first["metric"]) & (pl.col("threshold") == first["threshold"])
+                              & pl.col("d_star").is_not_null()).sort("kind", "burnin_step")
+        for i, r in enumerate(th.iter_rows(named=True)):
+            ax.axvline(r["d_star"], color=f"C{i + 1}", ls="--", lw=1.2,
+                       label=f"d* {_anchor_label(r['kind'], r['burnin_step'])} = {r['d_star']:,.0f}")
+            if r["d_star_lo"] is not None and r["d_star_hi"] is not None:
+                ax.axvspan(r["d_star_lo"], r["d_star_hi"], color=f"C{i + 1}", alpha=0.12)
+        ax.set_title(f"{experiment}: IMP vs subspaces (d* at {_threshold_label(first['metric'], first['threshold'])})",
+                     fontsize=10)
+    ax.set_xscale("log")
+    ax.set_xlabel("trained degrees of freedom (weights remaining, or subspace dimension)")
+    ax.set_ylabel("IMP test accuracy")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, out)
+
+
+def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
+    """Top Hessian eigenvalue over dense training (mean ± std over seeds) and at the end of each IMP level."""
+    experiment = hessian["experiment"][0] if hessian.height else ""
+    top = hessian.filter(pl.col("rank") == 1)
+    has_imp = top.filter(pl.col("source") == "imp").height > 0
+    fig, axes = plt.subplots(1, 2 if has_imp else 1, figsize=(11 if has_imp else 6.4, 4.2), squeeze=False)
+    dense = (top.filter(pl.col("source") == "dense").group_by("step")
+             .agg(pl.col("eigenvalue").mean().alias("m"), pl.col("eigenvalue").std().fill_null(0).alias("sd"))
+             .sort("step"))
+    ax = axes[0][0]
+    ax.errorbar(dense["step"], dense["m"], yerr=dense["sd"], marker="o", ms=4, capsize=2)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("top Hessian eigenvalue λ_max")
+    ax.set_title("dense training", fontsize=10)
+    if not dense.height:
+        _empty(ax, "dense sharpness")
+    if has_imp:
+        lv = (top.filter(pl.col("source") == "imp").group_by("level")
+              .agg(pl.col("sparsity").mean(), pl.col("eigenvalue").mean().alias("m"),
+                   pl.col("eigenvalue").std().fill_null(0).alias("sd")).sort("level"))
+        ax = axes[0][1]
+        ax.errorbar(lv["level"], lv["m"], yerr=lv["sd"], marker="o", ms=4, capsize=2, color="C1")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel("IMP level (end of training, on the weights kept)")
+        ax.set_title("IMP levels", fontsize=10)
+    fig.suptitle(f"{experiment}: sharpness")
+    _save(fig, out)
+
+
+def scores(table: pl.DataFrame, out: str | Path) -> None:
+    """The distribution of EL2N at each scored checkpoint, and GraNd against EL2N at the last one."""
+    experiment = table["experiment"][0] if table.height else ""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0))
+    steps = sorted(set(table["step"].to_list()))
+    for step in steps:
+        left.hist(table.filter(pl.col("step") == step)["el2n"], bins=40, histtype="step", label=f"step {step}")
+    left.set_xlabel("EL2N (mean over seeds)")
+    left.set_ylabel("training examples")
+    left.legend(fontsize=7)
+    if steps:
+        last = table.filter(pl.col("step") == steps[-1])
+        right.scatter(last["el2n"], last["grand"], s=3, alpha=0.4)
+        right.set_title(f"step {steps[-1]}", fontsize=10)
+    right.set_xlabel("EL2N")
+    right.set_ylabel("GraNd")
+    fig.suptitle(f"{experiment}: data difficulty")
+    _save(fig, out)
+
+
+FIGURES = {"imp_accuracy": imp_accuracy, "imp_barrier": barrier_vs_level, "subspace_success": subspace_success,
+           "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness, "scores": scores}
+
+
+def render(name: str, tables: dict[str, pl.DataFrame], out: str | Path) -> None:
+    """Draw figure `name` from its tables (schema.FIGURE_TABLES; a missing one is empty)."""
+    FIGURES[name](*(tables.get(t, pl.DataFrame()) for t in schema.FIGURE_TABLES[name]), out)

@@ -19,8 +19,10 @@ from sublevel.models import Layout
 
 
 def hvp_operator(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                 buffers: dict[str, torch.Tensor] | None = None, chunk: int = 1024, dtype=torch.float64):
-    """v -> H(θ)·v for the mean loss over (x, y), evaluated in chunks of examples."""
+                 buffers: dict[str, torch.Tensor] | None = None, chunk: int = 1024, dtype=torch.float64,
+                 mask: torch.Tensor | None = None):
+    """v -> H(θ)·v for the mean loss over (x, y), evaluated in chunks of examples. With a pruning `mask`,
+    v -> P H P v (P = diag(mask)): the Hessian of the sparse network in the coordinates it still trains."""
     model = copy.deepcopy(model).to(dtype).eval()
     layout = Layout.of(model)
     theta = theta.to(dtype)
@@ -31,12 +33,15 @@ def hvp_operator(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torc
     def loss(t, xb, yb):
         return F.cross_entropy(functional_call(model, (layout.unflatten(t), bufs), (xb,)), yb, reduction="sum") / n
 
+    p = None if mask is None else mask.to(theta.device, dtype)
+
     def hvp(v: torch.Tensor) -> torch.Tensor:
+        v = v.to(dtype) if p is None else v.to(dtype) * p
         out = torch.zeros_like(theta)
         for i in range(0, n, chunk):
             xb, yb = x[i:i + chunk], y[i:i + chunk]
-            out += jvp(lambda t: grad(loss)(t, xb, yb), (theta,), (v.to(dtype),))[1]
-        return out
+            out += jvp(lambda t: grad(loss)(t, xb, yb), (theta,), (v,))[1]
+        return out if p is None else out * p
 
     return hvp
 
@@ -66,3 +71,10 @@ def lanczos(hvp, D: int, iterations: int = 30, k: int = 1, seed: int = 0, dtype=
             q = w / b
     T = torch.diag(alpha[:m]) + torch.diag(beta[:m - 1], 1) + torch.diag(beta[:m - 1], -1)
     return torch.linalg.eigvalsh(T).flip(0)[:k]
+
+
+def top_eigenvalues(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iterations: int,
+                    k: int, seed: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The k largest Hessian eigenvalues of the mean loss over (x, y) at θ, with the model's current buffers."""
+    hvp = hvp_operator(model, theta, x, y, dict(model.named_buffers()), mask=mask)
+    return lanczos(hvp, len(theta), iterations, k, seed=seed, device=theta.device)

@@ -61,9 +61,36 @@ def write_levels(path: str | Path, levels: list[Level]) -> None:
             g.create_array("buffers", data=lv.buffers.numpy().astype(np.float32))
 
 
-def rewind_point(exp: Experiment, data: Dataset, traj: Stored) -> Start:
+def rewind_point(exp: Experiment, data: Dataset, traj: Stored, diet: str | Path | None = None) -> Start:
+    """θ_k of the dense run, or with a data diet the network its pre-training on a subset left at step k."""
+    if diet is not None:
+        return read_start(diet)
     k = Schedule.resolve(exp, len(data.y_train)).rewind
     return Start(k, torch.from_numpy(traj.params(k)), torch.from_numpy(traj.buffers(k)))
+
+
+def diet_pretrain(exp: Experiment, data: Dataset, seed: int, keep: np.ndarray, device) -> tuple[Start, bool]:
+    """Paul et al. 2022: steps 0..k from the seed's initialisation on the training examples `keep` only,
+    with the full run's learning-rate schedule; IMP then rewinds to this point instead of θ_k."""
+    from sublevel.datasets import subset
+
+    sched = Schedule.resolve(exp, len(data.y_train))
+    model, run = train(exp, subset(data, keep), seed, seed, device, checkpoints=False, eval_every=False,
+                       stop=sched.rewind, schedule=sched, progress=False)
+    return Start(sched.rewind, models.flatten(model).cpu(), models.flatten_buffers(model).cpu()), run.diverged
+
+
+def write_start(path: str | Path, start: Start, attrs: dict) -> None:
+    with storage.atomic_path(path) as tmp:
+        g = zarr.open_group(tmp, mode="w", attributes=dict(attrs, step=int(start.step)))
+        g.create_array("params", data=start.theta.numpy().astype(np.float32))
+        g.create_array("buffers", data=start.buffers.numpy().astype(np.float32))
+
+
+def read_start(path: str | Path) -> Start:
+    g = storage.open_group(path, "rewind point")
+    return Start(int(g.attrs["step"]), torch.from_numpy(np.asarray(g["params"][:])),
+                 torch.from_numpy(np.asarray(g["buffers"][:])))
 
 
 def _train_masked(exp: Experiment, data: Dataset, seed: int, data_seed: int, device, start: Start,
@@ -85,7 +112,7 @@ def _layout(exp: Experiment, data: Dataset) -> models.Layout:
 
 
 def imp_level(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: int, previous: Level | None,
-              device, progress: bool = True) -> Level:
+              device, progress: bool = True, diet: str | Path | None = None) -> Level:
     """Level 0: the dense network from θ_k. Level ℓ: prune level ℓ−1, rewind to θ_k, train."""
     layout = _layout(exp, data)
     if level == 0:
@@ -95,15 +122,15 @@ def imp_level(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: in
             raise ValueError(f"level {level} needs level {level - 1} of the chain")
         imp = exp.imp
         mask = pruning.prune(previous.weights, previous.mask, layout, imp.fraction, imp.scope, imp.output_fraction)
-    return _train_masked(exp, data, seed, seed, device, rewind_point(exp, data, traj), mask, "imp", level,
+    return _train_masked(exp, data, seed, seed, device, rewind_point(exp, data, traj, diet), mask, "imp", level,
                          layout, progress)
 
 
 def baseline(method: str, exp: Experiment, data: Dataset, traj: Stored, seed: int, ticket: Level, device,
-             progress: bool = True) -> Level:
+             progress: bool = True, diet: str | Path | None = None) -> Level:
     """A baseline at the same per-layer sparsity as the IMP mask `ticket` of the same level."""
     layout = _layout(exp, data)
-    start = rewind_point(exp, data, traj)
+    start = rewind_point(exp, data, traj, diet)
     gen = torch.Generator().manual_seed(seed * 1009 + ticket.level)
     if method == "random_prune":      # a random mask, rewound weights
         mask = pruning.matched(torch.rand(layout.D, generator=gen), ticket.mask, layout)
@@ -138,11 +165,11 @@ def barrier_rows(exp: Experiment, data: Dataset, kind: str, seed: int, level: in
 
 
 def instability(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: Level, dense: Level, device,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, diet: str | Path | None = None) -> list[dict]:
     """Frankle et al. 2020: a second copy from θ_k with the same mask and another data order; the barrier
     between it and the level's network says whether the rewind point is stable to SGD noise."""
     layout = _layout(exp, data)
-    start = rewind_point(exp, data, traj)
+    start = rewind_point(exp, data, traj, diet)
     copy = _train_masked(exp, data, seed, seed + OTHER_DATA_ORDER, device, start, level.mask, "imp", level.level,
                          layout, progress)
     return barrier_rows(exp, data, "instability", seed, level.level, level, copy, dense, start.step, device, level)

@@ -62,16 +62,25 @@ def log(stage: str, *keys: str | int) -> Path:
     return RESULTS / "logs" / stage / ("-".join(str(k) for k in keys) + ".log")
 
 
-
-
 def level_store(experiment: str, seed: str | int, stage: str, level: str | int) -> Path:
     """Zarr group of one IMP level (stage 'imp') or its baselines (stage 'baselines'): per method a subgroup
     with mask [D] bool, weights [D], buffers [B]."""
     return RESULTS / "imp" / str(experiment) / f"seed={seed}" / str(stage) / f"level={level}.zarr"
 
 
-def figure(experiment: str, name: str) -> Path:
-    return RESULTS / "figures" / str(experiment) / f"{name}.png"
+def diet_start(experiment: str, seed: str | int) -> Path:
+    """Zarr group: the data-diet rewind point (step, params [D], buffers [B]) that IMP rewinds to."""
+    return RESULTS / "imp" / str(experiment) / f"seed={seed}" / "diet.zarr"
+
+
+def scores_store(experiment: str) -> Path:
+    """Zarr group: EL2N and GraNd per (checkpoint step, dense seed, training example); see sublevel.scores."""
+    return RESULTS / "scores" / f"{experiment}.zarr"
+
+
+def figure(experiment: str, name: str, fmt: str = "png") -> Path:
+    """Every figure is written as PNG (the report shows it) and SVG (for papers)."""
+    return RESULTS / "figures" / str(experiment) / f"{name}.{fmt}"
 
 
 def sweep_dir(experiment: str, kind: str, burnin_step: str | int) -> Path:

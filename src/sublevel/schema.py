@@ -141,22 +141,52 @@ THRESHOLD = _table(
     ("d_star_fraction", pa.float64()),  # d* / D
     ("gordon_width_sq", pa.float64()),  # D - d*: the implied squared Gaussian width of the sublevel set
     ("censored", pa.string()),       # none, below (P >= 1/2 at the smallest d), above (never reached)
+    ("d_min", pa.int64()),           # the tested range of d
+    ("d_max", pa.int64()),
     ("d_int90", pa.int64()),         # smallest tested d with mean test accuracy >= 0.9 x dense
 )
 
 
 HESSIAN = _table(
-    "hessian", ("experiment", "seed"),
+    "hessian", ("experiment", "seed", "source"),
     "Top eigenvalues of the training-loss Hessian (Lanczos on Hessian-vector products).",
     ("experiment", pa.string()),
     ("seed", pa.int64()),
-    ("source", pa.string()),        # dense (a trajectory checkpoint)
+    ("source", pa.string()),        # dense (a trajectory checkpoint) or imp (the end of an IMP level)
+    ("level", pa.int64()),          # IMP level; null for dense checkpoints
+    ("sparsity", pa.float64()),     # fraction of prunable weights pruned (0 for dense); H is restricted to the rest
     ("step", pa.int64()),
     ("rank", pa.int64()),           # 1 = the largest eigenvalue
     ("eigenvalue", pa.float64()),
     ("examples", pa.int64()),       # training examples in the loss (the first n of the training split)
     ("iterations", pa.int64()),
 )
+
+SCORES = _table(
+    "scores", ("experiment",),
+    "Per-example data difficulty at dense checkpoints, over the dense seeds (Paul et al. 2021).",
+    ("experiment", pa.string()),
+    ("step", pa.int64()),           # dense checkpoint
+    ("example", pa.int64()),        # index into the training split
+    ("label", pa.int64()),
+    ("n_seeds", pa.int64()),
+    ("el2n", pa.float64()),         # mean over seeds of ||softmax(f(x)) - onehot(y)||
+    ("el2n_std", pa.float64()),
+    ("grand", pa.float64()),        # mean over seeds of ||grad_theta loss(x, y)||
+    ("grand_std", pa.float64()),
+    ("el2n_rank", pa.int64()),      # 0 = the easiest example at this step
+)
+
+# Every figure (sublevel.figures) and the tables it is drawn from, in the order its function takes them.
+FIGURE_TABLES: dict[str, tuple[str, ...]] = {
+    "imp_accuracy": ("imp",),
+    "imp_barrier": ("barrier",),
+    "subspace_success": ("success",),
+    "dstar_burnin": ("threshold",),
+    "imp_dstar": ("imp", "threshold"),
+    "sharpness": ("hessian",),
+    "scores": ("scores",),
+}
 
 
 def to_arrow(name: str, rows: list[dict]) -> pa.Table:

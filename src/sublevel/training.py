@@ -115,12 +115,16 @@ class Trajectory:
 
 def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device: torch.device, *,
           start: Start | None = None, mask: torch.Tensor | None = None, checkpoints: bool = True,
-          eval_every: bool = True, progress: bool = True) -> tuple[nn.Module, Trajectory]:
-    """Train from initialisation (or from `start`) to the schedule's last step.
+          eval_every: bool = True, progress: bool = True, stop: int | None = None,
+          schedule: Schedule | None = None) -> tuple[nn.Module, Trajectory]:
+    """Train from initialisation (or from `start`) to the schedule's last step (or to step `stop`).
 
     `mask` (bool [D]) keeps pruned weights exactly zero: θ is masked before the first step and after every
-    optimiser step. `checkpoints`/`eval_every` off: record only the final state (IMP levels, baselines)."""
-    sched = Schedule.resolve(exp, len(data.y_train))
+    optimiser step. `checkpoints`/`eval_every` off: record only the final state (IMP levels, baselines).
+    `schedule`: the learning-rate schedule of another data size (a data-diet subset follows the full
+    dataset's schedule; its own epochs set only the data order)."""
+    sched = schedule or Schedule.resolve(exp, len(data.y_train))
+    last = sched.total if stop is None else stop
     model = build_model(exp, data, init_seed, device)
     if start is not None:
         models.load_flat(model, start.theta)
@@ -135,11 +139,12 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
     opt = make_optimizer(exp, model)
     lr_at = lambda s: exp.train.lr * sched.lr_factor(s, exp.train.schedule, exp.train.gamma)
     first = start.step if start is not None else 0
-    ckpt_steps = set(sched.checkpoints) if checkpoints else {sched.total}
-    eval_steps = sched.eval_steps() if eval_every else {sched.total}
+    ckpt_steps = {s for s in sched.checkpoints if s <= last} | {last} if checkpoints else {last}
+    eval_steps = {s for s in sched.eval_steps() if s <= last} | {last} if eval_every else {last}
     D = sum(p.numel() for p in params)
     out = Trajectory()
     n, bs, spe = len(data.y_train), exp.train.batch_size, sched.steps_per_epoch
+    data_epoch = n // bs  # == spe unless `schedule` came from another data size
     order = None
     begin = time.perf_counter()
 
@@ -152,7 +157,7 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
                                  split=split, loss=loss, accuracy=acc, lr=lr, diverged=False, device=device.type))
 
     model.train()
-    bar = tqdm(range(first, sched.total + 1), desc=f"{exp.name} seed={init_seed}", disable=not progress,
+    bar = tqdm(range(first, last + 1), desc=f"{exp.name} seed={init_seed}", disable=not progress,
                mininterval=5.0, unit="step")
     for step in bar:
         lr = lr_at(step)
@@ -163,9 +168,9 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
         if step in eval_steps:
             record(step, lr)
             bar.set_postfix(test_acc=f"{out.rows[-1]['accuracy']:.3f}", refresh=False)
-        if step == sched.total or out.diverged:
+        if step == last or out.diverged:
             break
-        epoch, within = divmod(step, spe)
+        epoch, within = divmod(step, data_epoch)
         if order is None or within == 0:
             order = torch.randperm(n, generator=data_generator(data_seed, epoch)).to(device)
         idx = order[within * bs:(within + 1) * bs]

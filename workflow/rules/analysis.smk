@@ -1,5 +1,6 @@
 # Stage 5: analysis. Success probability P(d) and threshold dimension d*(ε) over every sweep round;
-# sharpness (top Hessian eigenvalues) at the dense checkpoints.
+# sharpness (top Hessian eigenvalues) at dense checkpoints and IMP levels; per-example data difficulty;
+# every figure (PNG for the report, SVG beside it).
 
 
 rule analyse_subspace:
@@ -26,9 +27,9 @@ rule hessian_dense:
         data=dataset_of,
         trajectory=trajectory_of,
     output:
-        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}")),
+        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="dense")),
     log:
-        str(paths.log("hessian", "{experiment}", "{seed}")),
+        str(paths.log("hessian", "{experiment}", "{seed}", "dense")),
     params:
         spec=spec_for("hessian"),
         device=config["device"],
@@ -41,6 +42,66 @@ rule hessian_dense:
         "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed} --data {input.data}"
         " --trajectory {input.trajectory} --table {output.table} --device {params.device} --threads {threads}"
         " > {log} 2>&1"
+
+
+rule hessian_imp:
+    input:
+        data=dataset_of,
+        levels=chain_levels,
+    output:
+        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="imp")),
+    log:
+        str(paths.log("hessian", "{experiment}", "{seed}", "imp")),
+    params:
+        spec=spec_for("hessian_imp"),
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed} --data {input.data}"
+        " --levels {input.levels} --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule scores:
+    input:
+        data=dataset_of,
+        trajectories=lambda w: [str(paths.trajectory(w.experiment, s)) for s in experiment(config, w.experiment).seeds],
+    output:
+        store=directory(str(paths.scores_store("{experiment}"))),
+        table=str(paths.table("scores", experiment="{experiment}")),
+    log:
+        str(paths.log("scores", "{experiment}")),
+    params:
+        spec=spec_for("scores"),
+        device=config["device"],
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel scores --spec {params.spec:q} --data {input.data} --trajectories {input.trajectories}"
+        " --out {output.store} --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule figure:
+    input:
+        unpack(figure_tables),
+    output:
+        png=report(str(paths.figure("{experiment}", "{figure}")), caption="../report/figure.rst",
+                   category="{experiment}", labels={"figure": "{figure}"}),
+        svg=str(paths.figure("{experiment}", "{figure}", "svg")),
+    log:
+        str(paths.log("figures", "{experiment}", "{figure}")),
+    params:
+        tables=lambda w, input: " ".join(f"--{name} {' '.join(files)}" for name, files in input.items()),
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel figure {wildcards.figure} --out {output.png} {params.tables} > {log} 2>&1"
 
 
 rule analysis_all:

@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from sublevel import paths
 from sublevel.config import ConfigError, experiment, validate
+from sublevel.schema import FIGURE_TABLES
 
 try:
     config.update(validate(config))  # JSON Schema via snakemake.utils.validate, defaults filled
@@ -32,6 +33,7 @@ wildcard_constraints:
     experiment=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
     dataset=r"[a-z0-9_]+",
+    figure="|".join(FIGURE_TABLES),
 
 
 def spec_for(stage):
@@ -64,6 +66,17 @@ def level_of(wildcards, level):
     return str(paths.level_store(wildcards.experiment, wildcards.seed, "imp", level))
 
 
+def diet_of(wildcards):
+    """The chain's data-diet rewind point, when the experiment has one."""
+    imp = experiment(config, wildcards.experiment).imp
+    return [str(paths.diet_start(wildcards.experiment, wildcards.seed))] if imp and imp.data_diet else []
+
+
+def scores_of(name):
+    """The experiment's scores store, when it has a scores section ([] otherwise)."""
+    return [str(paths.scores_store(name))] if "scores" in experiment(config, name).raw else []
+
+
 def imp_tables(name):
     """Every imp and barrier table file of one experiment, for its figures."""
     imp = experiment(config, name).imp
@@ -78,11 +91,47 @@ def imp_tables(name):
     return {"imp": imp_files, "barrier": barrier_files}
 
 
+FIGURES = {  # figure -> what an experiment needs for it
+    "imp_accuracy": ("imp",), "imp_barrier": ("imp",), "subspace_success": ("subspace",),
+    "dstar_burnin": ("subspace",), "imp_dstar": ("imp", "subspace"), "sharpness": ("hessian",),
+    "scores": ("scores",),
+}
+
+
+def figures_of(name, fmt="png"):
+    raw = experiment(config, name).raw
+    return [str(paths.figure(name, f, fmt)) for f, needs in FIGURES.items() if all(k in raw for k in needs)]
+
+
 def imp_outputs():
-    out = []
-    for name in imp_experiments():
-        out += [str(paths.figure(name, "imp_accuracy")), str(paths.figure(name, "imp_barrier"))]
+    return [str(paths.figure(name, f)) for name in imp_experiments() for f in ("imp_accuracy", "imp_barrier")]
+
+
+def figure_tables(wildcards):
+    """The table files one figure of one experiment is drawn from, by table name."""
+    name = wildcards.experiment
+    files = {"success": [str(paths.table("success", experiment=name))],
+             "threshold": [str(paths.table("threshold", experiment=name))],
+             "hessian": hessian_tables(name), "scores": [str(paths.table("scores", experiment=name))]}
+    if experiment(config, name).imp:
+        files.update(imp_tables(name))
+    return {t: files[t] for t in FIGURE_TABLES[wildcards.figure]}
+
+
+def hessian_tables(name):
+    """The experiment's sharpness tables: every dense seed's checkpoints, every IMP chain's levels."""
+    exp = experiment(config, name)
+    if "hessian" not in exp.raw:
+        return []
+    out = [str(paths.table("hessian", experiment=name, seed=s, source="dense")) for s in exp.seeds]
+    if exp.imp and exp.raw["hessian"]["imp"]:
+        out += [str(paths.table("hessian", experiment=name, seed=s, source="imp")) for s in exp.imp.seeds]
     return out
+
+
+def chain_levels(wildcards):
+    imp = experiment(config, wildcards.experiment).imp
+    return [level_of(wildcards, level) for level in range(imp.levels + 1)]
 
 
 def schedule(name):
@@ -141,12 +190,15 @@ def subspace_tables(wildcards):
 
 
 def analysis_outputs():
-    out = [str(paths.table(t, experiment=name)) for name in EXPERIMENTS if experiment(config, name).subspace
-           for t in ("success", "threshold")]
+    """Tables and figures of the analysis stage (the IMP figures belong to imp_outputs)."""
+    out = []
     for name in EXPERIMENTS:
         exp = experiment(config, name)
-        if "hessian" in exp.raw:
-            out += [str(paths.table("hessian", experiment=name, seed=s)) for s in exp.seeds]
+        if exp.subspace:
+            out += [str(paths.table(t, experiment=name)) for t in ("success", "threshold")]
+        if "scores" in exp.raw:
+            out.append(str(paths.table("scores", experiment=name)))
+        out += hessian_tables(name) + [f for f in figures_of(name) if f not in imp_outputs()]
     return out
 
 
