@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -17,10 +18,12 @@ def _deterministic():
     training.seed_everything(1)
 
 
-def test_hadamard_matches_the_matrix():
-    x = torch.randn(3, 16, dtype=torch.float64)
-    H = torch.from_numpy(scipy.linalg.hadamard(16)).double()
-    assert torch.allclose(projections.hadamard(x), x @ H.T)
+@pytest.mark.parametrize("n", [1, 2, 16, 64, 2048])
+@pytest.mark.parametrize("max_factor", [2, 8, 32])
+def test_hadamard_matches_the_matrix(n, max_factor):
+    x = torch.randn(3, 2, n, dtype=torch.float64)  # 2048 = 32 x 32 x 2: three Kronecker factors
+    H = torch.from_numpy(scipy.linalg.hadamard(n)).double()
+    assert torch.allclose(projections.hadamard(x, max_factor), x @ H.T)
 
 
 @pytest.mark.parametrize("kind", ["dense", "fastfood"])
@@ -185,3 +188,64 @@ def test_diverged_runs_stop_and_are_flagged(mnist1d):
     res = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make("dense", len(theta0), 20, [0, 1]),
                          [0, 1], subspace.SubspaceTrain(optimizer="sgd", lr=1e12, steps=30, batch_size=32))
     assert all(m["diverged"] for m in res.metrics)
+
+
+def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_runs(mnist1d, monkeypatch):
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta0 = models.flatten(model)
+    D, d, seeds = len(theta0), 16, [0, 1, 2, 3, 4]
+    spec = subspace.SubspaceTrain(steps=12, batch_size=32, lr=0.02)
+    make = lambda ss: projections.make("fastfood", D, d, ss)
+    whole = subspace.train_split(model, mnist1d, theta0, torch.zeros(0), "fastfood", d, make, seeds, spec)
+    assert whole.batch == 5
+    real_train = subspace.train
+    attempts = []
+
+    def small_memory(model, data, anchor, buffers, proj, data_seeds, spec, evaluate=True):
+        attempts.append(len(data_seeds))
+        if len(data_seeds) > 2:  # as a GPU with room for two runs would
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_train(model, data, anchor, buffers, proj, data_seeds, spec, evaluate)
+
+    monkeypatch.setattr(subspace, "train", small_memory)
+    split = subspace.train_split(model, mnist1d, theta0, torch.zeros(0), "fastfood", d, make, seeds, spec)
+    assert split.batch == 2 and attempts == [5, 2, 2, 1]  # halved until it fits; the last batch is the rest
+    assert torch.allclose(split.w, whole.w, atol=1e-5)
+    assert [m["train_loss"] for m in split.metrics] == pytest.approx([m["train_loss"] for m in whole.metrics],
+                                                                     abs=1e-5)
+
+
+def test_runs_that_fit_follow_the_projection_size():
+    cpu = torch.device("cpu")
+    D = 266_610
+    assert subspace.projection_bytes("dense", D, 10_000) == 4 * D * 10_000
+    assert subspace.runs_that_fit("dense", D, 10_000, cpu) < subspace.runs_that_fit("fastfood", D, 10_000, cpu)
+    assert subspace.runs_that_fit("dense", D, 10, cpu) >= 1
+
+
+def test_huge_dense_projections_multiply_run_by_run_with_the_same_result(monkeypatch):
+    P = projections.make("dense", 500, 7, [0, 1, 2])
+    w = torch.randn(3, 7, requires_grad=True)
+    batched = P(w)
+    g1, = torch.autograd.grad(batched.square().sum(), w)
+    monkeypatch.setattr(projections, "LARGE_DENSE", 1)
+    looped = P(w)
+    g2, = torch.autograd.grad(looped.square().sum(), w)
+    assert torch.allclose(batched, looped, atol=1e-6) and torch.allclose(g1, g2, atol=1e-5)
+
+
+def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path):
+    from sublevel import bench
+
+    report = bench.run(torch.device("cpu"), dims=(4,), kinds=("fastfood", "dense"), runs=3, steps=3, loop_steps=3,
+                       batch_size=16, widths=(8,), progress=lambda line: None)
+    out = tmp_path / "bench.json"
+    bench.write(report, out)
+    saved = json.loads(out.read_text())
+    assert saved["D"] == 784 * 8 + 8 + 8 * 10 + 10 and saved["torch"] == torch.__version__
+    assert [(r["projection"], r["d"]) for r in saved["rows"]] == [("fastfood", 4), ("dense", 4)]
+    for r in saved["rows"]:
+        assert r["loop_steps_per_s"] > 0 and r["model_steps_per_s"] > 0 and r["runs"] == 3
+        assert r["speedup_vs_loop"] == pytest.approx(r["model_steps_per_s"] / r["loop_steps_per_s"])
+    assert saved["ceiling"]["model_steps_per_s"] > 0

@@ -4,8 +4,8 @@ Same model (LeNet-300-100 by default, D = 266,610), same MNIST-shaped data (made
 shape matters for speed), same batch size and optimiser. Three measurements per d:
 
 * loop: one run, a plain PyTorch training loop (θ = θ₀ + P w, functional_call, Adam on w), one step at a time;
-* batched: `subspace.train`, exactly what a sweep job runs, with R runs at once (split automatically when
-  they would not fit in memory);
+* batched: `subspace.train_split`, exactly what a sweep job runs, with R runs at once (at most as many as
+  fit in memory: the dense projection's D·d floats per run cap R at large d);
 * ceiling: R full-parameter copies trained together the same way (identity projection, d = D): a subspace
   step cannot cost less than a full-parameter step of the same model.
 
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -30,6 +32,14 @@ from sublevel.datasets import Dataset
 # Peak memory bandwidth by device name, for the dense projection's fraction of it (bytes/s).
 PEAK_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H200": 4.8e12,
                   "A100-SXM4-80GB": 2.04e12, "A100-SXM4-40GB": 1.56e12}
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except OSError:
+        return None
 
 
 def synthetic_mnist(n: int, device, seed: int = 0) -> Dataset:
@@ -78,16 +88,17 @@ def batched(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs:
     """model-steps/s of the pipeline's own batched training of `runs` runs at dimension d."""
     device = anchor.device
     D = len(anchor)
+    runs = min(runs, subspace.runs_that_fit(kind, D, d, device))  # one batch: what a sweep job would run at once
     seeds = list(range(runs))
     buffers = torch.zeros(0, device=device)
     spec = subspace.SubspaceTrain("adam", 0.01, 0.9, steps, batch_size, eval_batch_size=2048)
     warm = subspace.SubspaceTrain("adam", 0.01, 0.9, max(2, steps // 10), batch_size, eval_batch_size=2048)
     make = lambda s: projections.make(kind, D, d, s).to(device)
-    subspace.train_split(model, data, anchor, buffers, make, seeds, warm, evaluate=False)
+    subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds[:1], warm, evaluate=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    result = subspace.train_split(model, data, anchor, buffers, make, seeds, spec, evaluate=False)
+    result = subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds, spec, evaluate=False)
     out = {"model_steps_per_s": runs * steps / result.seconds, "runs": runs, "runs_per_batch": result.batch,
            "steps": steps, "seconds": result.seconds}
     if device.type == "cuda":
@@ -105,7 +116,8 @@ def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": str(device), "device_name": name, "torch": torch.__version__,
-              "host": platform.node(), "model": f"mlp {list(widths)}", "D": D, "batch_size": batch_size,
+              "host": platform.node(), "commit": os.environ.get("SUBLEVEL_COMMIT") or _commit(),
+              "model": f"mlp {list(widths)}", "D": D, "batch_size": batch_size,
               "runs": runs, "steps": steps, "rows": []}
     if device.type == "cpu":
         report["threads"] = torch.get_num_threads()

@@ -132,13 +132,11 @@ def _subspace_sweep(args) -> None:
 
 
 def _refine_plan(args) -> None:
-    import polars as pl
-
     from sublevel import storage, subspace, trajectory
     from sublevel.config import Experiment
 
     exp = Experiment.from_json(args.spec)
-    rows = pl.read_parquet(args.tables).to_dicts()
+    rows = storage.read_rows(args.tables)
     d_max = len(trajectory.read(args.trajectory).steps) - 1 if args.kind == "lottery" else exp.num_params()
     plan = subspace.refine_plan(rows, exp.subspace.refine, args.round, d_max)
     with storage.atomic_path(args.out) as tmp:
@@ -148,13 +146,11 @@ def _refine_plan(args) -> None:
 
 
 def _sweep_summary(args) -> None:
-    import polars as pl
-
     from sublevel import storage
 
-    rows = pl.read_parquet(args.tables)
+    rows = storage.read_rows(args.tables)
     plans = [json.loads(Path(p).read_text()) for p in args.plans]
-    summary = {"rounds": len(args.tables), "dims": sorted(set(rows["d"].to_list())), "runs": rows.height,
+    summary = {"rounds": len(args.tables), "dims": sorted({r["d"] for r in rows}), "runs": len(rows),
                "final_plan": plans[-1] if plans else None}
     with storage.atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
@@ -182,13 +178,11 @@ def _analyse_subspace(args) -> None:
 
 
 def _subspace_tickets(args) -> None:
-    import polars as pl
-
     from sublevel import storage, subspace
     from sublevel.config import Experiment
 
     exp = Experiment.from_json(args.spec)
-    rows = subspace.ticket_rows(exp, pl.read_parquet(args.imp).to_dicts())
+    rows = subspace.ticket_rows(exp, storage.read_rows(args.imp))
     storage.write_table("subspace", rows, args.table)
 
 
@@ -285,6 +279,22 @@ def _figure(args) -> None:
     tables = {name: pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
               for name in schema.FIGURE_TABLES[args.name] if (files := getattr(args, name))}
     figures.render(args.name, tables, args.out)
+
+
+def _bench(args) -> None:
+    import datetime
+
+    from sublevel import bench
+    from sublevel.training import pick_device
+
+    device = pick_device(args.device)
+    report = bench.run(device, dims=args.dims, kinds=args.projections, runs=args.runs, steps=args.steps,
+                       loop_steps=args.loop_steps, batch_size=args.batch_size, widths=args.widths,
+                       progress=lambda line: print(line, flush=True))
+    out = args.out or (Path("bench/results") / f"{report['device_name'].replace(' ', '_')}-"
+                       f"{datetime.date.today().isoformat()}.json")
+    bench.write(report, out)
+    print(f"wrote {out}")
 
 
 def _query(args) -> None:
@@ -472,6 +482,18 @@ def parser() -> argparse.ArgumentParser:
     for table in sorted({t for ts in schema.FIGURE_TABLES.values() for t in ts}):
         s.add_argument(f"--{table}", nargs="*", default=[], help=f"`{table}` table files")
     s.set_defaults(func=_figure)
+
+    s = sub.add_parser("bench", help="subspace-training throughput: one run at a time vs the batched sweep")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--dims", type=int, nargs="+", default=[10, 100, 1000, 10000])
+    s.add_argument("--projections", nargs="+", default=["fastfood", "dense"], choices=["fastfood", "dense"])
+    s.add_argument("--runs", type=int, default=256, help="runs trained together (split if they do not fit)")
+    s.add_argument("--steps", type=int, default=100, help="timed steps of the batched runs")
+    s.add_argument("--loop-steps", type=int, default=100, help="timed steps of the one-run loop")
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--widths", type=int, nargs="+", default=[300, 100], help="MLP widths (LeNet-300-100)")
+    s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")
+    s.set_defaults(func=_bench)
 
     s = sub.add_parser("query", help="run SQL (DuckDB) over every results table")
     s.add_argument("sql")

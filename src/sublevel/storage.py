@@ -77,3 +77,8 @@ def open_group(path: str | Path, what: str = "store") -> zarr.Group:
         raise FileNotFoundError(f"{what} {path} does not exist; run the pipeline stage that makes it "
                                 f"(snakemake {path})")
     return zarr.open_group(path, mode="r")
+
+
+def read_rows(files: list[str | Path]) -> list[dict]:
+    """Rows of several Parquet files of one table, as dicts (pyarrow only: jobs that need no dataframe)."""
+    return [row for f in files for row in pq.read_table(f).to_pylist()]

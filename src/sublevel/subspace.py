@@ -13,6 +13,7 @@ in training (train mode, as dense training does) and in evaluation (over eval ba
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
 from sublevel.projections import Projection
 from sublevel.training import data_generator
+
+
+CHECK_EVERY = 50  # steps between checks whether every run has diverged
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,12 @@ class SubspaceTrain:
 class Result:
     w: torch.Tensor              # [R, d] final coordinates
     metrics: list[dict]          # per run: train/test loss and accuracy, diverged
-    seconds: float
+    seconds: float               # training only, evaluation excluded
+    batch: int = 0               # runs trained together (train_split)
 
 
 def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_buffers: torch.Tensor,
-          proj: Projection, data_seeds: list[int], spec: SubspaceTrain) -> Result:
+          proj: Projection, data_seeds: list[int], spec: SubspaceTrain, evaluate: bool = True) -> Result:
     device = anchor.device
     R, d = len(data_seeds), proj.d
     w = torch.zeros(R, d, device=device, requires_grad=True)
@@ -69,26 +74,76 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
         out = forward(theta, buffers, data.x_train[idx])                   # [R, B, C]
         losses = F.cross_entropy(out.flatten(0, 1), data.y_train[idx].flatten(), reduction="none").view(R, -1).mean(1)
         alive &= torch.isfinite(losses.detach())
-        if not alive.any():
+        if step % CHECK_EVERY == CHECK_EVERY - 1 and not alive.any():  # a host sync: not every step
             break
         opt.zero_grad(set_to_none=True)
         torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
-        before = None if alive.all() else w.detach().clone()
+        before = w.detach().clone()
         opt.step()
-        if before is not None:
-            with torch.no_grad():  # a diverged run stays where it stopped (momentum would still move it)
-                w[~alive] = before[~alive]
+        with torch.no_grad():  # a diverged run stays where it stopped (momentum would still move it)
+            w.copy_(torch.where(alive[:, None], w, before))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - begin
     with torch.no_grad():
         theta = anchor + proj(w)
         metrics = [{"diverged": not bool(a)} for a in alive.tolist()]
-        for split in ("train", "test"):
+        for split in ("train", "test") if evaluate else ():
             err, loss = evaluate_many(model, theta, buffers, *data.split(split), spec.eval_batch_size,
                                       batch_stats=buffers.shape[-1] > 0)
             for m, e, l in zip(metrics, err.tolist(), loss.tolist()):
                 m[f"{split}_loss"], m[f"{split}_accuracy"] = l, 1 - e
                 m["diverged"] |= not math.isfinite(l)
     return Result(w.detach(), metrics, seconds)
+
+
+def projection_bytes(kind: str, D: int, d: int) -> int:
+    """Memory of one run's projection: D·d floats dense; B, G (float) and the permutation (int64) of the
+    Fastfood blocks; nothing for the identity."""
+    if kind in ("dense", "pca"):
+        return 4 * D * d
+    if kind == "fastfood":
+        L = 1 << max(0, math.ceil(math.log2(d)))
+        return 16 * math.ceil(D / L) * L
+    return 0
+
+
+def free_bytes(device: torch.device) -> int:
+    """Memory a batch may use: free GPU memory on CUDA; available RAM (the projections are built there)."""
+    ram = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if device.type == "cuda":
+        return min(torch.cuda.mem_get_info(device)[0], ram)
+    return ram
+
+
+def runs_that_fit(kind: str, D: int, d: int, device: torch.device, share: float = 0.5) -> int:
+    """How many runs one batch holds, from the projections' size and ~32 D-vectors of working memory per run
+    (θ, its gradient, the Fastfood intermediates); a batch that still runs out is halved (train_split)."""
+    per_run = projection_bytes(kind, D, d) + 32 * 4 * D
+    return max(1, int(share * free_bytes(device)) // per_run)
+
+
+def train_split(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_buffers: torch.Tensor,
+                kind: str, d: int, make_projection, data_seeds: list[int], spec: SubspaceTrain,
+                evaluate: bool = True, max_runs: int | None = None) -> Result:
+    """`train` for every seed, in batches of as many runs as fit (`runs_that_fit`, or `max_runs`): a batch that
+    runs out of GPU memory anyway is halved and retried, so a sweep never fails for memory. Each run depends
+    only on its own seed, so the split changes no result. `make_projection(seeds)` builds a batch's P."""
+    fit = max_runs or runs_that_fit(kind, len(anchor), d, anchor.device)
+    batch = max(1, min(len(data_seeds), fit))
+    while True:
+        try:
+            parts = [train(model, data, anchor, anchor_buffers, make_projection(data_seeds[i:i + batch]),
+                           data_seeds[i:i + batch], spec, evaluate) for i in range(0, len(data_seeds), batch)]
+            break
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch //= 2
+            if anchor.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return Result(torch.cat([p.w for p in parts]), [m for p in parts for m in p.metrics],
+                  sum(p.seconds for p in parts), batch)
 
 
 DENSE_LIMIT = 1 << 18  # auto: a dense Gaussian P while D·d stays under 256k floats (1 MB) per run: reading P
@@ -138,10 +193,10 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
     for d in tqdm(dims, desc=f"{exp.name} {kind} t={t}", disable=not progress, unit="d"):
         pkind = projection_kind(kind, sub.projection, D, d)
         if pkind == "pca":
-            proj = projections.Projection("dense", D, d, {"P": basis[:, :d].expand(len(seeds), -1, -1)})
+            make = lambda ss: projections.Projection("dense", D, d, {"P": basis[:, :d].expand(len(ss), -1, -1)})
         else:
-            proj = projections.make(pkind, D, d, seeds).to(device)
-        result = train(model, data, anchor, anchor_buffers, proj, seeds, spec)
+            make = lambda ss: projections.make(pkind, D, d, ss).to(device)
+        result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, seeds, spec)
         coords[d] = result.w.cpu()
         for seed, m in zip(seeds, result.metrics):
             rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind=kind,
