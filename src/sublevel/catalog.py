@@ -85,3 +85,34 @@ def summary(root: Path | None = None) -> dict:
     d_int90, and the highest IMP sparsity whose test accuracy stays within 1 point of the dense network's."""
     con = connect(root)
     return {name: con.sql(sql).pl() for name, sql in SUMMARY.items()}
+
+
+PLOTS = {  # DVC plots: one CSV curve file each
+    "success": """select experiment, kind, burnin_step, metric, threshold, d, p_success from success
+                  order by all""",
+    "imp_accuracy": """select experiment, method, level, round(avg(sparsity), 6) as sparsity,
+                       avg(test_accuracy) as test_accuracy, count(*) as seeds from imp group by all order by all""",
+    "sharpness": """select experiment, source, level, step, avg(eigenvalue) as top_eigenvalue, count(*) as seeds
+                    from hessian where rank = 1 group by all order by all""",
+}
+
+
+def metrics(root: Path | None = None) -> dict:
+    """The summary as plain JSON for DVC metrics: per experiment D, dense accuracy, highest matching sparsity,
+    and d*(ε) per sweep ("kind@t metric>=eps"; null where never reached)."""
+    parts = summary(root)
+    out: dict[str, dict] = {}
+    for r in parts["dense"].iter_rows(named=True):
+        out[r["experiment"]] = {"D": r["D"], "seeds": r["seeds"], "dense_test_accuracy": r["dense_test_accuracy"]}
+    for r in parts["tickets"].iter_rows(named=True):
+        out.setdefault(r["experiment"], {})["highest_matching_sparsity"] = r["highest_matching_sparsity"]
+    for r in parts["threshold"].iter_rows(named=True):
+        op = "<=" if r["metric"].endswith("loss") else ">="
+        key = f"{r['kind']}@{r['t']} {r['metric']}{op}{r['eps']:g}"
+        out.setdefault(r["experiment"], {}).setdefault("d_star", {})[key] = r["d_star"]
+    return out
+
+
+def plots(root: Path | None = None) -> dict:
+    con = connect(root)
+    return {name: con.sql(sql).pl() for name, sql in PLOTS.items()}

@@ -331,6 +331,20 @@ def _summary(args) -> None:
             print(f"{titles[name]}\n{frame if frame.height else '(no rows yet)'}\n")
 
 
+def _export(args) -> None:
+    """DVC's view of the results: metrics JSON and CSV curves (DVC reads no Parquet)."""
+    from sublevel import catalog, storage
+
+    root = Path(args.root) if args.root else None
+    with storage.atomic_path(args.summary) as tmp:
+        tmp.write_text(json.dumps(catalog.metrics(root), indent=1, sort_keys=True) + "\n")
+    with storage.atomic_path(args.plots) as tmp:
+        tmp.mkdir(parents=True)
+        for name, frame in catalog.plots(root).items():
+            frame.write_csv(tmp / f"{name}.csv")
+    print(f"wrote {args.summary} and {args.plots}/")
+
+
 def _views(args) -> None:
     from sublevel import catalog
 
@@ -494,6 +508,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--widths", type=int, nargs="+", default=[300, 100], help="MLP widths (LeNet-300-100)")
     s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")
     s.set_defaults(func=_bench)
+
+    s = sub.add_parser("export", help="DVC metrics (summary JSON) and plots (CSV) from every results table")
+    s.add_argument("--summary", required=True, help="JSON to write")
+    s.add_argument("--plots", required=True, help="directory of CSV files to write")
+    s.add_argument("--root", help="project root (default: found from the current directory)")
+    s.set_defaults(func=_export)
 
     s = sub.add_parser("query", help="run SQL (DuckDB) over every results table")
     s.add_argument("sql")

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 RESULTS = Path("results")
+SUMMARY = RESULTS / "summary.json"   # DVC metrics: the key numbers per experiment
+PLOTS = RESULTS / "plots"            # DVC plots: CSV curves
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
 
 

@@ -104,6 +104,20 @@ rule figure:
         "python -m sublevel figure {wildcards.figure} --out {output.png} {params.tables} > {log} 2>&1"
 
 
+rule export:
+    input:
+        tables=[f for f in analysis_outputs() if f.endswith(".parquet")] + imp_outputs(),
+    output:
+        summary=str(paths.SUMMARY),
+        plots=directory(str(paths.PLOTS)),
+    log:
+        str(paths.log("export", "summary")),
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel export --summary {output.summary} --plots {output.plots} > {log} 2>&1"
+
+
 rule analysis_all:
     input:
         analysis_outputs(),

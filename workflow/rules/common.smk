@@ -47,10 +47,13 @@ def dataset_of(wildcards):
 
 
 def dense_outputs():
+    """Every dense run, and the per-example scores computed from them."""
     out = []
     for name in EXPERIMENTS:
         for seed in experiment(config, name).seeds:
             out += [str(paths.trajectory(name, seed)), str(paths.table("train", experiment=name, seed=seed))]
+        if "scores" in experiment(config, name).raw:
+            out.append(str(paths.table("scores", experiment=name)))
     return out
 
 
@@ -104,7 +107,14 @@ def figures_of(name, fmt="png"):
 
 
 def imp_outputs():
-    return [str(paths.figure(name, f)) for name in imp_experiments() for f in ("imp_accuracy", "imp_barrier")]
+    """Every IMP table (levels, baselines, barriers) and data-diet rewind point; the figures are analysis's."""
+    out = []
+    for name in imp_experiments():
+        t = imp_tables(name)
+        out += t["imp"] + t["barrier"]
+        if experiment(config, name).imp.data_diet:
+            out += [str(paths.diet_start(name, s)) for s in experiment(config, name).imp.seeds]
+    return out
 
 
 def figure_tables(wildcards):
@@ -190,16 +200,14 @@ def subspace_tables(wildcards):
 
 
 def analysis_outputs():
-    """Tables and figures of the analysis stage (the IMP figures belong to imp_outputs)."""
+    """Tables and figures of the analysis stage, and the DVC metrics and plots of the whole run."""
     out = []
     for name in EXPERIMENTS:
         exp = experiment(config, name)
         if exp.subspace:
             out += [str(paths.table(t, experiment=name)) for t in ("success", "threshold")]
-        if "scores" in exp.raw:
-            out.append(str(paths.table("scores", experiment=name)))
-        out += hessian_tables(name) + [f for f in figures_of(name) if f not in imp_outputs()]
-    return out
+        out += hessian_tables(name) + figures_of(name)
+    return out + [str(paths.SUMMARY), str(paths.PLOTS)]
 
 
 def subspace_outputs():

@@ -1,0 +1,58 @@
+"""The smoke config through a real SLURM cluster (one node on this machine: .ci/slurm-up.sh) gives the same
+results as a local run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sublevel import catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERIES = {
+    "train": "select experiment, seed, step, split, loss, accuracy from train order by all",
+    "imp": "select method, level, seed, sparsity, test_accuracy from imp order by all",
+    "subspace": "select kind, burnin_step, d, seed, round, train_loss from subspace order by all",
+    "threshold": "select kind, metric, d_star, censored from threshold order by all",
+}
+
+
+def slurm_up() -> None:
+    if shutil.which("sbatch") is None:
+        if os.environ.get("CI"):
+            pytest.fail("no SLURM on this machine; .ci/run installs slurm-wlm and munge")
+        pytest.skip("no SLURM (apt install slurm-wlm munge; then .ci/slurm-up.sh as root)")
+    up = subprocess.run(["bash", str(ROOT / ".ci" / "slurm-up.sh")], capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+
+
+def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+                           "--configfile", str(ROOT / "config" / "smoke.yaml"), *args],
+                          capture_output=True, text=True, timeout=1500, env=env)
+
+
+@pytest.mark.slow
+def test_smoke_config_on_slurm_equals_a_local_run(tmp_path):
+    slurm_up()
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    local.mkdir()
+    cluster.mkdir()
+    res = snakemake(local, "--cores", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = snakemake(cluster, "--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--jobs", "4",
+                    "--slurm-logdir", str(tmp_path / "slurm-logs"), "--slurm-keep-successful-logs")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    assert "sbatch" in log.lower() or "slurm" in log.lower()
+    submitted = list((tmp_path / "slurm-logs").rglob("*.log"))
+    assert submitted, "no SLURM job logs: nothing went through sbatch"
+    for name, sql in QUERIES.items():
+        a, b = catalog.query(sql, local).rows(), catalog.query(sql, cluster).rows()
+        assert a and a == b, name
