@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 CORES  ?= all
 BIN    := $(VENV)/bin
 
-.PHONY: run report test venv lint clean-results
+.PHONY: run report pull test venv lint clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ run: venv
 report: venv
 	$(BIN)/snakemake --report results/report.html
 	@echo "Open results/report.html in a browser (one self-contained file)."
+
+# Results from a DVC remote: dvc pull restores files without Snakemake's job records and in no particular
+# order; --touch then gives them their times in job order, so snakemake reruns nothing that is finished.
+pull: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc pull
+	$(BIN)/snakemake --touch --cores 1 --quiet
 
 test: venv
 	$(BIN)/python -m pytest -q

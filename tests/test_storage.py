@@ -63,3 +63,32 @@ def test_trajectory_round_trip(tmp_path):
     assert group["params"].shards == (5, 131_072) and group["params"].chunks == (1, 65_536)
     files = [p for p in (path / "params").rglob("*") if p.is_file()]
     assert len(files) == 2  # zarr.json + one shard
+
+
+def test_a_truncated_zarr_chunk_or_broken_metadata_is_reported_by_path(tmp_path):
+    from sublevel import trajectory
+
+    path = tmp_path / "trajectory.zarr"
+    trajectory.write(path, steps=[0, 1], params=[np.ones(500, np.float32), np.zeros(500, np.float32)],
+                     buffers=[np.zeros(0), np.zeros(0)], attrs={})
+    shard = next(p for p in (path / "params").rglob("*") if p.is_file() and p.name != "zarr.json")
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(storage.CorruptFile, match=r"trajectory .*trajectory.zarr/params is corrupt or truncated"):
+        trajectory.read(path).params(1)
+    (path / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
+    with pytest.raises(storage.CorruptFile, match=r"trajectory .*trajectory.zarr is corrupt"):
+        trajectory.read(path)
+
+
+def test_a_truncated_parquet_file_is_reported_by_path(tmp_path):
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    rows = [dict(experiment="e", seed=0, source="dense", level=None, sparsity=0.0, step=0, rank=1, eigenvalue=1.0,
+                 examples=10, iterations=5)]
+    storage.write_table("hessian", rows, good)
+    storage.write_table("hessian", rows, bad)
+    bad.write_bytes(bad.read_bytes()[:40])
+    assert storage.read_rows([good]) == rows
+    with pytest.raises(storage.CorruptFile, match=r"Parquet file .*bad.parquet is corrupt or truncated"):
+        storage.read_rows([good, bad])
+    with pytest.raises(storage.CorruptFile, match="bad.parquet"):
+        storage.read_frame([bad])

@@ -225,27 +225,60 @@ def test_unknown_model_fails_before_any_job(tmp_path):
     assert not (work / "results").exists()
 
 
-def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnist1d_store):
-    """SIGKILL mid-run: neither the trajectory nor the table exists, so Snakemake reruns and readers see nothing."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnist1d_store, sig):
+    """Killed mid-run: neither the trajectory nor the table exists, so Snakemake reruns and readers see nothing;
+    SIGTERM (scancel) also removes the temporary files; the rerun completes."""
     from sublevel import config
 
     cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    short = config.experiment(config.validate(cfg), "smoke")
     cfg["experiments"]["smoke"]["train"]["steps"] = 10_000_000
     exp = config.experiment(config.validate(cfg), "smoke")
     out_traj, out_table = tmp_path / "trajectory.zarr", tmp_path / "t" / "train.parquet"
     log = tmp_path / "train.log"
+    cmd = lambda spec: [sys.executable, "-m", "sublevel", "train", "--spec", spec.to_json(), "--seed", "0",
+                        "--data", str(mnist1d_store), "--trajectory", str(out_traj), "--table", str(out_table)]
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "sublevel", "train", "--spec", exp.to_json(), "--seed", "0",
-                                 "--data", str(mnist1d_store), "--trajectory", str(out_traj), "--table",
-                                 str(out_table)], stderr=f)
+        proc = subprocess.Popen(cmd(exp), stderr=f)
     deadline = time.time() + 60
     while "step/s" not in log.read_text() and time.time() < deadline:  # the progress bar is running
         time.sleep(0.2)
     assert proc.poll() is None, log.read_text()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, sig)
+    assert proc.wait() != 0
     assert not out_traj.exists() and not out_table.exists()
-    assert catalog.query("select count(*) from train", tmp_path).item() == 0
+    if sig == signal.SIGTERM:
+        assert not [p for p in tmp_path.rglob(".*tmp-*")], "SIGTERM left temporary files"
+    rerun = subprocess.run(cmd(short), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert trajectory.read(out_traj).steps[-1] == 40
+    from sublevel import storage
+
+    assert {r["step"] for r in storage.read_rows([out_table])} >= {0, 40}
+
+
+def test_query_never_writes_and_reports_bad_sql_and_files(tmp_path):
+    """`sublevel query` opens DuckDB in memory: results/ is byte-for-byte unchanged; bad SQL and a corrupt
+    Parquet file give DuckDB's message (naming the file) and a non-zero exit."""
+    table = tmp_path / paths.table("hessian", experiment="e", seed=0, source="dense")
+    rows = [dict(experiment="e", seed=0, source="dense", level=None, sparsity=0.0, step=0, rank=1, eigenvalue=2.5,
+                 examples=10, iterations=5)]
+    from sublevel import storage
+
+    storage.write_table("hessian", rows, table)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results").rglob("*") if p.is_file()}
+    q = lambda sql: subprocess.run([str(BIN / "sublevel"), "query", sql, "--root", str(tmp_path), "--format", "csv"],
+                                   capture_output=True, text=True)
+    ok = q("select eigenvalue from hessian")
+    assert ok.returncode == 0 and ok.stdout.split() == ["eigenvalue", "2.5"]
+    bad = q("selec eigenvalue from hessian")
+    assert bad.returncode != 0 and "Parser Error" in bad.stderr
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results").rglob("*") if p.is_file()}
+    assert after == before
+    table.write_bytes(table.read_bytes()[:30])
+    corrupt = q("select * from hessian")
+    assert corrupt.returncode != 0 and "hessian.parquet" in corrupt.stderr and "Traceback" not in corrupt.stderr
 
 
 def test_documented_duckdb_shell_line_works(tmp_path):

@@ -99,7 +99,7 @@ PLOTS = {  # DVC plots: one CSV curve file each
 
 def metrics(root: Path | None = None) -> dict:
     """The summary as plain JSON for DVC metrics: per experiment D, dense accuracy, highest matching sparsity,
-    and d*(ε) per sweep ("kind@t metric>=eps"; null where never reached)."""
+    and d*(ε) per sweep ("kind@t metric>=eps") where P(d) reached 1/2, with how many did."""
     parts = summary(root)
     out: dict[str, dict] = {}
     for r in parts["dense"].iter_rows(named=True):
@@ -109,7 +109,10 @@ def metrics(root: Path | None = None) -> dict:
     for r in parts["threshold"].iter_rows(named=True):
         op = "<=" if r["metric"].endswith("loss") else ">="
         key = f"{r['kind']}@{r['t']} {r['metric']}{op}{r['eps']:g}"
-        out.setdefault(r["experiment"], {}).setdefault("d_star", {})[key] = r["d_star"]
+        e = out.setdefault(r["experiment"], {})
+        e["sweeps_reaching_half"] = e.get("sweeps_reaching_half", 0) + (r["d_star"] is not None)
+        if r["d_star"] is not None:  # DVC shows numbers only; a sublevel set never reached has no d*
+            e.setdefault("d_star", {})[key] = r["d_star"]
     return out
 
 

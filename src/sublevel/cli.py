@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -164,8 +165,8 @@ def _analyse_subspace(args) -> None:
     from sublevel.config import Experiment
 
     exp = Experiment.from_json(args.spec)
-    runs = pl.read_parquet(args.runs)
-    train = pl.read_parquet(args.train)
+    runs = storage.read_frame(args.runs)
+    train = storage.read_frame(args.train)
     final = train.filter((pl.col("split") == "test") & (pl.col("step") == pl.col("step").max().over("seed")))
     dense = {exp.name: float(final["accuracy"].mean())}
     ths = list(exp.subspace.thresholds)
@@ -272,12 +273,10 @@ def _diet(args) -> None:
 
 
 def _figure(args) -> None:
-    import polars as pl
+    from sublevel import figures, storage
 
-    from sublevel import figures
-
-    tables = {name: pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-              for name in schema.FIGURE_TABLES[args.name] if (files := getattr(args, name))}
+    tables = {name: storage.read_frame(files) for name in schema.FIGURE_TABLES[args.name]
+              if (files := getattr(args, name))}
     figures.render(args.name, tables, args.out)
 
 
@@ -359,6 +358,15 @@ def _check_config(args) -> None:
         exp = config.experiment(cfg, name)
         print(f"{name}: {exp.dataset} / {exp.model.name} {exp.model.kwargs() or ''}, seeds {list(exp.seeds)}, "
               f"steps {exp.train.steps}")
+
+
+def _stage_specs(args) -> None:
+    """One JSON per DVC stage: what its jobs see of the config (DVC's dependencies instead of raw keys)."""
+    from sublevel import config, storage
+
+    for stage, spec in config.stage_specs(config.load(args.configfile)).items():
+        with storage.atomic_path(Path(args.out) / f"{stage}.json") as tmp:
+            tmp.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -509,6 +517,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")
     s.set_defaults(func=_bench)
 
+    s = sub.add_parser("stage-specs", help="per DVC stage, what its jobs see of the config (JSON)")
+    s.add_argument("configfile")
+    s.add_argument("--out", required=True, help="directory for <stage>.json")
+    s.set_defaults(func=_stage_specs)
+
     s = sub.add_parser("export", help="DVC metrics (summary JSON) and plots (CSV) from every results table")
     s.add_argument("--summary", required=True, help="JSON to write")
     s.add_argument("--plots", required=True, help="directory of CSV files to write")
@@ -539,10 +552,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from sublevel.config import ConfigError
     from sublevel.datasets import DataError
+    from sublevel.storage import CorruptFile
 
+    # SIGTERM (scancel, snakemake stopping jobs) unwinds like Ctrl-C, so half-written outputs are removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, FileNotFoundError, CorruptFile) as e:
         print(f"sublevel {args.command}: {e}", file=sys.stderr)
         return 2
     return 0

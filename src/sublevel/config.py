@@ -296,6 +296,30 @@ class Experiment:
             raise ConfigError(f"{where}.burnin: kind burnin needs at least one burn-in step")
 
 
+# DVC stage -> the Snakemake stages whose specs decide its jobs (Experiment.for_stage)
+DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace",),
+              "analysis": ("analysis", "hessian", "hessian_imp")}
+
+
+def stage_specs(config: dict[str, Any]) -> dict[str, dict]:
+    """What each DVC stage's jobs see of a validated config, so DVC reruns a stage only when that changes:
+    an edit to thresholds reruns the analysis, not training. The train stage also sees device and data."""
+    out = {}
+    for dvc_stage, stages in DVC_STAGES.items():
+        spec = {"device": config["device"], "data": config["data"]} if dvc_stage == "train" else {}
+        for name in sorted(config["experiments"]):
+            exp = experiment(config, name)
+            present = {"dense": True, "scores": "scores" in exp.raw, "imp": exp.imp is not None,
+                       "subspace": exp.subspace is not None, "analysis": exp.subspace is not None,
+                       "hessian": "hessian" in exp.raw, "hessian_imp": "hessian" in exp.raw and exp.imp is not None}
+            parts = {s: json.loads(exp.for_stage(s).to_json()) for s in stages if present[s]}
+            if parts:  # for_stage leaves out the seed lists (one job per seed); which jobs exist depends on them
+                seeds = list(exp.imp.seeds) if dvc_stage == "imp" else list(exp.seeds)
+                spec[name] = dict(parts, seeds=seeds)
+        out[dvc_stage] = spec
+    return out
+
+
 def experiment(config: dict[str, Any], name: str) -> Experiment:
     try:
         return Experiment.from_dict(name, config["experiments"][name])

@@ -215,8 +215,8 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> Dataset:
     std = torch.tensor(a["std"], dtype=torch.float32).view(shape)
 
     def x(key):
-        t = torch.from_numpy(np.asarray(group[key][:])).to(device).float()
+        t = torch.from_numpy(storage.read(group, key, what="dataset store")).to(device).float()
         return (t * a["scale"] - mean.to(device)) / std.to(device)
 
-    y = lambda key: torch.from_numpy(np.asarray(group[key][:])).to(device)
+    y = lambda key: torch.from_numpy(storage.read(group, key, what="dataset store")).to(device)
     return Dataset(a["name"], x("x_train"), y("y_train"), x("x_test"), y("y_test"), a["num_classes"])

@@ -46,7 +46,7 @@ class Level:
             raise KeyError(f"{path} holds {sorted(g.group_keys())}, not {method!r}")
         g = g[method]
         a = g.attrs.asdict()
-        t = lambda k: torch.from_numpy(np.asarray(g[k][:]))
+        t = lambda k: torch.from_numpy(storage.read(g, k, what="IMP level store"))
         return cls(a["method"], a["level"], t("mask"), t("weights"), t("buffers"), a["row"])
 
 
@@ -89,8 +89,8 @@ def write_start(path: str | Path, start: Start, attrs: dict) -> None:
 
 def read_start(path: str | Path) -> Start:
     g = storage.open_group(path, "rewind point")
-    return Start(int(g.attrs["step"]), torch.from_numpy(np.asarray(g["params"][:])),
-                 torch.from_numpy(np.asarray(g["buffers"][:])))
+    return Start(int(g.attrs["step"]), torch.from_numpy(storage.read(g, "params", what="rewind point")),
+                 torch.from_numpy(storage.read(g, "buffers", what="rewind point")))
 
 
 def _train_masked(exp: Experiment, data: Dataset, seed: int, data_seed: int, device, start: Start,

@@ -69,7 +69,7 @@ def read_mean(path: str | Path, score: str, step: int) -> np.ndarray:
     steps = g.attrs["steps"]
     if step not in steps:
         raise KeyError(f"{path} has scores at steps {steps}, not {step}")
-    return np.asarray(g[score][steps.index(step)]).mean(0)
+    return storage.read(g, score, steps.index(step), "scores store").mean(0)
 
 
 def summary_rows(experiment: str, steps: list[int], seeds: list[int], el2n: np.ndarray, grand: np.ndarray,

@@ -70,15 +70,50 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, *, chunk_cols: i
                               attributes=attributes or {})
 
 
+class CorruptFile(ValueError):
+    """A result file exists but cannot be read: truncated, overwritten, or not what it claims to be."""
+
+
+def _corrupt(what: str, path, e: Exception) -> CorruptFile:
+    return CorruptFile(f"{what} {path} is corrupt or truncated ({type(e).__name__}: {e}); delete it and rerun "
+                       f"the stage that makes it (snakemake --forcerun {path})")
+
+
 def open_group(path: str | Path, what: str = "store") -> zarr.Group:
     """Open a finished Zarr group read-only, with an error that names the path."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{what} {path} does not exist; run the pipeline stage that makes it "
                                 f"(snakemake {path})")
-    return zarr.open_group(path, mode="r")
+    try:
+        return zarr.open_group(path, mode="r")
+    except Exception as e:
+        raise _corrupt(what, path, e) from e
+
+
+def read(group: zarr.Group, key: str, index=slice(None), what: str = "store") -> np.ndarray:
+    """group[key][index] as NumPy, a codec or missing-chunk failure reported as the store's corruption."""
+    try:
+        return np.asarray(group[key][index])
+    except Exception as e:
+        root = getattr(group.store, "root", group.store)  # a LocalStore's directory
+        raise _corrupt(what, Path(str(root)) / group.path / key, e) from e
+
+
+def read_parquet(path: str | Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise _corrupt("Parquet file", path, e) from e
 
 
 def read_rows(files: list[str | Path]) -> list[dict]:
     """Rows of several Parquet files of one table, as dicts (pyarrow only: jobs that need no dataframe)."""
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
+    return [row for f in files for row in read_parquet(f).to_pylist()]
+
+
+def read_frame(files: list[str | Path]):
+    """Several Parquet files of one table as one polars DataFrame, a bad file named in the error."""
+    import polars as pl
+
+    return pl.concat([pl.from_arrow(read_parquet(f)) for f in files], how="diagonal_relaxed")

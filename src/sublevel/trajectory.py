@@ -42,11 +42,11 @@ class Stored:
 
     def params(self, step: int | None = None) -> np.ndarray:
         """θ at `step` (a stored checkpoint), or the whole [T, D] array."""
-        arr = self._group["params"]
-        return arr[:] if step is None else arr[self.index(step)]
+        index = slice(None) if step is None else self.index(step)
+        return storage.read(self._group, "params", index, "trajectory")
 
     def buffers(self, step: int) -> np.ndarray:
-        return self._group["buffers"][self.index(step)]
+        return storage.read(self._group, "buffers", self.index(step), "trajectory")
 
     def index(self, step: int) -> int:
         hits = np.flatnonzero(self.steps == step)
@@ -57,4 +57,4 @@ class Stored:
 
 def read(path: str | Path) -> Stored:
     group = storage.open_group(path, "trajectory")
-    return Stored(Path(path), np.asarray(group["steps"][:]), group.attrs.asdict(), group)
+    return Stored(Path(path), storage.read(group, "steps", what="trajectory"), group.attrs.asdict(), group)
