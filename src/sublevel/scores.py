@@ -36,7 +36,6 @@ def per_example(model: nn.Module, theta: torch.Tensor, buffers: torch.Tensor, x:
     """(EL2N [N], GraNd [N]) of one network; per-example gradients by vmap(grad), `chunk` examples at a time."""
     model.eval()
     forward = functional_forward(model)
-    classes = None
 
     def loss(t, xb, yb):
         return F.cross_entropy(forward(t, buffers, xb[None]), yb[None])
@@ -47,8 +46,7 @@ def per_example(model: nn.Module, theta: torch.Tensor, buffers: torch.Tensor, x:
         xb, yb = x[i:i + chunk], y[i:i + chunk]
         with torch.no_grad():
             p = forward(theta, buffers, xb).softmax(-1)
-            classes = p.shape[-1]
-            el2n.append((p - F.one_hot(yb, classes)).norm(dim=-1))
+            el2n.append((p - F.one_hot(yb, p.shape[-1])).norm(dim=-1))
         grand_norm.append(per_grad(theta, xb, yb).norm(dim=-1).detach())
     return torch.cat(el2n), torch.cat(grand_norm)
 

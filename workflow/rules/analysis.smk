@@ -106,7 +106,7 @@ rule figure:
 
 rule export:
     input:
-        tables=[f for f in analysis_outputs() if f.endswith(".parquet")] + imp_outputs(),
+        tables=[f for f in dense_outputs() + imp_outputs() + analysis_outputs() if f.endswith(".parquet")],
     output:
         summary=str(paths.SUMMARY),
         plots=directory(str(paths.PLOTS)),
