@@ -75,6 +75,9 @@ def test_a_truncated_zarr_chunk_or_broken_metadata_is_reported_by_path(tmp_path)
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     with pytest.raises(storage.CorruptFile, match=r"trajectory .*trajectory.zarr/params is corrupt or truncated"):
         trajectory.read(path).params(1)
+    shard.unlink()  # a chunk file gone: zarr alone would read zeros
+    with pytest.raises(storage.CorruptFile, match=r"params is corrupt or truncated \(ValueError: 1 chunk file"):
+        trajectory.read(path).params(0)
     (path / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
     with pytest.raises(storage.CorruptFile, match=r"trajectory .*trajectory.zarr is corrupt"):
         trajectory.read(path)
@@ -92,3 +95,12 @@ def test_a_truncated_parquet_file_is_reported_by_path(tmp_path):
         storage.read_rows([good, bad])
     with pytest.raises(storage.CorruptFile, match="bad.parquet"):
         storage.read_frame([bad])
+
+
+def test_all_zero_arrays_are_written_so_a_missing_chunk_means_damage(tmp_path):
+    g = zarr.open_group(tmp_path / "z.zarr", mode="w")
+    storage.write_array(g, "zeros", np.zeros((3, 1000), np.float32))  # sharded
+    g.create_array("mask", data=np.zeros(10, bool))                    # one plain chunk
+    for key in ("zeros", "mask"):
+        assert storage.missing_chunks(g[key]) == 0
+        assert not storage.read(g, key).any()

@@ -6,6 +6,7 @@ success; an interrupted job leaves only a `.<name>.tmp-<pid>` that no reader glo
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from contextlib import contextmanager
@@ -18,6 +19,9 @@ import pyarrow.parquet as pq
 import zarr
 
 from sublevel import schema
+
+# Every chunk is written, all-zero ones included, so that a chunk file missing on disk is damage, not zeros.
+zarr.config.set({"array.write_empty_chunks": True})
 
 
 def _remove(path: Path) -> None:
@@ -91,13 +95,28 @@ def open_group(path: str | Path, what: str = "store") -> zarr.Group:
         raise _corrupt(what, path, e) from e
 
 
+def missing_chunks(arr: zarr.Array) -> int:
+    """How many of the array's chunk (or shard) files are absent. Zarr reads an absent chunk as fill values;
+    every chunk is written here (write_empty_chunks), so an absent one means the store was damaged."""
+    if not arr.size:
+        return 0
+    grid = arr.shards or arr.chunks
+    expected = math.prod(-(-n // c) for n, c in zip(arr.shape, grid))
+    found = arr._nshards_initialized if arr.shards else arr.nchunks_initialized  # zarr 3 lists the store
+    return max(0, expected - found)
+
+
 def read(group: zarr.Group, key: str, index=slice(None), what: str = "store") -> np.ndarray:
-    """group[key][index] as NumPy, a codec or missing-chunk failure reported as the store's corruption."""
+    """group[key][index] as NumPy; a codec failure or an absent chunk file reported as the store's corruption."""
+    root = getattr(group.store, "root", group.store)  # a LocalStore's directory
+    where = Path(str(root)) / group.path / key
     try:
-        return np.asarray(group[key][index])
+        arr = group[key]
+        if n := missing_chunks(arr):
+            raise ValueError(f"{n} chunk file(s) missing")
+        return np.asarray(arr[index])
     except Exception as e:
-        root = getattr(group.store, "root", group.store)  # a LocalStore's directory
-        raise _corrupt(what, Path(str(root)) / group.path / key, e) from e
+        raise _corrupt(what, where, e) from e
 
 
 def read_parquet(path: str | Path) -> pa.Table:
