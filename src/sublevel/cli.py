@@ -200,15 +200,15 @@ def _hessian(args) -> None:
     n = min(h["examples"], len(data.y_train))
     x, y = data.x_train[:n], data.y_train[:n]
     model = build_model(exp, data, args.seed, device)  # its weights are replaced by each network's
+    sched = Schedule.resolve(exp, len(data.y_train))
     points = []  # (source, level, sparsity, step, θ, buffers, mask)
     if args.trajectory:
         traj = trajectory.read(args.trajectory)
-        for step in exp.hessian_steps(Schedule.resolve(exp, len(data.y_train))):
+        for step in exp.hessian_steps(sched):
             points.append(("dense", None, 0.0, step, traj.params(step), traj.buffers(step), None))
     for path in args.levels or []:
         lv = imp.Level.read(path)
-        points.append(("imp", lv.level, lv.row["sparsity"], Schedule.resolve(exp, len(data.y_train)).total,
-                       lv.weights, lv.buffers, lv.mask))
+        points.append(("imp", lv.level, lv.row["sparsity"], sched.total, lv.weights, lv.buffers, lv.mask))
     rows = []
     for source, level, sparsity, step, theta, buffers, mask in points:
         theta = torch.as_tensor(theta).to(device)
@@ -229,7 +229,7 @@ def _scores(args) -> None:
     import torch
     from tqdm import tqdm
 
-    from sublevel import models, scores, storage, trajectory
+    from sublevel import scores, storage, trajectory
     from sublevel.config import Schedule
     from sublevel.training import build_model
 
@@ -242,10 +242,9 @@ def _scores(args) -> None:
     el2n, grand = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
     for i, step in enumerate(tqdm(steps, desc="scores", unit="checkpoint", mininterval=5.0)):
         for r, traj in enumerate(trajs):
-            models.load_flat_buffers(model, torch.from_numpy(traj.buffers(step)).to(device))
             theta = torch.from_numpy(traj.params(step)).to(device)
-            e, g = scores.per_example(model, theta, models.flatten_buffers(model), data.x_train, data.y_train,
-                                      exp.raw["scores"]["chunk"])
+            buffers = torch.from_numpy(traj.buffers(step)).to(device)
+            e, g = scores.per_example(model, theta, buffers, data.x_train, data.y_train, exp.raw["scores"]["chunk"])
             el2n[i, r], grand[i, r] = e.cpu().numpy(), g.cpu().numpy()
     label = data.y_train.cpu().numpy()
     scores.write_store(args.out, exp.name, steps, seeds, el2n, grand, label)
@@ -262,13 +261,13 @@ def _diet(args) -> None:
     exp, device, data = _setup(args)
     diet, sched = exp.imp.data_diet, Schedule.resolve(exp, len(data.y_train))
     step = exp.diet_score_step(sched)
-    score = None if step is None else scores.read_mean(args.scores, diet.get("score", "el2n"), step)
+    score = None if step is None else scores.read_mean(args.scores, diet["score"], step)
     keep = scores.diet_subset(len(data.y_train), diet["keep"], diet["fraction"], args.seed, score)
     print(f"data diet: the {diet['keep']} {len(keep)} of {len(data.y_train)} examples for steps 0..{sched.rewind}",
           file=sys.stderr)
     start, diverged = imp.diet_pretrain(exp, data, args.seed, keep, device)
     imp.write_start(args.out, start, {"keep": diet["keep"], "fraction": diet["fraction"], "examples": len(keep),
-                                      "score": diet.get("score", "el2n"), "score_step": step, "diverged": diverged,
+                                      "score": diet["score"], "score_step": step, "diverged": diverged,
                                       "mean_score": None if score is None else float(np.mean(score[keep]))})
 
 
@@ -379,30 +378,30 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", help="the config's `data` section as JSON")
     s.set_defaults(func=_prepare_data)
 
-    s = sub.add_parser("train", help="dense training of one (experiment, seed) with a checkpointed trajectory")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
-    s.add_argument("--seed", type=int, required=True, help="initialisation seed")
-    s.add_argument("--data-seed", type=int, help="data-order seed (default: the init seed)")
-    s.add_argument("--data", required=True, help="dataset Zarr store")
-    s.add_argument("--trajectory", required=True, help="Zarr group to write")
-    s.add_argument("--table", required=True, help="Parquet file of the `train` table to write")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=_train)
-
-    def imp_stage(name: str, help: str, func) -> argparse.ArgumentParser:
+    def job(name: str, help: str, func) -> argparse.ArgumentParser:
+        """A command that trains or evaluates on a device: what `_setup` reads."""
         s = sub.add_parser(name, help=help)
         s.add_argument("--spec", required=True, help="the validated experiment as JSON")
-        s.add_argument("--seed", type=int, required=True, help="dense seed of the chain")
         s.add_argument("--data", required=True, help="dataset Zarr store")
+        s.add_argument("--device", default="auto")
+        s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+        s.set_defaults(func=func)
+        return s
+
+    s = job("train", "dense training of one (experiment, seed) with a checkpointed trajectory", _train)
+    s.add_argument("--seed", type=int, required=True, help="initialisation seed")
+    s.add_argument("--data-seed", type=int, help="data-order seed (default: the init seed)")
+    s.add_argument("--trajectory", required=True, help="Zarr group to write")
+    s.add_argument("--table", required=True, help="Parquet file of the `train` table to write")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def imp_stage(name: str, help: str, func) -> argparse.ArgumentParser:
+        s = job(name, help, func)
+        s.add_argument("--seed", type=int, required=True, help="dense seed of the chain")
         s.add_argument("--trajectory", required=True, help="the dense run's trajectory (rewind point, θ_0, θ_T)")
         s.add_argument("--table", required=True, help="Parquet file to write")
-        s.add_argument("--device", default="auto")
-        s.add_argument("--threads", type=int, default=1)
         s.add_argument("--quiet", action="store_true")
         s.add_argument("--diet", help="a data-diet rewind point (Zarr) to rewind to instead of the trajectory's")
-        s.set_defaults(func=func)
         return s
 
     s = imp_stage("imp-level", "one IMP level: prune the previous level, rewind, train", _imp_level)
@@ -422,20 +421,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--a", required=True, help="the level store (instability) or level l-1 (imp_successive)")
     s.add_argument("--b", help="level l store (imp_successive)")
 
-    s = sub.add_parser("subspace-sweep", help="train every (d, seed) of one subspace kind and burn-in step")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s = job("subspace-sweep", "train every (d, seed) of one subspace kind and burn-in step", _subspace_sweep)
     s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
     s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
-    s.add_argument("--data", required=True, help="dataset Zarr store")
     s.add_argument("--trajectory", required=True, help="the dense run's trajectory")
     s.add_argument("--out", required=True, help="Zarr store of the trained coordinates")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.add_argument("--round", type=int, default=0, help="refinement round (0: the configured dims)")
     s.add_argument("--dims-from", help="a refinement plan (JSON) whose dims this round trains")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=1)
     s.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=_subspace_sweep)
 
     s = sub.add_parser("refine-plan", help="where the success rate crosses 1/2, and the dims to add next")
     s.add_argument("--spec", required=True, help="the validated experiment as JSON")
@@ -466,37 +460,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.set_defaults(func=_subspace_tickets)
 
-    s = sub.add_parser("hessian", help="top Hessian eigenvalues at dense checkpoints or at the end of IMP levels")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s = job("hessian", "top Hessian eigenvalues at dense checkpoints or at the end of IMP levels", _hessian)
     s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--data", required=True)
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--trajectory", help="the dense run: every configured hessian step")
     where.add_argument("--levels", nargs="+", help="IMP level stores: each level's final, masked network")
     s.add_argument("--table", required=True)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=_hessian)
 
-    s = sub.add_parser("scores", help="EL2N and GraNd per training example at dense checkpoints")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
-    s.add_argument("--data", required=True)
+    s = job("scores", "EL2N and GraNd per training example at dense checkpoints", _scores)
     s.add_argument("--trajectories", nargs="+", required=True, help="the dense runs to average over")
     s.add_argument("--out", required=True, help="Zarr store of the per-example scores")
     s.add_argument("--table", required=True, help="Parquet file of the `scores` table")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=_scores)
 
-    s = sub.add_parser("data-diet", help="pre-train on an easy, hard or random subset up to the rewind step")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s = job("data-diet", "pre-train on an easy, hard or random subset up to the rewind step", _diet)
     s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--data", required=True)
     s.add_argument("--scores", help="the experiment's scores store (not needed for keep: random)")
     s.add_argument("--out", required=True, help="rewind point (Zarr) to write")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int, default=1)
-    s.set_defaults(func=_diet)
 
     s = sub.add_parser("figure", help="one figure (PNG, and SVG beside it) from results tables")
     s.add_argument("name", choices=list(schema.FIGURE_TABLES))

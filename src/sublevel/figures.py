@@ -40,24 +40,32 @@ def _threshold_label(metric: str, threshold: float) -> str:
     return f"{metric.replace('_', ' ')} {'≤' if metric.endswith('loss') else '≥'} {threshold:g}"
 
 
+def _experiment(table: pl.DataFrame) -> str:
+    return table["experiment"][0] if table.height else ""
+
+
+def _mean_sd(column: str) -> list[pl.Expr]:
+    """Mean and standard deviation over seeds as `m` and `sd` (0 for a single seed), for error bars."""
+    return [pl.col(column).mean().alias("m"), pl.col(column).std().fill_null(0).alias("sd")]
+
+
 def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
 def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
     """Test accuracy vs weights remaining (log x), mean ± std over seeds, IMP and each baseline."""
-    experiment = imp["experiment"][0]
+    experiment = _experiment(imp)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     dense = imp.filter((pl.col("method") == "imp") & (pl.col("level") == 0))["test_accuracy"].mean()
     stats = (imp.group_by("method", "level")
-             .agg(pl.col("remaining").mean(), pl.col("prunable").first(), pl.col("test_accuracy").mean().alias("acc"),
-                  pl.col("test_accuracy").std().fill_null(0).alias("sd"))
+             .agg(pl.col("remaining").mean(), pl.col("prunable").first(), *_mean_sd("test_accuracy"))
              .sort("method", "level"))
     for method, (label, color, marker) in STYLE.items():
         s = stats.filter(pl.col("method") == method)
         if s.height:
             pct = 100 * s["remaining"] / s["prunable"]
-            ax.errorbar(pct, s["acc"], yerr=s["sd"], label=label, color=color, marker=marker, ms=4, capsize=2)
+            ax.errorbar(pct, s["m"], yerr=s["sd"], label=label, color=color, marker=marker, ms=4, capsize=2)
     ax.axhline(dense, color="k", ls=":", lw=1, label="dense")
     ax.set_xscale("log")
     ticks = sorted(set((100 * stats["remaining"] / stats["prunable"]).round(1).to_list()), reverse=True)
@@ -74,16 +82,16 @@ def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
 
 def barrier_vs_level(barrier: pl.DataFrame, out: str | Path) -> None:
     """Error barrier (test split) vs IMP level: instability of the rewind point and successive levels."""
-    experiment = barrier["experiment"][0] if barrier.height else ""
+    experiment = _experiment(barrier)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     test = barrier.filter(pl.col("split") == "test")
     labels = {"instability": "instability (two data orders)", "imp_successive": "level ℓ−1 pruned → level ℓ"}
     for kind, label in labels.items():
         s = (test.filter(pl.col("kind") == kind).group_by("level")
-             .agg(pl.col("barrier").mean().alias("b"), pl.col("barrier").std().fill_null(0).alias("sd"))
+             .agg(*_mean_sd("barrier"))
              .sort("level"))
         if s.height:
-            ax.errorbar(s["level"], 100 * s["b"], yerr=100 * s["sd"], marker="o", ms=4, capsize=2, label=label)
+            ax.errorbar(s["level"], 100 * s["m"], yerr=100 * s["sd"], marker="o", ms=4, capsize=2, label=label)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("IMP level")
     ax.set_ylabel("test error barrier (percentage points)")
@@ -94,7 +102,7 @@ def barrier_vs_level(barrier: pl.DataFrame, out: str | Path) -> None:
 
 def subspace_success(success: pl.DataFrame, out: str | Path) -> None:
     """P(d) vs d (log x): one panel per threshold ε, one curve per subspace kind and burn-in step."""
-    experiment = success["experiment"][0] if success.height else ""
+    experiment = _experiment(success)
     panels = success.select("metric", "threshold").unique().sort("metric", "threshold").rows() or [("", 0.0)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False, sharey=True)
     for ax, (metric, threshold) in zip(axes[0], panels):
@@ -116,7 +124,7 @@ def subspace_success(success: pl.DataFrame, out: str | Path) -> None:
 def dstar_burnin(threshold: pl.DataFrame, out: str | Path) -> None:
     """d*(ε) vs burn-in step t (random subspaces are t = 0), bootstrap intervals; lottery and tickets as
     single markers. Open markers: censored (P ≥ 1/2 already at the smallest d tested)."""
-    experiment = threshold["experiment"][0] if threshold.height else ""
+    experiment = _experiment(threshold)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, ((metric, th), g) in enumerate(threshold.sort("burnin_step").group_by("metric", "threshold",
                                                                                    maintain_order=True)):
@@ -155,12 +163,11 @@ def dstar_burnin(threshold: pl.DataFrame, out: str | Path) -> None:
 def imp_dstar(imp: pl.DataFrame, threshold: pl.DataFrame, out: str | Path) -> None:
     """IMP test accuracy vs the number of weights it trains (log x), with each subspace kind's d* on the
     same axis: how many degrees of freedom a sparse ticket keeps against how many a subspace needs."""
-    experiment = imp["experiment"][0] if imp.height else ""
+    experiment = _experiment(imp)
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     stats = (imp.filter(pl.col("method") == "imp").group_by("level")
-             .agg(pl.col("remaining").mean(), pl.col("test_accuracy").mean().alias("acc"),
-                  pl.col("test_accuracy").std().fill_null(0).alias("sd")).sort("level"))
-    ax.errorbar(stats["remaining"], stats["acc"], yerr=stats["sd"], color="C0", marker="o", ms=4, capsize=2,
+             .agg(pl.col("remaining").mean(), *_mean_sd("test_accuracy")).sort("level"))
+    ax.errorbar(stats["remaining"], stats["m"], yerr=stats["sd"], color="C0", marker="o", ms=4, capsize=2,
                 label="IMP (rewound ticket): weights remaining")
     if threshold.height:
         # train accuracy first (the sublevel set the sweeps refine on), then the lowest ε
@@ -183,12 +190,12 @@ def imp_dstar(imp: pl.DataFrame, threshold: pl.DataFrame, out: str | Path) -> No
 
 def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
     """Top Hessian eigenvalue over dense training (mean ± std over seeds) and at the end of each IMP level."""
-    experiment = hessian["experiment"][0] if hessian.height else ""
+    experiment = _experiment(hessian)
     top = hessian.filter(pl.col("rank") == 1)
     has_imp = top.filter(pl.col("source") == "imp").height > 0
     fig, axes = plt.subplots(1, 2 if has_imp else 1, figsize=(11 if has_imp else 6.4, 4.2), squeeze=False)
     dense = (top.filter(pl.col("source") == "dense").group_by("step")
-             .agg(pl.col("eigenvalue").mean().alias("m"), pl.col("eigenvalue").std().fill_null(0).alias("sd"))
+             .agg(*_mean_sd("eigenvalue"))
              .sort("step"))
     ax = axes[0][0]
     ax.errorbar(dense["step"], dense["m"], yerr=dense["sd"], marker="o", ms=4, capsize=2)
@@ -200,8 +207,7 @@ def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
         _empty(ax, "dense sharpness")
     if has_imp:
         lv = (top.filter(pl.col("source") == "imp").group_by("level")
-              .agg(pl.col("sparsity").mean(), pl.col("eigenvalue").mean().alias("m"),
-                   pl.col("eigenvalue").std().fill_null(0).alias("sd")).sort("level"))
+              .agg(pl.col("sparsity").mean(), *_mean_sd("eigenvalue")).sort("level"))
         ax = axes[0][1]
         ax.errorbar(lv["level"], lv["m"], yerr=lv["sd"], marker="o", ms=4, capsize=2, color="C1")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -213,7 +219,7 @@ def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
 
 def scores(table: pl.DataFrame, out: str | Path) -> None:
     """The distribution of EL2N at each scored checkpoint, and GraNd against EL2N at the last one."""
-    experiment = table["experiment"][0] if table.height else ""
+    experiment = _experiment(table)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.0))
     steps = sorted(set(table["step"].to_list()))
     for step in steps:

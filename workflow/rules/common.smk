@@ -42,6 +42,11 @@ def spec_for(stage):
     return lambda wildcards: experiment(config, wildcards.experiment).for_stage(stage).to_json()
 
 
+def optional_flag(option, name):
+    """A param function: `option <path>` when the named input (an optional one, [] or one path) is there."""
+    return lambda wildcards, input: f"{option} {getattr(input, name)}" if getattr(input, name) else ""
+
+
 def dataset_of(wildcards):
     return str(paths.dataset_store(experiment(config, wildcards.experiment).dataset))
 

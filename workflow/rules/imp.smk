@@ -15,10 +15,10 @@ rule imp_level:
     log:
         str(paths.log("imp", "{experiment}", "{seed}", "imp", "{level}")),
     params:
-        diet=lambda w, input: f"--diet {input.diet}" if input.diet else "",
+        diet=optional_flag("--diet", "diet"),
         spec=spec_for("imp"),
         device=config["device"],
-        previous=lambda w, input: f"--previous {input.previous}" if input.previous else "",
+        previous=optional_flag("--previous", "previous"),
     threads: config["threads"]
     resources:
         gpu=GPU,
@@ -42,7 +42,7 @@ rule imp_baselines:
     log:
         str(paths.log("imp", "{experiment}", "{seed}", "baselines", "{level}")),
     params:
-        diet=lambda w, input: f"--diet {input.diet}" if input.diet else "",
+        diet=optional_flag("--diet", "diet"),
         spec=spec_for("imp"),
         device=config["device"],
         methods=lambda w: " ".join(experiment(config, w.experiment).imp.baselines),
@@ -69,7 +69,7 @@ rule barrier_instability:
     log:
         str(paths.log("barrier", "{experiment}", "{seed}", "instability", "{level}")),
     params:
-        diet=lambda w, input: f"--diet {input.diet}" if input.diet else "",
+        diet=optional_flag("--diet", "diet"),
         spec=spec_for("imp"),
         device=config["device"],
     threads: config["threads"]
@@ -119,7 +119,7 @@ rule data_diet:
     params:
         spec=spec_for("imp"),
         device=config["device"],
-        scores=lambda w, input: f"--scores {input.scores}" if input.scores else "",
+        scores=optional_flag("--scores", "scores"),
     threads: config["threads"]
     resources:
         gpu=GPU,

@@ -20,7 +20,7 @@ rule subspace_sweep:
     params:
         spec=spec_for("subspace"),
         device=config["device"],
-        dims=lambda w, input: f"--dims-from {input.plan}" if input.plan else "",
+        dims=optional_flag("--dims-from", "plan"),
     threads: config["threads"]
     resources:
         gpu=GPU,
