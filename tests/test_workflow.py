@@ -49,8 +49,9 @@ def test_default_config_dry_run_and_lint_are_clean():
 
 DIVERGING = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
              "train": {"lr": 1.0e8, "batch_size": 32, "steps": 40}}
-# Paul et al. 2022's data diet: steps 0..5 on the hardest half (by EL2N at step 5), then IMP from there
-DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
+# Paul et al. 2022's data diet: steps 0..5 on the hardest half (by EL2N at step 5), then IMP from there;
+# two chains, so each level job trains both seeds together from their own diet starts
+DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0, 1],
         "train": {"lr": 0.05, "batch_size": 32, "steps": 40}, "checkpoints": {"steps": [5]},
         "imp": {"levels": 1, "rewind": 5, "baselines": [], "instability": False, "alphas": 3,
                 "data_diet": {"keep": "hardest", "fraction": 0.5}},
@@ -170,7 +171,7 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
                       "bool_and(el2n between 0 and sqrt(2)), bool_and(grand >= 0) from scores group by all "
                       "order by all").fetchall()
     n_train = 480  # smoke.yaml's 600 MNIST-1D samples, 80% for training
-    assert got == [("diet", 5, n_train, n_train, 1, True, True), ("smoke", 0, n_train, n_train, 2, True, True),
+    assert got == [("diet", 5, n_train, n_train, 2, True, True), ("smoke", 0, n_train, n_train, 2, True, True),
                    ("smoke", 5, n_train, n_train, 2, True, True)]
     from sublevel import scores as scores_mod
     el2n5 = scores_mod.read_mean(work / paths.scores_store("diet"), "el2n", 5)
@@ -182,15 +183,18 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert attrs["keep"] == "hardest" and attrs["examples"] == n_train // 2 and attrs["step"] == 5
     assert attrs["mean_score"] > float(el2n5.mean())  # the hardest half is harder than average
     assert abs(attrs["mean_score"] - float(np.sort(el2n5)[n_train // 2:].mean())) < 1e-5
-    rows = con.execute("select level, rewind_step from imp where experiment = 'diet' order by 1").fetchall()
-    assert rows == [(0, 5), (1, 5)]
-    diet_level0 = imp.Level.read(work / paths.level_store("diet", 0, "imp", 0))
-    dense = trajectory.read(work / paths.trajectory("diet", 0))
-    assert not np.allclose(diet_level0.weights.numpy(), dense.params(40))  # not the dense run: another rewind point
+    rows = con.execute("select seed, level, rewind_step from imp where experiment = 'diet' order by all").fetchall()
+    assert rows == [(0, 0, 5), (0, 1, 5), (1, 0, 5), (1, 1, 5)]
+    for seed in (0, 1):
+        diet_level0 = imp.Level.read(work / paths.level_store("diet", seed, "imp", 0))
+        dense = trajectory.read(work / paths.trajectory("diet", seed))
+        assert not np.allclose(diet_level0.weights.numpy(), dense.params(40))  # another rewind point than θ_T
+    one_job = (work / paths.log("imp", "diet", "imp", 1)).read_text()  # one job trained both chains' level 1
+    assert "imp seed 0 level 1" in one_job and "imp seed 1 level 1" in one_job
 
     summary = catalog.summary(work)
     assert summary["dense"]["experiment"].to_list() == ["diet", "smoke"]  # diverged runs are left out
-    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [1, 1]
+    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [2, 1]
 
     # an interrupted chain resumes from its last finished level and gives the same masks
     level2 = work / paths.level_store("smoke", 0, "imp", 2)
@@ -202,8 +206,9 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     resumed = snakemake(work, configfile=cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
-    assert "rule imp_level" in log and "rule train_dense" not in log
-    assert "wildcards: experiment=smoke, seed=0, level=1" not in log  # finished levels are not redone
+    assert "rule imp_level_smoke" in log and "rule train_dense" not in log
+    assert str(paths.log("imp", "smoke", "imp", 2)) in log
+    assert str(paths.log("imp", "smoke", "imp", 1)) not in log  # finished levels are not redone
     after = imp.Level.read(level2)
     assert torch.equal(before.mask, after.mask) and torch.equal(before.weights, after.weights)
 

@@ -10,6 +10,13 @@ shape matters for speed), same batch size and optimiser. Three measurements per 
   step cannot cost less than a full-parameter step of the same model.
 
 Throughput is model-steps/s: runs × steps / seconds of training (evaluation excluded), after a warm-up.
+
+Two more suites measure the dense side with the pipeline's own training code:
+
+* dense (`dense`): images/s of one ResNet-20 on CIFAR-shaped data (batch 128, SGD, crop+flip), NCHW float32
+  against channels_last and bfloat16 autocast (`train.channels_last`, `train.precision`);
+* IMP (`imp`): model-steps/s of R masked LeNet-300-100 runs one after another (`training.train`, as one job per
+  seed would) against the same R runs trained together (`ensemble.train`, as the IMP level jobs do).
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from torch.func import functional_call
 from sublevel import models, projections, subspace
 from sublevel.datasets import Dataset
 
+DENSE_VARIANTS = {"fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
+                  "channels_last+bf16": {"channels_last": True, "precision": "bf16"}}
+
 # Peak memory bandwidth by device name, for the dense projection's fraction of it (bytes/s).
 PEAK_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.9e12, "H200": 4.8e12,
                   "A100-SXM4-80GB": 2.04e12, "A100-SXM4-40GB": 1.56e12}
@@ -42,12 +52,94 @@ def _commit() -> str | None:
         return None
 
 
-def synthetic_mnist(n: int, device, seed: int = 0) -> Dataset:
+def synthetic_mnist(n: int, device, seed: int = 0, shape=(1, 28, 28), test: int = 1000) -> Dataset:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 28, 28, generator=g)
+    x = torch.randn(n, *shape, generator=g)
     y = torch.randint(0, 10, (n,), generator=g)
-    return Dataset("synthetic_mnist", x[:-1000].to(device), y[:-1000].to(device), x[-1000:].to(device),
-                   y[-1000:].to(device), 10)
+    return Dataset("synthetic", x[:-test].to(device), y[:-test].to(device), x[-test:].to(device),
+                   y[-test:].to(device), 10)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
+def _header(device, **setup) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "device": str(device), "device_name": name, "torch": torch.__version__, "host": platform.node(),
+           "commit": os.environ.get("SUBLEVEL_COMMIT") or _commit(), **setup}
+    if device.type == "cpu":
+        out["threads"] = torch.get_num_threads()
+    return out
+
+
+def _experiment(name: str, model: dict, steps: int, batch_size: int, **train):
+    """A validated experiment for the synthetic data (its schedule: `steps` steps, no checkpoints between)."""
+    from sublevel.config import Experiment, validate
+
+    raw = {"experiments": {name: {"dataset": "mnist1d", "model": model, "seeds": [0],
+                                  "train": {"steps": steps, "batch_size": batch_size, "eval_every": steps,
+                                            "eval_batch_size": 512, **train},
+                                  "checkpoints": {"log_spaced": 0}}}}
+    return Experiment.from_dict(name, validate(raw)["experiments"][name])
+
+
+def dense(device, steps: int = 50, batch_size: int = 128, width: int = 16, variants=tuple(DENSE_VARIANTS),
+          progress=print) -> dict:
+    """images/s of dense ResNet-20 training (evaluation excluded) per memory layout / precision."""
+    from sublevel import training
+
+    data = synthetic_mnist(batch_size * (steps + 2) + 512, device, shape=(3, 32, 32), test=512)
+    report = _header(device, suite="dense", model=f"resnet20 width {width}", batch_size=batch_size, steps=steps,
+                     rows=[])
+    for variant in variants:
+        exp = _experiment("bench", {"name": "resnet20", "width": width}, steps, batch_size, lr=0.1,
+                          momentum=0.9, weight_decay=1e-4, augment=True, **DENSE_VARIANTS[variant])
+        warm = _experiment("bench", {"name": "resnet20", "width": width}, 3, batch_size, augment=True,
+                           **DENSE_VARIANTS[variant])
+        training.train(warm, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
+        _, run = training.train(exp, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
+        seconds = run.seconds - run.eval_seconds
+        row = {"variant": variant, "images_per_s": steps * batch_size / seconds, "seconds": seconds}
+        report["rows"].append(row)
+        progress(f"resnet20 {variant:20s}: {row['images_per_s']:9,.0f} images/s")
+    base = report["rows"][0]["images_per_s"]
+    for row in report["rows"]:
+        row["speedup_vs_fp32"] = row["images_per_s"] / base
+    return report
+
+
+def imp(device, runs: int = 8, steps: int = 100, batch_size: int = 128, widths=(300, 100), progress=print) -> dict:
+    """model-steps/s of `runs` masked LeNet runs one after another vs trained together (IMP's level jobs)."""
+    from sublevel import ensemble, pruning, training
+
+    data = synthetic_mnist(batch_size * (steps + 2) + 1000, device)
+    exp = _experiment("bench", {"name": "mlp", "widths": list(widths)}, steps, batch_size, lr=0.1, momentum=0.9)
+    model = training.build_model(exp, data, 0, device)
+    layout = models.Layout.of(model)
+    mask = pruning.prune(models.flatten(model).cpu(), pruning.full_mask(layout), layout, 0.8)
+    jobs = [ensemble.Run(seed, seed, mask=mask) for seed in range(runs)]
+    ensemble.train(exp, data, jobs[:2], device, progress=False)  # warm-up
+    training.train(exp, data, 0, 0, device, mask=mask, checkpoints=False, eval_every=False, progress=False)
+    alone = 0.0
+    for r in jobs:
+        _, run = training.train(exp, data, r.init_seed, r.data_seed, device, mask=mask, checkpoints=False,
+                                eval_every=False, progress=False)
+        alone += run.seconds - run.eval_seconds
+    together = ensemble.train(exp, data, jobs, device, progress=False)[0].seconds
+    report = _header(device, suite="imp", model=f"mlp {list(widths)}", D=layout.D, batch_size=batch_size,
+                     steps=steps, runs=runs, sparsity=0.8)
+    report["one_at_a_time_model_steps_per_s"] = runs * steps / alone
+    report["together_model_steps_per_s"] = runs * steps / together
+    report["speedup"] = alone / together
+    progress(f"{runs} masked runs: one at a time {report['one_at_a_time_model_steps_per_s']:,.0f} model-steps/s, "
+             f"together {report['together_model_steps_per_s']:,.0f} (x{report['speedup']:.1f})")
+    return report
 
 
 def _sync(device) -> None:
@@ -113,14 +205,9 @@ def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: 
     model = models.build("mlp", (1, 28, 28), 10, widths=tuple(widths)).to(device)
     anchor = models.flatten(model).to(device)
     D = len(anchor)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": str(device), "device_name": name, "torch": torch.__version__,
-              "host": platform.node(), "commit": os.environ.get("SUBLEVEL_COMMIT") or _commit(),
-              "model": f"mlp {list(widths)}", "D": D, "batch_size": batch_size,
-              "runs": runs, "steps": steps, "rows": []}
-    if device.type == "cpu":
-        report["threads"] = torch.get_num_threads()
+    report = _header(device, suite="subspace", model=f"mlp {list(widths)}", D=D, batch_size=batch_size, runs=runs,
+                     steps=steps, rows=[])
+    name = report["device_name"]
     ceiling = batched(model, data, anchor, "identity", D, runs, steps, batch_size)
     report["ceiling"] = ceiling
     progress(f"ceiling: {runs} full-parameter copies under vmap: {ceiling['model_steps_per_s']:,.0f} model-steps/s")

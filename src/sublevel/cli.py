@@ -55,61 +55,76 @@ def _train(args) -> None:
           + ", ".join(f"{s} loss {r['loss']:.4f} acc {r['accuracy']:.4f}" for s, r in last.items()), file=sys.stderr)
 
 
-def _context(args):
-    """The spec, dataset, dense trajectory and device an IMP-stage command works from."""
-    from sublevel import trajectory
+def _chains(args, network: str | None = None):
+    """The spec, dataset, device and the chains (one per --seeds) an IMP-stage command works on; `network`
+    names the per-seed option holding the level store each chain builds on."""
+    from sublevel import imp, trajectory
     from sublevel.config import ConfigError
 
     exp, device, data = _setup(args)
     if exp.imp is None:
         raise ConfigError(f"experiment {exp.name} has no `imp` section")
-    return exp, data, trajectory.read(args.trajectory), device
+    n = len(args.seeds)
+    per_seed = {k: getattr(args, k) for k in ("trajectory", "table", "out", "diet", "dense", network)
+                if k and getattr(args, k, None) is not None}
+    if bad := {f"--{k}": len(v) for k, v in per_seed.items() if len(v) != n}:
+        raise SystemExit(f"error: {n} --seeds but {bad}: give one of each per seed")
+    nets = [imp.Level.read(p) for p in getattr(args, network)] if network and getattr(args, network) else [None] * n
+    diets = args.diet or [None] * n
+    chains = [imp.Chain(s, trajectory.read(t), lv, d) for s, t, lv, d in zip(args.seeds, args.trajectory, nets, diets)]
+    return exp, data, chains, device
 
 
 def _report(level) -> None:
     r = level.row
-    print(f"{r['method']} level {r['level']}: sparsity {r['sparsity']:.4f} ({r['remaining']} left), "
+    print(f"{r['method']} seed {r['seed']} level {r['level']}: sparsity {r['sparsity']:.4f} ({r['remaining']} left), "
           f"test acc {r['test_accuracy']:.4f}{' DIVERGED' if r['diverged'] else ''}", file=sys.stderr)
 
 
 def _imp_level(args) -> None:
     from sublevel import imp, storage
 
-    exp, data, traj, device = _context(args)
-    previous = imp.Level.read(args.previous) if args.previous else None
-    level = imp.imp_level(exp, data, traj, args.seed, args.level, previous, device, progress=not args.quiet,
-                          diet=args.diet)
-    imp.write_levels(args.out, [level])
-    storage.write_table("imp", [level.row], args.table)
-    _report(level)
+    if args.level > 0 and not args.previous:
+        raise SystemExit(f"error: level {args.level} needs --previous (the chains' level {args.level - 1} stores)")
+    exp, data, chains, device = _chains(args, "previous")
+    levels = imp.imp_levels(exp, data, chains, args.level, device, progress=not args.quiet)
+    for lv, out, table in zip(levels, args.out, args.table):
+        imp.write_levels(out, [lv])
+        storage.write_table("imp", [lv.row], table)
+        _report(lv)
 
 
 def _imp_baselines(args) -> None:
     from sublevel import imp, storage
 
-    exp, data, traj, device = _context(args)
-    ticket = imp.Level.read(args.ticket)
-    levels = [imp.baseline(m, exp, data, traj, args.seed, ticket, device, progress=not args.quiet, diet=args.diet)
-              for m in args.methods]
-    imp.write_levels(args.out, levels)
-    storage.write_table("imp", [lv.row for lv in levels], args.table)
-    for lv in levels:
-        _report(lv)
+    exp, data, chains, device = _chains(args, "ticket")
+    levels = imp.baselines(args.methods, exp, data, chains, device, progress=not args.quiet)
+    k = len(args.methods)
+    for i, (out, table) in enumerate(zip(args.out, args.table)):
+        mine = levels[i * k:(i + 1) * k]
+        imp.write_levels(out, mine)
+        storage.write_table("imp", [lv.row for lv in mine], table)
+        for lv in mine:
+            _report(lv)
 
 
 def _barrier(args) -> None:
     from sublevel import imp, storage
 
-    exp, data, traj, device = _context(args)
-    dense, a = imp.Level.read(args.dense), imp.Level.read(args.a)
+    exp, data, chains, device = _chains(args, "a")
+    dense = [imp.Level.read(p) for p in args.dense]
     if args.kind == "instability":
-        rows = imp.instability(exp, data, traj, args.seed, a, dense, device, progress=not args.quiet,
-                               diet=args.diet)
+        per_chain = imp.instability(exp, data, chains, dense, device, progress=not args.quiet)
     else:
-        rows = imp.successive(exp, data, args.seed, a, imp.Level.read(args.b), dense, device)
-    storage.write_table("barrier", rows, args.table)
-    for r in rows:
-        print(f"{r['kind']} level {r['level']} {r['split']}: barrier {r['barrier']:.4f}", file=sys.stderr)
+        if not args.b or len(args.b) != len(chains):
+            raise SystemExit("error: imp_successive needs --b, one level-l store per seed")
+        per_chain = [imp.successive(exp, data, c.seed, c.network, imp.Level.read(b), d, device)
+                     for c, b, d in zip(chains, args.b, dense)]
+    for rows, table in zip(per_chain, args.table):
+        storage.write_table("barrier", rows, table)
+        for r in rows:
+            print(f"{r['kind']} seed {r['seed']} level {r['level']} {r['split']}: barrier {r['barrier']:.4f}",
+                  file=sys.stderr)
 
 
 def _subspace_sweep(args) -> None:
@@ -281,16 +296,24 @@ def _figure(args) -> None:
 
 def _bench(args) -> None:
     import datetime
+    import re
 
     from sublevel import bench
     from sublevel.training import pick_device
 
     device = pick_device(args.device)
-    report = bench.run(device, dims=args.dims, kinds=args.projections, runs=args.runs, steps=args.steps,
-                       loop_steps=args.loop_steps, batch_size=args.batch_size, widths=args.widths,
-                       progress=lambda line: print(line, flush=True))
-    out = args.out or (Path("bench/results") / f"{report['device_name'].replace(' ', '_')}-"
-                       f"{datetime.date.today().isoformat()}.json")
+    say = lambda line: print(line, flush=True)
+    if args.suite == "subspace":
+        report = bench.run(device, dims=args.dims, kinds=args.projections, runs=args.runs, steps=args.steps,
+                           loop_steps=args.loop_steps, batch_size=args.batch_size, widths=args.widths, progress=say)
+    elif args.suite == "dense":
+        report = bench.dense(device, steps=args.steps, batch_size=args.batch_size, progress=say)
+    else:
+        report = bench.imp(device, runs=args.runs, steps=args.steps, batch_size=args.batch_size, widths=args.widths,
+                           progress=say)
+    suffix = "" if args.suite == "subspace" else f"-{args.suite}"
+    out = args.out or (Path("bench/results") / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', report['device_name'])}-"
+                       f"{datetime.date.today().isoformat()}{suffix}.json")
     bench.write(report, out)
     print(f"wrote {out}")
 
@@ -396,30 +419,33 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def imp_stage(name: str, help: str, func) -> argparse.ArgumentParser:
+        """IMP commands work on several chains at once (their runs train together): one of each per-seed
+        option per --seeds, in the same order."""
         s = job(name, help, func)
-        s.add_argument("--seed", type=int, required=True, help="dense seed of the chain")
-        s.add_argument("--trajectory", required=True, help="the dense run's trajectory (rewind point, θ_0, θ_T)")
-        s.add_argument("--table", required=True, help="Parquet file to write")
+        s.add_argument("--seeds", type=int, nargs="+", required=True, help="dense seeds of the chains")
+        s.add_argument("--trajectory", nargs="+", required=True,
+                       help="each chain's dense trajectory (rewind point, θ_0, θ_T)")
+        s.add_argument("--table", nargs="+", required=True, help="Parquet file to write, per seed")
         s.add_argument("--quiet", action="store_true")
-        s.add_argument("--diet", help="a data-diet rewind point (Zarr) to rewind to instead of the trajectory's")
+        s.add_argument("--diet", nargs="+", help="data-diet rewind points (Zarr) to rewind to instead, per seed")
         return s
 
-    s = imp_stage("imp-level", "one IMP level: prune the previous level, rewind, train", _imp_level)
+    s = imp_stage("imp-level", "one IMP level of each chain: prune its previous level, rewind, train", _imp_level)
     s.add_argument("--level", type=int, required=True)
-    s.add_argument("--previous", help="level-1 store (required for level >= 1)")
-    s.add_argument("--out", required=True, help="level store (Zarr) to write")
+    s.add_argument("--previous", nargs="+", help="level-1 stores, per seed (required for level >= 1)")
+    s.add_argument("--out", nargs="+", required=True, help="level store (Zarr) to write, per seed")
 
     s = imp_stage("imp-baselines", "baselines at the per-layer sparsity of an IMP level", _imp_baselines)
     s.add_argument("--methods", nargs="+", required=True,
                    choices=["random_prune", "random_reinit", "oneshot", "init_magnitude"])
-    s.add_argument("--ticket", required=True, help="the IMP level store whose per-layer counts to match")
-    s.add_argument("--out", required=True, help="store (Zarr) to write")
+    s.add_argument("--ticket", nargs="+", required=True, help="the IMP level stores whose per-layer counts to match")
+    s.add_argument("--out", nargs="+", required=True, help="store (Zarr) to write, per seed")
 
     s = imp_stage("barrier", "error barrier: instability of a level, or successive IMP levels", _barrier)
     s.add_argument("--kind", required=True, choices=["instability", "imp_successive"])
-    s.add_argument("--dense", required=True, help="level-0 store (the dense reference for `matching`)")
-    s.add_argument("--a", required=True, help="the level store (instability) or level l-1 (imp_successive)")
-    s.add_argument("--b", help="level l store (imp_successive)")
+    s.add_argument("--dense", nargs="+", required=True, help="level-0 stores (the dense reference for `matching`)")
+    s.add_argument("--a", nargs="+", required=True, help="the level stores (instability) or level l-1 (imp_successive)")
+    s.add_argument("--b", nargs="+", help="level l stores (imp_successive)")
 
     s = job("subspace-sweep", "train every (d, seed) of one subspace kind and burn-in step", _subspace_sweep)
     s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
@@ -484,11 +510,14 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{table}", nargs="*", default=[], help=f"`{table}` table files")
     s.set_defaults(func=_figure)
 
-    s = sub.add_parser("bench", help="subspace-training throughput: one run at a time vs the batched sweep")
+    s = sub.add_parser("bench", help="throughput: subspace sweep (one run at a time vs batched), dense ResNet-20 "
+                                     "images/s (fp32, channels_last, bf16), IMP runs alone vs together")
+    s.add_argument("--suite", choices=["subspace", "dense", "imp"], default="subspace")
     s.add_argument("--device", default="auto")
     s.add_argument("--dims", type=int, nargs="+", default=[10, 100, 1000, 10000])
     s.add_argument("--projections", nargs="+", default=["fastfood", "dense"], choices=["fastfood", "dense"])
-    s.add_argument("--runs", type=int, default=256, help="runs trained together (split if they do not fit)")
+    s.add_argument("--runs", type=int, default=256,
+                   help="runs trained together (split if they do not fit); imp suite: try 8")
     s.add_argument("--steps", type=int, default=100, help="timed steps of the batched runs")
     s.add_argument("--loop-steps", type=int, default=100, help="timed steps of the one-run loop")
     s.add_argument("--batch-size", type=int, default=128)

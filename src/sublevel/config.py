@@ -107,6 +107,8 @@ class TrainSpec:
     augment: bool
     eval_every: int | str
     eval_batch_size: int
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import zarr
 
-from sublevel import connectivity, models, pruning, storage
+from sublevel import connectivity, ensemble, models, pruning, storage
 from sublevel.config import Experiment, Schedule
 from sublevel.datasets import Dataset
 from sublevel.trajectory import Stored
-from sublevel.training import Start, build_model, train
+from sublevel.training import Start, build_model, in_batches, train
 
 METHODS = ("imp", "random_prune", "random_reinit", "oneshot", "init_magnitude")
 OTHER_DATA_ORDER = 10_000   # copy B of instability analysis orders data by seed + this
@@ -93,58 +93,109 @@ def read_start(path: str | Path) -> Start:
                  torch.from_numpy(storage.read(g, "buffers", what="rewind point")))
 
 
-def _train_masked(exp: Experiment, data: Dataset, seed: int, data_seed: int, device, start: Start,
-                  mask: torch.Tensor, method: str, level: int, layout: models.Layout, progress: bool) -> Level:
-    start = Start(start.step, start.theta * mask, start.buffers)
-    model, run = train(exp, data, seed, data_seed, device, start=start, mask=mask, checkpoints=False,
-                       eval_every=False, progress=progress)
-    sparsity, remaining = pruning.sparsity(mask, layout)
-    tr, te = run.final("train"), run.final("test")
-    row = dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, seed=seed, method=method,
-               level=level, sparsity=sparsity, remaining=remaining, prunable=int(layout.prunable_mask().sum()),
-               train_loss=tr["loss"], train_accuracy=tr["accuracy"], test_loss=te["loss"],
-               test_accuracy=te["accuracy"], rewind_step=start.step, diverged=run.diverged)
-    return Level(method, level, mask.clone(), models.flatten(model).cpu(), models.flatten_buffers(model).cpu(), row)
+@dataclass(frozen=True)
+class Chain:
+    """One seed's IMP chain as a job sees it: its dense trajectory, the level the job builds on (the previous
+    level for imp_level, the ticket for baselines, the level itself for instability) and its diet start."""
+
+    seed: int
+    trajectory: Stored
+    network: Level | None = None
+    diet: str | Path | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One masked run from a rewind point, and what its row records."""
+
+    chain: Chain
+    data_seed: int
+    start: Start
+    mask: torch.Tensor
+    method: str
+    level: int
+
+
+def _train_masked(exp: Experiment, data: Dataset, jobs: list[_Job], device, progress: bool) -> list[Level]:
+    """Every job in one batch (ensemble.train), halved if it runs out of GPU memory."""
+    layout = _layout(exp, data)
+    runs = [ensemble.Run(j.chain.seed, j.data_seed, Start(j.start.step, j.start.theta * j.mask, j.start.buffers),
+                         j.mask) for j in jobs]
+    label = f"{jobs[0].method} level {jobs[0].level} x{len(jobs)}"
+    finals, _ = in_batches(runs, lambda part: ensemble.train(exp, data, part, device, progress, label), device)
+    out = []
+    for j, f in zip(jobs, finals):
+        sparsity, remaining = pruning.sparsity(j.mask, layout)
+        m = f.metrics
+        row = dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, seed=j.chain.seed,
+                   method=j.method, level=j.level, sparsity=sparsity, remaining=remaining,
+                   prunable=int(layout.prunable_mask().sum()), train_loss=m["train_loss"],
+                   train_accuracy=m["train_accuracy"], test_loss=m["test_loss"], test_accuracy=m["test_accuracy"],
+                   rewind_step=j.start.step, diverged=f.diverged)
+        out.append(Level(j.method, j.level, j.mask.clone(), f.theta, f.buffers, row))
+    return out
 
 
 def _layout(exp: Experiment, data: Dataset) -> models.Layout:
     return models.Layout.of(models.build_spec(exp.model, data.in_shape, data.num_classes))
 
 
+def imp_levels(exp: Experiment, data: Dataset, chains: list[Chain], level: int, device,
+               progress: bool = True) -> list[Level]:
+    """Level ℓ of every chain, trained together. Level 0: the dense network from θ_k. Level ℓ: prune the
+    chain's level ℓ−1 (`chain.network`), rewind to θ_k, train."""
+    layout = _layout(exp, data)
+    jobs = []
+    for c in chains:
+        if level == 0:
+            mask = pruning.full_mask(layout)
+        else:
+            if c.network is None or c.network.level != level - 1:
+                raise ValueError(f"level {level} needs level {level - 1} of the chain")
+            imp = exp.imp
+            mask = pruning.prune(c.network.weights, c.network.mask, layout, imp.fraction, imp.scope,
+                                 imp.output_fraction)
+        jobs.append(_Job(c, c.seed, rewind_point(exp, data, c.trajectory, c.diet), mask, "imp", level))
+    return _train_masked(exp, data, jobs, device, progress)
+
+
 def imp_level(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: int, previous: Level | None,
               device, progress: bool = True, diet: str | Path | None = None) -> Level:
-    """Level 0: the dense network from θ_k. Level ℓ: prune level ℓ−1, rewind to θ_k, train."""
+    """One chain's level ℓ (imp_levels with one chain)."""
+    return imp_levels(exp, data, [Chain(seed, traj, previous, diet)], level, device, progress)[0]
+
+
+def baselines(methods: list[str], exp: Experiment, data: Dataset, chains: list[Chain], device,
+              progress: bool = True) -> list[Level]:
+    """Every baseline of every chain at the per-layer sparsity of the chain's IMP mask `chain.network` (the
+    ticket), all trained together; ordered chain by chain, method by method."""
     layout = _layout(exp, data)
-    if level == 0:
-        mask = pruning.full_mask(layout)
-    else:
-        if previous is None or previous.level != level - 1:
-            raise ValueError(f"level {level} needs level {level - 1} of the chain")
-        imp = exp.imp
-        mask = pruning.prune(previous.weights, previous.mask, layout, imp.fraction, imp.scope, imp.output_fraction)
-    return _train_masked(exp, data, seed, seed, device, rewind_point(exp, data, traj, diet), mask, "imp", level,
-                         layout, progress)
+    jobs = []
+    for c in chains:
+        ticket, traj, start = c.network, c.trajectory, rewind_point(exp, data, c.trajectory, c.diet)
+        for method in methods:
+            gen = torch.Generator().manual_seed(c.seed * 1009 + ticket.level)
+            s = start
+            if method == "random_prune":      # a random mask, rewound weights
+                mask = pruning.matched(torch.rand(layout.D, generator=gen), ticket.mask, layout)
+            elif method == "random_reinit":   # the IMP mask, fresh weights
+                mask = ticket.mask
+                fresh = build_model(exp, data, c.seed + OTHER_INIT, torch.device("cpu"))
+                s = Start(start.step, models.flatten(fresh), models.flatten_buffers(fresh))
+            elif method == "oneshot":         # magnitude of the dense network's final weights, in one shot
+                mask = pruning.matched(torch.from_numpy(traj.params(int(traj.steps[-1]))).abs(), ticket.mask, layout)
+            elif method == "init_magnitude":  # magnitude at initialisation
+                mask = pruning.matched(torch.from_numpy(traj.params(0)).abs(), ticket.mask, layout)
+            else:
+                raise ValueError(f"unknown baseline {method!r}; known: {METHODS[1:]}")
+            jobs.append(_Job(c, c.seed, s, mask, method, ticket.level))
+    return _train_masked(exp, data, jobs, device, progress)
 
 
 def baseline(method: str, exp: Experiment, data: Dataset, traj: Stored, seed: int, ticket: Level, device,
              progress: bool = True, diet: str | Path | None = None) -> Level:
-    """A baseline at the same per-layer sparsity as the IMP mask `ticket` of the same level."""
-    layout = _layout(exp, data)
-    start = rewind_point(exp, data, traj, diet)
-    gen = torch.Generator().manual_seed(seed * 1009 + ticket.level)
-    if method == "random_prune":      # a random mask, rewound weights
-        mask = pruning.matched(torch.rand(layout.D, generator=gen), ticket.mask, layout)
-    elif method == "random_reinit":   # the IMP mask, fresh weights
-        mask = ticket.mask
-        fresh = build_model(exp, data, seed + OTHER_INIT, torch.device("cpu"))
-        start = Start(start.step, models.flatten(fresh), models.flatten_buffers(fresh))
-    elif method == "oneshot":         # magnitude of the dense network's final weights, in one shot
-        mask = pruning.matched(torch.from_numpy(traj.params(int(traj.steps[-1]))).abs(), ticket.mask, layout)
-    elif method == "init_magnitude":  # magnitude at initialisation
-        mask = pruning.matched(torch.from_numpy(traj.params(0)).abs(), ticket.mask, layout)
-    else:
-        raise ValueError(f"unknown baseline {method!r}; known: {METHODS[1:]}")
-    return _train_masked(exp, data, seed, seed, device, start, mask, method, ticket.level, layout, progress)
+    """One baseline of one chain (baselines with one chain and one method)."""
+    return baselines([method], exp, data, [Chain(seed, traj, ticket, diet)], device, progress)[0]
 
 
 def barrier_rows(exp: Experiment, data: Dataset, kind: str, seed: int, level: int, a: Level, b: Level,
@@ -164,15 +215,16 @@ def barrier_rows(exp: Experiment, data: Dataset, kind: str, seed: int, level: in
     return rows
 
 
-def instability(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: Level, dense: Level, device,
-                progress: bool = True, diet: str | Path | None = None) -> list[dict]:
-    """Frankle et al. 2020: a second copy from θ_k with the same mask and another data order; the barrier
-    between it and the level's network says whether the rewind point is stable to SGD noise."""
-    layout = _layout(exp, data)
-    start = rewind_point(exp, data, traj, diet)
-    copy = _train_masked(exp, data, seed, seed + OTHER_DATA_ORDER, device, start, level.mask, "imp", level.level,
-                         layout, progress)
-    return barrier_rows(exp, data, "instability", seed, level.level, level, copy, dense, start.step, device, level)
+def instability(exp: Experiment, data: Dataset, chains: list[Chain], dense: list[Level], device,
+                progress: bool = True) -> list[list[dict]]:
+    """Frankle et al. 2020: for each chain, a second copy of its level `chain.network` from θ_k with the same
+    mask and another data order (the copies of all chains trained together); the barrier between copy and
+    network says whether the rewind point is stable to SGD noise. Returns each chain's barrier rows."""
+    jobs = [_Job(c, c.seed + OTHER_DATA_ORDER, rewind_point(exp, data, c.trajectory, c.diet), c.network.mask,
+                 "imp", c.network.level) for c in chains]
+    copies = _train_masked(exp, data, jobs, device, progress)
+    return [barrier_rows(exp, data, "instability", c.seed, c.network.level, c.network, copy, d, j.start.step,
+                         device, c.network) for c, copy, d, j in zip(chains, copies, dense, jobs)]
 
 
 def successive(exp: Experiment, data: Dataset, seed: int, a: Level, b: Level, dense: Level, device) -> list[dict]:

@@ -198,7 +198,7 @@ class Layout:
 
 def flatten(model: nn.Module) -> torch.Tensor:
     """θ: every trainable parameter, concatenated in named_parameters() order."""
-    return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])  # reshape: also channels_last
 
 
 def load_flat(model: nn.Module, theta: torch.Tensor) -> None:

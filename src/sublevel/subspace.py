@@ -24,7 +24,7 @@ from torch.func import vmap
 from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
 from sublevel.projections import Projection
-from sublevel.training import data_generator
+from sublevel.training import data_generator, in_batches
 
 
 CHECK_EVERY = 50  # steps between checks whether every run has diverged
@@ -130,20 +130,13 @@ def train_split(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anc
     runs out of GPU memory anyway is halved and retried, so a sweep never fails for memory. Each run depends
     only on its own seed, so the split changes no result. `make_projection(seeds)` builds a batch's P."""
     fit = max_runs or runs_that_fit(kind, len(anchor), d, anchor.device)
-    batch = max(1, min(len(data_seeds), fit))
-    while True:
-        try:
-            parts = [train(model, data, anchor, anchor_buffers, make_projection(data_seeds[i:i + batch]),
-                           data_seeds[i:i + batch], spec, evaluate) for i in range(0, len(data_seeds), batch)]
-            break
-        except torch.OutOfMemoryError:
-            if batch == 1:
-                raise
-            batch //= 2
-            if anchor.device.type == "cuda":
-                torch.cuda.empty_cache()
-    return Result(torch.cat([p.w for p in parts]), [m for p in parts for m in p.metrics],
-                  sum(p.seconds for p in parts), batch)
+
+    def run(seeds: list[int]) -> list[tuple]:  # (w, metrics, share of the batch's seconds) per run
+        r = train(model, data, anchor, anchor_buffers, make_projection(seeds), seeds, spec, evaluate)
+        return [(w, m, r.seconds / len(seeds)) for w, m in zip(r.w, r.metrics)]
+
+    done, batch = in_batches(data_seeds, run, anchor.device, fit)
+    return Result(torch.stack([w for w, _, _ in done]), [m for _, m, _ in done], sum(s for *_, s in done), batch)
 
 
 DENSE_LIMIT = 1 << 18  # auto: a dense Gaussian P while D·d stays under 256k floats (1 MB) per run: reading P

@@ -48,12 +48,18 @@ def build_model(exp: Experiment, data: Dataset, init_seed: int, device: torch.de
     return models.build_spec(exp.model, data.in_shape, data.num_classes).to(device)
 
 
-def make_optimizer(exp: Experiment, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(exp: Experiment, parameters) -> torch.optim.Optimizer:
     t = exp.train
     if t.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+        return torch.optim.Adam(parameters, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    return torch.optim.SGD(parameters, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
                            weight_decay=t.weight_decay)
+
+
+def autocast(exp: Experiment, device: torch.device):
+    """The training forward pass in bfloat16 where `train.precision` asks for it (weights, optimiser and the
+    loss stay float32); a no-op at float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=exp.train.precision == "bf16")
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -107,7 +113,8 @@ class Trajectory:
     buffers: list[np.ndarray] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     diverged: bool = False
-    seconds: float = 0.0
+    seconds: float = 0.0         # the whole loop
+    eval_seconds: float = 0.0    # of which evaluating on the full splits
 
     def final(self, split: str) -> dict:
         return [r for r in self.rows if r["split"] == split][-1]
@@ -130,13 +137,15 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
         models.load_flat(model, start.theta)
         if start.buffers is not None:
             models.load_flat_buffers(model, start.buffers.to(device))
+    fmt = torch.channels_last if exp.train.channels_last and data.x_train.dim() == 4 else torch.contiguous_format
+    model = model.to(memory_format=fmt)  # NHWC convolutions: faster on tensor cores
     params = list(model.parameters())
     masks = None
     if mask is not None:
         layout = models.Layout.of(model)
         masks = [m.to(device, torch.float32) for m in layout.unflatten(mask.to(torch.float32)).values()]
         apply_mask(params, masks)
-    opt = make_optimizer(exp, model)
+    opt = make_optimizer(exp, model.parameters())
     lr_at = lambda s: exp.train.lr * sched.lr_factor(s, exp.train.schedule, exp.train.gamma)
     first = start.step if start is not None else 0
     ckpt_steps = {s for s in sched.checkpoints if s <= last} | {last} if checkpoints else {last}
@@ -149,12 +158,14 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
     begin = time.perf_counter()
 
     def record(step: int, lr: float) -> None:
+        begin = time.perf_counter()
         for split in ("train", "test"):
             loss, acc = evaluate(model, *data.split(split), exp.train.eval_batch_size)
             out.diverged |= not math.isfinite(loss)
             out.rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D,
                                  seed=init_seed, data_seed=data_seed, step=step, epoch=step / spe,
                                  split=split, loss=loss, accuracy=acc, lr=lr, diverged=False, device=device.type))
+        out.eval_seconds += time.perf_counter() - begin  # .item() above synchronised the device
 
     model.train()
     bar = tqdm(range(first, last + 1), desc=f"{exp.name} seed={init_seed}", disable=not progress,
@@ -179,7 +190,9 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
             x = augment(x, data_generator(data_seed, epoch, within, 1))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = F.cross_entropy(model(x), data.y_train[idx])
+        with autocast(exp, device):
+            logits = model(x.contiguous(memory_format=fmt))
+        loss = F.cross_entropy(logits.float(), data.y_train[idx])
         if not torch.isfinite(loss):
             out.diverged = True
             if step not in eval_steps:
@@ -201,3 +214,20 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
 def apply_mask(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
     for p, m in zip(params, masks):
         p.mul_(m)
+
+
+def in_batches(items: list, fn, device: torch.device, batch: int | None = None) -> tuple[list, int]:
+    """fn over consecutive slices of `items` (runs trained together), `batch` at a time (all by default);
+    a slice that runs out of GPU memory halves the batch and starts over, so a job never fails for memory
+    while one item fits. Each item's result depends only on the item, so the split changes no result.
+    Returns (fn's results concatenated, the batch that ran)."""
+    batch = max(1, min(len(items), batch or len(items)))
+    while True:
+        try:
+            return [out for i in range(0, len(items), batch) for out in fn(items[i:i + batch])], batch
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch //= 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()

@@ -32,6 +32,7 @@ GPU = 0 if config["device"] == "cpu" else 1
 wildcard_constraints:
     experiment=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
+    level=r"\d+",
     dataset=r"[a-z0-9_]+",
     figure="|".join(FIGURE_TABLES),
 
@@ -48,7 +49,7 @@ def optional_flag(option, name):
 
 
 def dataset_of(wildcards):
-    return str(paths.dataset_store(experiment(config, wildcards.experiment).dataset))
+    return dataset_of_name(wildcards.experiment)
 
 
 def dense_outputs():
@@ -74,10 +75,43 @@ def level_of(wildcards, level):
     return str(paths.level_store(wildcards.experiment, wildcards.seed, "imp", level))
 
 
-def diet_of(wildcards):
-    """The chain's data-diet rewind point, when the experiment has one."""
-    imp = experiment(config, wildcards.experiment).imp
-    return [str(paths.diet_start(wildcards.experiment, wildcards.seed))] if imp and imp.data_diet else []
+def dataset_of_name(name):
+    return str(paths.dataset_store(experiment(config, name).dataset))
+
+
+def chain_trajectories(name):
+    """The dense trajectory of every IMP chain of one experiment, in the order of imp.seeds."""
+    return [str(paths.trajectory(name, s)) for s in experiment(config, name).imp.seeds]
+
+
+def chain_diets(name):
+    """Every chain's data-diet rewind point, when the experiment has a diet ([] otherwise)."""
+    imp = experiment(config, name).imp
+    return [str(paths.diet_start(name, s)) for s in imp.seeds] if imp.data_diet else []
+
+
+def chain_stores(name, stage):
+    """A per-experiment level job's outputs: each chain's level store at the {level} wildcard."""
+    return [directory(str(paths.level_store(name, s, stage, "{level}"))) for s in experiment(config, name).imp.seeds]
+
+
+def chain_tables(name, table, kind):
+    """Each chain's table file at the {level} wildcard (imp tables by stage, barrier tables by kind)."""
+    key = "stage" if table == "imp" else "kind"
+    return [str(paths.table(table, experiment=name, seed=s, **{key: kind}, level="{level}"))
+            for s in experiment(config, name).imp.seeds]
+
+
+def chain_levels_at(name, level=None):
+    """An input function: every chain's IMP level store at `level` (default: the job's {level})."""
+    seeds = experiment(config, name).imp.seeds
+    return lambda w: [str(paths.level_store(name, s, "imp", w.level if level is None else level)) for s in seeds]
+
+
+def chain_levels_before(name):
+    """An input function: every chain's level ℓ−1 store for a level-ℓ job ([] at level 0)."""
+    seeds = experiment(config, name).imp.seeds
+    return lambda w: [str(paths.level_store(name, s, "imp", int(w.level) - 1)) for s in seeds] if int(w.level) else []
 
 
 def scores_of(name):

@@ -1,86 +1,106 @@
-# Stage 3: lottery-ticket masks. One job per IMP level (so a chain resumes from its last finished level),
+# Stage 3: lottery-ticket masks. One job per IMP level (so the chains resume from their last finished level),
 # one for the baselines of each level, one per barrier; then the figures of each experiment. With a data diet
 # the chains rewind to a point pre-trained on a scored subset (rule data_diet) instead of the dense θ_k.
+#
+# IMP is sequential in its levels, not in its seeds: the chains of all imp.seeds train together (one vmapped
+# batch, sublevel.ensemble), so one job trains every chain's level ℓ, one all baselines of every chain at ℓ,
+# one every instability copy at ℓ. Outputs stay per seed, so these rules are written per experiment (a rule's
+# outputs cannot depend on a wildcard) and their names carry it: imp_level_<experiment>, ... Adding a seed
+# to imp.seeds therefore reruns the chains' level jobs for every seed.
+for _name in imp_experiments():
 
+    rule:
+        name:
+            f"imp_level_{_name}"
+        input:
+            data=dataset_of_name(_name),
+            trajectory=chain_trajectories(_name),
+            previous=chain_levels_before(_name),
+            diet=chain_diets(_name),
+        output:
+            stores=chain_stores(_name, "imp"),
+            tables=chain_tables(_name, "imp", "imp"),
+        log:
+            str(paths.log("imp", _name, "imp", "{level}")),
+        params:
+            seeds=" ".join(map(str, experiment(config, _name).imp.seeds)),
+            diet=optional_flag("--diet", "diet"),
+            previous=optional_flag("--previous", "previous"),
+            spec=experiment(config, _name).for_stage("imp").to_json(),
+            device=config["device"],
+        threads: config["threads"]
+        resources:
+            gpu=GPU,
+            runtime=240,  # minutes, for cluster executors (workflow/profiles/slurm)
+            mem_mb=8000,
+        conda:
+            "../envs/sublevel.yaml"
+        shell:
+            "python -m sublevel imp-level --spec {params.spec:q} --seeds {params.seeds} --level {wildcards.level}"
+            " --data {input.data} --trajectory {input.trajectory} {params.previous} --out {output.stores}"
+            " --table {output.tables} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
 
-rule imp_level:
-    input:
-        data=dataset_of,
-        trajectory=trajectory_of,
-        previous=lambda w: [level_of(w, int(w.level) - 1)] if int(w.level) > 0 else [],
-        diet=diet_of,
-    output:
-        store=directory(str(paths.level_store("{experiment}", "{seed}", "imp", "{level}"))),
-        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", stage="imp", level="{level}")),
-    log:
-        str(paths.log("imp", "{experiment}", "{seed}", "imp", "{level}")),
-    params:
-        diet=optional_flag("--diet", "diet"),
-        spec=spec_for("imp"),
-        device=config["device"],
-        previous=optional_flag("--previous", "previous"),
-    threads: config["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
-    shell:
-        "python -m sublevel imp-level --spec {params.spec:q} --seed {wildcards.seed} --level {wildcards.level}"
-        " --data {input.data} --trajectory {input.trajectory} {params.previous} --out {output.store}"
-        " --table {output.table} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
+    rule:
+        name:
+            f"imp_baselines_{_name}"
+        input:
+            data=dataset_of_name(_name),
+            trajectory=chain_trajectories(_name),
+            ticket=chain_levels_at(_name),
+            diet=chain_diets(_name),
+        output:
+            stores=chain_stores(_name, "baselines"),
+            tables=chain_tables(_name, "imp", "baselines"),
+        log:
+            str(paths.log("imp", _name, "baselines", "{level}")),
+        params:
+            seeds=" ".join(map(str, experiment(config, _name).imp.seeds)),
+            diet=optional_flag("--diet", "diet"),
+            spec=experiment(config, _name).for_stage("imp").to_json(),
+            device=config["device"],
+            methods=" ".join(experiment(config, _name).imp.baselines),
+        threads: config["threads"]
+        resources:
+            gpu=GPU,
+            runtime=480,  # minutes, for cluster executors (workflow/profiles/slurm)
+            mem_mb=8000,
+        conda:
+            "../envs/sublevel.yaml"
+        shell:
+            "python -m sublevel imp-baselines --methods {params.methods} --spec {params.spec:q}"
+            " --seeds {params.seeds} --data {input.data} --trajectory {input.trajectory} --ticket {input.ticket}"
+            " --out {output.stores} --table {output.tables} {params.diet} --device {params.device}"
+            " --threads {threads} > {log} 2>&1"
 
-
-rule imp_baselines:
-    input:
-        data=dataset_of,
-        trajectory=trajectory_of,
-        ticket=lambda w: level_of(w, w.level),
-        diet=diet_of,
-    output:
-        store=directory(str(paths.level_store("{experiment}", "{seed}", "baselines", "{level}"))),
-        table=str(paths.table("imp", experiment="{experiment}", seed="{seed}", stage="baselines", level="{level}")),
-    log:
-        str(paths.log("imp", "{experiment}", "{seed}", "baselines", "{level}")),
-    params:
-        diet=optional_flag("--diet", "diet"),
-        spec=spec_for("imp"),
-        device=config["device"],
-        methods=lambda w: " ".join(experiment(config, w.experiment).imp.baselines),
-    threads: config["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
-    shell:
-        "python -m sublevel imp-baselines --methods {params.methods} --spec {params.spec:q} --seed {wildcards.seed}"
-        " --data {input.data} --trajectory {input.trajectory} --ticket {input.ticket} --out {output.store}"
-        " --table {output.table} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
-
-
-rule barrier_instability:
-    input:
-        data=dataset_of,
-        trajectory=trajectory_of,
-        dense=lambda w: level_of(w, 0),
-        level=lambda w: level_of(w, w.level),
-        diet=diet_of,
-    output:
-        table=str(paths.table("barrier", experiment="{experiment}", seed="{seed}", kind="instability", level="{level}")),
-    log:
-        str(paths.log("barrier", "{experiment}", "{seed}", "instability", "{level}")),
-    params:
-        diet=optional_flag("--diet", "diet"),
-        spec=spec_for("imp"),
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
-    shell:
-        "python -m sublevel barrier --kind instability --spec {params.spec:q} --seed {wildcards.seed}"
-        " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.level}"
-        " --table {output.table} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
+    rule:
+        name:
+            f"barrier_instability_{_name}"
+        input:
+            data=dataset_of_name(_name),
+            trajectory=chain_trajectories(_name),
+            dense=chain_levels_at(_name, 0),
+            level=chain_levels_at(_name),
+            diet=chain_diets(_name),
+        output:
+            tables=chain_tables(_name, "barrier", "instability"),
+        log:
+            str(paths.log("barrier", _name, "instability", "{level}")),
+        params:
+            seeds=" ".join(map(str, experiment(config, _name).imp.seeds)),
+            diet=optional_flag("--diet", "diet"),
+            spec=experiment(config, _name).for_stage("imp").to_json(),
+            device=config["device"],
+        threads: config["threads"]
+        resources:
+            gpu=GPU,
+            runtime=240,  # minutes, for cluster executors (workflow/profiles/slurm)
+            mem_mb=8000,
+        conda:
+            "../envs/sublevel.yaml"
+        shell:
+            "python -m sublevel barrier --kind instability --spec {params.spec:q} --seeds {params.seeds}"
+            " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.level}"
+            " --table {output.tables} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule barrier_successive:
@@ -103,7 +123,7 @@ rule barrier_successive:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seed {wildcards.seed}"
+        "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {wildcards.seed}"
         " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.previous}"
         " --b {input.level} --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
 

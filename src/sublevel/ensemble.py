@@ -1,0 +1,152 @@
+"""R networks of one architecture trained together, each exactly as `training.train` would train it alone.
+
+IMP is sequential in its levels but not in its seeds, and a level's baselines and its instability copy are
+independent runs of the same schedule: on a GPU a small network leaves the device idle between kernel
+launches, so these runs share one vmapped forward/backward instead of taking turns. The parameters of all
+runs are stacked ([R, *shape] per tensor) and one optimiser steps them; SGD (momentum, Nesterov, weight
+decay) and Adam act elementwise and all runs share the learning-rate schedule, so run r is optimised as if
+alone. The loss is the sum of the per-run mean losses, whose gradient with respect to run r's parameters is
+run r's own. BatchNorm running statistics are stacked buffers that vmap updates per run.
+
+Each run has its own initialisation seed, data seed (batch order, augmentation), start (rewind point) and
+mask. A run whose loss turns non-finite stops where `train` would stop it: its parameters stay at that
+step's values (its BatchNorm statistics include that step's forward pass) while the others go on.
+Results equal one-run-at-a-time training up to float rounding (batched kernels sum in another order).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
+from tqdm import tqdm
+
+from sublevel import models
+from sublevel.config import Experiment, Schedule
+from sublevel.connectivity import evaluate_many
+from sublevel.datasets import Dataset
+from sublevel.training import Start, augment, autocast, build_model, data_generator, make_optimizer
+
+
+@dataclass(frozen=True)
+class Run:
+    init_seed: int
+    data_seed: int
+    start: Start | None = None
+    mask: torch.Tensor | None = None    # bool [D]: pruned weights stay exactly zero
+
+
+@dataclass
+class Final:
+    """What `train` leaves at its last step, for one run: θ, buffers and the final train/test metrics."""
+
+    theta: torch.Tensor     # float32 [D], on the CPU
+    buffers: torch.Tensor   # float32 [B], on the CPU
+    metrics: dict           # {train,test}_{loss,accuracy}
+    diverged: bool
+    seconds: float          # the batch's training time, shared by its runs
+
+
+def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device, progress: bool = True,
+          label: str = "") -> list[Final]:
+    """Train every run from its start to the schedule's last step, all in one batch."""
+    sched = Schedule.resolve(exp, len(data.y_train))
+    starts = {r.start.step if r.start is not None else 0 for r in runs}
+    if len(starts) != 1:
+        raise ValueError(f"runs trained together share their first step; got {sorted(starts)}")
+    first, last, R = starts.pop(), sched.total, len(runs)
+    nets = [_network(exp, data, r, device) for r in runs]
+    base = nets[0]
+    layout = models.Layout.of(base)
+    names = [n for n, _ in base.named_buffers()]
+    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in nets]).requires_grad_()
+              for n in layout.names}
+    buffers = {n: torch.stack([dict(m.named_buffers())[n] for m in nets]) for n in names}
+    del nets  # the stacks hold every run now; `base` only lends functional_call its structure
+    masks = None
+    if any(r.mask is not None for r in runs):
+        flat = torch.stack([(r.mask if r.mask is not None else torch.ones(layout.D, dtype=torch.bool))
+                            .to(device, torch.float32) for r in runs])                         # [R, D]
+        masks = {n: flat[:, o:o + math.prod(s)].view(R, *s)
+                 for n, s, o in zip(layout.names, layout.shapes, layout.offsets)}
+        _apply(params, masks)
+    opt = make_optimizer(exp, params.values())
+    forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, 0))
+    n, bs, spe = len(data.y_train), exp.train.batch_size, sched.steps_per_epoch
+    alive = torch.ones(R, dtype=torch.bool, device=device)
+    frozen: dict[str, torch.Tensor] = {}   # the stopped runs' parameters and buffers, restored after each step
+    orders = None
+    begin = time.perf_counter()
+    base.train()
+    for step in tqdm(range(first, last), desc=f"{exp.name} {label}".strip(), disable=not progress,
+                     mininterval=5.0, unit="step"):
+        epoch, within = divmod(step, spe)
+        if orders is None or within == 0:
+            orders = torch.stack([torch.randperm(n, generator=data_generator(r.data_seed, epoch))
+                                  for r in runs]).to(device)
+        idx = orders[:, within * bs:(within + 1) * bs]                                      # [R, B]
+        x = data.x_train[idx]
+        if exp.train.augment:
+            x = torch.stack([augment(xr, data_generator(r.data_seed, epoch, within, 1)) for xr, r in zip(x, runs)])
+        for g in opt.param_groups:
+            g["lr"] = exp.train.lr * sched.lr_factor(step, exp.train.schedule, exp.train.gamma)
+        with autocast(exp, device):
+            out = forward(params, buffers, x)                                               # [R, B, C]
+        losses = F.cross_entropy(out.flatten(0, 1).float(), data.y_train[idx].flatten(), reduction="none")
+        losses = losses.view(R, -1).mean(1)
+        stopped = alive & ~torch.isfinite(losses.detach())
+        if stopped.any():  # a host sync per step, as `train`'s own check
+            alive &= ~stopped
+            for k, v in (params | buffers).items():  # this step's state of the runs that stop now
+                now = v.detach().clone()
+                frozen[k] = now if k not in frozen else torch.where(_rows(stopped, v), now, frozen[k])
+            if not alive.any():
+                break
+        opt.zero_grad(set_to_none=True)
+        torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+        opt.step()
+        if masks is not None:
+            _apply(params, masks)
+        if frozen:
+            with torch.no_grad():
+                for k, v in (params | buffers).items():
+                    v.copy_(torch.where(_rows(alive, v), v, frozen[k]))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - begin
+    with torch.no_grad():
+        thetas = torch.cat([params[n].detach().flatten(1) for n in layout.names], 1)
+        bufs = (torch.cat([buffers[n].reshape(R, -1).float() for n in names], 1) if names
+                else torch.zeros(R, 0, device=device))
+        metrics = [{} for _ in runs]
+        for split in ("train", "test"):
+            err, loss = evaluate_many(base, thetas, bufs, *data.split(split), exp.train.eval_batch_size)
+            for m, e, l in zip(metrics, err.tolist(), loss.tolist()):
+                m[f"{split}_loss"], m[f"{split}_accuracy"] = l, 1 - e
+    finite = lambda m: math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"])
+    return [Final(t.cpu(), b.cpu(), m, not (a and finite(m)), seconds)
+            for t, b, m, a in zip(thetas, bufs, metrics, alive.tolist())]
+
+
+def _rows(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[R] flags shaped to broadcast over a stacked [R, ...] tensor."""
+    return flags.view(-1, *[1] * (like.dim() - 1))
+
+
+def _network(exp: Experiment, data: Dataset, run: Run, device: torch.device) -> torch.nn.Module:
+    model = build_model(exp, data, run.init_seed, device)
+    if run.start is not None:
+        models.load_flat(model, run.start.theta)
+        if run.start.buffers is not None:
+            models.load_flat_buffers(model, run.start.buffers.to(device))
+    return model
+
+
+@torch.no_grad()
+def _apply(params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
+    for n, p in params.items():
+        p.mul_(masks[n])

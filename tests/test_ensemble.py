@@ -1,0 +1,191 @@
+"""Runs trained together (sublevel.ensemble) equal the same runs trained one at a time (training.train)."""
+
+import pytest
+import torch
+
+from sublevel import bench, cli, datasets, ensemble, imp, models, pruning, training
+from sublevel.training import Start
+from conftest import make_experiment
+from test_imp import dense
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    training.seed_everything(1)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """A small MNIST-shaped set, for the convolutional models with BatchNorm."""
+    full = bench.synthetic_mnist(1200, CPU)
+    return datasets.Dataset("images", full.x_train[:192], full.y_train[:192], full.x_test[:96], full.y_test[:96], 10)
+
+
+def alone(exp, data, run):
+    model, out = training.train(exp, data, run.init_seed, run.data_seed, CPU, start=run.start, mask=run.mask,
+                                checkpoints=False, eval_every=False, progress=False)
+    return model, out
+
+
+def assert_same(exp, data, runs, atol=1e-5):
+    together = ensemble.train(exp, data, runs, CPU, progress=False)
+    assert len(together) == len(runs)
+    for run, t in zip(runs, together):
+        model, out = alone(exp, data, run)
+        torch.testing.assert_close(t.theta, models.flatten(model), rtol=0, atol=atol)
+        torch.testing.assert_close(t.buffers, models.flatten_buffers(model), rtol=0, atol=atol)
+        assert t.diverged == out.diverged
+        for split in ("train", "test"):
+            assert t.metrics[f"{split}_accuracy"] == pytest.approx(out.final(split)["accuracy"], abs=1e-6)
+            assert t.metrics[f"{split}_loss"] == pytest.approx(out.final(split)["loss"], rel=1e-4, nan_ok=True)
+    return together
+
+
+@pytest.mark.parametrize("overrides", [
+    {"train.momentum": 0.9, "train.weight_decay": 0.01, "train.nesterov": True},
+    {"train.optimizer": "adam", "train.lr": 0.01},
+    {"model": {"name": "mnist1d_cnn", "width": 6}},
+], ids=["sgd-nesterov-wd", "adam", "cnn"])
+def test_masked_runs_from_their_own_starts_equal_runs_alone(mnist1d, overrides):
+    exp = make_experiment(**overrides)
+    model = training.build_model(exp, mnist1d, 5, CPU)
+    layout = models.Layout.of(model)
+    theta = models.flatten(model)
+    mask = pruning.prune(theta + 0.1, pruning.full_mask(layout), layout, 0.6)
+    runs = [ensemble.Run(0, 0), ensemble.Run(1, 7, Start(0, theta * mask, models.flatten_buffers(model)), mask),
+            ensemble.Run(2, 3, mask=mask)]
+    together = assert_same(exp, mnist1d, runs)
+    for r, t in zip(runs, together):
+        if r.mask is not None:
+            assert torch.all(t.theta[~r.mask] == 0)
+    assert not torch.allclose(together[0].theta, together[2].theta)  # different seeds, different networks
+
+
+def test_batchnorm_statistics_and_augmentation_are_per_run(images):
+    """ResNet-20 (thin): BatchNorm buffers updated per run under vmap, crops and flips drawn per data seed.
+    Small steps: at lr 0.02 this thin BatchNorm network turns a 1e-7 change of its initialisation into 1e-2
+    in two steps (measured), so float rounding is only comparable where the dynamics are tame."""
+    exp = make_experiment(**{"model": {"name": "resnet20", "width": 4}, "train.augment": True,
+                             "train.steps": 6, "train.eval_every": 3, "train.batch_size": 32, "train.lr": 0.002})
+    runs = [ensemble.Run(0, 0), ensemble.Run(1, 11)]
+    together = assert_same(exp, images, runs)
+    assert not torch.allclose(together[0].buffers, together[1].buffers)
+
+
+def test_a_run_that_diverges_stops_alone(mnist1d):
+    """One run starts from absurd weights and diverges at its first step; the others train on unaffected."""
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 3, CPU)
+    huge = Start(0, models.flatten(model) * 1e30, models.flatten_buffers(model))
+    runs = [ensemble.Run(0, 0), ensemble.Run(3, 3, huge), ensemble.Run(2, 2)]
+    together = assert_same(exp, mnist1d, runs)
+    assert [t.diverged for t in together] == [False, True, False]
+    torch.testing.assert_close(together[1].theta, huge.theta)  # stopped where it diverged
+
+
+def test_runs_trained_together_share_their_first_step(mnist1d):
+    exp = make_experiment()
+    theta = models.flatten(training.build_model(exp, mnist1d, 0, CPU))
+    with pytest.raises(ValueError, match="share their first step"):
+        ensemble.train(exp, mnist1d, [ensemble.Run(0, 0), ensemble.Run(1, 1, Start(5, theta))], CPU)
+
+
+def test_imp_chains_baselines_and_copies_of_two_seeds_equal_each_chain_alone(mnist1d, tmp_path):
+    exp = make_experiment(imp={"levels": 1, "rewind": 5, "alphas": 3, "baselines": ["random_prune", "oneshot"]})
+    trajs = {s: dense(exp, mnist1d, tmp_path, seed=s) for s in (0, 1)}
+    zero = imp.imp_levels(exp, mnist1d, [imp.Chain(s, trajs[s]) for s in (0, 1)], 0, CPU, progress=False)
+    one = imp.imp_levels(exp, mnist1d, [imp.Chain(s, trajs[s], z) for s, z in zip((0, 1), zero)], 1, CPU,
+                         progress=False)
+    for s, z, o in zip((0, 1), zero, one):
+        z1 = imp.imp_level(exp, mnist1d, trajs[s], s, 0, None, CPU, progress=False)
+        o1 = imp.imp_level(exp, mnist1d, trajs[s], s, 1, z1, CPU, progress=False)
+        assert torch.equal(o.mask, o1.mask) and o.row["seed"] == s and o.row["level"] == 1
+        torch.testing.assert_close(o.weights, o1.weights, rtol=0, atol=1e-5)
+        assert o.row["test_accuracy"] == pytest.approx(o1.row["test_accuracy"], abs=1e-6)
+    assert not torch.equal(one[0].mask, one[1].mask)
+
+    chains = [imp.Chain(s, trajs[s], o) for s, o in zip((0, 1), one)]
+    both = imp.baselines(["random_prune", "oneshot"], exp, mnist1d, chains, CPU, progress=False)
+    assert [(b.row["seed"], b.method) for b in both] == [(0, "random_prune"), (0, "oneshot"),
+                                                          (1, "random_prune"), (1, "oneshot")]
+    single = imp.baseline("oneshot", exp, mnist1d, trajs[1], 1, one[1], CPU, progress=False)
+    assert torch.equal(both[3].mask, single.mask)
+    torch.testing.assert_close(both[3].weights, single.weights, rtol=0, atol=1e-5)
+
+    rows = imp.instability(exp, mnist1d, chains, zero, CPU, progress=False)
+    [alone_rows] = imp.instability(exp, mnist1d, chains[1:], zero[1:], CPU, progress=False)
+    assert [r["seed"] for r in rows[1]] == [1, 1] and [r["split"] for r in rows[1]] == ["train", "test"]
+    for a, b in zip(rows[1], alone_rows):
+        assert a["error"] == pytest.approx(b["error"], abs=1e-6)
+
+
+def test_imp_commands_want_one_of_each_per_seed_option_per_seed(mnist1d_store, tmp_path, capsys):
+    exp = make_experiment(imp={"levels": 1})
+    with pytest.raises(SystemExit, match="2 --seeds but .*--trajectory.: 1"):
+        cli.main(["imp-level", "--spec", exp.to_json(), "--data", str(mnist1d_store), "--seeds", "0", "1",
+                  "--level", "0", "--trajectory", str(tmp_path / "t.zarr"), "--out", "a", "b", "--table", "a", "b",
+                  "--device", "cpu"])
+    with pytest.raises(SystemExit, match="level 1 needs --previous"):
+        cli.main(["imp-level", "--spec", exp.to_json(), "--data", str(mnist1d_store), "--seeds", "0", "--level",
+                  "1", "--trajectory", "t", "--out", "a", "--table", "a", "--device", "cpu"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_channels_last_and_bf16_autocast_train_the_same_network(images, precision):
+    """NHWC layout computes the same network (other convolution kernels: equal to NCHW up to rounding, which
+    six steps of this thin network amplify to ~1e-4; reading NHWC memory in NCHW order would be off by the
+    weights' own scale, ~0.1); bfloat16 autocast keeps float32
+    weights and a loss close to float32's, and the flat view reads channels_last weights correctly."""
+    base = make_experiment(**{"model": {"name": "resnet20", "width": 4}, "train.steps": 6, "train.eval_every": 3,
+                              "train.batch_size": 32, "train.lr": 0.002})
+    fast = make_experiment(**{"model": {"name": "resnet20", "width": 4}, "train.steps": 6, "train.eval_every": 3,
+                              "train.batch_size": 32, "train.lr": 0.002, "train.channels_last": True,
+                              "train.precision": precision})
+    ref, ref_run = training.train(base, images, 0, 0, CPU, checkpoints=False, eval_every=False, progress=False)
+    model, run = training.train(fast, images, 0, 0, CPU, checkpoints=False, eval_every=False, progress=False)
+    conv = model.conv.weight
+    assert conv.dtype == torch.float32 and conv.is_contiguous(memory_format=torch.channels_last)
+    theta = models.flatten(model)
+    assert theta.shape == models.flatten(ref).shape
+    if precision == "fp32":
+        torch.testing.assert_close(theta, models.flatten(ref), rtol=0, atol=1e-3)
+    else:
+        assert not torch.equal(theta, models.flatten(ref))  # autocast did act
+        assert run.final("train")["loss"] == pytest.approx(ref_run.final("train")["loss"], rel=0.05)
+
+
+def test_bench_suites_for_dense_precision_and_imp_runs_on_cpu():
+    from sublevel import bench
+
+    dense = bench.dense(CPU, steps=2, batch_size=8, width=2, variants=("fp32", "channels_last+bf16"),
+                        progress=lambda line: None)
+    assert [r["variant"] for r in dense["rows"]] == ["fp32", "channels_last+bf16"]
+    assert all(r["images_per_s"] > 0 for r in dense["rows"]) and dense["rows"][0]["speedup_vs_fp32"] == 1
+    assert dense["torch"] == torch.__version__ and dense["suite"] == "dense"
+    runs = bench.imp(CPU, runs=2, steps=3, batch_size=8, widths=(8,), progress=lambda line: None)
+    assert runs["runs"] == 2 and runs["together_model_steps_per_s"] > 0 and runs["one_at_a_time_model_steps_per_s"] > 0
+    assert runs["speedup"] == pytest.approx(runs["together_model_steps_per_s"] / runs["one_at_a_time_model_steps_per_s"])
+
+
+def test_imp_runs_that_run_out_of_memory_together_are_split(mnist1d, tmp_path, monkeypatch):
+    exp = make_experiment(imp={"levels": 1, "rewind": 5, "baselines": ["random_prune", "oneshot"]})
+    traj = dense(exp, mnist1d, tmp_path)
+    ticket = imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)
+    chains = [imp.Chain(0, traj, ticket)]
+    whole = imp.baselines(["random_prune", "oneshot"], exp, mnist1d, chains, CPU, progress=False)
+    real, sizes = ensemble.train, []
+
+    def one_fits(exp, data, runs, device, progress=True, label=""):
+        sizes.append(len(runs))
+        if len(runs) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(exp, data, runs, device, progress, label)
+
+    monkeypatch.setattr(ensemble, "train", one_fits)
+    split = imp.baselines(["random_prune", "oneshot"], exp, mnist1d, chains, CPU, progress=False)
+    assert sizes == [2, 1, 1]
+    for a, b in zip(whole, split):
+        assert a.method == b.method and torch.equal(a.mask, b.mask)
+        torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=1e-5)
