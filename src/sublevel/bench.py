@@ -21,6 +21,7 @@ Two more suites measure the dense side with the pipeline's own training code:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -89,6 +90,20 @@ def _experiment(name: str, model: dict, steps: int, batch_size: int, **train):
     return Experiment.from_dict(name, validate(raw)["experiments"][name])
 
 
+@contextlib.contextmanager
+def _peak_memory(device, runs: int = 1):
+    """Yields a dict that gets `peak_memory_per_run_mb` on CUDA: the peak allocated above what was allocated
+    before, per run."""
+    out: dict = {}
+    if device.type != "cuda":
+        yield out
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    yield out
+    out["peak_memory_per_run_mb"] = (torch.cuda.max_memory_allocated(device) - before) / runs / 2**20
+
+
 def dense(device, steps: int = 50, batch_size: int = 128, width: int = 16, variants=tuple(DENSE_VARIANTS),
           progress=print) -> dict:
     """images/s of dense ResNet-20 training (evaluation excluded) per memory layout / precision."""
@@ -103,9 +118,10 @@ def dense(device, steps: int = 50, batch_size: int = 128, width: int = 16, varia
         warm = _experiment("bench", {"name": "resnet20", "width": width}, 3, batch_size, augment=True,
                            **DENSE_VARIANTS[variant])
         training.train(warm, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
-        _, run = training.train(exp, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
+        with _peak_memory(device) as peak:
+            _, run = training.train(exp, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
         seconds = run.seconds - run.eval_seconds
-        row = {"variant": variant, "images_per_s": steps * batch_size / seconds, "seconds": seconds}
+        row = {"variant": variant, "images_per_s": steps * batch_size / seconds, "seconds": seconds, **peak}
         report["rows"].append(row)
         progress(f"resnet20 {variant:20s}: {row['images_per_s']:9,.0f} images/s")
     base = report["rows"][0]["images_per_s"]
@@ -131,9 +147,10 @@ def imp(device, runs: int = 8, steps: int = 100, batch_size: int = 128, widths=(
         _, run = training.train(exp, data, r.init_seed, r.data_seed, device, mask=mask, checkpoints=False,
                                 eval_every=False, progress=False)
         alone += run.seconds - run.eval_seconds
-    together = ensemble.train(exp, data, jobs, device, progress=False)[0].seconds
+    with _peak_memory(device, runs) as peak:
+        together = ensemble.train(exp, data, jobs, device, progress=False)[0].seconds
     report = _header(device, suite="imp", model=f"mlp {list(widths)}", D=layout.D, batch_size=batch_size,
-                     steps=steps, runs=runs, sparsity=0.8)
+                     steps=steps, runs=runs, sparsity=0.8, **peak)
     report["one_at_a_time_model_steps_per_s"] = runs * steps / alone
     report["together_model_steps_per_s"] = runs * steps / together
     report["speedup"] = alone / together
@@ -187,15 +204,12 @@ def batched(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs:
     warm = subspace.SubspaceTrain("adam", 0.01, 0.9, max(2, steps // 10), batch_size, eval_batch_size=2048)
     make = lambda s: projections.make(kind, D, d, s).to(device)
     subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds[:1], warm, evaluate=False)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    result = subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds, spec, evaluate=False)
-    out = {"model_steps_per_s": runs * steps / result.seconds, "runs": runs, "runs_per_batch": result.batch,
-           "steps": steps, "seconds": result.seconds}
-    if device.type == "cuda":
-        out["peak_memory_per_run_mb"] = (torch.cuda.max_memory_allocated(device) - before) / result.batch / 2**20
-    return out
+    with _peak_memory(device) as peak:
+        result = subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds, spec, evaluate=False)
+    if "peak_memory_per_run_mb" in peak:  # per run of the batch that ran (the peak is one batch's)
+        peak["peak_memory_per_run_mb"] /= result.batch
+    return {"model_steps_per_s": runs * steps / result.seconds, "runs": runs, "runs_per_batch": result.batch,
+            "steps": steps, "seconds": result.seconds, **peak}
 
 
 def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: int = 256, steps: int = 100,
