@@ -70,7 +70,7 @@ def test_batchnorm_statistics_and_augmentation_are_per_run(images):
     exp = make_experiment(**{"model": {"name": "resnet20", "width": 4}, "train.augment": True,
                              "train.steps": 6, "train.eval_every": 3, "train.batch_size": 32, "train.lr": 0.002})
     runs = [ensemble.Run(0, 0), ensemble.Run(1, 11)]
-    together = assert_same(exp, images, runs)
+    together = assert_same(exp, images, runs, atol=1e-4)  # fused-optimiser rounding, amplified over six steps
     assert not torch.allclose(together[0].buffers, together[1].buffers)
 
 

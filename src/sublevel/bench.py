@@ -212,15 +212,45 @@ def batched(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs:
             "steps": steps, "seconds": result.seconds, **peak}
 
 
+def profile(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs: int, steps: int, batch_size: int,
+            top: int = 12) -> list[dict]:
+    """Where a batched step spends its time: torch.profiler over `steps` steps of `runs` runs, the `top` ops by
+    self time on the device (CUDA kernels' time on a GPU, CPU time on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    device = anchor.device
+    cuda = device.type == "cuda"
+    spec = subspace.SubspaceTrain("adam", 0.01, 0.9, steps, batch_size, eval_batch_size=2048)
+    make = lambda s: projections.make(kind, len(anchor), d, s).to(device)
+    seeds = list(range(min(runs, subspace.runs_that_fit(kind, len(anchor), d, device))))
+    subspace.train_split(model, data, anchor, torch.zeros(0, device=device), kind, d, make, seeds[:1], spec,
+                         evaluate=False)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        subspace.train_split(model, data, anchor, torch.zeros(0, device=device), kind, d, make, seeds, spec,
+                             evaluate=False)
+    self_time = lambda e: (getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+                           if cuda else e.self_cpu_time_total)
+    events = [e for e in prof.key_averages() if self_time(e) > 0]
+    total = sum(self_time(e) for e in events) or 1.0
+    events.sort(key=self_time, reverse=True)
+    return [{"op": e.key, "calls": e.count, "self_ms_per_step": self_time(e) / 1e3 / steps,
+             "share": self_time(e) / total} for e in events[:top]]
+
+
 def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: int = 256, steps: int = 100,
-        loop_steps: int = 100, batch_size: int = 128, widths=(300, 100), progress=print) -> dict:
+        loop_steps: int = 100, batch_size: int = 128, widths=(300, 100), progress=print, tf32: bool = False,
+        profile_steps: int = 0) -> dict:
+    """The subspace suite. `tf32`: TensorFloat-32 matmuls on CUDA (PyTorch's default is off: float32 exactly).
+    `profile_steps`: also profile the ceiling and Fastfood at the largest d for this many steps."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.manual_seed(0)
     data = synthetic_mnist(11000, device)
     model = models.build("mlp", (1, 28, 28), 10, widths=tuple(widths)).to(device)
     anchor = models.flatten(model).to(device)
     D = len(anchor)
     report = _header(device, suite="subspace", model=f"mlp {list(widths)}", D=D, batch_size=batch_size, runs=runs,
-                     steps=steps, rows=[])
+                     steps=steps, tf32_matmul=tf32, rows=[])
     name = report["device_name"]
     ceiling = batched(model, data, anchor, "identity", D, runs, steps, batch_size)
     report["ceiling"] = ceiling
@@ -240,6 +270,12 @@ def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: 
             progress(f"{kind:8s} d={d:>6}: loop {one:9,.0f} steps/s | batched {many['model_steps_per_s']:10,.0f} "
                      f"model-steps/s ({many['runs_per_batch']} runs/batch) | x{row['speedup_vs_loop']:.1f} | "
                      f"{100 * row['fraction_of_ceiling']:.0f}% of ceiling")
+    if profile_steps:
+        report["profile"] = {}
+        for kind, d in (("identity", D), ("fastfood", max(dims))):
+            top = profile(model, data, anchor, kind, d, runs, profile_steps, batch_size)
+            report["profile"][f"{kind} d={d}"] = top
+            progress(f"profile {kind} d={d}: " + "; ".join(f"{t['op']} {100 * t['share']:.0f}%" for t in top[:5]))
     return report
 
 

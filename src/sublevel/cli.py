@@ -305,7 +305,8 @@ def _bench(args) -> None:
     say = lambda line: print(line, flush=True)
     if args.suite == "subspace":
         report = bench.run(device, dims=args.dims, kinds=args.projections, runs=args.runs, steps=args.steps,
-                           loop_steps=args.loop_steps, batch_size=args.batch_size, widths=args.widths, progress=say)
+                           loop_steps=args.loop_steps, batch_size=args.batch_size, widths=args.widths, progress=say,
+                           tf32=args.tf32, profile_steps=args.profile_steps)
     elif args.suite == "dense":
         report = bench.dense(device, steps=args.steps, batch_size=args.batch_size, progress=say)
     else:
@@ -522,6 +523,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--loop-steps", type=int, default=100, help="timed steps of the one-run loop")
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--widths", type=int, nargs="+", default=[300, 100], help="MLP widths (LeNet-300-100)")
+    s.add_argument("--tf32", action="store_true", help="subspace suite: TensorFloat-32 matmuls on CUDA")
+    s.add_argument("--profile-steps", type=int, default=0,
+                   help="subspace suite: profile the ceiling and Fastfood at the largest d for this many steps")
     s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")
     s.set_defaults(func=_bench)
 

@@ -53,10 +53,10 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
     device = anchor.device
     R, d = len(data_seeds), proj.d
     w = torch.zeros(R, d, device=device, requires_grad=True)
-    if spec.optimizer == "adam":
-        opt = torch.optim.Adam([w], lr=spec.lr)
+    if spec.optimizer == "adam":  # fused: one kernel per step (see training.make_optimizer)
+        opt = torch.optim.Adam([w], lr=spec.lr, fused=True)
     else:
-        opt = torch.optim.SGD([w], lr=spec.lr, momentum=spec.momentum)
+        opt = torch.optim.SGD([w], lr=spec.lr, momentum=spec.momentum, fused=True)
     buffers = anchor_buffers.to(device).float().expand(R, -1).clone()
     forward = vmap(functional_forward(model), in_dims=(0, 0, 0))
     n, bs = len(data.y_train), spec.batch_size
