@@ -9,7 +9,11 @@ out=${OUT:-/tmp/gpu-session}; mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site PATH=/tmp/site/bin:$PATH SUBLEVEL_COMMIT=$(git rev-parse HEAD 2>/dev/null)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python3 -m sublevel bench --projections fastfood dense --steps 40 --loop-steps 60 2>&1 | tee "$out/bench-subspace.txt"
+python3 -m sublevel bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 2>&1 \
+  | tee "$out/bench-subspace.txt"
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9.-' _ | sed 's/_*$//')
+python3 -m sublevel bench --projections fastfood --steps 40 --loop-steps 20 --tf32 \
+  --out "bench/results/${gpu}-$(date +%F)-tf32.json" 2>&1 | tee "$out/bench-subspace-tf32.txt"
 python3 -m sublevel bench --suite dense --steps 100 2>&1 | tee "$out/bench-dense.txt"
 python3 -m sublevel bench --suite imp --runs 8 --steps 200 2>&1 | tee "$out/bench-imp.txt"
 cp bench/results/*"$(date +%F)"*.json "$out/" 2>/dev/null
