@@ -189,3 +189,19 @@ def test_imp_runs_that_run_out_of_memory_together_are_split(mnist1d, tmp_path, m
     for a, b in zip(whole, split):
         assert a.method == b.method and torch.equal(a.mask, b.mask)
         torch.testing.assert_close(a.weights, b.weights, rtol=0, atol=1e-5)
+
+
+def test_bf16_autocast_under_vmap_trains_each_run_as_alone(images):
+    """IMP levels of a bf16 experiment train through the ensemble: autocast applies under vmap too."""
+    exp = make_experiment(**{"model": {"name": "resnet20", "width": 4}, "train.steps": 6, "train.eval_every": 3,
+                             "train.batch_size": 32, "train.lr": 0.002, "train.precision": "bf16"})
+    fp32 = make_experiment(**{"model": {"name": "resnet20", "width": 4}, "train.steps": 6, "train.eval_every": 3,
+                              "train.batch_size": 32, "train.lr": 0.002})
+    runs = [ensemble.Run(0, 0), ensemble.Run(1, 11)]
+    together = ensemble.train(exp, images, runs, CPU, progress=False)
+    exact = ensemble.train(fp32, images, runs, CPU, progress=False)
+    for run, t, e in zip(runs, together, exact):
+        model, out = alone(exp, images, run)
+        assert t.theta.dtype == torch.float32 and not torch.equal(t.theta, e.theta)  # autocast did act
+        torch.testing.assert_close(t.theta, models.flatten(model), rtol=0, atol=1e-2)  # bf16 rounding, batched
+        assert t.metrics["train_loss"] == pytest.approx(out.final("train")["loss"], rel=1e-3)
