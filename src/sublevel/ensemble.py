@@ -29,7 +29,7 @@ from sublevel import models
 from sublevel.config import Experiment, Schedule
 from sublevel.connectivity import evaluate_many
 from sublevel.datasets import Dataset
-from sublevel.training import Start, augment, autocast, build_model, data_generator, make_optimizer
+from sublevel.training import Start, apply_mask, augment, autocast, build_model, data_generator, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,8 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
     if any(r.mask is not None for r in runs):
         flat = torch.stack([(r.mask if r.mask is not None else torch.ones(layout.D, dtype=torch.bool))
                             .to(device, torch.float32) for r in runs])                         # [R, D]
-        masks = {n: flat[:, o:o + math.prod(s)].view(R, *s)
-                 for n, s, o in zip(layout.names, layout.shapes, layout.offsets)}
-        _apply(params, masks)
+        masks = list(layout.unflatten(flat).values())                                      # [R, *shape] each
+        apply_mask(list(params.values()), masks)
     opt = make_optimizer(exp, params.values())
     forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, 0))
     n, bs, spe = len(data.y_train), exp.train.batch_size, sched.steps_per_epoch
@@ -110,7 +109,7 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
         torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
         opt.step()
         if masks is not None:
-            _apply(params, masks)
+            apply_mask(list(params.values()), masks)
         if frozen:
             with torch.no_grad():
                 for k, v in (params | buffers).items():
@@ -145,8 +144,3 @@ def _network(exp: Experiment, data: Dataset, run: Run, device: torch.device) -> 
             models.load_flat_buffers(model, run.start.buffers.to(device))
     return model
 
-
-@torch.no_grad()
-def _apply(params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> None:
-    for n, p in params.items():
-        p.mul_(masks[n])

@@ -181,11 +181,13 @@ class Layout:
         return self.offsets[-1] + math.prod(self.shapes[-1]) if self.names else 0
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Views of θ shaped as the named parameters (for torch.func.functional_call). One split, not a slice
-        per tensor: a slice's backward writes its gradient into a zero-filled copy of all of θ, so slicing costs
-        a D-sized fill and add per tensor per step; split's backward is one concatenation."""
+        """Views of θ [..., D] shaped as the named parameters [..., *shape] (for torch.func.functional_call;
+        leading dims kept, e.g. runs stacked as [R, D]). One split, not a slice per tensor: a slice's backward
+        writes its gradient into a zero-filled copy of all of θ, so slicing costs a D-sized fill and add per
+        tensor per step; split's backward is one concatenation."""
         sizes = [math.prod(s) for s in self.shapes]
-        return {n: t.view(s) for n, s, t in zip(self.names, self.shapes, theta.split(sizes, dim=-1))}
+        return {n: t.view(*theta.shape[:-1], *s)
+                for n, s, t in zip(self.names, self.shapes, theta.split(sizes, dim=-1))}
 
     def prunable_mask(self) -> torch.Tensor:
         """Boolean [D]: True on conv/linear weights."""

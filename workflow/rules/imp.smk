@@ -8,6 +8,8 @@
 # outputs cannot depend on a wildcard) and their names carry it: imp_level_<experiment>, ... Adding a seed
 # to imp.seeds therefore reruns the chains' level jobs for every seed.
 for _name in imp_experiments():
+    _seeds = " ".join(map(str, experiment(config, _name).imp.seeds))
+    _spec = experiment(config, _name).for_stage("imp").to_json()
 
     rule:
         name:
@@ -23,10 +25,10 @@ for _name in imp_experiments():
         log:
             str(paths.log("imp", _name, "imp", "{level}")),
         params:
-            seeds=" ".join(map(str, experiment(config, _name).imp.seeds)),
+            seeds=_seeds,
             diet=optional_flag("--diet", "diet"),
             previous=optional_flag("--previous", "previous"),
-            spec=experiment(config, _name).for_stage("imp").to_json(),
+            spec=_spec,
             device=config["device"],
         threads: config["threads"]
         resources:
@@ -54,9 +56,9 @@ for _name in imp_experiments():
         log:
             str(paths.log("imp", _name, "baselines", "{level}")),
         params:
-            seeds=" ".join(map(str, experiment(config, _name).imp.seeds)),
+            seeds=_seeds,
             diet=optional_flag("--diet", "diet"),
-            spec=experiment(config, _name).for_stage("imp").to_json(),
+            spec=_spec,
             device=config["device"],
             methods=" ".join(experiment(config, _name).imp.baselines),
         threads: config["threads"]
@@ -86,9 +88,9 @@ for _name in imp_experiments():
         log:
             str(paths.log("barrier", _name, "instability", "{level}")),
         params:
-            seeds=" ".join(map(str, experiment(config, _name).imp.seeds)),
+            seeds=_seeds,
             diet=optional_flag("--diet", "diet"),
-            spec=experiment(config, _name).for_stage("imp").to_json(),
+            spec=_spec,
             device=config["device"],
         threads: config["threads"]
         resources:
