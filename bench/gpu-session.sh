@@ -1,27 +1,46 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the README in one call on a lent GPU machine (no registry there; its Python has
-# torch). Here first:  ../shared/tools/gpu-wheels.sh .whl   (and "/.whl/" in .git/info/exclude)
-# Then, through the device tool, with carry [".whl"]:   bash bench/gpu-session.sh
-# Writes the bench JSON to bench/results/ and $OUT/, and the pipeline's timing and logs to $OUT/.
-# PIPELINE=0 skips the snakemake run (the benches take ~5 minutes, the default pipeline longer).
+# Every GPU measurement of the README on a lent GPU machine (no registry there; its Python has torch).
+# Here first:  ../shared/tools/gpu-wheels.sh .whl   (and "/.whl/" in .git/info/exclude)
+# Then, through the device tool, with carry [".whl"], one part per call (each fits a 10-minute call):
+#   bash bench/gpu-session.sh bench      # subspace suite (+ profile), TF32, dense ResNet-20, IMP runs: ~6 min
+#   bash bench/gpu-session.sh compile    # Fastfood rows and ResNet-20 under torch.compile (default mode)
+#   bash bench/gpu-session.sh cudagraphs # the same in mode reduce-overhead (CUDA graphs)
+#   bash bench/gpu-session.sh pipeline   # the default config with --resources gpu=1, timed (resumes if cut)
+# Writes the bench JSON to bench/results/ and $OUT/, the pipeline's timing and logs to $OUT/.
 set -uo pipefail
+part=${1:-bench}
 out=${OUT:-/tmp/gpu-session}; mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site PATH=/tmp/site/bin:$PATH SUBLEVEL_COMMIT=$(git rev-parse HEAD 2>/dev/null)
+export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python3 -m sublevel bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 2>&1 \
-  | tee "$out/bench-subspace.txt"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9.-' _ | sed 's/_*$//')
-python3 -m sublevel bench --projections fastfood --steps 40 --loop-steps 20 --tf32 \
-  --out "bench/results/${gpu}-$(date +%F)-tf32.json" 2>&1 | tee "$out/bench-subspace-tf32.txt"
-python3 -m sublevel bench --suite dense --steps 100 2>&1 | tee "$out/bench-dense.txt"
-python3 -m sublevel bench --suite imp --runs 8 --steps 200 2>&1 | tee "$out/bench-imp.txt"
-cp bench/results/*"$(date +%F)"*.json "$out/" 2>/dev/null
-if [ "${PIPELINE:-1}" = 1 ]; then
-  # polars and duckdb do not fit the carry: the analysis rules and figures run on the CPU afterwards
+bench="python3 -m sublevel bench"
+case $part in
+bench)
+  $bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 2>&1 | tee "$out/bench-subspace.txt"
+  $bench --projections fastfood --steps 40 --loop-steps 20 --tf32 \
+    --out "bench/results/${gpu}-$(date +%F)-tf32.json" 2>&1 | tee "$out/bench-subspace-tf32.txt"
+  $bench --suite dense --steps 100 2>&1 | tee "$out/bench-dense.txt"
+  $bench --suite imp --runs 8 --steps 200 2>&1 | tee "$out/bench-imp.txt"
+  ;;
+compile|cudagraphs)
+  mode=$([ $part = compile ] && echo default || echo reduce-overhead)
+  $bench --projections fastfood --steps 40 --loop-steps 20 --compile $mode 2>&1 | tee "$out/bench-compile-$mode.txt"
+  $bench --suite dense --steps 100 --compile $mode 2>&1 | tee "$out/bench-dense-compile-$mode.txt"
+  ;;
+pipeline)
+  # polars and duckdb do not fit the carry: the analysis rules and figures run on the CPU afterwards. A call
+  # cut at its limit leaves results/ on the warm machine: the same part again resumes (--rerun-incomplete),
+  # and the wall times of the calls add up.
   start=$(date +%s)
-  snakemake --cores 16 --resources gpu=1 --omit-from analyse_subspace figure export > "$out/snakemake.txt" 2>&1
-  echo "rc=$? wall_s=$(( $(date +%s) - start ))" | tee "$out/pipeline.txt"
+  timeout 540 snakemake --cores 16 --resources gpu=1 --rerun-incomplete \
+    --omit-from analyse_subspace figure export > "$out/snakemake.txt" 2>&1
+  echo "rc=$? wall_s=$(( $(date +%s) - start ))" | tee -a "$out/pipeline.txt"
   tail -5 "$out/snakemake.txt"
   tar czf "$out/logs.tgz" results/logs 2>/dev/null
-fi
+  ;;
+*) echo "unknown part $part: bench, compile, cudagraphs or pipeline" >&2; exit 2 ;;
+esac
+cp bench/results/*"$(date +%F)"*.json "$out/" 2>/dev/null
+true

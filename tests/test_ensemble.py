@@ -205,3 +205,16 @@ def test_bf16_autocast_under_vmap_trains_each_run_as_alone(images):
         assert t.theta.dtype == torch.float32 and not torch.equal(t.theta, e.theta)  # autocast did act
         torch.testing.assert_close(t.theta, models.flatten(model), rtol=0, atol=1e-2)  # bf16 rounding, batched
         assert t.metrics["train_loss"] == pytest.approx(out.final("train")["loss"], rel=1e-3)
+
+
+def test_compiled_training_trains_the_same_networks(mnist1d):
+    """train.compile puts the step of dense training and of the ensemble under torch.compile: same networks."""
+    eager = make_experiment(**{"train.steps": 8, "train.momentum": 0.9})
+    fast = make_experiment(**{"train.steps": 8, "train.momentum": 0.9, "train.compile": "default"})
+    runs = [ensemble.Run(0, 0), ensemble.Run(1, 3)]
+    want = [models.flatten(alone(eager, mnist1d, r)[0]) for r in runs]
+    assert not torch.equal(want[0], models.flatten(training.build_model(eager, mnist1d, 0, CPU)))  # it trained
+    for r, w in zip(runs, want):
+        torch.testing.assert_close(models.flatten(alone(fast, mnist1d, r)[0]), w, rtol=0, atol=1e-5)
+    for t, w in zip(ensemble.train(fast, mnist1d, runs, CPU, progress=False), want):
+        torch.testing.assert_close(t.theta, w, rtol=0, atol=1e-5)

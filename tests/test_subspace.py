@@ -40,6 +40,19 @@ def test_columns_are_unit_norm_and_nearly_orthogonal(kind, D, d):
     assert off.mean().abs() < 3 / math.sqrt(D * d)
 
 
+def test_the_fastfood_gradient_is_the_transposed_projection():
+    """Its permutation's backward is a gather with the inverse permutation (no scatter-add): check the whole
+    transform's gradient numerically, in float64, with D not a multiple of the block size."""
+    proj = projections.make("fastfood", 100, 12, [0, 1])
+    proj64 = projections.Projection("fastfood", 100, 12, {k: v.double() if v.is_floating_point() else v
+                                                          for k, v in proj.tensors.items()})
+    w = torch.randn(2, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(proj64, (w,))
+    g = torch.randn(2, 100, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(proj64(w), w, g)
+    torch.testing.assert_close(grad, torch.einsum("rDd,rD->rd", proj64.columns(), g))
+
+
 @pytest.mark.parametrize("kind", ["dense", "fastfood"])
 def test_the_same_seed_regenerates_the_same_projection(kind):
     w = torch.randn(3, 50)
@@ -190,6 +203,39 @@ def test_diverged_runs_stop_and_are_flagged(mnist1d):
     assert all(m["diverged"] for m in res.metrics)
 
 
+class _PoisonedFrom:
+    """A projection whose output for `run` turns NaN from its `at`-th call on: that run diverges at step `at`."""
+
+    def __init__(self, proj, run: int, at: int):
+        self.proj, self.run, self.at, self.d, self.calls = proj, run, at, proj.d, 0
+
+    def __call__(self, w):
+        out, self.calls = self.proj(w), self.calls + 1
+        if self.calls > self.at:
+            out = out.clone()
+            out[self.run] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_run_that_diverges_stays_where_it_stopped_and_the_others_go_on(mnist1d, optimizer):
+    """Run 1 diverges at step 5: its coordinates stay those after 5 steps (neither its gradient nor Adam's or
+    SGD's momentum moves it on), and run 0 trains as if alone."""
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta0 = models.flatten(model)
+    P = projections.make("dense", len(theta0), 8, [0, 1]).tensors["P"]
+    proj = lambda rows: projections.Projection("dense", len(theta0), 8, {"P": P[rows]})
+    train = lambda p, seeds, steps: subspace.train(
+        model, mnist1d, theta0, torch.zeros(0), p, seeds,
+        subspace.SubspaceTrain(optimizer=optimizer, lr=0.01, steps=steps, batch_size=32), evaluate=False)
+    both = train(_PoisonedFrom(proj([0, 1]), run=1, at=5), [0, 1], 20)
+    assert [m["diverged"] for m in both.metrics] == [False, True]
+    torch.testing.assert_close(both.w[0], train(proj([0]), [0], 20).w[0])
+    torch.testing.assert_close(both.w[1], train(proj([1]), [1], 5).w[0])
+    assert not torch.equal(both.w[1], train(proj([1]), [1], 6).w[0])  # one step more would have moved it
+
+
 def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_runs(mnist1d, monkeypatch):
     exp = make_experiment()
     model = training.build_model(exp, mnist1d, 0, CPU)
@@ -248,4 +294,20 @@ def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path):
     for r in saved["rows"]:
         assert r["loop_steps_per_s"] > 0 and r["model_steps_per_s"] > 0 and r["runs"] == 3
         assert r["speedup_vs_loop"] == pytest.approx(r["model_steps_per_s"] / r["loop_steps_per_s"])
-    assert saved["ceiling"]["model_steps_per_s"] > 0
+    assert saved["ceiling"]["model_steps_per_s"] > 0 and saved["ceiling"]["warmup_seconds"] > 0
+    assert saved["compile"] == "none" and saved["deterministic_algorithms"] is False  # as a CPU job trains
+
+
+def test_a_compiled_step_trains_the_same_runs(mnist1d):
+    """torch.compile (spec.compile, bench --compile) changes how the step runs, not what it computes."""
+    exp = make_experiment()
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta0 = models.flatten(model)
+    proj = projections.make("fastfood", len(theta0), 24, [0, 1, 2])
+    train = lambda mode: subspace.train(model, mnist1d, theta0, torch.zeros(0), proj, [0, 1, 2],
+                                        subspace.SubspaceTrain(steps=6, batch_size=32, compile=mode))
+    eager, compiled = train("none"), train("default")
+    assert eager.w.abs().sum() > 0
+    torch.testing.assert_close(compiled.w, eager.w, rtol=1e-4, atol=1e-5)
+    for a, b in zip(compiled.metrics, eager.metrics):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)

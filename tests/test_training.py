@@ -1,4 +1,5 @@
 import math
+import os
 
 import numpy as np
 import pytest
@@ -108,3 +109,14 @@ def test_a_subset_follows_the_full_schedule_with_its_own_epochs(mnist1d):
     assert part.steps[-1] == k and math.isfinite(part.rows[-1]["loss"])
     assert part.rows[-1]["lr"] == pytest.approx(0.05 * sched.lr_factor(k, "cosine", exp.train.gamma))
     assert len(half.y_test) == len(mnist1d.y_test)
+
+
+def test_cuda_jobs_ask_for_deterministic_kernels_and_a_fixed_cublas_workspace(monkeypatch):
+    """What a job on a GPU sets before its first matmul (run here without a GPU: only the settings)."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        training.seed_everything(1, torch.device("cuda"))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)

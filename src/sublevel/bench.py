@@ -73,7 +73,8 @@ def _header(device, **setup) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "device": str(device), "device_name": name, "torch": torch.__version__, "host": platform.node(),
-           "commit": os.environ.get("SUBLEVEL_COMMIT") or _commit(), **setup}
+           "commit": os.environ.get("SUBLEVEL_COMMIT") or _commit(),
+           "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(), **setup}
     if device.type == "cpu":
         out["threads"] = torch.get_num_threads()
     return out
@@ -105,25 +106,30 @@ def _peak_memory(device, runs: int = 1):
 
 
 def dense(device, steps: int = 50, batch_size: int = 128, width: int = 16, variants=tuple(DENSE_VARIANTS),
-          progress=print) -> dict:
-    """images/s of dense ResNet-20 training (evaluation excluded) per memory layout / precision."""
+          progress=print, compile: str = "none") -> dict:
+    """images/s of dense ResNet-20 training (evaluation excluded) per memory layout / precision; with `compile`,
+    also fp32 and channels_last+bf16 under torch.compile in that mode (compiled in the warm-up run)."""
     from sublevel import training
 
     data = synthetic_mnist(batch_size * (steps + 2) + 512, device, shape=(3, 32, 32), test=512)
     report = _header(device, suite="dense", model=f"resnet20 width {width}", batch_size=batch_size, steps=steps,
                      rows=[])
-    for variant in variants:
+    options = {v: DENSE_VARIANTS[v] for v in variants}
+    if compile != "none":
+        for v in ("fp32", "channels_last+bf16"):
+            options[f"{v}+compile={compile}"] = {**DENSE_VARIANTS[v], "compile": compile}
+    for variant, option in options.items():
         exp = _experiment("bench", {"name": "resnet20", "width": width}, steps, batch_size, lr=0.1,
-                          momentum=0.9, weight_decay=1e-4, augment=True, **DENSE_VARIANTS[variant])
-        warm = _experiment("bench", {"name": "resnet20", "width": width}, 3, batch_size, augment=True,
-                           **DENSE_VARIANTS[variant])
+                          momentum=0.9, weight_decay=1e-4, augment=True, **option)
+        warm = _experiment("bench", {"name": "resnet20", "width": width}, 3, batch_size, lr=0.1,
+                           momentum=0.9, weight_decay=1e-4, augment=True, **option)
         training.train(warm, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
         with _peak_memory(device) as peak:
             _, run = training.train(exp, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
         seconds = run.seconds - run.eval_seconds
         row = {"variant": variant, "images_per_s": steps * batch_size / seconds, "seconds": seconds, **peak}
         report["rows"].append(row)
-        progress(f"resnet20 {variant:20s}: {row['images_per_s']:9,.0f} images/s")
+        progress(f"resnet20 {variant:30s}: {row['images_per_s']:9,.0f} images/s")
     base = report["rows"][0]["images_per_s"]
     for row in report["rows"]:
         row["speedup_vs_fp32"] = row["images_per_s"] / base
@@ -192,38 +198,46 @@ def loop(model, data: Dataset, anchor: torch.Tensor, proj: projections.Projectio
     return steps / (time.perf_counter() - begin)
 
 
+def _spec(steps: int, batch_size: int, compile: str) -> subspace.SubspaceTrain:
+    return subspace.SubspaceTrain("adam", 0.01, 0.9, steps, batch_size, eval_batch_size=2048, compile=compile)
+
+
 def batched(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs: int, steps: int,
-            batch_size: int) -> dict:
-    """model-steps/s of the pipeline's own batched training of `runs` runs at dimension d."""
+            batch_size: int, compile: str = "none") -> dict:
+    """model-steps/s of the pipeline's own batched training of `runs` runs at dimension d. The warm-up trains
+    the same batch (so a compiled step is compiled, and the GPU libraries have picked their kernels, before
+    the clock starts); its seconds are reported as `warmup_seconds`."""
     device = anchor.device
     D = len(anchor)
     runs = min(runs, subspace.runs_that_fit(kind, D, d, device))  # one batch: what a sweep job would run at once
     seeds = list(range(runs))
     buffers = torch.zeros(0, device=device)
-    spec = subspace.SubspaceTrain("adam", 0.01, 0.9, steps, batch_size, eval_batch_size=2048)
-    warm = subspace.SubspaceTrain("adam", 0.01, 0.9, max(2, steps // 10), batch_size, eval_batch_size=2048)
     make = lambda s: projections.make(kind, D, d, s).to(device)
-    subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds[:1], warm, evaluate=False)
+    begin = time.perf_counter()
+    subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds, _spec(max(2, steps // 10), batch_size,
+                         compile), evaluate=False)
+    warmup = time.perf_counter() - begin
     with _peak_memory(device) as peak:
-        result = subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds, spec, evaluate=False)
+        result = subspace.train_split(model, data, anchor, buffers, kind, d, make, seeds,
+                                      _spec(steps, batch_size, compile), evaluate=False)
     if "peak_memory_per_run_mb" in peak:  # per run of the batch that ran (the peak is one batch's)
         peak["peak_memory_per_run_mb"] /= result.batch
     return {"model_steps_per_s": runs * steps / result.seconds, "runs": runs, "runs_per_batch": result.batch,
-            "steps": steps, "seconds": result.seconds, **peak}
+            "steps": steps, "seconds": result.seconds, "warmup_seconds": warmup, **peak}
 
 
 def profile(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs: int, steps: int, batch_size: int,
-            top: int = 12) -> list[dict]:
+            top: int = 12, compile: str = "none") -> list[dict]:
     """Where a batched step spends its time: torch.profiler over `steps` steps of `runs` runs, the `top` ops by
     self time on the device (CUDA kernels' time on a GPU, CPU time on the CPU)."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     device = anchor.device
     cuda = device.type == "cuda"
-    spec = subspace.SubspaceTrain("adam", 0.01, 0.9, steps, batch_size, eval_batch_size=2048)
+    spec = _spec(steps, batch_size, compile)
     make = lambda s: projections.make(kind, len(anchor), d, s).to(device)
     seeds = list(range(min(runs, subspace.runs_that_fit(kind, len(anchor), d, device))))
-    subspace.train_split(model, data, anchor, torch.zeros(0, device=device), kind, d, make, seeds[:1], spec,
+    subspace.train_split(model, data, anchor, torch.zeros(0, device=device), kind, d, make, seeds, spec,
                          evaluate=False)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch_profile(activities=activities) as prof:
@@ -240,9 +254,10 @@ def profile(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs:
 
 def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: int = 256, steps: int = 100,
         loop_steps: int = 100, batch_size: int = 128, widths=(300, 100), progress=print, tf32: bool = False,
-        profile_steps: int = 0) -> dict:
+        profile_steps: int = 0, compile: str = "none") -> dict:
     """The subspace suite. `tf32`: TensorFloat-32 matmuls on CUDA (PyTorch's default is off: float32 exactly).
-    `profile_steps`: also profile the ceiling and Fastfood at the largest d for this many steps."""
+    `profile_steps`: also profile the ceiling and Fastfood at the largest d for this many steps. `compile`: the
+    batched runs' step under torch.compile in this mode (`subspace.compile`); the one-run loop stays eager."""
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.manual_seed(0)
     data = synthetic_mnist(11000, device)
@@ -250,16 +265,16 @@ def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: 
     anchor = models.flatten(model).to(device)
     D = len(anchor)
     report = _header(device, suite="subspace", model=f"mlp {list(widths)}", D=D, batch_size=batch_size, runs=runs,
-                     steps=steps, tf32_matmul=tf32, rows=[])
+                     steps=steps, tf32_matmul=tf32, compile=compile, rows=[])
     name = report["device_name"]
-    ceiling = batched(model, data, anchor, "identity", D, runs, steps, batch_size)
+    ceiling = batched(model, data, anchor, "identity", D, runs, steps, batch_size, compile)
     report["ceiling"] = ceiling
     progress(f"ceiling: {runs} full-parameter copies under vmap: {ceiling['model_steps_per_s']:,.0f} model-steps/s")
     bandwidth = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
     for kind in kinds:
         for d in dims:
             one = loop(model, data, anchor, projections.make(kind, D, d, [0]).to(device), loop_steps, batch_size)
-            many = batched(model, data, anchor, kind, d, runs, steps, batch_size)
+            many = batched(model, data, anchor, kind, d, runs, steps, batch_size, compile)
             row = {"projection": kind, "d": d, "loop_steps_per_s": one, **many,
                    "speedup_vs_loop": many["model_steps_per_s"] / one,
                    "fraction_of_ceiling": many["model_steps_per_s"] / ceiling["model_steps_per_s"]}
@@ -273,7 +288,7 @@ def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: 
     if profile_steps:
         report["profile"] = {}
         for kind, d in (("identity", D), ("fastfood", max(dims))):
-            top = profile(model, data, anchor, kind, d, runs, profile_steps, batch_size)
+            top = profile(model, data, anchor, kind, d, runs, profile_steps, batch_size, compile=compile)
             report["profile"][f"{kind} d={d}"] = top
             progress(f"profile {kind} d={d}: " + "; ".join(f"{t['op']} {100 * t['share']:.0f}%" for t in top[:5]))
     return report

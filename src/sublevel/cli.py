@@ -299,20 +299,24 @@ def _bench(args) -> None:
     import re
 
     from sublevel import bench
-    from sublevel.training import pick_device
+    from sublevel.training import pick_device, seed_everything
 
     device = pick_device(args.device)
+    seed_everything(device=device)  # the settings a pipeline job trains under (deterministic kernels on CUDA)
     say = lambda line: print(line, flush=True)
     if args.suite == "subspace":
         report = bench.run(device, dims=args.dims, kinds=args.projections, runs=args.runs, steps=args.steps,
                            loop_steps=args.loop_steps, batch_size=args.batch_size, widths=args.widths, progress=say,
-                           tf32=args.tf32, profile_steps=args.profile_steps)
+                           tf32=args.tf32, profile_steps=args.profile_steps, compile=args.compile)
     elif args.suite == "dense":
-        report = bench.dense(device, steps=args.steps, batch_size=args.batch_size, progress=say)
+        report = bench.dense(device, steps=args.steps, batch_size=args.batch_size, progress=say,
+                             variants=list(bench.DENSE_VARIANTS) if args.compile == "none" else ["fp32"],
+                             compile=args.compile)
     else:
         report = bench.imp(device, runs=args.runs, steps=args.steps, batch_size=args.batch_size, widths=args.widths,
                            progress=say)
     suffix = "" if args.suite == "subspace" else f"-{args.suite}"
+    suffix += "" if args.compile == "none" else f"-compile-{args.compile}"
     out = args.out or (Path("bench/results") / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', report['device_name'])}-"
                        f"{datetime.date.today().isoformat()}{suffix}.json")
     bench.write(report, out)
@@ -524,6 +528,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=128)
     s.add_argument("--widths", type=int, nargs="+", default=[300, 100], help="MLP widths (LeNet-300-100)")
     s.add_argument("--tf32", action="store_true", help="subspace suite: TensorFloat-32 matmuls on CUDA")
+    s.add_argument("--compile", default="none", choices=["none", "default", "reduce-overhead",
+                                                         "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode: subspace suite, the batched step (the config's subspace.compile); "
+                        "dense suite, fp32 and channels_last+bf16 compiled beside eager fp32 (train.compile)")
     s.add_argument("--profile-steps", type=int, default=0,
                    help="subspace suite: profile the ceiling and Fastfood at the largest d for this many steps")
     s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")

@@ -109,6 +109,7 @@ class TrainSpec:
     eval_batch_size: int
     precision: str = "fp32"
     channels_last: bool = False
+    compile: str = "none"
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class SubspaceSpec:
     batch_size: int
     thresholds: tuple[dict, ...] = ()
     bootstrap: int = 1000
+    compile: str = "none"
     refine: dict | None = None
 
     @classmethod

@@ -29,7 +29,8 @@ from sublevel import models
 from sublevel.config import Experiment, Schedule
 from sublevel.connectivity import evaluate_many
 from sublevel.datasets import Dataset
-from sublevel.training import Start, apply_mask, augment, autocast, build_model, data_generator, make_optimizer
+from sublevel.training import (Start, apply_mask, augment, autocast, build_model, compiled, data_generator,
+                               make_optimizer)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
         masks = list(layout.unflatten(flat).values())                                      # [R, *shape] each
         apply_mask(list(params.values()), masks)
     opt = make_optimizer(exp, params.values())
-    forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, 0))
+    forward = compiled(vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, 0)),
+                       exp.train.compile)
     n, bs, spe = len(data.y_train), exp.train.batch_size, sched.steps_per_epoch
     alive = torch.ones(R, dtype=torch.bool, device=device)
     frozen: dict[str, torch.Tensor] = {}   # the stopped runs' parameters and buffers, restored after each step

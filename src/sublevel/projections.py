@@ -32,13 +32,20 @@ LARGE_DENSE = 1 << 24  # floats in one run's P above which runs are multiplied o
 MAX_FACTOR = 32  # largest Hadamard factor applied as one matmul (measured fastest on CPU and on the H100)
 
 
-@functools.lru_cache(maxsize=None)
 def sylvester(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The n x n Walsh-Hadamard matrix (±1, n a power of two)."""
+    """The n x n Walsh-Hadamard matrix (±1, n a power of two); cached, except while torch.compile traces (the
+    graph then builds it as a constant)."""
+    return _sylvester(n, device, dtype) if torch.compiler.is_compiling() else _cached_sylvester(n, device, dtype)
+
+
+def _sylvester(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     H = torch.ones(1, 1, dtype=dtype)
     while H.shape[0] < n:
         H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)], 0)
     return H.to(device)
+
+
+_cached_sylvester = functools.lru_cache(maxsize=None)(_sylvester)
 
 
 def hadamard(x: torch.Tensor, max_factor: int = MAX_FACTOR) -> torch.Tensor:
@@ -58,6 +65,22 @@ def hadamard(x: torch.Tensor, max_factor: int = MAX_FACTOR) -> torch.Tensor:
         a = 1 << factors[-1]
         x = x.reshape(-1, a) @ sylvester(a, x.device, x.dtype)
     return x.reshape(*lead, n)
+
+
+class _Permute(torch.autograd.Function):
+    """x[..., perm] along the last axis, whose backward gathers with the inverse permutation: autograd's
+    gather backward is a scatter-add (atomics on a GPU, and a slower sort-based kernel under
+    torch.use_deterministic_algorithms, as the pipeline's CUDA jobs run); a permutation needs neither."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return torch.gather(x, -1, perm)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return torch.gather(grad, -1, inverse), None, None
 
 
 @dataclass
@@ -81,9 +104,8 @@ class Projection:
         R, L = w.shape[0], t["B"].shape[-1]
         x = torch.nn.functional.pad(w, (0, L - self.d))[:, None, :]          # [R, 1, L]
         x = hadamard(x * t["B"])                                             # [R, n, L]
-        x = torch.gather(x, -1, t["perm"]) * t["G"]
-        x = hadamard(x) * t["scale"][:, None, None]
-        return x.reshape(R, -1)[:, :self.D]
+        x = _Permute.apply(x, t["perm"], t["inverse"]) * t["G"]             # G carries the run's scale
+        return hadamard(x).reshape(R, -1)[:, :self.D]
 
     def to(self, device) -> "Projection":
         return Projection(self.kind, self.D, self.d, {k: v.to(device) for k, v in self.tensors.items()})
@@ -113,12 +135,13 @@ def make(kind: str, D: int, d: int, seeds: list[int]) -> Projection:
         return Projection(kind, D, d, {"P": torch.stack(Ps)})
     L = 1 << max(0, math.ceil(math.log2(d)))
     n = math.ceil(D / L)
-    B, perm, G, scale = [], [], [], []
+    B, perm, G = [], [], []
     for seed in seeds:
         g = generator(seed, kind, d)
         B.append(torch.randint(0, 2, (n, L), generator=g).float() * 2 - 1)
         perm.append(torch.stack([torch.randperm(L, generator=g) for _ in range(n)]))
-        G.append(torch.randn(n, L, generator=g))
-        scale.append(1 / math.sqrt(L * float((G[-1] ** 2).sum())))
-    return Projection(kind, D, d, {"B": torch.stack(B)[:, :, :], "perm": torch.stack(perm), "G": torch.stack(G),
-                                   "scale": torch.tensor(scale)})
+        gauss = torch.randn(n, L, generator=g)
+        G.append(gauss / math.sqrt(L * float((gauss ** 2).sum())))  # the unit-norm scale folded into G
+    perm = torch.stack(perm)
+    return Projection(kind, D, d, {"B": torch.stack(B), "perm": perm, "inverse": perm.argsort(-1),
+                                   "G": torch.stack(G)})

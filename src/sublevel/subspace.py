@@ -24,10 +24,14 @@ from torch.func import vmap
 from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
 from sublevel.projections import Projection
-from sublevel.training import data_generator, in_batches
+from sublevel.training import compiled, data_generator, in_batches
 
 
 CHECK_EVERY = 50  # steps between checks whether every run has diverged
+# Optimiser state that moves w without a gradient. With it and the gradient zeroed, a step leaves w exactly
+# where it is (Adam: m = 0 gives a zero update whatever v is; SGD: a zero momentum buffer; neither has weight
+# decay here): cheaper than restoring a copy of w after every step, and no host sync.
+MOMENTUM = ("exp_avg", "momentum_buffer")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class SubspaceTrain:
     steps: int = 500
     batch_size: int = 100
     eval_batch_size: int = 2048
+    compile: str = "none"        # a torch.compile mode for the step's forward and backward, or "none"
 
 
 @dataclass
@@ -59,6 +64,12 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
         opt = torch.optim.SGD([w], lr=spec.lr, momentum=spec.momentum, fused=True)
     buffers = anchor_buffers.to(device).float().expand(R, -1).clone()
     forward = vmap(functional_forward(model), in_dims=(0, 0, 0))
+
+    def losses_of(w, x, y):  # [R] per-run losses of one step
+        out = forward(anchor + proj(w), buffers, x)                        # [R, B, C]
+        return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(R, -1).mean(1)
+
+    losses_of = compiled(losses_of, spec.compile)  # one graph per (d, R): a sweep compiles once per dimension
     n, bs = len(data.y_train), spec.batch_size
     spe = n // bs
     alive = torch.ones(R, dtype=torch.bool, device=device)
@@ -70,18 +81,19 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
         if orders is None or within == 0:
             orders = torch.stack([torch.randperm(n, generator=data_generator(s, epoch)) for s in data_seeds]).to(device)
         idx = orders[:, within * bs:(within + 1) * bs]                     # [R, B]
-        theta = anchor + proj(w)                                           # [R, D]
-        out = forward(theta, buffers, data.x_train[idx])                   # [R, B, C]
-        losses = F.cross_entropy(out.flatten(0, 1), data.y_train[idx].flatten(), reduction="none").view(R, -1).mean(1)
+        losses = losses_of(w, data.x_train[idx], data.y_train[idx])
         alive &= torch.isfinite(losses.detach())
         if step % CHECK_EVERY == CHECK_EVERY - 1 and not alive.any():  # a host sync: not every step
             break
         opt.zero_grad(set_to_none=True)
         torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
-        before = w.detach().clone()
+        with torch.no_grad():  # a diverged run stays where it stopped: no gradient and no momentum move it
+            dead = ~alive[:, None]
+            w.grad.masked_fill_(dead, 0)
+            for name in MOMENTUM:
+                if name in opt.state[w]:
+                    opt.state[w][name].masked_fill_(dead, 0)
         opt.step()
-        with torch.no_grad():  # a diverged run stays where it stopped (momentum would still move it)
-            w.copy_(torch.where(alive[:, None], w, before))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - begin
@@ -98,13 +110,13 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
 
 
 def projection_bytes(kind: str, D: int, d: int) -> int:
-    """Memory of one run's projection: D·d floats dense; B, G (float) and the permutation (int64) of the
-    Fastfood blocks; nothing for the identity."""
+    """Memory of one run's projection: D·d floats dense; B, G (float) and the permutation and its inverse
+    (int64) of the Fastfood blocks; nothing for the identity."""
     if kind in ("dense", "pca"):
         return 4 * D * d
     if kind == "fastfood":
         L = 1 << max(0, math.ceil(math.log2(d)))
-        return 16 * math.ceil(D / L) * L
+        return 24 * math.ceil(D / L) * L
     return 0
 
 
@@ -175,7 +187,8 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
     anchor = torch.from_numpy(traj.params(t)).to(device)
     anchor_buffers = torch.from_numpy(traj.buffers(t)).to(device)
     seeds = list(range(sub.seeds))
-    spec = SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size)
+    spec = SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size,
+                         sub.compile)
     dims = list(sub.dims if dims is None else dims)
     basis = None
     if kind == "lottery":

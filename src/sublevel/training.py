@@ -11,6 +11,7 @@ and marks every row diverged, without failing the job.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -36,8 +37,11 @@ def seed_everything(threads: int | None = None, device: torch.device | None = No
     """Fixed CPU threads, and deterministic kernels on CUDA, so the same config and seeds give the same results.
 
     The CPU kernels used here are deterministic at a fixed thread count already (a test checks it), and
-    torch.use_deterministic_algorithms costs two seconds of imports per job, so it is set for CUDA only."""
+    torch.use_deterministic_algorithms costs two seconds of imports per job, so it is set for CUDA only. cuBLAS
+    is deterministic only with a fixed workspace, which it reads from the environment when it starts: call
+    this before the first matmul on the device."""
     if device is not None and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     if threads:
         torch.set_num_threads(threads)
@@ -62,6 +66,18 @@ def autocast(exp: Experiment, device: torch.device):
     """The training forward pass in bfloat16 where `train.precision` asks for it (weights, optimiser and the
     loss stay float32); a no-op at float32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=exp.train.precision == "bf16")
+
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")  # the config schema's
+
+
+def compiled(fn, mode: str):
+    """`fn` (a module or function) under torch.compile in `mode`, or `fn` itself for "none". Shapes are static:
+    one graph per input shape, and a job that meets many (a sweep's dimensions) may compile up to 256."""
+    if mode == "none":
+        return fn
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+    return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -148,6 +164,7 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
         masks = [m.to(device, torch.float32) for m in layout.unflatten(mask.to(torch.float32)).values()]
         apply_mask(params, masks)
     opt = make_optimizer(exp, model.parameters())
+    step_model = compiled(model, exp.train.compile)  # the same parameters; evaluation runs `model` eagerly
     lr_at = lambda s: exp.train.lr * sched.lr_factor(s, exp.train.schedule, exp.train.gamma)
     first = start.step if start is not None else 0
     ckpt_steps = {s for s in sched.checkpoints if s <= last} | {last} if checkpoints else {last}
@@ -193,7 +210,7 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
         for g in opt.param_groups:
             g["lr"] = lr
         with autocast(exp, device):
-            logits = model(x.contiguous(memory_format=fmt))
+            logits = step_model(x.contiguous(memory_format=fmt))
         loss = F.cross_entropy(logits.float(), data.y_train[idx])
         if not torch.isfinite(loss):
             out.diverged = True
