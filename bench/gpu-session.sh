@@ -18,6 +18,17 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-
 bench="python3 -m sublevel bench"
 case $part in
 bench)
+  # what each pipeline job pays before its first step: interpreter + imports, CUDA context, deterministic mode
+  python3 - <<'PY' 2>&1 | tee "$out/startup.txt"
+import time; t0 = time.perf_counter()
+import torch, zarr, sublevel.training as tr; t1 = time.perf_counter()
+torch.zeros(1, device="cuda"); torch.cuda.synchronize(); t2 = time.perf_counter()
+tr.seed_everything(1, torch.device("cuda")); (torch.ones(64, 64, device="cuda") @ torch.ones(64, 64, device="cuda")).sum().item()
+t3 = time.perf_counter()
+print(f"startup: imports {t1 - t0:.2f} s, CUDA context {t2 - t1:.2f} s, deterministic mode + first matmul {t3 - t2:.2f} s")
+PY
+  TIMEFORMAT="startup: python -m sublevel --help %R s"; { time python3 -m sublevel --help > /dev/null; } 2>&1 \
+    | tee -a "$out/startup.txt"
   $bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 2>&1 | tee "$out/bench-subspace.txt"
   $bench --projections fastfood --steps 40 --loop-steps 20 --tf32 \
     --out "bench/results/${gpu}-$(date +%F)-tf32.json" 2>&1 | tee "$out/bench-subspace-tf32.txt"

@@ -191,6 +191,8 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
         assert not np.allclose(diet_level0.weights.numpy(), dense.params(40))  # another rewind point than θ_T
     one_job = (work / paths.log("imp", "diet", "imp", 1)).read_text()  # one job trained both chains' level 1
     assert "imp seed 0 level 1" in one_job and "imp seed 1 level 1" in one_job
+    one_job = (work / paths.log("barrier", "diet", "imp_successive", 1)).read_text()  # both chains' barriers
+    assert "imp_successive seed 0 level 1" in one_job and "imp_successive seed 1 level 1" in one_job
 
     summary = catalog.summary(work)
     assert summary["dense"]["experiment"].to_list() == ["diet", "smoke"]  # diverged runs are left out

@@ -1,12 +1,14 @@
 # Stage 3: lottery-ticket masks. One job per IMP level (so the chains resume from their last finished level),
-# one for the baselines of each level, one per barrier; then the figures of each experiment. With a data diet
-# the chains rewind to a point pre-trained on a scored subset (rule data_diet) instead of the dense θ_k.
+# one for the baselines of each level, one per barrier kind and level; then the figures of each experiment.
+# With a data diet the chains rewind to a point pre-trained on a scored subset (rule data_diet) instead of
+# the dense θ_k.
 #
 # IMP is sequential in its levels, not in its seeds: the chains of all imp.seeds train together (one vmapped
 # batch, sublevel.ensemble), so one job trains every chain's level ℓ, one all baselines of every chain at ℓ,
-# one every instability copy at ℓ. Outputs stay per seed, so these rules are written per experiment (a rule's
-# outputs cannot depend on a wildcard) and their names carry it: imp_level_<experiment>, ... Adding a seed
-# to imp.seeds therefore reruns the chains' level jobs for every seed.
+# one every instability copy at ℓ, and one evaluates the successive-level barriers of every chain (one
+# process start-up instead of one per chain: on a GPU the start-up is most of such a job). Outputs stay per
+# seed, so these rules are written per experiment (a rule's outputs cannot depend on a wildcard) and their
+# names carry it: imp_level_<experiment>, ... Adding a seed to imp.seeds reruns them for every seed.
 for _name in imp_experiments():
     _seeds = " ".join(map(str, experiment(config, _name).imp.seeds))
     _spec = experiment(config, _name).for_stage("imp").to_json()
@@ -104,30 +106,32 @@ for _name in imp_experiments():
             " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.level}"
             " --table {output.tables} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
 
-
-rule barrier_successive:
-    input:
-        data=dataset_of,
-        trajectory=trajectory_of,
-        dense=lambda w: level_of(w, 0),
-        previous=lambda w: level_of(w, int(w.level) - 1),
-        level=lambda w: level_of(w, w.level),
-    output:
-        table=str(paths.table("barrier", experiment="{experiment}", seed="{seed}", kind="imp_successive", level="{level}")),
-    log:
-        str(paths.log("barrier", "{experiment}", "{seed}", "imp_successive", "{level}")),
-    params:
-        spec=spec_for("imp"),
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
-    shell:
-        "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {wildcards.seed}"
-        " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.previous}"
-        " --b {input.level} --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+    rule:
+        name:
+            f"barrier_successive_{_name}"
+        input:
+            data=dataset_of_name(_name),
+            trajectory=chain_trajectories(_name),
+            dense=chain_levels_at(_name, 0),
+            previous=chain_levels_before(_name),
+            level=chain_levels_at(_name),
+        output:
+            tables=chain_tables(_name, "barrier", "imp_successive"),
+        log:
+            str(paths.log("barrier", _name, "imp_successive", "{level}")),
+        params:
+            seeds=_seeds,
+            spec=_spec,
+            device=config["device"],
+        threads: config["threads"]
+        resources:
+            gpu=GPU,
+        conda:
+            "../envs/sublevel.yaml"
+        shell:
+            "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {params.seeds}"
+            " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.previous}"
+            " --b {input.level} --table {output.tables} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule data_diet:
