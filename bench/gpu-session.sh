@@ -5,7 +5,8 @@
 #   bash bench/gpu-session.sh bench      # subspace suite (+ profile), TF32, dense ResNet-20, IMP runs: ~6 min
 #   bash bench/gpu-session.sh compile    # Fastfood rows and ResNet-20 under torch.compile (default mode)
 #   bash bench/gpu-session.sh cudagraphs # the same in mode reduce-overhead (CUDA graphs)
-#   bash bench/gpu-session.sh pipeline   # the default config with --resources gpu=1, timed (resumes if cut)
+#   bash bench/gpu-session.sh pipeline   # the default config with --resources gpu=1, timed (resumes if cut);
+#                                        # GPU_SLOTS=4 lets four jobs share the one GPU
 # Writes the bench JSON to bench/results/ and $OUT/, the pipeline's timing and logs to $OUT/.
 set -uo pipefail
 part=${1:-bench}
@@ -45,7 +46,7 @@ pipeline)
   # cut at its limit leaves results/ on the warm machine: the same part again resumes (--rerun-incomplete),
   # and the wall times of the calls add up.
   start=$(date +%s)
-  timeout 540 snakemake --cores 16 --resources gpu=1 --rerun-incomplete \
+  timeout 540 snakemake --cores 16 --resources gpu=${GPU_SLOTS:-1} --rerun-incomplete \
     --omit-from analyse_subspace figure export > "$out/snakemake.txt" 2>&1
   echo "rc=$? wall_s=$(( $(date +%s) - start ))" | tee -a "$out/pipeline.txt"
   tail -5 "$out/snakemake.txt"
