@@ -39,6 +39,7 @@ def test_experiments_do_not_share_default_dicts():
     ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, seeds: [1, 1]}}", "experiments.x.seeds"),
     ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {milestones: [10]}}}", "experiments.x.train.milestones"),
     ("experiments: {}", "experiments"),
+    ("experiments: {x: {dataset: mnist1d, model: {name: mlp}, train: {compile: true}}}", "experiments.x.train.compile"),
 ])
 def test_bad_input_gives_one_error_naming_the_key(text, key):
     with pytest.raises(ConfigError) as e:
@@ -184,3 +185,15 @@ def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():
     assert scored.diet_score_step(Schedule.resolve(scored, 480)) == 5  # the last scored step by default
     assert "scores" in scored.for_stage("imp").raw  # the diet's subset depends on them
     assert "scores" not in make_experiment().for_stage("imp").raw
+
+
+def test_compile_modes_are_the_same_in_the_schema_the_code_and_the_cli(root):
+    from sublevel import cli, training
+
+    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert tuple(schema["$defs"]["compile"]["enum"]) == training.COMPILE_MODES
+    bench = next(a for a in cli.parser()._subparsers._group_actions[0].choices["bench"]._actions
+                 if a.dest == "compile")
+    assert tuple(bench.choices) == training.COMPILE_MODES
+    exp = config.experiment(check(MINIMAL.replace("{name: mlp}", "{name: mlp}, train: {compile: reduce-overhead}")), "x")
+    assert exp.train.compile == "reduce-overhead"
