@@ -167,6 +167,9 @@ def test_bench_suites_for_dense_precision_and_imp_runs_on_cpu():
     runs = bench.imp(CPU, runs=2, steps=3, batch_size=8, widths=(8,), progress=lambda line: None)
     assert runs["runs"] == 2 and runs["together_model_steps_per_s"] > 0 and runs["one_at_a_time_model_steps_per_s"] > 0
     assert runs["speedup"] == pytest.approx(runs["together_model_steps_per_s"] / runs["one_at_a_time_model_steps_per_s"])
+    assert [line.split(" |")[0] for line in bench.markdown(dense).splitlines()[4:]] == ["| fp32",
+                                                                                      "| channels_last+bf16"]
+    assert bench.markdown(runs).splitlines()[-1].startswith(f"| {runs['one_at_a_time_model_steps_per_s']:,.0f} |")
 
 
 def test_imp_runs_that_run_out_of_memory_together_are_split(mnist1d, tmp_path, monkeypatch):

@@ -281,8 +281,8 @@ def test_huge_dense_projections_multiply_run_by_run_with_the_same_result(monkeyp
     assert torch.allclose(batched, looped, atol=1e-6) and torch.allclose(g1, g2, atol=1e-5)
 
 
-def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path):
-    from sublevel import bench
+def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path, capsys):
+    from sublevel import bench, cli
 
     report = bench.run(torch.device("cpu"), dims=(4,), kinds=("fastfood", "dense"), runs=3, steps=3, loop_steps=3,
                        batch_size=16, widths=(8,), progress=lambda line: None)
@@ -296,6 +296,11 @@ def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path):
         assert r["speedup_vs_loop"] == pytest.approx(r["model_steps_per_s"] / r["loop_steps_per_s"])
     assert saved["ceiling"]["model_steps_per_s"] > 0 and saved["ceiling"]["warmup_seconds"] > 0
     assert saved["compile"] == "none" and saved["deterministic_algorithms"] is False  # as a CPU job trains
+    table = bench.markdown(saved).splitlines()
+    assert table[2].startswith("| projection | d |") and len(table) == 4 + 2
+    assert table[4].startswith("| fastfood | 4 |") and "of bandwidth" not in table[4]  # no peak known for a CPU
+    assert cli.main(["bench-table", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == "\n".join(table)
 
 
 def test_a_compiled_step_trains_the_same_runs(mnist1d):

@@ -294,6 +294,39 @@ def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: 
     return report
 
 
+def markdown(report: dict) -> str:
+    """The report as the README's table (a suite's rows, with what it ran on), for pasting and for the end of
+    a device call's output."""
+    setup = (f"{report['device_name']}, torch {report['torch']}, commit {(report.get('commit') or '?')[:7]}, "
+             f"{report['date'][:10]}" + (", deterministic" if report.get("deterministic_algorithms") else "")
+             + (f", compile={report['compile']}" if report.get("compile", "none") != "none" else ""))
+    mb = lambda r: f"{r['peak_memory_per_run_mb']:,.1f}" if "peak_memory_per_run_mb" in r else "-"
+    percent = lambda x: f"{100 * x:.0f}%" if x >= 0.1 else f"{100 * x:.1f}%"
+    if report.get("suite", "subspace") == "subspace":  # the first GPU reports had only this suite
+        c = report["ceiling"]
+        lines = [f"{report['model']}, D = {report['D']:,}, batch {report['batch_size']}, {report['runs']} runs; "
+                 f"{setup}; ceiling {c['model_steps_per_s']:,.0f} model-steps/s", "",
+                 "| projection | d | one-run loop (steps/s) | batched (model-steps/s) | × loop | of ceiling | "
+                 "peak MB/run |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in report["rows"]:
+            bw = r.get("fraction_of_peak_bandwidth")
+            lines.append(f"| {r['projection']} | {r['d']:,} | {r['loop_steps_per_s']:,.0f} | "
+                         f"{r['model_steps_per_s']:,.0f}" + (f" ({100 * bw:.0f}% of bandwidth)" if bw else "")
+                         + f" | {r['speedup_vs_loop']:.0f} | {percent(r['fraction_of_ceiling'])} | {mb(r)} |")
+    elif report["suite"] == "dense":
+        lines = [f"{report['model']}, batch {report['batch_size']}; {setup}", "",
+                 "| variant | images/s | × fp32 | peak MB |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['variant']} | {r['images_per_s']:,.0f} | {r['speedup_vs_fp32']:.2f} | {mb(r)} |"
+                  for r in report["rows"]]
+    else:
+        lines = [f"{report['runs']} masked {report['model']} runs ({100 * report['sparsity']:.0f}% sparse), batch "
+                 f"{report['batch_size']}; {setup}", "",
+                 "| one at a time (model-steps/s) | together (model-steps/s) | × |", "| --- | --- | --- |",
+                 f"| {report['one_at_a_time_model_steps_per_s']:,.0f} | {report['together_model_steps_per_s']:,.0f} "
+                 f"| {report['speedup']:.2f} |"]
+    return "\n".join(lines)
+
+
 def write(report: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -320,7 +320,15 @@ def _bench(args) -> None:
     out = args.out or (Path("bench/results") / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', report['device_name'])}-"
                        f"{datetime.date.today().isoformat()}{suffix}.json")
     bench.write(report, out)
-    print(f"wrote {out}")
+    print(f"wrote {out}\n\n{bench.markdown(report)}")
+
+
+def _bench_table(args) -> None:
+    import json
+
+    from sublevel import bench
+
+    print("\n\n".join(bench.markdown(json.loads(Path(f).read_text())) for f in args.reports))
 
 
 def _query(args) -> None:
@@ -536,6 +544,10 @@ def parser() -> argparse.ArgumentParser:
                    help="subspace suite: profile the ceiling and Fastfood at the largest d for this many steps")
     s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")
     s.set_defaults(func=_bench)
+
+    s = sub.add_parser("bench-table", help="bench JSON reports as the README's markdown tables")
+    s.add_argument("reports", nargs="+", help="bench/results/*.json")
+    s.set_defaults(func=_bench_table)
 
     s = sub.add_parser("stage-specs", help="per DVC stage, what its jobs see of the config (JSON)")
     s.add_argument("configfile")
