@@ -1,5 +1,7 @@
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -112,11 +114,14 @@ def test_a_subset_follows_the_full_schedule_with_its_own_epochs(mnist1d):
 
 
 def test_cuda_jobs_ask_for_deterministic_kernels_and_a_fixed_cublas_workspace(monkeypatch):
-    """What a job on a GPU sets before its first matmul (run here without a GPU: only the settings)."""
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    try:
-        training.seed_everything(1, torch.device("cuda"))
-        assert torch.are_deterministic_algorithms_enabled()
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
-    finally:
-        torch.use_deterministic_algorithms(False)
+    """What a job on a GPU sets before its first matmul (run here without a GPU: only the settings), without
+    importing the compiler unless a step is compiled, which then gets the compiler's flag too."""
+    check = ("import os, sys, torch; from sublevel import training; "
+             "training.seed_everything(1, torch.device('cuda')); "
+             "assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled(); "
+             "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'; "
+             "assert 'torch._inductor' not in sys.modules; "
+             "training.compiled(lambda x: x + 1, 'default'); "
+             "import torch._inductor.config as c; assert c.deterministic")
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    subprocess.run([sys.executable, "-c", check], check=True, env=env)

@@ -37,12 +37,15 @@ def seed_everything(threads: int | None = None, device: torch.device | None = No
     """Fixed CPU threads, and deterministic kernels on CUDA, so the same config and seeds give the same results.
 
     The CPU kernels used here are deterministic at a fixed thread count already (a test checks it), and
-    torch.use_deterministic_algorithms costs two seconds of imports per job, so it is set for CUDA only. cuBLAS
-    is deterministic only with a fixed workspace, which it reads from the environment when it starts: call
-    this before the first matmul on the device."""
+    deterministic kernels are set for CUDA only. cuBLAS is deterministic only with a fixed workspace, which it
+    reads from the environment when it starts: call this before the first matmul on the device.
+
+    torch.use_deterministic_algorithms imports torch._inductor to set its compiler's flag too (2 s of every
+    job, most of the start-up of a small one); a job that compiles nothing needs only the kernels' switch, and
+    `compiled` sets the compiler's flag where it is used."""
     if device is not None and device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
     if threads:
         torch.set_num_threads(threads)
 
@@ -76,6 +79,8 @@ def compiled(fn, mode: str):
     one graph per input shape, and a job that meets many (a sweep's dimensions) may compile up to 256."""
     if mode == "none":
         return fn
+    if torch.are_deterministic_algorithms_enabled():  # inductor's own flag as well (see seed_everything)
+        torch.use_deterministic_algorithms(True, warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
     return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
 
