@@ -7,20 +7,22 @@
 #   bash bench/gpu-session.sh cudagraphs # the same in mode reduce-overhead (CUDA graphs)
 #   bash bench/gpu-session.sh pipeline   # the default config with --resources gpu=1, timed (resumes if cut);
 #                                        # GPU_SLOTS=4 lets four jobs share the one GPU
-# Writes the bench JSON to bench/results/ and $OUT/, the pipeline's timing and logs to $OUT/.
+# Writes the bench JSON to bench/results/ and $OUT/, everything printed to $OUT/session-<part>.txt, and the
+# pipeline's snakemake output and job logs to $OUT/ (a device call brings back 8 files at most).
 set -uo pipefail
 part=${1:-bench}
 out=${OUT:-/tmp/gpu-session}; mkdir -p "$out"
+log="$out/session-$part.txt"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site PATH=/tmp/site/bin:$PATH SUBLEVEL_COMMIT=$(git rev-parse HEAD 2>/dev/null)
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9.-' _ | sed 's/_*$//')
 bench="python3 -m sublevel bench"
 case $part in
 bench)
   # what each pipeline job pays before its first step: interpreter + imports, CUDA context, deterministic mode
-  python3 - <<'PY' 2>&1 | tee "$out/startup.txt"
+  python3 - <<'PY' 2>&1 | tee -a "$log"
 import time; t0 = time.perf_counter()
 import torch, zarr, sublevel.training as tr; t1 = time.perf_counter()
 torch.zeros(1, device="cuda"); torch.cuda.synchronize(); t2 = time.perf_counter()
@@ -29,17 +31,17 @@ t3 = time.perf_counter()
 print(f"startup: imports {t1 - t0:.2f} s, CUDA context {t2 - t1:.2f} s, deterministic mode + first matmul {t3 - t2:.2f} s")
 PY
   TIMEFORMAT="startup: python -m sublevel --help %R s"; { time python3 -m sublevel --help > /dev/null; } 2>&1 \
-    | tee -a "$out/startup.txt"
-  $bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 2>&1 | tee "$out/bench-subspace.txt"
+    | tee -a "$log"
+  $bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 2>&1 | tee -a "$log"
   $bench --projections fastfood --steps 40 --loop-steps 20 --tf32 \
-    --out "bench/results/${gpu}-$(date +%F)-tf32.json" 2>&1 | tee "$out/bench-subspace-tf32.txt"
-  $bench --suite dense --steps 100 2>&1 | tee "$out/bench-dense.txt"
-  $bench --suite imp --runs 8 --steps 200 2>&1 | tee "$out/bench-imp.txt"
+    --out "bench/results/${gpu}-$(date +%F)-tf32.json" 2>&1 | tee -a "$log"
+  $bench --suite dense --steps 100 2>&1 | tee -a "$log"
+  $bench --suite imp --runs 8 --steps 200 2>&1 | tee -a "$log"
   ;;
 compile|cudagraphs)
   mode=$([ $part = compile ] && echo default || echo reduce-overhead)
-  $bench --projections fastfood --steps 40 --loop-steps 20 --compile $mode 2>&1 | tee "$out/bench-compile-$mode.txt"
-  $bench --suite dense --steps 100 --compile $mode 2>&1 | tee "$out/bench-dense-compile-$mode.txt"
+  $bench --projections fastfood --steps 40 --loop-steps 20 --compile $mode 2>&1 | tee -a "$log"
+  $bench --suite dense --steps 100 --compile $mode 2>&1 | tee -a "$log"
   ;;
 pipeline)
   # polars and duckdb do not fit the carry: the analysis rules and figures run on the CPU afterwards. A call
@@ -48,7 +50,7 @@ pipeline)
   start=$(date +%s)
   timeout 540 snakemake --cores 16 --resources gpu=${GPU_SLOTS:-1} --rerun-incomplete \
     --omit-from analyse_subspace figure export > "$out/snakemake.txt" 2>&1
-  echo "rc=$? wall_s=$(( $(date +%s) - start ))" | tee -a "$out/pipeline.txt"
+  echo "rc=$? wall_s=$(( $(date +%s) - start ))" | tee -a "$log"
   tail -5 "$out/snakemake.txt"
   tar czf "$out/logs.tgz" results/logs 2>/dev/null
   ;;
