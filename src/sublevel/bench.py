@@ -119,10 +119,9 @@ def dense(device, steps: int = 50, batch_size: int = 128, width: int = 16, varia
         for v in ("fp32", "channels_last+bf16"):
             options[f"{v}+compile={compile}"] = {**DENSE_VARIANTS[v], "compile": compile}
     for variant, option in options.items():
-        exp = _experiment("bench", {"name": "resnet20", "width": width}, steps, batch_size, lr=0.1,
-                          momentum=0.9, weight_decay=1e-4, augment=True, **option)
-        warm = _experiment("bench", {"name": "resnet20", "width": width}, 3, batch_size, lr=0.1,
-                           momentum=0.9, weight_decay=1e-4, augment=True, **option)
+        make = lambda n: _experiment("bench", {"name": "resnet20", "width": width}, n, batch_size, lr=0.1,
+                                     momentum=0.9, weight_decay=1e-4, augment=True, **option)
+        exp, warm = make(steps), make(3)
         training.train(warm, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
         with _peak_memory(device) as peak:
             _, run = training.train(exp, data, 0, 0, device, checkpoints=False, eval_every=False, progress=False)
