@@ -1,5 +1,5 @@
 """Micro-benchmarks behind two implementation choices (run on the GPU, results in the bench JSON notes):
-the largest Hadamard factor done as one matmul, and how the dense projection's batched mat-vec is issued."""
+how the Hadamard transform is split into factors done as one matmul each, and how the dense projection's batched mat-vec is issued."""
 
 import json
 import sys
@@ -23,15 +23,21 @@ def timed(f, reps=20):
 def main():
     dev = torch.device("cuda")
     out = {"device": torch.cuda.get_device_name(dev), "torch": torch.__version__, "hadamard": {}, "dense": {}}
-    R, n, L = 256, 17, 16384  # LeNet-300-100 at d = 10,000: 17 Fastfood blocks of 16,384
-    x = torch.randn(R, n, L, device=dev, requires_grad=True)
-    for f in (8, 16, 32, 64, 128):
-        def step():
-            y = projections.hadamard(x, f)
-            y.sum().backward()
-        out["hadamard"][f] = timed(step)
-        print(f"hadamard fwd+bwd R={R} n={n} L={L} max_factor={f}: {1e3 * out['hadamard'][f]:.2f} ms", flush=True)
-    D = 266610
+    D = 266610  # LeNet-300-100: Fastfood blocks of L at d = 10, 100, 1,000, 10,000 (256 runs)
+    for L in (16, 128, 1024, 16384):
+        k = L.bit_length() - 1
+        x = torch.randn(256, -(-D // L), L, device=dev, requires_grad=True)
+        old = ([k % 5] if k % 5 else []) + [5] * (k // 5)  # until 2026-11-23: factors of 32, the odd one first
+        splits = {"max 32, odd first": old, **{f"balanced, max {1 << c}": projections.hadamard_factors(L, 1 << c)
+                                              for c in (5, 6, 7)}}
+        for name, factors in splits.items():
+            def step():
+                y = projections.hadamard(x, factors=factors)
+                y.sum().backward()
+            key = f"L={L} {name} {[1 << f for f in factors]}"
+            out["hadamard"][key] = timed(step)
+            print(f"hadamard fwd+bwd {tuple(x.shape)} {key}: {1e3 * out['hadamard'][key]:.2f} ms", flush=True)
+        del x
     for R, d in ((4, 10000), (32, 1000), (256, 10)) if "--dense" in sys.argv else ():
         P = torch.randn(R, D, d, device=dev)
         w = torch.zeros(R, d, device=dev, requires_grad=True)

@@ -234,8 +234,9 @@ def profile(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs:
     device = anchor.device
     cuda = device.type == "cuda"
     spec = _spec(steps, batch_size, compile)
-    make = lambda s: projections.make(kind, len(anchor), d, s).to(device)
     seeds = list(range(min(runs, subspace.runs_that_fit(kind, len(anchor), d, device))))
+    proj = projections.make(kind, len(anchor), d, seeds).to(device)  # built once: the profile is the steps'
+    make = lambda s: proj
     subspace.train_split(model, data, anchor, torch.zeros(0, device=device), kind, d, make, seeds, spec,
                          evaluate=False)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
