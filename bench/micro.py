@@ -28,9 +28,10 @@ def main():
         k = L.bit_length() - 1
         x = torch.randn(256, -(-D // L), L, device=dev, requires_grad=True)
         old = ([k % 5] if k % 5 else []) + [5] * (k // 5)  # until 2026-11-23: factors of 32, the odd one first
-        splits = {"max 32, odd first": old, **{f"balanced, max {1 << c}": projections.hadamard_factors(L, 1 << c)
-                                              for c in (5, 6, 7)}}
-        for name, factors in splits.items():
+        splits = {"max 32, odd first": old, **{f"balanced, max {1 << c}": projections.hadamard_factors(L, 1 << c, 1)
+                                              for c in (5, 6, 7)}, "default": projections.hadamard_factors(L)}
+        for (name, factors), tf32 in [(s, False) for s in splits.items()] + [(("default, TF32", splits["default"]), True)]:
+            torch.backends.cuda.matmul.allow_tf32 = tf32  # TF32: the upper bound of an inexact transform
             def step():
                 y = projections.hadamard(x, factors=factors)
                 y.sum().backward()
@@ -38,6 +39,7 @@ def main():
             out["hadamard"][key] = timed(step)
             print(f"hadamard fwd+bwd {tuple(x.shape)} {key}: {1e3 * out['hadamard'][key]:.2f} ms", flush=True)
         del x
+    torch.backends.cuda.matmul.allow_tf32 = False
     for R, d in ((4, 10000), (32, 1000), (256, 10)) if "--dense" in sys.argv else ():
         P = torch.randn(R, D, d, device=dev)
         w = torch.zeros(R, d, device=dev, requires_grad=True)
