@@ -19,11 +19,24 @@ def _deterministic():
 
 
 @pytest.mark.parametrize("n", [1, 2, 16, 64, 2048])
-@pytest.mark.parametrize("max_factor", [2, 8, 32])
-def test_hadamard_matches_the_matrix(n, max_factor):
-    x = torch.randn(3, 2, n, dtype=torch.float64)  # 2048 = 32 x 32 x 2: three Kronecker factors
+@pytest.mark.parametrize("max_factor, one_gemm", [(2, 1), (8, 1), (32, 1), (32, 128)])
+def test_hadamard_matches_the_matrix(n, max_factor, one_gemm):
+    x = torch.randn(3, 2, n, dtype=torch.float64)  # 2048 = 8 x 16 x 16 with factors of 32: three matmuls
     H = torch.from_numpy(scipy.linalg.hadamard(n)).double()
-    assert torch.allclose(projections.hadamard(x, max_factor), x @ H.T)
+    factors = projections.hadamard_factors(n, max_factor, one_gemm)
+    assert torch.allclose(projections.hadamard(x, factors=factors), x @ H.T)
+
+
+@pytest.mark.parametrize("n", [1, 2, 16, 128, 256, 1024, 8192, 16384, 1 << 20])
+def test_hadamard_factors_are_few_balanced_and_cover_n(n):
+    f = projections.hadamard_factors(n)
+    assert sum(f) == n.bit_length() - 1
+    if n <= projections.ONE_GEMM:
+        assert len(f) <= 1
+    else:
+        cap = projections.MAX_FACTOR.bit_length() - 1
+        assert max(f) <= cap and len(f) == math.ceil(sum(f) / cap)  # as few as the cap allows
+        assert max(f) - min(f) <= 1 and f == sorted(f)                # balanced, the smallest first
 
 
 @pytest.mark.parametrize("kind", ["dense", "fastfood"])

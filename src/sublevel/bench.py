@@ -46,9 +46,11 @@ PEAK_BANDWIDTH = {"H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12, "H100 NVL": 3.
 
 
 def _commit() -> str | None:
+    """HEAD, with "+dirty" when tracked files differ from it (a copy of the tree whose .git is older, say)."""
+    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        head = git("rev-parse", "HEAD").strip()
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "") or None
     except OSError:
         return None
 
