@@ -1,5 +1,6 @@
-"""Micro-benchmarks behind two implementation choices (run on the GPU, results in the bench JSON notes):
-how the Hadamard transform is split into factors done as one matmul each, and how the dense projection's batched mat-vec is issued."""
+"""Micro-benchmarks behind two implementation choices (run on the GPU; results in bench/results/*-hadamard.json):
+how the Hadamard transform is split into Kronecker factors, one matmul each, and how the dense projection's
+batched mat-vec is issued (--dense)."""
 
 import json
 import sys
@@ -30,8 +31,10 @@ def main():
         old = ([k % 5] if k % 5 else []) + [5] * (k // 5)  # until 2026-11-23: factors of 32, the odd one first
         splits = {"max 32, odd first": old, **{f"balanced, max {1 << c}": projections.hadamard_factors(L, 1 << c, 1)
                                               for c in (5, 6, 7)}, "default": projections.hadamard_factors(L)}
-        for (name, factors), tf32 in [(s, False) for s in splits.items()] + [(("default, TF32", splits["default"]), True)]:
-            torch.backends.cuda.matmul.allow_tf32 = tf32  # TF32: the upper bound of an inexact transform
+        runs = [(name, factors, False) for name, factors in splits.items()]
+        runs.append(("default, TF32", splits["default"], True))  # the bound of an inexact (TF32) transform
+        for name, factors, tf32 in runs:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
             def step():
                 y = projections.hadamard(x, factors=factors)
                 y.sum().backward()

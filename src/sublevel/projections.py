@@ -52,8 +52,8 @@ _cached_sylvester = functools.lru_cache(maxsize=None)(_sylvester)
 def hadamard_factors(n: int, max_factor: int = MAX_FACTOR, one_gemm: int = ONE_GEMM) -> list[int]:
     """log2 of the Kronecker factors H_n = H_a ⊗ H_b ⊗ …: one GEMM up to `one_gemm`, beyond it as few factors
     of at most `max_factor` as can be, as equal as possible, smallest first. Measured on the H100 (fwd+bwd,
-    256 runs of LeNet-300-100's blocks, bench/micro.py): L = 128 took 1.57 ms as one GEMM against 3.19 ms as
-    4·32; L = 16,384 took 2.37 ms as 16·32·32 against 2.53 ms as 128·128."""
+    256 runs of LeNet-300-100's blocks, bench/micro.py): L = 128 took 1.47 ms as one GEMM against 3.14 ms as
+    4·32; L = 16,384 took 2.36 ms as 16·32·32 against 2.52 ms as 128·128."""
     k = n.bit_length() - 1
     if n <= one_gemm:
         return [k] if k else []
