@@ -15,6 +15,9 @@
 # (a device call brings back 8 files at most).
 set -uo pipefail
 part=${1:-bench}
+case $part in bench|suites|compile|cudagraphs|pipeline) ;;
+  *) echo "unknown part $part: bench, suites, compile, cudagraphs or pipeline" >&2; exit 2 ;;
+esac
 out=${OUT:-/tmp/gpu-session}; mkdir -p "$out"
 log="$out/session-$part.txt"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -64,6 +67,5 @@ pipeline)
   tail -5 "$out/snakemake.txt"
   tar czf "$out/logs.tgz" results/logs 2>/dev/null
   ;;
-*) echo "unknown part $part: bench, suites, compile, cudagraphs or pipeline" >&2; exit 2 ;;
 esac
 true
