@@ -62,13 +62,13 @@ def hadamard_factors(n: int, max_factor: int = MAX_FACTOR, one_gemm: int = ONE_G
     return [k // parts + (i >= parts - k % parts) for i in range(parts)]
 
 
-def hadamard(x: torch.Tensor, max_factor: int = MAX_FACTOR, factors: list[int] | None = None) -> torch.Tensor:
+def hadamard(x: torch.Tensor, factors: list[int] | None = None) -> torch.Tensor:
     """Unnormalised Walsh-Hadamard transform over the last axis (a power of two). H_n = H_a ⊗ H_b ⊗ …, so
     it is a few matmuls, one per factor (`hadamard_factors`, or log2 sizes given as `factors`), instead of
     log2(n) butterfly passes over memory: fewer passes, and the arithmetic runs on the matmul units."""
     n = x.shape[-1]
     lead = x.shape[:-1]
-    factors = hadamard_factors(n, max_factor) if factors is None else factors
+    factors = hadamard_factors(n) if factors is None else factors
     assert sum(factors) == n.bit_length() - 1, (factors, n)
     right = n
     for b in factors[:-1]:  # leading factors: H_a applied to [M, a, right], right the product of the later ones
