@@ -316,6 +316,29 @@ def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "\n".join(table)
 
 
+def test_bench_profile_uses_one_projection_and_survives_a_halved_batch(monkeypatch):
+    """The profile builds P once, outside the profiled steps; a batch halved for memory gets its own rows of it."""
+    from sublevel import bench
+
+    train, sizes = subspace.train, []
+
+    def tight(model, data, anchor, buffers, proj, seeds, *args, **kwargs):  # as if only 2 runs fit in memory
+        assert proj.tensors["B"].shape[0] == len(seeds)
+        sizes.append(len(seeds))
+        if len(seeds) > 2:
+            raise torch.OutOfMemoryError("test")
+        return train(model, data, anchor, buffers, proj, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(subspace, "train", tight)
+    built = []
+    monkeypatch.setattr(projections, "make", lambda *a, make=projections.make: built.append(a) or make(*a))
+    data = bench.synthetic_mnist(300, CPU, test=100)
+    model = models.build("mlp", (1, 28, 28), 10, widths=(8,))
+    top = bench.profile(model, data, models.flatten(model), "fastfood", 20, runs=4, steps=2, batch_size=16, top=5)
+    assert len(built) == 1 and sizes == [4, 2, 2] * 2  # warm-up and profiled run: 4 runs out, then 2 and 2
+    assert len(top) == 5 and all(t["self_ms_per_step"] > 0 and 0 < t["share"] <= 1 for t in top)
+
+
 def test_a_compiled_step_trains_the_same_runs(mnist1d):
     """torch.compile (spec.compile, bench --compile) changes how the step runs, not what it computes."""
     exp = make_experiment()

@@ -238,7 +238,8 @@ def profile(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs:
     spec = _spec(steps, batch_size, compile)
     seeds = list(range(min(runs, subspace.runs_that_fit(kind, len(anchor), d, device))))
     proj = projections.make(kind, len(anchor), d, seeds).to(device)  # built once: the profile is the steps'
-    make = lambda s: proj
+    # a batch's rows of it, as views (train_split passes consecutive seeds; fewer if a batch is halved)
+    make = lambda s: projections.Projection(kind, proj.D, d, {k: v[s[0]:s[-1] + 1] for k, v in proj.tensors.items()})
     subspace.train_split(model, data, anchor, torch.zeros(0, device=device), kind, d, make, seeds, spec,
                          evaluate=False)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
