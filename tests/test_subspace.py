@@ -66,6 +66,25 @@ def test_the_fastfood_gradient_is_the_transposed_projection():
     torch.testing.assert_close(grad, torch.einsum("rDd,rD->rd", proj64.columns(), g))
 
 
+@pytest.mark.parametrize("D, d", [(100, 12), (64, 16), (7, 1)])
+def test_fastfood_is_h_g_pi_h_b_per_block_with_h_b_shared(D, d):
+    """The transform against its definition, from dense matrices: block i of P is H G_i Π_i H B [I_d; 0],
+    the blocks stacked and cut to D rows."""
+    proj = projections.make("fastfood", D, d, [0, 1])
+    t = proj.tensors
+    L = t["B"].shape[-1]
+    H = torch.from_numpy(scipy.linalg.hadamard(L)).double()
+    for r in range(2):
+        u = H @ torch.diag(t["B"][r].double()) @ torch.eye(L, d, dtype=torch.float64)    # [L, d]
+        blocks = [H @ torch.diag(G.double()) @ u[perm] for G, perm in zip(t["G"][r], t["perm"][r])]
+        torch.testing.assert_close(proj.columns()[r].double(), torch.cat(blocks)[:D], rtol=1e-5, atol=1e-6)
+        assert torch.equal(t["perm"][r].sort(-1).values, torch.arange(L).expand(len(t["perm"][r]), -1))
+        assert torch.equal(t["perm"][r].gather(-1, t["inverse"][r]), torch.arange(L).expand_as(t["perm"][r]))
+    assert len({tuple(p.tolist()) for p in t["perm"][0]}) == len(t["perm"][0]) or L < 4  # the blocks differ
+    per_run = sum(v[0].numel() * v.element_size() for v in t.values())
+    assert subspace.projection_bytes("fastfood", D, d) == per_run
+
+
 @pytest.mark.parametrize("kind", ["dense", "fastfood"])
 def test_the_same_seed_regenerates_the_same_projection(kind):
     w = torch.randn(3, 50)

@@ -17,7 +17,7 @@ import torch
 import yaml
 import zarr
 
-from sublevel import catalog, imp, paths, trajectory
+from sublevel import catalog, imp, paths, projections, trajectory
 import headless as browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,6 +133,9 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert got == [("burnin", 5, [2, 8, 32], 6), ("lottery", 0, [2], 2), ("random", 0, [2, 8, 32], 6),
                    ("ticket", 5, [538, 666, 826], 3)]  # IMP masks: 800, 640, 512 weights + 26 biases
     assert con.execute("select count(*) from subspace where train_accuracy is null").fetchall() == [(0,)]
+    store = zarr.open_group(str(work / paths.sweep_store("smoke", "random", 0, 0)), mode="r")
+    assert store.attrs["projections_version"] == projections.VERSION and store.attrs["seeds"] == [0, 1]
+    assert store["w_32"].shape == (2, 32)  # the coordinates that, with (seed, projection, d), rebuild each run
     # adaptive refinement (smoke.yaml: threshold 0.15, ratio 1.5, at most 2 rounds): added dims bisect the
     # round-0 bracket, and each sweep stops with a reason
     for kind, t in (("random", 0), ("burnin", 5), ("lottery", 0)):

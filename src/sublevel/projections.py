@@ -1,13 +1,17 @@
 """Random projections P: R^d -> R^D with (near-)orthonormal, unit-norm columns, regenerated from a seed.
 
-P is never stored: `make(kind, D, d, seed)` rebuilds it exactly from (seed, kind, d), so a subspace run is
-kept as its coordinates w ∈ R^d plus this metadata. Every kind is batched over R runs of the same d.
+P is never stored: `make(kind, D, d, seed)` rebuilds it exactly from (seed, kind, d) under this module's
+VERSION, so a subspace run is kept as its coordinates w ∈ R^d plus this metadata. Every kind is batched over
+R runs of the same d.
 
 * dense: Gaussian columns normalised to unit norm; the exact reference, D·d floats per run.
-* fastfood: Li et al. 2018's structured transform, stacked blocks H G Π H B (H Walsh-Hadamard, G Gaussian
-  diagonal, Π a permutation, B random signs) of size L = 2^ceil(log2 d); O(D log d) time and O(D) memory.
-  Every column of a block has norm sqrt(L)·|G|₂ exactly, so one scale per run makes columns unit norm
-  (exactly when L divides D; the last block's truncation perturbs it slightly otherwise).
+* fastfood: Li et al. 2018's structured transform H G Π H B (H Walsh-Hadamard, G Gaussian diagonal, Π a
+  permutation, B random signs) of size L = 2^ceil(log2 d), its output stacked into blocks i = 1..ceil(D/L):
+  u = H B w is computed once and block i is H G_i Π_i u, so the blocks differ in their own permutation and
+  Gaussian diagonal. O(D log d) time and O(D) memory, and half the transforms of blocks each with its own
+  H B (the form before VERSION 2: the first transform over all D rows, forward and backward). Every column of
+  a block has norm sqrt(L)·|G_i|₂ exactly, so one scale per run makes columns unit norm (exactly when L
+  divides D; the last block's truncation perturbs it slightly otherwise).
 * identity: d = D, P = I (the dense-training check).
 """
 
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 
 KINDS = ("dense", "fastfood", "identity")
+VERSION = 2  # the seed -> P map; 2 (2026-11-23): Fastfood blocks share H B, permutations drawn by one argsort
 
 
 def generator(seed: int, kind: str, d: int) -> torch.Generator:
@@ -81,20 +86,20 @@ def hadamard(x: torch.Tensor, factors: list[int] | None = None) -> torch.Tensor:
     return x.reshape(*lead, n)
 
 
-class _Permute(torch.autograd.Function):
-    """x[..., perm] along the last axis, whose backward gathers with the inverse permutation: autograd's
-    gather backward is a scatter-add (atomics on a GPU, and a slower sort-based kernel under
-    torch.use_deterministic_algorithms, as the pipeline's CUDA jobs run); a permutation needs neither."""
+class _Spread(torch.autograd.Function):
+    """u [R, L] -> x [R, n, L], x[:, i] = u[:, perm[:, i]]: one permutation per block. Its backward gathers with
+    the inverse permutations and sums over blocks: autograd's gather backward is a scatter-add (atomics on a GPU,
+    and a slower sort-based kernel under torch.use_deterministic_algorithms, as the pipeline's CUDA jobs run)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, u: torch.Tensor, perm: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(inverse)
-        return torch.gather(x, -1, perm)
+        return torch.gather(u, -1, perm.flatten(1)).view(perm.shape)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inverse,) = ctx.saved_tensors
-        return torch.gather(grad, -1, inverse), None, None
+        return torch.gather(grad, -1, inverse).sum(1), None, None
 
 
 @dataclass
@@ -115,10 +120,9 @@ class Projection:
             if P[0].numel() >= LARGE_DENSE:  # one mat-vec per run: batched GEMV on huge P copies it transposed
                 return torch.stack([P[r] @ w[r] for r in range(len(P))])
             return torch.einsum("rDd,rd->rD", P, w)
-        R, L = w.shape[0], t["B"].shape[-1]
-        x = torch.nn.functional.pad(w, (0, L - self.d))[:, None, :]          # [R, 1, L]
-        x = hadamard(x * t["B"])                                             # [R, n, L]
-        x = _Permute.apply(x, t["perm"], t["inverse"]) * t["G"]             # G carries the run's scale
+        R, (n, L) = w.shape[0], t["G"].shape[1:]
+        u = hadamard(torch.nn.functional.pad(w, (0, L - self.d)) * t["B"])  # [R, L]: H B w, shared by the blocks
+        x = _Spread.apply(u, t["perm"], t["inverse"]) * t["G"]               # [R, n, L]; G carries the run's scale
         return hadamard(x).reshape(R, -1)[:, :self.D]
 
     def to(self, device) -> "Projection":
@@ -152,8 +156,8 @@ def make(kind: str, D: int, d: int, seeds: list[int]) -> Projection:
     B, perm, G = [], [], []
     for seed in seeds:
         g = generator(seed, kind, d)
-        B.append(torch.randint(0, 2, (n, L), generator=g).float() * 2 - 1)
-        perm.append(torch.stack([torch.randperm(L, generator=g) for _ in range(n)]))
+        B.append(torch.randint(0, 2, (L,), generator=g).float() * 2 - 1)
+        perm.append(torch.rand(n, L, generator=g, dtype=torch.float64).argsort(-1))  # n uniform permutations
         gauss = torch.randn(n, L, generator=g)
         G.append(gauss / math.sqrt(L * float((gauss ** 2).sum())))  # the unit-norm scale folded into G
     perm = torch.stack(perm)

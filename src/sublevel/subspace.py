@@ -110,13 +110,13 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
 
 
 def projection_bytes(kind: str, D: int, d: int) -> int:
-    """Memory of one run's projection: D·d floats dense; B, G (float) and the permutation and its inverse
-    (int64) of the Fastfood blocks; nothing for the identity."""
+    """Memory of one run's projection: D·d floats dense; the Fastfood blocks' G (float), permutations and their
+    inverses (int64), and the shared signs B; nothing for the identity."""
     if kind in ("dense", "pca"):
         return 4 * D * d
     if kind == "fastfood":
         L = 1 << max(0, math.ceil(math.log2(d)))
-        return 24 * math.ceil(D / L) * L
+        return 20 * math.ceil(D / L) * L + 4 * L
     return 0
 
 
@@ -209,7 +209,8 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
                              burnin_step=t, d=d, seed=seed, projection=pkind, steps=sub.steps, round=round,
                              wall_seconds=result.seconds / len(seeds), **m))
     attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, seeds=seeds, D=D,
-                 projection=sub.projection, note="P is regenerated from (seed, projection, d); see sublevel.projections")
+                 projection=sub.projection, projections_version=projections.VERSION,
+                 note="P is regenerated from (seed, projection, d) by sublevel.projections at projections_version")
     return rows, coords, attrs
 
 
