@@ -5,6 +5,7 @@
 # command starting with SUBLEVEL_COMMIT=$(git rev-parse --short HEAD) as typed here (the device's copy of
 # .git can be older than the tree it runs; without it the JSON says "+dirty" then):
 #   bash bench/gpu-session.sh bench      # start-up costs, subspace suite (Fastfood, dense) + profile: ~8 min
+#   bash bench/gpu-session.sh fastfood   # the subspace suite's Fastfood rows + profile only: ~3 min
 #   bash bench/gpu-session.sh suites     # Fastfood under TF32, dense ResNet-20, IMP runs: ~3 min
 #   bash bench/gpu-session.sh compile    # Fastfood rows and ResNet-20 under torch.compile (default mode)
 #   bash bench/gpu-session.sh cudagraphs # the same in mode reduce-overhead (CUDA graphs)
@@ -15,8 +16,8 @@
 # (a device call brings back 8 files at most).
 set -uo pipefail
 part=${1:-bench}
-case $part in bench|suites|compile|cudagraphs|pipeline) ;;
-  *) echo "unknown part $part: bench, suites, compile, cudagraphs or pipeline" >&2; exit 2 ;;
+case $part in bench|fastfood|suites|compile|cudagraphs|pipeline) ;;
+  *) echo "unknown part $part: bench, fastfood, suites, compile, cudagraphs or pipeline" >&2; exit 2 ;;
 esac
 out=${OUT:-/tmp/gpu-session}; mkdir -p "$out"
 log="$out/session-$part.txt"
@@ -43,6 +44,10 @@ PY
   TIMEFORMAT="startup: python -m sublevel --help %R s"; { time python3 -m sublevel --help > /dev/null; } 2>&1 \
     | tee -a "$log"
   $bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 --out "$json.json" 2>&1 \
+    | tee -a "$log"
+  ;;
+fastfood)
+  $bench --projections fastfood --steps 40 --loop-steps 20 --profile-steps 20 --out "$json-fastfood.json" 2>&1 \
     | tee -a "$log"
   ;;
 suites)
