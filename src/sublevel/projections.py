@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sublevel.versions import PROJECTIONS as VERSION  # the seed -> P map's version
+
 KINDS = ("dense", "fastfood", "identity")
-VERSION = 2  # the seed -> P map; 2 (2026-11-23): Fastfood blocks share H B, permutations drawn by one argsort
 
 
 def generator(seed: int, kind: str, d: int) -> torch.Generator:

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # also when snakemake i
 
 from snakemake.exceptions import WorkflowError
 
-from sublevel import paths
+from sublevel import paths, versions
 from sublevel.config import ConfigError, experiment, validate
 from sublevel.schema import FIGURE_TABLES
 

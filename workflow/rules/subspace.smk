@@ -21,6 +21,7 @@ rule subspace_sweep:
         spec=spec_for("subspace"),
         device=config["device"],
         dims=optional_flag("--dims-from", "plan"),
+        projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
     threads: config["threads"]
     resources:
         gpu=GPU,

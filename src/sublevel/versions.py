@@ -1,0 +1,6 @@
+"""Versions of what the pipeline regenerates from seeds instead of storing. Torch-free, so the Snakefile reads
+them: a rule passes its version as a param, and Snakemake reruns a job whose stored outputs an older version
+wrote (params are one of its rerun triggers)."""
+
+PROJECTIONS = 2  # seed -> P (sublevel.projections); 2 (2026-11-23): Fastfood's blocks share H B w, and their
+# permutations are drawn by one argsort per run
