@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+import zarr
 
 from sublevel import models, projections, subspace, training
 from sublevel.config import ConfigError
@@ -371,3 +372,35 @@ def test_a_compiled_step_trains_the_same_runs(mnist1d):
     torch.testing.assert_close(compiled.w, eager.w, rtol=1e-4, atol=1e-5)
     for a, b in zip(compiled.metrics, eager.metrics):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mnist1d_store, mnist1d):
+    """The pipeline's two jobs in-process (dense training, a Fastfood sweep); `rebuild` regenerates P from the
+    store and θ_0 + P w scores exactly what the sweep recorded; another projections version is refused."""
+    from sublevel import cli, paths, storage, trajectory
+    from sublevel.connectivity import evaluate_many
+
+    exp = make_experiment(**{"subspace.projection": "fastfood", "subspace.dims": [40, 64]})
+    spec, traj = exp.for_stage("subspace").to_json(), tmp_path / paths.trajectory("smoke", 0)
+    job = ["--spec", spec, "--data", str(mnist1d_store), "--device", "cpu"]
+    assert cli.main(["train", *job, "--seed", "0", "--trajectory", str(traj), "--quiet",
+                     "--table", str(tmp_path / "train.parquet")]) == 0
+    store = tmp_path / paths.sweep_store("smoke", "random", 0, 0)
+    assert cli.main(["subspace-sweep", *job, "--kind", "random", "--burnin-step", "0", "--round", "0", "--quiet",
+                     "--trajectory", str(traj), "--out", str(store), "--table", str(tmp_path / "sub.parquet")]) == 0
+    rows = storage.read_rows([tmp_path / "sub.parquet"])
+    model = training.build_model(exp, mnist1d, 0, CPU)
+    theta0 = torch.from_numpy(trajectory.read(traj).params(0))
+    for d in (40, 64):
+        theta, seeds = subspace.rebuild("smoke", "random", 0, 0, d, root=tmp_path)
+        assert theta.shape == (2, len(theta0)) and seeds == [0, 1]
+        assert not torch.allclose(theta[0], theta0) and not torch.allclose(theta[0], theta[1])
+        err, loss = evaluate_many(model, theta, torch.zeros(2, 0), *mnist1d.split("train"))
+        recorded = sorted((r["seed"], r["projection"], r["train_accuracy"], r["train_loss"]) for r in rows if r["d"] == d)
+        assert recorded == [(s, "fastfood", pytest.approx(1 - e, abs=1e-6), pytest.approx(l, rel=1e-5))
+                            for s, e, l in zip(seeds, err.tolist(), loss.tolist())]
+    with pytest.raises(KeyError, match="stored: \\[40, 64\\]"):
+        subspace.rebuild("smoke", "random", 0, 0, 50, root=tmp_path)
+    zarr.open_group(str(store), mode="r+").attrs["projections_version"] = projections.VERSION - 1
+    with pytest.raises(ValueError, match="rerun the sweep"):
+        subspace.rebuild("smoke", "random", 0, 0, 40, root=tmp_path)

@@ -8,10 +8,12 @@ R runs of the same d.
 * fastfood: Li et al. 2018's structured transform H G Π H B (H Walsh-Hadamard, G Gaussian diagonal, Π a
   permutation, B random signs) of size L = 2^ceil(log2 d), its output stacked into blocks i = 1..ceil(D/L):
   u = H B w is computed once and block i is H G_i Π_i u, so the blocks differ in their own permutation and
-  Gaussian diagonal. O(D log d) time and O(D) memory, and half the transforms of blocks each with its own
-  H B (the form before VERSION 2: the first transform over all D rows, forward and backward). Every column of
-  a block has norm sqrt(L)·|G_i|₂ exactly, so one scale per run makes columns unit norm (exactly when L
-  divides D; the last block's truncation perturbs it slightly otherwise).
+  Gaussian diagonal. O(D log d) time and O(D) memory, and half the transforms of VERSION 1, whose blocks each
+  had their own signs B_i and so their own first transform over all D rows, forward and backward. H B_i e_j is
+  ±h_j either way (h_j a Hadamard column), so the versions differ only in per-block column signs; with Π_i
+  and G_i independent across blocks, inner products of columns have the same mean (0) and variance in both.
+  Every column of a block has norm sqrt(L)·|G_i|₂ exactly, so one scale per run makes columns unit norm
+  (exactly when L divides D; the last block's truncation perturbs it slightly otherwise).
 * identity: d = D, P = I (the dense-training check).
 """
 

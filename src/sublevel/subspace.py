@@ -16,11 +16,13 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
+from sublevel import projections
 from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
 from sublevel.projections import Projection
@@ -163,6 +165,39 @@ def projection_kind(kind: str, setting: str, D: int, d: int) -> str:
     return "dense" if D * d <= DENSE_LIMIT else "fastfood"
 
 
+def projection_maker(kind: str, setting: str, D: int, d: int, basis: torch.Tensor | None, device):
+    """(projection kind, make(seeds) -> Projection) for dimension d of a sweep of `kind`; `basis` [D, ≥ d]: the
+    lottery subspace's directions."""
+    pkind = projection_kind(kind, setting, D, d)
+    if pkind == "pca":
+        return pkind, lambda ss: projections.Projection("dense", D, d, {"P": basis[:, :d].expand(len(ss), -1, -1)})
+    return pkind, lambda ss: projections.make(pkind, D, d, ss).to(device)
+
+
+def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, root: Path | None = None,
+            device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, list[int]]:
+    """(θ [R, D], seeds): the final parameters θ_t + P w of a sweep's runs at dimension d, from the stored
+    coordinates w_<d>, the store's attrs and the dense trajectory it was anchored on: P is regenerated, so a
+    store written under another `projections.VERSION` is refused rather than rebuilt wrongly."""
+    from sublevel import paths, storage, trajectory
+
+    root = Path() if root is None else Path(root)
+    path = root / paths.sweep_store(experiment, kind, burnin_step, round)
+    store = storage.open_group(path, "sweep")
+    a = store.attrs.asdict()
+    if a.get("projections_version") != projections.VERSION:
+        raise ValueError(f"{path} was written with projections version {a.get('projections_version')}; this "
+                         f"code regenerates version {projections.VERSION}: rerun the sweep (snakemake does)")
+    if f"w_{d}" not in store:
+        raise KeyError(f"no d = {d} in {path}; stored: {sorted(int(k[2:]) for k in store.array_keys())}")
+    traj = trajectory.read(root / paths.trajectory(experiment, a["dense_seed"]))
+    basis = lottery_basis(torch.from_numpy(traj.params()), d).to(device) if kind == "lottery" else None
+    _, make = projection_maker(kind, a["projection"], a["D"], d, basis, device)
+    w = torch.from_numpy(storage.read(store, f"w_{d}", what="sweep")).to(device)
+    with torch.no_grad():
+        return torch.from_numpy(traj.params(burnin_step)).to(device) + make(a["seeds"])(w), a["seeds"]
+
+
 def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
     """Top-d principal directions [D, d] of the trajectory's displacements θ_s − θ_0 (orthonormal columns)."""
     M = (params[1:] - params[:1]).double()
@@ -178,7 +213,7 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
     Returns (rows of the `subspace` table, {d: w [R, d]}, attrs)."""
     from tqdm import tqdm
 
-    from sublevel import models, projections
+    from sublevel import models
     from sublevel.training import build_model
 
     sub = exp.subspace
@@ -197,11 +232,7 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
         basis = lottery_basis(all_params, max(dims)).to(device) if dims else None
     rows, coords = [], {}
     for d in tqdm(dims, desc=f"{exp.name} {kind} t={t}", disable=not progress, unit="d"):
-        pkind = projection_kind(kind, sub.projection, D, d)
-        if pkind == "pca":
-            make = lambda ss: projections.Projection("dense", D, d, {"P": basis[:, :d].expand(len(ss), -1, -1)})
-        else:
-            make = lambda ss: projections.make(pkind, D, d, ss).to(device)
+        pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
         result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, seeds, spec)
         coords[d] = result.w.cpu()
         for seed, m in zip(seeds, result.metrics):
