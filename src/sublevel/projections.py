@@ -164,5 +164,5 @@ def make(kind: str, D: int, d: int, seeds: list[int]) -> Projection:
         gauss = torch.randn(n, L, generator=g)
         G.append(gauss / math.sqrt(L * float((gauss ** 2).sum())))  # the unit-norm scale folded into G
     perm = torch.stack(perm)
-    return Projection(kind, D, d, {"B": torch.stack(B), "perm": perm, "inverse": perm.argsort(-1),
-                                   "G": torch.stack(G)})
+    inverse = torch.empty_like(perm).scatter_(-1, perm, torch.arange(L).expand_as(perm))  # O(n L), no sort
+    return Projection(kind, D, d, {"B": torch.stack(B), "perm": perm, "inverse": inverse, "G": torch.stack(G)})
