@@ -123,7 +123,7 @@ class Projection:
             if P[0].numel() >= LARGE_DENSE:  # one mat-vec per run: batched GEMV on huge P copies it transposed
                 return torch.stack([P[r] @ w[r] for r in range(len(P))])
             return torch.einsum("rDd,rd->rD", P, w)
-        R, (n, L) = w.shape[0], t["G"].shape[1:]
+        R, L = w.shape[0], t["G"].shape[-1]
         u = hadamard(torch.nn.functional.pad(w, (0, L - self.d)) * t["B"])  # [R, L]: H B w, shared by the blocks
         x = _Spread.apply(u, t["perm"], t["inverse"]) * t["G"]               # [R, n, L]; G carries the run's scale
         return hadamard(x).reshape(R, -1)[:, :self.D]
