@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from sublevel import config, datasets, projections, subspace, trajectory
+from sublevel import bench, config, datasets, projections, subspace, trajectory
 from sublevel.training import build_model, seed_everything
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,8 +35,8 @@ anchor = torch.from_numpy(traj.params(0))
 spec = subspace.SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size,
                               exp.train.eval_batch_size)
 seeds = list(range(args.seeds))
-out = {"projections_version": getattr(projections, "VERSION", 1), "experiment": exp.name, "torch": torch.__version__,
-       "threshold": args.threshold, "seeds": args.seeds, "rows": []}
+out = {**bench._header(torch.device("cpu"), suite="transition"), "projections_version": getattr(projections, "VERSION", 1),
+       "experiment": exp.name, "threshold": args.threshold, "seeds": args.seeds, "rows": []}
 for d in args.dims:
     begin = time.perf_counter()
     make = lambda ss: projections.make("fastfood", len(anchor), d, ss)
