@@ -10,10 +10,11 @@ imported `sublevel` has; an older one from a worktree:
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
-from sublevel import bench, config, datasets, projections, subspace, trajectory
+from sublevel import bench, config, datasets, paths, projections, subspace, trajectory
 from sublevel.training import build_model, seed_everything
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,14 +27,16 @@ p.add_argument("--out", required=True)
 args = p.parse_args()
 
 seed_everything(2, torch.device("cpu"))
-exp = config.experiment(config.load(f"{args.root}/config/config.yaml"), args.experiment)
-data = datasets.load(f"{args.root}/results/data/{exp.dataset}.zarr")
+root = Path(args.root)
+exp = config.experiment(config.load(root / "config" / "config.yaml"), args.experiment)
+data = datasets.load(root / paths.dataset_store(exp.dataset))
 sub = exp.subspace
-traj = trajectory.read(f"{args.root}/results/runs/{exp.name}/seed={sub.dense_seed}/trajectory.zarr")
+traj = trajectory.read(root / paths.trajectory(exp.name, sub.dense_seed))
 model = build_model(exp, data, sub.dense_seed, torch.device("cpu"))
 anchor = torch.from_numpy(traj.params(0))
+# as subspace.sweep builds it, spelled out here so the script also runs on older checkouts
 spec = subspace.SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size,
-                              exp.train.eval_batch_size)
+                              exp.train.eval_batch_size, sub.compile)
 seeds = list(range(args.seeds))
 out = {**bench._header(torch.device("cpu"), suite="transition"), "projections_version": getattr(projections, "VERSION", 1),
        "experiment": exp.name, "threshold": args.threshold, "seeds": args.seeds, "rows": []}
