@@ -28,3 +28,14 @@ rule all:
         subspace_outputs(),
         analysis_outputs(),
     default_target: True
+
+
+# Every job that runs a network (dense training, scores, IMP with its baselines and barriers, the sweeps with
+# their refinement rounds, sharpness), without the analysis tables, figures and exports: what a GPU machine
+# does, leaving those (polars, duckdb, matplotlib; seconds on a CPU) to a plain `snakemake` afterwards.
+rule compute_all:
+    input:
+        dense_outputs(),
+        imp_outputs(),
+        subspace_outputs(),
+        [t for name in EXPERIMENTS for t in hessian_tables(name)],

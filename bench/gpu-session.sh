@@ -11,14 +11,19 @@
 #   bash bench/gpu-session.sh cudagraphs # the same in mode reduce-overhead (CUDA graphs)
 #   bash bench/gpu-session.sh pipeline   # the default config with --resources gpu=1, timed (resumes if cut);
 #                                        # GPU_SLOTS=4 lets four jobs share the one GPU
+#   bash bench/gpu-session.sh acceptance # #6's two open checks in one call, for a 15-minute device budget:
+#                                        # the Fastfood rows, then the pipeline for the rest of ~9.5 minutes
 # Each bench JSON is written straight to $OUT (so a call cut at its limit still brings back what finished),
-# everything printed to $OUT/session-<part>.txt, and the pipeline's snakemake output and job logs to $OUT/
-# (a device call brings back 8 files at most).
+# everything printed to $OUT/session-<part>.txt, and the pipeline's snakemake output, job logs and Snakemake's
+# job records to $OUT/ (a device call brings back 8 files at most). Here, afterwards:
+#   mkdir -p /tmp/gpu/.snakemake && tar xzf <files_at>/metadata.tgz -C /tmp/gpu/.snakemake
+#   .venv/bin/sublevel jobs --root /tmp/gpu      # what each GPU job took, per rule, beside `sublevel jobs` here
 set -uo pipefail
 part=${1:-bench}
-case $part in bench|fastfood|suites|compile|cudagraphs|pipeline) ;;
-  *) echo "unknown part $part: bench, fastfood, suites, compile, cudagraphs or pipeline" >&2; exit 2 ;;
+case $part in bench|fastfood|suites|compile|cudagraphs|pipeline|acceptance) ;;
+  *) echo "unknown part $part: bench, fastfood, suites, compile, cudagraphs, pipeline or acceptance" >&2; exit 2 ;;
 esac
+began=$(date +%s)
 out=${OUT:-/tmp/gpu-session}; mkdir -p "$out"
 log="$out/session-$part.txt"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -28,6 +33,21 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9.-' _ | sed 's/_*$//')
 json="$out/$gpu-$(date +%F)"  # + -<what>.json
 bench="python3 -m sublevel bench"
+
+pipeline() {  # the default config on the GPU for at most $1 seconds
+  # polars and duckdb do not fit the carry: target compute_all, every job that runs a network (the analysis
+  # tables and figures run on the CPU afterwards; --omit-from analyse_subspace would also drop the refinement
+  # rounds, which are decided after a checkpoint). A call cut at its limit leaves results/ on the machine, which
+  # stays warm for only 30 s after a call: the same part called again at once resumes (--rerun-incomplete),
+  # and the wall times of the calls add up.
+  local start=$(date +%s)
+  timeout "$1" snakemake compute_all --cores 16 --resources gpu=${GPU_SLOTS:-1} --rerun-incomplete \
+    > "$out/snakemake.txt" 2>&1
+  echo "pipeline: rc=$? wall_s=$(( $(date +%s) - start )) (timeout $1 s)" | tee -a "$log"
+  grep -E "steps \([0-9]+%\) done" "$out/snakemake.txt" | tail -1 | tee -a "$log"
+  tar czf "$out/logs.tgz" results/logs 2>/dev/null
+  tar czf "$out/metadata.tgz" -C .snakemake metadata 2>/dev/null  # rule, start and end per output: `sublevel jobs`
+}
 case $part in
 bench)
   # what each pipeline job pays before its first step: interpreter + imports, CUDA context, deterministic mode;
@@ -62,15 +82,12 @@ compile|cudagraphs)
   $bench --suite dense --steps 50 --compile $mode --out "$json-dense-$mode.json" 2>&1 | tee -a "$log"
   ;;
 pipeline)
-  # polars and duckdb do not fit the carry: the analysis rules and figures run on the CPU afterwards. A call
-  # cut at its limit leaves results/ on the warm machine: the same part again resumes (--rerun-incomplete),
-  # and the wall times of the calls add up.
-  start=$(date +%s)
-  timeout 540 snakemake --cores 16 --resources gpu=${GPU_SLOTS:-1} --rerun-incomplete \
-    --omit-from analyse_subspace figure export > "$out/snakemake.txt" 2>&1
-  echo "rc=$? wall_s=$(( $(date +%s) - start ))" | tee -a "$log"
-  tail -5 "$out/snakemake.txt"
-  tar czf "$out/logs.tgz" results/logs 2>/dev/null
+  pipeline 540
+  ;;
+acceptance)
+  # the unmeasured numbers first (Fastfood version 2 at every d, no profile), then as much pipeline as fits
+  $bench --projections fastfood --steps 40 --loop-steps 20 --out "$json-fastfood.json" 2>&1 | tee -a "$log"
+  pipeline $(( 570 - ($(date +%s) - began) ))
   ;;
 esac
 true

@@ -26,6 +26,26 @@ def test_every_table_is_a_view_even_before_any_job_ran(project):
         assert rel.columns == table.schema.names and rel.fetchall() == []
 
 
+def test_jobs_view_is_empty_before_snakemake_ran_then_one_row_per_job(project):
+    rel = catalog.connect(project).sql("select * from jobs")
+    assert rel.columns == list(catalog.JOBS_COLUMNS) and rel.fetchall() == []
+    # Snakemake's record per output file (the fields the view reads): two outputs of one job, one of another,
+    # a job still running and a record cut short
+    meta = project / paths.SNAKEMAKE_METADATA
+    meta.mkdir(parents=True)
+    records = [("a", 7, 100.0, 104.0, "results/logs/a-1.log", False),
+               ("a", 7, 100.5, 105.0, "results/logs/a-1.log", False),
+               ("a", 8, 110.0, 111.0, "results/logs/a-2.log", False),
+               ("b", 9, 120.0, None, "results/logs/b.log", True)]
+    for i, (rule, job, start, end, log, incomplete) in enumerate(records):
+        (meta / f"out{i}").write_text(json.dumps({"rule": rule, "job_hash": job, "starttime": start, "endtime": end,
+                                                  "log": [log], "incomplete": incomplete, "input": ["x"]}))
+    (meta / "being-written").write_text('{"rule": "c", "job_hash": 10, "starttime": 130.0, "endt')
+    rows = catalog.query("select rule, log, seconds, outputs, epoch(started) from jobs order by log", project).rows()
+    assert rows == [("a", "results/logs/a-1.log", 5.0, 2, 100.0), ("a", "results/logs/a-2.log", 1.0, 1, 110.0)]
+    assert catalog.query(catalog.JOBS_TOTAL, project).select("jobs", "job_s", "wall_s").rows() == [(2, 6.0, 11.0)]
+
+
 def test_views_union_all_jobs_files(project):
     write(project, "a", 0, [row(experiment="a"), row(experiment="a", step=10)])
     write(project, "b", 1, [row(experiment="b", seed=1)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,12 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None,
+              env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--cores", "2", *args]
     if configfile:
         cmd += ["--configfile", str(configfile)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def config_file(tmp_path: Path, **extra_experiments) -> Path:
@@ -62,13 +64,26 @@ DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds":
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """smoke.yaml plus a diverging experiment and a data-diet one, run once for the tests below."""
+    """smoke.yaml plus a diverging experiment and a data-diet one, run once for the tests below. In two steps,
+    as on a GPU machine without polars and duckdb: `compute_all` there (made unimportable here), then the rest."""
     tmp = tmp_path_factory.mktemp("smoke")
     work = tmp / "work"
     work.mkdir()
     cfg = config_file(tmp, blowup=DIVERGING, diet=DIET)
+    stubs = tmp / "no-analysis-packages"
+    stubs.mkdir()
+    for name in ("polars", "duckdb"):
+        (stubs / f"{name}.py").write_text(f"raise ImportError('{name} is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(stubs), os.environ.get("PYTHONPATH")])))
+    compute = snakemake(work, "compute_all", configfile=cfg, env=env)
+    assert compute.returncode == 0, compute.stderr[-3000:]
+    assert all((work / paths.sweep_summary("smoke", kind, t)).is_file()  # every refinement round ran
+               for kind, t in (("random", 0), ("burnin", 5), ("lottery", 0)))
+    assert not (work / paths.table("threshold", experiment="smoke")).exists()
     done = snakemake(work, configfile=cfg)
     assert done.returncode == 0, done.stderr[-3000:]
+    ran = set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", done.stdout + done.stderr, re.MULTILINE))
+    assert ran == {"analyse_subspace", "figure", "export", "all"}  # compute_all left no network job undone
     return work, cfg
 
 
@@ -233,6 +248,21 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     q = subprocess.run([str(BIN / "sublevel"), "query", "select count(*) as n from train", "--root", str(work),
                         "--format", "csv"], capture_output=True, text=True)
     assert q.returncode == 0 and int(q.stdout.splitlines()[1]) > 0
+
+
+def test_jobs_view_has_one_row_per_job_of_the_smoke_run(smoke_run):
+    """View `jobs`, from Snakemake's records of the run: every job (each has its own log) once, with the time
+    from its start to its last output; `sublevel jobs` sums them per rule."""
+    work, _ = smoke_run
+    jobs = catalog.query("select rule, log, seconds, outputs, started, finished from jobs", work)
+    logs = {str(p.relative_to(work)) for p in (work / paths.RESULTS / "logs").rglob("*.log")}
+    assert jobs["log"].n_unique() == jobs.height and set(jobs["log"]) == logs
+    assert (jobs["seconds"] > 0).all() and (jobs["finished"] > jobs["started"]).all()
+    assert {"train_dense", "subspace_sweep", "imp_level_smoke", "figure"} <= set(jobs["rule"])
+    one = jobs.filter(jobs["log"] == str(paths.log("imp", "smoke", "imp", 1))).row(0, named=True)
+    assert one["rule"] == "imp_level_smoke" and one["outputs"] == 2  # the level's store and its table
+    out = subprocess.run([str(BIN / "sublevel"), "jobs", "--root", str(work)], capture_output=True, text=True)
+    assert out.returncode == 0 and f"| {jobs.height} " in out.stdout and "imp_level_smoke" in out.stdout
 
 
 def test_unknown_model_fails_before_any_job(tmp_path):

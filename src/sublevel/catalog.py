@@ -1,10 +1,15 @@
-"""DuckDB over every results table: one view per table in sublevel.schema.
+"""DuckDB over every results table: one view per table in sublevel.schema, and `jobs` over Snakemake's records.
 
 Views read results/tables/<table>/**/*.parquet with union_by_name, so files
 written by different versions of a job still line up by column name. A table
 no job has written yet is an empty view with the declared columns, so queries
 never fail just because a stage has not run. Paths are absolute: the same SQL
 works from any directory and in the interactive duckdb shell.
+
+View `jobs` is what each job of the last run of each output cost, from the record Snakemake keeps per output
+file (.snakemake/metadata: rule, start and end time; the same record `snakemake --report` draws its runtime
+statistics from), one row per job: the measure for sizing cluster runtimes and for comparing a GPU run with a
+CPU one. Results pulled with DVC come without these records, so their jobs are not in it.
 """
 
 from __future__ import annotations
@@ -42,7 +47,30 @@ def view_statements(root: Path | None = None) -> list[str]:
         else:
             cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in table.schema)
             stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false;")
+    stmts.append(_jobs_statement(root))
     return stmts
+
+
+JOBS_COLUMNS = {"rule": "VARCHAR", "log": "VARCHAR", "started": "TIMESTAMP", "finished": "TIMESTAMP",
+                "seconds": "DOUBLE", "outputs": "BIGINT"}
+
+
+def _jobs_statement(root: Path) -> str:
+    """One row per job: the records of a job's outputs share its hash and log (every rule here has a log per
+    job), each with its own start and end times (recorded per output, microseconds to milliseconds apart), so
+    a job runs from the first start to the last end. Times are UTC."""
+    folder = root / paths.SNAKEMAKE_METADATA
+    if not folder.is_dir() or not any(f.is_file() for f in folder.rglob("*")):
+        cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in JOBS_COLUMNS.items())
+        return f"CREATE OR REPLACE VIEW jobs AS SELECT {cols} WHERE false;"
+    source = (f"read_json({_quote(str(folder / '**' / '*'))}, format = 'newline_delimited', columns = "
+              "{rule: 'VARCHAR', job_hash: 'BIGINT', starttime: 'DOUBLE', endtime: 'DOUBLE', incomplete: 'BOOLEAN', "
+              "log: 'VARCHAR[]'}, ignore_errors = true)")  # a record being written is skipped, not an error
+    return ("CREATE OR REPLACE VIEW jobs AS SELECT rule, log[1] AS log, "
+            "make_timestamp(CAST(min(starttime) * 1e6 AS BIGINT)) AS started, "
+            "make_timestamp(CAST(max(endtime) * 1e6 AS BIGINT)) AS finished, "
+            f"max(endtime) - min(starttime) AS seconds, count(*) AS outputs FROM {source} "
+            "WHERE NOT incomplete AND endtime IS NOT NULL GROUP BY rule, job_hash, log[1];")
 
 
 def connect(root: Path | None = None) -> duckdb.DuckDBPyConnection:
@@ -78,6 +106,16 @@ SUMMARY = {
             select experiment, seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as best
             from lvl group by experiment, seed) group by experiment order by experiment""",
 }
+
+
+JOBS_BY_RULE = """
+    select rule, count(*) as jobs, round(sum(seconds), 1) as total_s, round(median(seconds), 1) as median_s,
+           round(max(seconds), 1) as max_s
+    from jobs group by rule order by total_s desc, rule"""
+JOBS_TOTAL = """
+    select count(*) as jobs, round(sum(seconds), 1) as job_s,
+           round(epoch(max(finished)) - epoch(min(started)), 1) as wall_s, min(started) as first_started
+    from jobs"""
 
 
 def summary(root: Path | None = None) -> dict:

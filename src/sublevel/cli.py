@@ -333,7 +333,6 @@ def _bench_table(args) -> None:
 
 def _query(args) -> None:
     import duckdb
-    import polars as pl
 
     from sublevel import catalog
 
@@ -347,20 +346,36 @@ def _query(args) -> None:
     elif args.format == "json":
         sys.stdout.write(df.write_json() + "\n")
     else:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                       fmt_str_lengths=120, tbl_width_chars=250, tbl_formatting="ASCII_FULL_CONDENSED"):
+        with _plain_tables():
             print(df)
 
 
-def _summary(args) -> None:
+def _plain_tables():
+    """polars printing for the terminal: every row and column, no shape or dtype lines, ASCII borders."""
     import polars as pl
 
+    return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                     fmt_str_lengths=120, tbl_width_chars=250, tbl_formatting="ASCII_FULL_CONDENSED")
+
+
+def _jobs(args) -> None:
+    from sublevel import catalog, paths
+
+    root = Path(args.root) if args.root else None
+    total = catalog.query(catalog.JOBS_TOTAL, root)
+    if not total["jobs"].item():
+        print(f"no finished jobs recorded in {(root or paths.project_root()) / paths.SNAKEMAKE_METADATA}")
+        return
+    with _plain_tables():
+        print(f"{total}\n{catalog.query(catalog.JOBS_BY_RULE, root)}")
+
+
+def _summary(args) -> None:
     from sublevel import catalog
 
     titles = {"dense": "Dense networks", "threshold": "Threshold training dimension d*(eps) (P(d) >= 1/2)",
               "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy"}
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                   tbl_width_chars=250, tbl_formatting="ASCII_FULL_CONDENSED"):
+    with _plain_tables():
         for name, frame in catalog.summary(Path(args.root) if args.root else None).items():
             print(f"{titles[name]}\n{frame if frame.height else '(no rows yet)'}\n")
 
@@ -569,6 +584,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="the key numbers per experiment")
     s.add_argument("--root", help="project root (default: found from the current directory)")
     s.set_defaults(func=_summary)
+
+    s = sub.add_parser("jobs", help="what the last run's jobs took, per rule (view `jobs`, from Snakemake's records)")
+    s.add_argument("--root", help="project root (default: found from the current directory)")
+    s.set_defaults(func=_jobs)
 
     s = sub.add_parser("views", help="print the CREATE VIEW statements, e.g. for the duckdb shell")
     s.add_argument("--root", help="project root (default: found from the current directory)")

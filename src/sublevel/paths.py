@@ -14,6 +14,7 @@ RESULTS = Path("results")
 SUMMARY = RESULTS / "summary.json"   # DVC metrics: the key numbers per experiment
 PLOTS = RESULTS / "plots"            # DVC plots: CSV curves
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
+SNAKEMAKE_METADATA = Path(".snakemake/metadata")  # Snakemake's record per output file: rule, start and end time
 
 
 def project_root(start: Path | None = None) -> Path:
