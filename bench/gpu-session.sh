@@ -29,6 +29,13 @@ log="$out/session-$part.txt"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 export PYTHONPATH=$PWD/src:/tmp/site PATH=/tmp/site/bin:$PATH
 export PYTHONUNBUFFERED=1
+# Every pipeline job is a new process: its imports must read bytecode, not compile torch's sources anew. The
+# carried packages (installed --no-compile) get theirs from the first process; torch's are the image's, and
+# where it ships none, they go to a cache of their own.
+unset PYTHONDONTWRITEBYTECODE
+if ! python3 -c "import importlib.util as u, os, sys; d = os.path.dirname(u.find_spec('torch').origin)
+sys.exit(not os.path.isdir(os.path.join(d, '__pycache__')))"; then export PYTHONPYCACHEPREFIX=/tmp/pycache; fi
+echo "bytecode: PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-unset}" | tee -a "$log"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9.-' _ | sed 's/_*$//')
 json="$out/$gpu-$(date +%F)"  # + -<what>.json
