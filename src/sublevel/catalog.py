@@ -45,10 +45,15 @@ def view_statements(root: Path | None = None) -> list[str]:
                       f"hive_partitioning = false)")
             stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source};")
         else:
-            cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {f.name}" for f in table.schema)
-            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false;")
+            stmts.append(_empty_view(name, {f.name: _duck_type(f.type) for f in table.schema}))
     stmts.append(_jobs_statement(root))
     return stmts
+
+
+def _empty_view(name: str, columns: dict[str, str]) -> str:
+    """A view with the declared columns (name -> DuckDB type) and no rows: what nothing has written yet."""
+    cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
+    return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false;"
 
 
 JOBS_COLUMNS = {"rule": "VARCHAR", "log": "VARCHAR", "started": "TIMESTAMP", "finished": "TIMESTAMP",
@@ -61,8 +66,7 @@ def _jobs_statement(root: Path) -> str:
     a job runs from the first start to the last end. Times are UTC."""
     folder = root / paths.SNAKEMAKE_METADATA
     if not folder.is_dir() or not any(f.is_file() for f in folder.rglob("*")):
-        cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in JOBS_COLUMNS.items())
-        return f"CREATE OR REPLACE VIEW jobs AS SELECT {cols} WHERE false;"
+        return _empty_view("jobs", JOBS_COLUMNS)
     source = (f"read_json({_quote(str(folder / '**' / '*'))}, format = 'newline_delimited', columns = "
               "{rule: 'VARCHAR', job_hash: 'BIGINT', starttime: 'DOUBLE', endtime: 'DOUBLE', incomplete: 'BOOLEAN', "
               "log: 'VARCHAR[]'}, ignore_errors = true)")  # a record being written is skipped, not an error

@@ -362,12 +362,13 @@ def _jobs(args) -> None:
     from sublevel import catalog, paths
 
     root = Path(args.root) if args.root else None
-    total = catalog.query(catalog.JOBS_TOTAL, root)
+    con = catalog.connect(root)
+    total = con.sql(catalog.JOBS_TOTAL).pl()
     if not total["jobs"].item():
         print(f"no finished jobs recorded in {(root or paths.project_root()) / paths.SNAKEMAKE_METADATA}")
         return
     with _plain_tables():
-        print(f"{total}\n{catalog.query(catalog.JOBS_BY_RULE, root)}")
+        print(f"{total}\n{con.sql(catalog.JOBS_BY_RULE).pl()}")
 
 
 def _summary(args) -> None:
