@@ -30,20 +30,27 @@ def test_jobs_view_is_empty_before_snakemake_ran_then_one_row_per_job(project):
     rel = catalog.connect(project).sql("select * from jobs")
     assert rel.columns == list(catalog.JOBS_COLUMNS) and rel.fetchall() == []
     # Snakemake's record per output file (the fields the view reads): two outputs of one job, one of another,
-    # a job still running and a record cut short
+    # a job a cluster executor ran (its start is when the main process saw it finish: after its end), a job
+    # still running and a record cut short
     meta = project / paths.SNAKEMAKE_METADATA
     meta.mkdir(parents=True)
     records = [("a", 7, 100.0, 104.0, "results/logs/a-1.log", False),
                ("a", 7, 100.5, 105.0, "results/logs/a-1.log", False),
                ("a", 8, 110.0, 111.0, "results/logs/a-2.log", False),
+               ("s", 11, 140.002, 140.0, "results/logs/s.log", False),
                ("b", 9, 120.0, None, "results/logs/b.log", True)]
     for i, (rule, job, start, end, log, incomplete) in enumerate(records):
         (meta / f"out{i}").write_text(json.dumps({"rule": rule, "job_hash": job, "starttime": start, "endtime": end,
                                                   "log": [log], "incomplete": incomplete, "input": ["x"]}))
     (meta / "being-written").write_text('{"rule": "c", "job_hash": 10, "starttime": 130.0, "endt')
     rows = catalog.query("select rule, log, seconds, outputs, epoch(started) from jobs order by log", project).rows()
-    assert rows == [("a", "results/logs/a-1.log", 5.0, 2, 100.0), ("a", "results/logs/a-2.log", 1.0, 1, 110.0)]
-    assert catalog.query(catalog.JOBS_TOTAL, project).select("jobs", "job_s", "wall_s").rows() == [(2, 6.0, 11.0)]
+    assert rows == [("a", "results/logs/a-1.log", 5.0, 2, 100.0), ("a", "results/logs/a-2.log", 1.0, 1, 110.0),
+                    ("s", "results/logs/s.log", None, 1, None)]
+    assert catalog.query("select epoch(finished) from jobs where rule = 's'", project).item() == 140.0
+    total = catalog.query(catalog.JOBS_TOTAL, project).select("jobs", "untimed", "job_s", "wall_s").rows()
+    assert total == [(3, 1, 6.0, 40.0)]
+    by_rule = catalog.query(catalog.JOBS_BY_RULE, project).select("rule", "jobs", "total_s", "untimed").rows()
+    assert by_rule == [("a", 2, 6.0, 0), ("s", 1, None, 1)]
 
 
 def test_views_union_all_jobs_files(project):

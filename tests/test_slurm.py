@@ -14,6 +14,9 @@ import pytest
 from sublevel import catalog
 
 ROOT = Path(__file__).resolve().parents[1]
+# Jobs that run no network and take seconds: they run where Snakemake runs instead of waiting in the queue.
+LOCAL_RULES = {"prepare_data", "refine_plan", "subspace_tickets", "sweep_summary", "analyse_subspace", "figure",
+               "export"}
 QUERIES = {
     "train": "select experiment, seed, step, split, loss, accuracy from train order by all",
     "imp": "select method, level, seed, sparsity, test_accuracy from imp order by all",
@@ -54,8 +57,18 @@ def test_smoke_config_on_slurm_equals_a_local_run(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     log = res.stdout + res.stderr
     assert "sbatch" in log.lower() or "slurm" in log.lower()
-    submitted = list((tmp_path / "slurm-logs").rglob("*.log"))
-    assert submitted, "no SLURM job logs: nothing went through sbatch"
+    # the plugin logs each submitted job under <logdir>/rule_<rule>/<wildcards>/<jobid>.log
+    logs = (tmp_path / "slurm-logs").rglob("*.log")
+    submitted = {p.relative_to(tmp_path / "slurm-logs").parts[0].removeprefix("rule_") for p in logs}
+    ran = set(catalog.query("select distinct rule from jobs", cluster)["rule"])
+    assert submitted == ran - LOCAL_RULES - {"all"}, "a job that runs a network went local, or a light one was queued"
+    assert {"train_dense", "subspace_sweep", "imp_level_smoke"} <= submitted
+    assert LOCAL_RULES <= ran
+    # Snakemake records no start for a submitted job: the view says so (null) instead of a zero
+    timed = catalog.query("select rule, bool_and(seconds > 0) as timed, bool_and(seconds is null) as untimed "
+                          "from jobs group by rule", cluster).rows()
+    assert {rule for rule, t, _ in timed if t} == LOCAL_RULES
+    assert {rule for rule, _, u in timed if u} == submitted
     for name, sql in QUERIES.items():
         a, b = catalog.query(sql, local).rows(), catalog.query(sql, cluster).rows()
         assert a and a == b, name

@@ -8,8 +8,9 @@ works from any directory and in the interactive duckdb shell.
 
 View `jobs` is what each job of the last run of each output cost, from the record Snakemake keeps per output
 file (.snakemake/metadata: rule, start and end time; the same record `snakemake --report` draws its runtime
-statistics from), one row per job: the measure for sizing cluster runtimes and for comparing a GPU run with a
-CPU one. Results pulled with DVC come without these records, so their jobs are not in it.
+statistics from), one row per job: the measure for sizing cluster runtimes (from a local run: jobs a cluster
+executor ran have no recorded start) and for comparing a GPU run with a CPU one. Results pulled with DVC come
+without these records, so their jobs are not in it.
 """
 
 from __future__ import annotations
@@ -63,17 +64,23 @@ JOBS_COLUMNS = {"rule": "VARCHAR", "log": "VARCHAR", "started": "TIMESTAMP", "fi
 def _jobs_statement(root: Path) -> str:
     """One row per job: the records of a job's outputs share its hash and log (every rule here has a log per
     job), each with its own start and end times (recorded per output, microseconds to milliseconds apart), so
-    a job runs from the first start to the last end. Times are UTC."""
+    a job runs from the first start to the last end. Times are UTC.
+
+    A job run by a cluster executor (SLURM) has no start in its record: Snakemake dates the start from a marker
+    that the job's own process removes, and falls back to the moment the main process saw it finish, later
+    than its outputs were written (the end Snakemake records). Such a job has `started` and `seconds` null,
+    not a false zero; `finished` is still when it wrote its outputs."""
     folder = root / paths.SNAKEMAKE_METADATA
     if not folder.is_dir() or not any(f.is_file() for f in folder.rglob("*")):
         return _empty_view("jobs", JOBS_COLUMNS)
     source = (f"read_json({_quote(str(folder / '**' / '*'))}, format = 'newline_delimited', columns = "
               "{rule: 'VARCHAR', job_hash: 'BIGINT', starttime: 'DOUBLE', endtime: 'DOUBLE', incomplete: 'BOOLEAN', "
               "log: 'VARCHAR[]'}, ignore_errors = true)")  # a record being written is skipped, not an error
+    timed = "bool_and(starttime <= endtime)"
     return ("CREATE OR REPLACE VIEW jobs AS SELECT rule, log[1] AS log, "
-            "make_timestamp(CAST(min(starttime) * 1e6 AS BIGINT)) AS started, "
+            f"CASE WHEN {timed} THEN make_timestamp(CAST(min(starttime) * 1e6 AS BIGINT)) END AS started, "
             "make_timestamp(CAST(max(endtime) * 1e6 AS BIGINT)) AS finished, "
-            f"max(endtime) - min(starttime) AS seconds, count(*) AS outputs FROM {source} "
+            f"CASE WHEN {timed} THEN max(endtime) - min(starttime) END AS seconds, count(*) AS outputs FROM {source} "
             "WHERE NOT incomplete AND endtime IS NOT NULL GROUP BY rule, job_hash, log[1];")
 
 
@@ -114,10 +121,10 @@ SUMMARY = {
 
 JOBS_BY_RULE = """
     select rule, count(*) as jobs, round(sum(seconds), 1) as total_s, round(median(seconds), 1) as median_s,
-           round(max(seconds), 1) as max_s
-    from jobs group by rule order by total_s desc, rule"""
+           round(max(seconds), 1) as max_s, count(*) - count(seconds) as untimed
+    from jobs group by rule order by total_s desc nulls last, rule"""
 JOBS_TOTAL = """
-    select count(*) as jobs, round(sum(seconds), 1) as job_s,
+    select count(*) as jobs, count(*) - count(seconds) as untimed, round(sum(seconds), 1) as job_s,
            round(epoch(max(finished)) - epoch(min(started)), 1) as wall_s, min(started) as first_started
     from jobs"""
 

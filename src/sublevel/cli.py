@@ -369,6 +369,9 @@ def _jobs(args) -> None:
         return
     with _plain_tables():
         print(f"{total}\n{con.sql(catalog.JOBS_BY_RULE).pl()}")
+    if untimed := total["untimed"].item():
+        print(f"{untimed} jobs ran under a cluster executor, which records when a job wrote its outputs but not when"
+              " it started: their time is the cluster's accounting (sacct), not here")
 
 
 def _summary(args) -> None:

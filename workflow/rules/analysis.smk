@@ -1,9 +1,11 @@
 # Stage 5: analysis. Success probability P(d) and threshold dimension d*(ε) over every sweep round;
 # sharpness (top Hessian eigenvalues) at dense checkpoints and IMP levels; per-example data difficulty;
-# every figure (PNG for the report, SVG beside it).
+# every figure (PNG for the report, SVG beside it). The rules that only read tables are local rules (see
+# subspace.smk): analyse_subspace, figure, export.
 
 
 rule analyse_subspace:
+    localrule: True
     input:
         runs=subspace_tables,
         train=lambda w: [str(paths.table("train", experiment=w.experiment, seed=s))
@@ -88,6 +90,7 @@ rule scores:
 
 
 rule figure:
+    localrule: True
     input:
         unpack(figure_tables),
     output:
@@ -105,6 +108,7 @@ rule figure:
 
 
 rule export:
+    localrule: True
     input:
         tables=[f for f in dense_outputs() + imp_outputs() + analysis_outputs() if f.endswith(".parquet")],
     output:

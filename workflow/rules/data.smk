@@ -1,7 +1,9 @@
-# Stage 1: each dataset is prepared once into a Zarr store.
+# Stage 1: each dataset is prepared once into a Zarr store. A local rule: a cluster executor runs it where
+# Snakemake runs, which (a login node) usually reaches the network a first download needs.
 
 
 rule prepare_data:
+    localrule: True
     output:
         store=directory(str(paths.dataset_store("{dataset}"))),
     log:

@@ -1,6 +1,8 @@
 # Stage 4: subspace sweeps. One job per (experiment, kind, burn-in step, round) trains every (d, seed) point
 # of that round, the seeds of each d together in one vmapped batch. Round 0 trains the configured dims; a
-# checkpoint then reads all rounds so far and plans the next one around the success transition.
+# checkpoint then reads all rounds so far and plans the next one around the success transition. The plans,
+# ticket rows and summaries only read tables, for seconds: local rules, which a cluster executor runs where
+# Snakemake runs instead of queueing each (on the critical path between sweep rounds).
 
 
 rule subspace_sweep:
@@ -35,6 +37,7 @@ rule subspace_sweep:
 
 
 checkpoint refine_plan:
+    localrule: True
     input:
         trajectory=sweep_trajectory,
         tables=lambda w: [sweep_table(w.experiment, w.kind, w.burnin_step, r) for r in range(int(w.round) + 1)],
@@ -57,6 +60,7 @@ checkpoint refine_plan:
 
 
 rule subspace_tickets:
+    localrule: True
     input:
         imp=lambda w: [f for f in imp_tables(w.experiment)["imp"] if "stage=imp" in f],
     output:
@@ -73,6 +77,7 @@ rule subspace_tickets:
 
 
 rule sweep_summary:
+    localrule: True
     input:
         tables=lambda w: sweep_rounds(w)["tables"],
         plans=lambda w: sweep_rounds(w)["plans"],
