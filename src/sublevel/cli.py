@@ -336,9 +336,8 @@ def _query(args) -> None:
 
     from sublevel import catalog
 
-    root = Path(args.root) if args.root else None
     try:
-        df = catalog.query(args.sql, root)
+        df = catalog.query(args.sql, args.root)
     except duckdb.Error as e:
         sys.exit(f"sublevel query: {e}")
     if args.format == "csv":
@@ -361,11 +360,10 @@ def _plain_tables():
 def _jobs(args) -> None:
     from sublevel import catalog, paths
 
-    root = Path(args.root) if args.root else None
-    con = catalog.connect(root)
+    con = catalog.connect(args.root)
     total = con.sql(catalog.JOBS_TOTAL).pl()
     if not total["jobs"].item():
-        print(f"no finished jobs recorded in {(root or paths.project_root()) / paths.SNAKEMAKE_METADATA}")
+        print(f"no finished jobs recorded in {(args.root or paths.project_root()) / paths.SNAKEMAKE_METADATA}")
         return
     with _plain_tables():
         print(f"{total}\n{con.sql(catalog.JOBS_BY_RULE).pl()}")
@@ -380,7 +378,7 @@ def _summary(args) -> None:
     titles = {"dense": "Dense networks", "threshold": "Threshold training dimension d*(eps) (P(d) >= 1/2)",
               "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy"}
     with _plain_tables():
-        for name, frame in catalog.summary(Path(args.root) if args.root else None).items():
+        for name, frame in catalog.summary(args.root).items():
             print(f"{titles[name]}\n{frame if frame.height else '(no rows yet)'}\n")
 
 
@@ -388,12 +386,11 @@ def _export(args) -> None:
     """DVC's view of the results: metrics JSON and CSV curves (DVC reads no Parquet)."""
     from sublevel import catalog, storage
 
-    root = Path(args.root) if args.root else None
     with storage.atomic_path(args.summary) as tmp:
-        tmp.write_text(json.dumps(catalog.metrics(root), indent=1, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(catalog.metrics(args.root), indent=1, sort_keys=True) + "\n")
     with storage.atomic_path(args.plots) as tmp:
         tmp.mkdir(parents=True)
-        for name, frame in catalog.plots(root).items():
+        for name, frame in catalog.plots(args.root).items():
             frame.write_csv(tmp / f"{name}.csv")
     print(f"wrote {args.summary} and {args.plots}/")
 
@@ -401,7 +398,7 @@ def _export(args) -> None:
 def _views(args) -> None:
     from sublevel import catalog
 
-    print("\n".join(catalog.view_statements(Path(args.root) if args.root else None)))
+    print("\n".join(catalog.view_statements(args.root)))
 
 
 def _check_config(args) -> None:
@@ -426,6 +423,8 @@ def _stage_specs(args) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sublevel", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    results = argparse.ArgumentParser(add_help=False)  # the commands that read the results tables
+    results.add_argument("--root", type=Path, help="project root (default: found from the current directory)")
 
     s = sub.add_parser("prepare-data", help="build a dataset's Zarr store")
     s.add_argument("dataset")
@@ -573,28 +572,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="directory for <stage>.json")
     s.set_defaults(func=_stage_specs)
 
-    s = sub.add_parser("export", help="DVC metrics (summary JSON) and plots (CSV) from every results table")
+    s = sub.add_parser("export", parents=[results],
+                       help="DVC metrics (summary JSON) and plots (CSV) from every results table")
     s.add_argument("--summary", required=True, help="JSON to write")
     s.add_argument("--plots", required=True, help="directory of CSV files to write")
-    s.add_argument("--root", help="project root (default: found from the current directory)")
     s.set_defaults(func=_export)
 
-    s = sub.add_parser("query", help="run SQL (DuckDB) over every results table")
+    s = sub.add_parser("query", help="run SQL (DuckDB) over every results table", parents=[results])
     s.add_argument("sql")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.add_argument("--root", help="project root (default: found from the current directory)")
     s.set_defaults(func=_query)
 
-    s = sub.add_parser("summary", help="the key numbers per experiment")
-    s.add_argument("--root", help="project root (default: found from the current directory)")
+    s = sub.add_parser("summary", help="the key numbers per experiment", parents=[results])
     s.set_defaults(func=_summary)
 
-    s = sub.add_parser("jobs", help="what the last run's jobs took, per rule (view `jobs`, from Snakemake's records)")
-    s.add_argument("--root", help="project root (default: found from the current directory)")
+    s = sub.add_parser("jobs", parents=[results],
+                       help="what the last run's jobs took, per rule (view `jobs`, from Snakemake's records)")
     s.set_defaults(func=_jobs)
 
-    s = sub.add_parser("views", help="print the CREATE VIEW statements, e.g. for the duckdb shell")
-    s.add_argument("--root", help="project root (default: found from the current directory)")
+    s = sub.add_parser("views", help="print the CREATE VIEW statements, e.g. for the duckdb shell", parents=[results])
     s.set_defaults(func=_views)
 
     s = sub.add_parser("check-config", help="validate a config file and summarise its experiments")
