@@ -50,7 +50,7 @@ def test_smoke_config_on_slurm_equals_a_local_run(tmp_path):
     res = snakemake(local, "--cores", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     # this one-node cluster keeps no accounting (no slurmdbd), so job states come from squeue, not sacct
-    res = snakemake(cluster, "--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--jobs", "4",
+    res = snakemake(cluster, "--workflow-profile", str(ROOT / "profiles" / "slurm"), "--jobs", "4",
                     "--slurm-status-command", "squeue", "--seconds-between-status-checks", "3",
                     "--slurm-init-seconds-before-status-checks", "1",
                     "--slurm-logdir", str(tmp_path / "slurm-logs"), "--slurm-keep-successful-logs")

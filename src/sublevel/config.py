@@ -37,6 +37,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as schema_validate
 
+    if not isinstance(config, dict):
+        raise ConfigError(f"config error at <config>: the config is a mapping of keys, not a {type(config).__name__}")
+    _refuse_control_characters(config, [])
     config = copy.deepcopy(config)
     try:
         schema_validate(config, str(paths.schema_file()), set_default=True)
@@ -44,12 +47,9 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         cause = e.__context__  # snakemake raises WorkflowError from inside `except ValidationError`
         if not isinstance(cause, jsonschema.ValidationError):
             raise
-        where = list(cause.absolute_path)
-        if cause.validator == "additionalProperties":
-            extra = sorted(set(cause.instance) - set(cause.schema.get("properties", {})))
-            raise ConfigError(f"config error at {_key_path(where + extra[:1])}: unknown key; "
-                              f"{_key_path(where)} takes {sorted(cause.schema.get('properties', {}))}") from None
-        raise ConfigError(f"config error at {_key_path(where)}: {_describe(cause)}") from None
+        raise _schema_error(cause) from None
+    if strict := jsonschema.exceptions.best_match(_strict_validator().iter_errors(config)):
+        raise _schema_error(strict)
     config = json.loads(json.dumps(config))  # no dict shared between experiments through schema defaults
     from sublevel.datasets import train_size
 
@@ -57,6 +57,43 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         exp = experiment(config, name)
         exp.check(train_size(exp.dataset, config["data"]))
     return config
+
+
+def _schema_error(error) -> ConfigError:
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return ConfigError(f"config error at {_key_path(where + extra[:1])}: unknown key; "
+                           f"{_key_path(where)} takes {sorted(error.schema.get('properties', {}))}")
+    if "propertyNames" in error.schema_path:  # a key (an experiment name) that is refused: name it
+        shown = error.instance if len(error.instance) <= 80 else error.instance[:40] + "…"
+        why = (f"the name has {len(error.instance)} characters, at most {error.validator_value}"
+               if error.validator == "maxLength" else f"the name {error.message.split(' ', 1)[1]}")
+        return ConfigError(f"config error at {_key_path(where + [shown])}: {why}")
+    return ConfigError(f"config error at {_key_path(where)}: {_describe(error)}")
+
+
+def _strict_validator():
+    """The schema with JSON's integers as Python's: 40.0 is not an integer here. (JSON Schema counts a float
+    with no fraction as an integer, and Python code then fails on it at run time: range(40.0).)"""
+    import jsonschema
+    import yaml
+
+    strict = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, x: isinstance(x, int) and not isinstance(x, bool))
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=strict)
+    return cls(yaml.safe_load(paths.schema_file().read_text()))
+
+
+def _refuse_control_characters(node, where: list) -> None:
+    """No key or string holds a newline or other control character: the schema's patterns cannot refuse one
+    (a regex `$` matches before a final newline), and such a value breaks file names and shell lines."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        for text, at in ((key, where + [repr(key)]), (value, where + [key])):
+            if isinstance(text, str) and any(ord(c) < 32 or ord(c) == 127 for c in text):
+                raise ConfigError(f"config error at {_key_path(at)}: {text!r} holds a newline or control character")
+        _refuse_control_characters(value, where + [key])
 
 
 def _describe(error) -> str:
@@ -67,8 +104,17 @@ def _describe(error) -> str:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    with open(path) as f:
-        return validate(yaml.safe_load(f) or {})
+    """A config file, validated; a file that is not YAML is one ConfigError naming where it broke."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        raise ConfigError(f"config error in {path}: not valid YAML at line {mark.line + 1}, column "
+                          f"{mark.column + 1}: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config error in {path}: not valid YAML: {e}") from None
+    return validate(raw or {})
 
 
 def parse_duration(value: int | str, steps_per_epoch: int) -> int:
@@ -239,6 +285,9 @@ class Experiment:
             raise ConfigError(f"config error at {where}.model: {e}") from None
         if self.train.schedule != "step" and self.train.milestones:
             raise ConfigError(f"config error at {where}.train.milestones: only used with schedule: step")
+        if (D := self.num_params()) > MAX_PARAMS:
+            raise ConfigError(f"config error at {where}.model: {self.model.name} {self.model.kwargs()} has "
+                              f"D = {D:,} parameters; the flat parameter vector holds at most {MAX_PARAMS:,}")
         sched = Schedule.resolve(self, n_train)
         if self.subspace:
             self._check_subspace(sched)
@@ -280,10 +329,14 @@ class Experiment:
         return step
 
     def num_params(self) -> int:
+        """D, counted on torch's meta device: shapes only, nothing allocated (a config may ask for 10^12)."""
+        import torch
+
         from sublevel import datasets, models
 
         shape, classes = datasets.SHAPES[self.dataset]
-        return models.Layout.of(models.build_spec(self.model, shape, classes)).D
+        with torch.device("meta"):
+            return models.Layout.of(models.build_spec(self.model, shape, classes)).D
 
     def _check_subspace(self, sched: "Schedule") -> None:
         where, sub = f"config error at experiments.{self.name}.subspace", self.subspace
@@ -299,6 +352,9 @@ class Experiment:
         if "burnin" in sub.kinds and not sub.burnin:
             raise ConfigError(f"{where}.burnin: kind burnin needs at least one burn-in step")
 
+
+MAX_PARAMS = 2**31 - 1  # a sanity bound, not a kernel's: θ alone is then 8 GiB of float32, and every checkpoint,
+# IMP level and ensemble member holds another copy; the seed papers' networks have D < 10^6 (ResNet-20: 0.27 M)
 
 # DVC stage -> the Snakemake stages whose specs decide its jobs (Experiment.for_stage)
 DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace",),

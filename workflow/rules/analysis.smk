@@ -20,8 +20,8 @@ rule analyse_subspace:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel analyse-subspace --spec {params.spec:q} --runs {input.runs} --train {input.train}"
-        " --success {output.success} --threshold {output.threshold} > {log} 2>&1"
+        "python -m sublevel analyse-subspace --spec {params.spec:q} --runs {input.runs:q} --train {input.train:q}"
+        " --success {output.success:q} --threshold {output.threshold:q} > {log:q} 2>&1"
 
 
 rule hessian_dense:
@@ -41,9 +41,9 @@ rule hessian_dense:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed} --data {input.data}"
-        " --trajectory {input.trajectory} --table {output.table} --device {params.device} --threads {threads}"
-        " > {log} 2>&1"
+        "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        " --trajectory {input.trajectory:q} --table {output.table:q} --device {params.device:q} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule hessian_imp:
@@ -63,8 +63,8 @@ rule hessian_imp:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed} --data {input.data}"
-        " --levels {input.levels} --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        " --levels {input.levels:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule scores:
@@ -85,8 +85,8 @@ rule scores:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel scores --spec {params.spec:q} --data {input.data} --trajectories {input.trajectories}"
-        " --out {output.store} --table {output.table} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m sublevel scores --spec {params.spec:q} --data {input.data:q} --trajectories {input.trajectories:q}"
+        " --out {output.store:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure:
@@ -100,11 +100,11 @@ rule figure:
     log:
         str(paths.log("figures", "{experiment}", "{figure}")),
     params:
-        tables=lambda w, input: " ".join(f"--{name} {' '.join(files)}" for name, files in input.items()),
+        tables=lambda w, input: [word for name, files in input.items() for word in (f"--{name}", *files)],
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel figure {wildcards.figure} --out {output.png} {params.tables} > {log} 2>&1"
+        "python -m sublevel figure {wildcards.figure:q} --out {output.png:q} {params.tables:q} > {log:q} 2>&1"
 
 
 rule export:
@@ -119,7 +119,7 @@ rule export:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel export --summary {output.summary} --plots {output.plots} > {log} 2>&1"
+        "python -m sublevel export --summary {output.summary:q} --plots {output.plots:q} > {log:q} 2>&1"
 
 
 rule analysis_all:

@@ -44,8 +44,9 @@ def spec_for(stage):
 
 
 def optional_flag(option, name):
-    """A param function: `option <path>` when the named input (an optional one, [] or one path) is there."""
-    return lambda wildcards, input: f"{option} {getattr(input, name)}" if getattr(input, name) else ""
+    """A param function: [option, path, ...] when the named input (an optional one, [] or paths) is there, a
+    list so that `{params.x:q}` quotes each word."""
+    return lambda wildcards, input: [option, *getattr(input, name)] if getattr(input, name) else []
 
 
 def dataset_of(wildcards):

@@ -13,4 +13,4 @@ rule prepare_data:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel prepare-data {wildcards.dataset} --spec {params.spec:q} --out {output.store} > {log} 2>&1"
+        "python -m sublevel prepare-data {wildcards.dataset:q} --spec {params.spec:q} --out {output.store:q} > {log:q} 2>&1"

@@ -10,7 +10,7 @@
 # seed, so these rules are written per experiment (a rule's outputs cannot depend on a wildcard) and their
 # names carry it: imp_level_<experiment>, ... Adding a seed to imp.seeds reruns them for every seed.
 for _name in imp_experiments():
-    _seeds = " ".join(map(str, experiment(config, _name).imp.seeds))
+    _seeds = [str(s) for s in experiment(config, _name).imp.seeds]
     _spec = experiment(config, _name).for_stage("imp").to_json()
 
     rule:
@@ -35,14 +35,14 @@ for _name in imp_experiments():
         threads: config["threads"]
         resources:
             gpu=GPU,
-            runtime=240,  # minutes, for cluster executors (workflow/profiles/slurm)
+            runtime=240,  # minutes, for cluster executors (profiles/slurm)
             mem_mb=8000,
         conda:
             "../envs/sublevel.yaml"
         shell:
-            "python -m sublevel imp-level --spec {params.spec:q} --seeds {params.seeds} --level {wildcards.level}"
-            " --data {input.data} --trajectory {input.trajectory} {params.previous} --out {output.stores}"
-            " --table {output.tables} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
+            "python -m sublevel imp-level --spec {params.spec:q} --seeds {params.seeds:q} --level {wildcards.level:q}"
+            " --data {input.data:q} --trajectory {input.trajectory:q} {params.previous:q} --out {output.stores:q}"
+            " --table {output.tables:q} {params.diet:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
     rule:
         name:
@@ -62,19 +62,19 @@ for _name in imp_experiments():
             diet=optional_flag("--diet", "diet"),
             spec=_spec,
             device=config["device"],
-            methods=" ".join(experiment(config, _name).imp.baselines),
+            methods=list(experiment(config, _name).imp.baselines),
         threads: config["threads"]
         resources:
             gpu=GPU,
-            runtime=480,  # minutes, for cluster executors (workflow/profiles/slurm)
+            runtime=480,  # minutes, for cluster executors (profiles/slurm)
             mem_mb=8000,
         conda:
             "../envs/sublevel.yaml"
         shell:
-            "python -m sublevel imp-baselines --methods {params.methods} --spec {params.spec:q}"
-            " --seeds {params.seeds} --data {input.data} --trajectory {input.trajectory} --ticket {input.ticket}"
-            " --out {output.stores} --table {output.tables} {params.diet} --device {params.device}"
-            " --threads {threads} > {log} 2>&1"
+            "python -m sublevel imp-baselines --methods {params.methods:q} --spec {params.spec:q}"
+            " --seeds {params.seeds:q} --data {input.data:q} --trajectory {input.trajectory:q} --ticket {input.ticket:q}"
+            " --out {output.stores:q} --table {output.tables:q} {params.diet:q} --device {params.device:q}"
+            " --threads {threads} > {log:q} 2>&1"
 
     rule:
         name:
@@ -97,14 +97,14 @@ for _name in imp_experiments():
         threads: config["threads"]
         resources:
             gpu=GPU,
-            runtime=240,  # minutes, for cluster executors (workflow/profiles/slurm)
+            runtime=240,  # minutes, for cluster executors (profiles/slurm)
             mem_mb=8000,
         conda:
             "../envs/sublevel.yaml"
         shell:
-            "python -m sublevel barrier --kind instability --spec {params.spec:q} --seeds {params.seeds}"
-            " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.level}"
-            " --table {output.tables} {params.diet} --device {params.device} --threads {threads} > {log} 2>&1"
+            "python -m sublevel barrier --kind instability --spec {params.spec:q} --seeds {params.seeds:q}"
+            " --data {input.data:q} --trajectory {input.trajectory:q} --dense {input.dense:q} --a {input.level:q}"
+            " --table {output.tables:q} {params.diet:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
     rule:
         name:
@@ -129,9 +129,9 @@ for _name in imp_experiments():
         conda:
             "../envs/sublevel.yaml"
         shell:
-            "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {params.seeds}"
-            " --data {input.data} --trajectory {input.trajectory} --dense {input.dense} --a {input.previous}"
-            " --b {input.level} --table {output.tables} --device {params.device} --threads {threads} > {log} 2>&1"
+            "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {params.seeds:q}"
+            " --data {input.data:q} --trajectory {input.trajectory:q} --dense {input.dense:q} --a {input.previous:q}"
+            " --b {input.level:q} --table {output.tables:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule data_diet:
@@ -152,8 +152,8 @@ rule data_diet:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel data-diet --spec {params.spec:q} --seed {wildcards.seed} --data {input.data}"
-        " {params.scores} --out {output.start} --device {params.device} --threads {threads} > {log} 2>&1"
+        "python -m sublevel data-diet --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        " {params.scores:q} --out {output.start:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule imp_all:

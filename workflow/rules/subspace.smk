@@ -30,10 +30,10 @@ rule subspace_sweep:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind}"
-        " --burnin-step {wildcards.burnin_step} --round {wildcards.round} {params.dims} --data {input.data}"
-        " --trajectory {input.trajectory} --out {output.store} --table {output.table} --device {params.device}"
-        " --threads {threads} > {log} 2>&1"
+        "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind:q}"
+        " --burnin-step {wildcards.burnin_step:q} --round {wildcards.round:q} {params.dims:q} --data {input.data:q}"
+        " --trajectory {input.trajectory:q} --out {output.store:q} --table {output.table:q} --device {params.device:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 checkpoint refine_plan:
@@ -54,9 +54,9 @@ checkpoint refine_plan:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel refine-plan --spec {params.spec:q} --kind {wildcards.kind}"
-        " --trajectory {input.trajectory} --round {wildcards.round} --tables {input.tables} --out {output.plan}"
-        " > {log} 2>&1"
+        "python -m sublevel refine-plan --spec {params.spec:q} --kind {wildcards.kind:q}"
+        " --trajectory {input.trajectory:q} --round {wildcards.round:q} --tables {input.tables:q} --out {output.plan:q}"
+        " > {log:q} 2>&1"
 
 
 rule subspace_tickets:
@@ -72,8 +72,8 @@ rule subspace_tickets:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel subspace-tickets --spec {params.spec:q} --imp {input.imp} --table {output.table}"
-        " > {log} 2>&1"
+        "python -m sublevel subspace-tickets --spec {params.spec:q} --imp {input.imp:q} --table {output.table:q}"
+        " > {log:q} 2>&1"
 
 
 rule sweep_summary:
@@ -91,8 +91,8 @@ rule sweep_summary:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel sweep-summary --tables {input.tables} --plans {input.plans} --out {output.summary}"
-        " > {log} 2>&1"
+        "python -m sublevel sweep-summary --tables {input.tables:q} --plans {input.plans:q} --out {output.summary:q}"
+        " > {log:q} 2>&1"
 
 
 rule subspace_all:

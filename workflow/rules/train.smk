@@ -18,9 +18,9 @@ rule train_dense:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel train --spec {params.spec:q} --seed {wildcards.seed} --data {input.data}"
-        " --trajectory {output.trajectory} --table {output.table} --device {params.device} --threads {threads}"
-        " > {log} 2>&1"
+        "python -m sublevel train --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        " --trajectory {output.trajectory:q} --table {output.table:q} --device {params.device:q} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule train_all:
