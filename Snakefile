@@ -27,6 +27,7 @@ rule all:
         imp_outputs(),
         subspace_outputs(),
         analysis_outputs(),
+        refine_plans,
     default_target: True
 
 
@@ -38,4 +39,5 @@ rule compute_all:
         dense_outputs(),
         imp_outputs(),
         subspace_outputs(),
+        refine_plans,
         [t for name in EXPERIMENTS for t in hessian_tables(name)],

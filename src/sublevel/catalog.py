@@ -15,12 +15,14 @@ without these records, so their jobs are not in it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from sublevel import paths, schema
+from sublevel import paths, schema, storage
 
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
                pa.bool_(): "BOOLEAN", pa.int32(): "INTEGER"}
@@ -36,19 +38,75 @@ def _quote(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def view_statements(root: Path | None = None) -> list[str]:
-    root = (root or paths.project_root()).resolve()
+@dataclass
+class Scan:
+    """What results/tables holds: per table its readable Parquet files; the damaged ones (a footer that does
+    not parse: truncated, overwritten) left out of every view, each with why; the jobs that recorded a skip."""
+
+    root: Path
+    files: dict[str, list[Path]]
+    damaged: list[tuple[Path, str]]
+    skipped: list[tuple[str, Path, str]]  # (table, file, reason)
+
+    def damage_line(self) -> str | None:
+        """One line for a command's output when files were left out, or None."""
+        if not self.damaged:
+            return None
+        shown = ", ".join(str(p.relative_to(self.root)) for p, _ in self.damaged[:3])
+        more = f" and {len(self.damaged) - 3} more" if len(self.damaged) > 3 else ""
+        return (f"{len(self.damaged)} damaged table file(s) left out of every view ({shown}{more}): "
+                f"`sublevel check-results --fix` removes them and the next snakemake run rebuilds them")
+
+
+def resolve_root(root: Path | None = None) -> Path:
+    """The project whose results are read: `root` (--root), else $SUBLEVEL_ROOT or the project around the
+    current directory (paths.project_root); a root that is not a directory is an error, not an empty result."""
+    if root is not None and not Path(root).is_dir():
+        raise FileNotFoundError(f"--root {root}: no such directory")
+    return (Path(root) if root is not None else paths.project_root()).resolve()
+
+
+def scan(root: Path | None = None) -> Scan:
+    root = resolve_root(root)
+    files, damaged, skipped = {}, [], []
+    for name in schema.TABLES:
+        files[name] = []
+        for f in sorted((paths.tables_dir(root) / name).rglob("*.parquet")):
+            try:
+                meta = pq.read_metadata(f).metadata or {}
+            except (pa.ArrowException, OSError) as e:
+                damaged.append((f, f"{type(e).__name__}: {e}"))
+                continue
+            files[name].append(f)
+            if reason := meta.get(storage.SKIPPED_KEY.encode()):
+                skipped.append((name, f, reason.decode()))
+    return Scan(root, files, damaged, skipped)
+
+
+def view_statements(root: Path | Scan | None = None) -> list[str]:
+    found = root if isinstance(root, Scan) else scan(root)
     stmts = []
     for name, table in schema.TABLES.items():
-        folder = paths.tables_dir(root) / name
-        if any(folder.rglob("*.parquet")):
-            source = (f"read_parquet({_quote(str(folder / '**' / '*.parquet'))}, union_by_name = true, "
-                      f"hive_partitioning = false)")
+        if files := found.files[name]:
+            listed = ", ".join(_quote(str(f)) for f in files)
+            source = f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
             stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source};")
         else:
             stmts.append(_empty_view(name, {f.name: _duck_type(f.type) for f in table.schema}))
-    stmts.append(_jobs_statement(root))
+    if found.skipped:
+        rows = ", ".join(f"({_quote(t)}, {_quote(str(f.relative_to(found.root)))}, {_quote(r)})"
+                         for t, f, r in found.skipped)
+        stmts.append(f"CREATE OR REPLACE VIEW skipped AS SELECT * FROM (VALUES {rows}) AS s({', '.join(SKIPPED_COLUMNS)});")
+    else:
+        stmts.append(_empty_view("skipped", SKIPPED_COLUMNS))
+    stmts.append(_jobs_statement(found.root))
     return stmts
+
+
+# View `skipped`: one row per output file of a job that had nothing to compute from (its dense run diverged
+# before the step it starts at, or a job upstream was skipped): the file holds no rows, the reason is in its
+# Parquet metadata (storage.write_skipped_table).
+SKIPPED_COLUMNS = {"table_name": "VARCHAR", "file": "VARCHAR", "reason": "VARCHAR"}
 
 
 def _empty_view(name: str, columns: dict[str, str]) -> str:
@@ -84,17 +142,49 @@ def _jobs_statement(root: Path) -> str:
             "WHERE NOT incomplete AND endtime IS NOT NULL GROUP BY rule, job_hash, log[1];")
 
 
-def connect(root: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the views; it never writes under results/."""
+def open_catalog(root: Path | None = None) -> tuple[duckdb.DuckDBPyConnection, Scan]:
+    """An in-memory DuckDB with the views, locked to reading: file access only under the project's results/
+    and Snakemake's records (DuckDB's allowed_directories with enable_external_access off), the
+    configuration locked so no statement lifts that; and the scan, for its damaged and skipped files."""
+    found = scan(root)
     con = duckdb.connect(":memory:")
-    for stmt in view_statements(root):
+    for stmt in view_statements(found):
         con.execute(stmt)
-    return con
+    allowed = [str(found.root / d) + "/" for d in (paths.RESULTS, paths.SNAKEMAKE_METADATA)]
+    con.execute(f"SET allowed_directories = [{', '.join(map(_quote, allowed))}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con, found
 
 
-def query(sql: str, root: Path | None = None):
-    """Run `sql` over the views; returns a polars DataFrame."""
-    return connect(root).sql(sql).pl()
+def connect(root: Path | None = None) -> duckdb.DuckDBPyConnection:
+    return open_catalog(root)[0]
+
+
+class QueryRefused(ValueError):
+    """SQL that `sublevel query` does not run: it only reads."""
+
+
+READ_STATEMENTS = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse empty SQL and any statement that is not a read (COPY, ATTACH, CREATE, INSERT, INSTALL/LOAD,
+    SET, PRAGMA, ...): DuckDB's file access limits alone would still let COPY overwrite a results table."""
+    statements = con.extract_statements(sql)
+    if not statements:
+        raise QueryRefused("empty SQL: give a SELECT statement")
+    for st in statements:
+        if st.type.name not in READ_STATEMENTS:
+            raise QueryRefused(f"{st.type.name} statements are refused: sublevel query only reads "
+                               "(SELECT, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE)")
+
+
+def query(sql: str, root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None):
+    """Run read-only `sql` over the views; returns a polars DataFrame."""
+    con = con or connect(root)
+    check_read_only(con, sql)
+    return con.sql(sql).pl()
 
 
 SUMMARY = {
@@ -116,6 +206,7 @@ SUMMARY = {
         select experiment, round(avg(best), 4) as highest_matching_sparsity, count(*) as chains from (
             select experiment, seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as best
             from lvl group by experiment, seed) group by experiment order by experiment""",
+    "skipped": "select table_name as \"table\", file, reason from skipped order by file",
 }
 
 
@@ -129,10 +220,11 @@ JOBS_TOTAL = """
     from jobs"""
 
 
-def summary(root: Path | None = None) -> dict:
+def summary(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict:
     """The key numbers per experiment (polars frames by section): dense accuracy and D, d*(ε) per kind and
-    d_int90, and the highest IMP sparsity whose test accuracy stays within 1 point of the dense network's."""
-    con = connect(root)
+    d_int90, the highest IMP sparsity whose test accuracy stays within 1 point of the dense network's, and
+    the outputs of jobs that were skipped."""
+    con = con or connect(root)
     return {name: con.sql(sql).pl() for name, sql in SUMMARY.items()}
 
 
@@ -146,10 +238,10 @@ PLOTS = {  # DVC plots: one CSV curve file each
 }
 
 
-def metrics(root: Path | None = None) -> dict:
+def metrics(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict:
     """The summary as plain JSON for DVC metrics: per experiment D, dense accuracy, highest matching sparsity,
     and d*(ε) per sweep ("kind@t metric>=eps") where P(d) reached 1/2, with how many did."""
-    parts = summary(root)
+    parts = summary(root, con)
     out: dict[str, dict] = {}
     for r in parts["dense"].iter_rows(named=True):
         out[r["experiment"]] = {"D": r["D"], "seeds": r["seeds"], "dense_test_accuracy": r["dense_test_accuracy"]}
@@ -165,6 +257,6 @@ def metrics(root: Path | None = None) -> dict:
     return out
 
 
-def plots(root: Path | None = None) -> dict:
-    con = connect(root)
+def plots(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict:
+    con = con or connect(root)
     return {name: con.sql(sql).pl() for name, sql in PLOTS.items()}

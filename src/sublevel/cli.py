@@ -336,17 +336,27 @@ def _query(args) -> None:
 
     from sublevel import catalog
 
+    con, found = catalog.open_catalog(args.root)
+    _say_damage(found)
     try:
-        df = catalog.query(args.sql, args.root)
-    except duckdb.Error as e:
+        df = catalog.query(args.sql, con=con)
+    except (duckdb.Error, catalog.QueryRefused) as e:
         sys.exit(f"sublevel query: {e}")
     if args.format == "csv":
+        if nested := [c for c, t in df.schema.items() if t.is_nested()]:
+            sys.exit(f"sublevel query: --format csv cannot hold the list columns {nested}: use --format json, "
+                     "or select them as text (array_to_string(col, ';'))")
         sys.stdout.write(df.write_csv())
     elif args.format == "json":
         sys.stdout.write(df.write_json() + "\n")
     else:
         with _plain_tables():
             print(df)
+
+
+def _say_damage(found) -> None:
+    if line := found.damage_line():
+        print(line, file=sys.stderr)
 
 
 def _plain_tables():
@@ -360,10 +370,11 @@ def _plain_tables():
 def _jobs(args) -> None:
     from sublevel import catalog, paths
 
-    con = catalog.connect(args.root)
+    con, found = catalog.open_catalog(args.root)
+    _say_damage(found)
     total = con.sql(catalog.JOBS_TOTAL).pl()
     if not total["jobs"].item():
-        print(f"no finished jobs recorded in {(args.root or paths.project_root()) / paths.SNAKEMAKE_METADATA}")
+        print(f"no finished jobs recorded in {found.root / paths.SNAKEMAKE_METADATA}")
         return
     with _plain_tables():
         print(f"{total}\n{con.sql(catalog.JOBS_BY_RULE).pl()}")
@@ -376,23 +387,49 @@ def _summary(args) -> None:
     from sublevel import catalog
 
     titles = {"dense": "Dense networks", "threshold": "Threshold training dimension d*(eps) (P(d) >= 1/2)",
-              "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy"}
+              "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy",
+              "skipped": "Skipped jobs (nothing to compute from; their outputs hold no rows)"}
+    con, found = catalog.open_catalog(args.root)
+    _say_damage(found)
     with _plain_tables():
-        for name, frame in catalog.summary(args.root).items():
-            print(f"{titles[name]}\n{frame if frame.height else '(no rows yet)'}\n")
+        for name, frame in catalog.summary(con=con).items():
+            if name != "skipped" or frame.height:
+                print(f"{titles[name]}\n{frame if frame.height else '(no rows yet)'}\n")
 
 
 def _export(args) -> None:
     """DVC's view of the results: metrics JSON and CSV curves (DVC reads no Parquet)."""
     from sublevel import catalog, storage
 
+    con, found = catalog.open_catalog(args.root)
+    _say_damage(found)
     with storage.atomic_path(args.summary) as tmp:
-        tmp.write_text(json.dumps(catalog.metrics(args.root), indent=1, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(catalog.metrics(con=con), indent=1, sort_keys=True) + "\n")
     with storage.atomic_path(args.plots) as tmp:
         tmp.mkdir(parents=True)
-        for name, frame in catalog.plots(args.root).items():
+        for name, frame in catalog.plots(con=con).items():
             frame.write_csv(tmp / f"{name}.csv")
     print(f"wrote {args.summary} and {args.plots}/")
+
+
+def _check_results(args) -> None:
+    from sublevel import catalog, integrity
+
+    root = catalog.resolve_root(args.root)
+    damaged, checked = integrity.check(root)
+    for d in damaged:
+        print(f"damaged: {d.path.relative_to(root)}: {d.reason}")
+    if not damaged:
+        print(f"{checked} results under {root / 'results'} read back whole: no damage")
+        return
+    if not args.fix:
+        sys.exit(f"{len(damaged)} of {checked} results damaged: `sublevel check-results --fix` removes them, and "
+                 "the next snakemake run rebuilds them and what depends on them")
+    if integrity.running(root):
+        sys.exit("a snakemake run holds this directory's lock (.snakemake/locks): nothing removed; rerun "
+                 "--fix once it has ended")
+    integrity.remove(damaged)
+    print(f"removed {len(damaged)} damaged results: `snakemake` rebuilds them and what depends on them")
 
 
 def _views(args) -> None:
@@ -462,23 +499,27 @@ def parser() -> argparse.ArgumentParser:
         return s
 
     s = imp_stage("imp-level", "one IMP level of each chain: prune its previous level, rewind, train", _imp_level)
+    s.set_defaults(outputs={"out": "zarr", "table": "imp"})
     s.add_argument("--level", type=int, required=True)
     s.add_argument("--previous", nargs="+", help="level-1 stores, per seed (required for level >= 1)")
     s.add_argument("--out", nargs="+", required=True, help="level store (Zarr) to write, per seed")
 
     s = imp_stage("imp-baselines", "baselines at the per-layer sparsity of an IMP level", _imp_baselines)
+    s.set_defaults(outputs={"out": "zarr", "table": "imp"})
     s.add_argument("--methods", nargs="+", required=True,
                    choices=["random_prune", "random_reinit", "oneshot", "init_magnitude"])
     s.add_argument("--ticket", nargs="+", required=True, help="the IMP level stores whose per-layer counts to match")
     s.add_argument("--out", nargs="+", required=True, help="store (Zarr) to write, per seed")
 
     s = imp_stage("barrier", "error barrier: instability of a level, or successive IMP levels", _barrier)
+    s.set_defaults(outputs={"table": "barrier"})
     s.add_argument("--kind", required=True, choices=["instability", "imp_successive"])
     s.add_argument("--dense", nargs="+", required=True, help="level-0 stores (the dense reference for `matching`)")
     s.add_argument("--a", nargs="+", required=True, help="the level stores (instability) or level l-1 (imp_successive)")
     s.add_argument("--b", nargs="+", help="level l stores (imp_successive)")
 
     s = job("subspace-sweep", "train every (d, seed) of one subspace kind and burn-in step", _subspace_sweep)
+    s.set_defaults(outputs={"out": "zarr", "table": "subspace"})
     s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
     s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
     s.add_argument("--trajectory", required=True, help="the dense run's trajectory")
@@ -489,6 +530,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
 
     s = sub.add_parser("refine-plan", help="where the success rate crosses 1/2, and the dims to add next")
+    s.set_defaults(outputs={"out": "plan"})
     s.add_argument("--spec", required=True, help="the validated experiment as JSON")
     s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
     s.add_argument("--trajectory", required=True, help="the dense run's trajectory (bounds the lottery d)")
@@ -518,6 +560,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_subspace_tickets)
 
     s = job("hessian", "top Hessian eigenvalues at dense checkpoints or at the end of IMP levels", _hessian)
+    s.set_defaults(outputs={"table": "hessian"})
     s.add_argument("--seed", type=int, required=True)
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--trajectory", help="the dense run: every configured hessian step")
@@ -525,11 +568,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--table", required=True)
 
     s = job("scores", "EL2N and GraNd per training example at dense checkpoints", _scores)
+    s.set_defaults(outputs={"out": "zarr", "table": "scores"})
     s.add_argument("--trajectories", nargs="+", required=True, help="the dense runs to average over")
     s.add_argument("--out", required=True, help="Zarr store of the per-example scores")
     s.add_argument("--table", required=True, help="Parquet file of the `scores` table")
 
     s = job("data-diet", "pre-train on an easy, hard or random subset up to the rewind step", _diet)
+    s.set_defaults(outputs={"out": "zarr"})
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--scores", help="the experiment's scores store (not needed for keep: random)")
     s.add_argument("--out", required=True, help="rewind point (Zarr) to write")
@@ -593,6 +638,11 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("views", help="print the CREATE VIEW statements, e.g. for the duckdb shell", parents=[results])
     s.set_defaults(func=_views)
 
+    s = sub.add_parser("check-results", parents=[results],
+                       help="read every store and table under results/ back in full; --fix removes the damaged")
+    s.add_argument("--fix", action="store_true", help="remove the damaged results so the next run rebuilds them")
+    s.set_defaults(func=_check_results)
+
     s = sub.add_parser("check-config", help="validate a config file and summarise its experiments")
     s.add_argument("configfile")
     s.set_defaults(func=_check_config)
@@ -603,13 +653,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from sublevel.config import ConfigError
     from sublevel.datasets import DataError
-    from sublevel.storage import CorruptFile
+    from sublevel.storage import CorruptFile, Skipped
 
     # SIGTERM (scancel, snakemake stopping jobs) unwinds like Ctrl-C, so half-written outputs are removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         args.func(args)
+    except Skipped as e:
+        if not getattr(args, "outputs", None):
+            print(f"sublevel {args.command}: {e}", file=sys.stderr)
+            return 2
+        _write_skipped(args, str(e))
+        print(f"sublevel {args.command}: skipped, its outputs written empty: {e}", file=sys.stderr)
     except (ConfigError, DataError, FileNotFoundError, CorruptFile) as e:
         print(f"sublevel {args.command}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _write_skipped(args, reason: str) -> None:
+    """Every output of a job that has nothing to compute from (a diverged dense run upstream): tables with no
+    rows and stores with no arrays, each carrying the reason, so that Snakemake sees the job done, the
+    `skipped` view lists it, and every reader downstream skips in turn."""
+    from sublevel import storage
+
+    for arg, kind in args.outputs.items():
+        for path in (lambda v: v if isinstance(v, list) else [v])(getattr(args, arg)):
+            if kind == "zarr":
+                storage.write_skipped_store(path, reason)
+            elif kind == "plan":  # a refinement plan that adds nothing: the sweep stops here
+                with storage.atomic_path(path) as tmp:
+                    tmp.write_text(json.dumps({"dims": [], "bracket": None, "success": {}, "reason": reason,
+                                               storage.SKIPPED_KEY: reason}, indent=1))
+            else:
+                storage.write_skipped_table(kind, path, reason)

@@ -167,24 +167,22 @@ class CheckpointSpec:
 
 @dataclass(frozen=True)
 class ImpSpec:
-    levels: int
     fraction: float
     output_fraction: float | None
     rewind: int | str
     scope: str
-    seeds: tuple[int, ...]
-    baselines: tuple[str, ...]
     alphas: int
-    instability: bool
     matching_tolerance: float
     data_diet: dict | None = None
+    # which jobs exist, not what one computes: absent (None, ()) in a job's spec (Experiment.JOB_SET_KEYS)
+    levels: int | None = None
+    seeds: tuple[int, ...] = ()
+    baselines: tuple[str, ...] = ()
+    instability: bool | None = None
 
 
 @dataclass(frozen=True)
 class SubspaceSpec:
-    kinds: tuple[str, ...]
-    dims: tuple[int, ...]
-    burnin: tuple[int | str, ...]
     seeds: int
     dense_seed: int
     projection: str
@@ -193,6 +191,11 @@ class SubspaceSpec:
     momentum: float
     steps: int
     batch_size: int
+    # kinds and burn-in steps decide which sweep jobs exist, dims what round 0 trains (a refinement round's
+    # come from its plan): absent from the specs of jobs they do not change (Experiment.for_stage)
+    kinds: tuple[str, ...] = ()
+    dims: tuple[int, ...] = ()
+    burnin: tuple[int | str, ...] = ()
     thresholds: tuple[dict, ...] = ()
     bootstrap: int = 1000
     compile: str = "none"
@@ -200,12 +203,12 @@ class SubspaceSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SubspaceSpec":
-        dims = d["dims"]
+        dims = d.get("dims", ())
         if isinstance(dims, dict):  # log-spaced, rounded, deduplicated
             lo, hi, num = math.log(dims["min"]), math.log(dims["max"]), dims["num"]
             dims = sorted({round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)})
-        return cls(**dict(d, kinds=tuple(d["kinds"]), dims=tuple(sorted(dims)), burnin=tuple(d["burnin"]),
-                          thresholds=tuple(d.get("thresholds", ()))))
+        return cls(**dict(d, kinds=tuple(d.get("kinds", ())), dims=tuple(sorted(dims)),
+                          burnin=tuple(d.get("burnin", ())), thresholds=tuple(d.get("thresholds", ()))))
 
     def anchors(self, sched: "Schedule") -> list[tuple[str, int]]:
         """(kind, t) of each sweep job: random and lottery at t = 0, burn-in at each t."""
@@ -236,7 +239,7 @@ class Experiment:
         imp = None
         if "imp" in d:
             imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d.get("seeds", ()))),
-                                 baselines=tuple(d["imp"]["baselines"])))
+                                 baselines=tuple(d["imp"].get("baselines", ()))))
         sub = SubspaceSpec.from_dict(d["subspace"]) if "subspace" in d else None
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
                    train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, raw=d)
@@ -244,24 +247,36 @@ class Experiment:
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
-    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",), "analysis": ("subspace",),
-                      "hessian": ("hessian",), "hessian_imp": ("hessian", "imp"), "scores": ("scores",)}
-    ANALYSIS_ONLY = ("thresholds", "bootstrap")  # subspace keys that change no sweep
+    # stage -> the sections its jobs read. subspace: a round-0 sweep and the ticket rows; sweep_refined: a
+    # refinement round (its dims come from a plan file); refine: a refinement plan; tickets: IMP levels as
+    # axial subspaces (read from the imp tables)
+    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",), "sweep_refined": ("subspace",),
+                      "refine": ("subspace",), "analysis": ("subspace",), "hessian": ("hessian",),
+                      "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "tickets": ()}
+    # Keys that decide which jobs exist, or reach a job as an option or an input file of its own, not what
+    # one job computes: no job's spec holds them, so growing them (more levels, seeds, baselines, burn-in
+    # steps) plans only the new jobs. config.stage_specs keeps them for DVC, whose stages run every job.
+    JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability"), "subspace": ("kinds", "burnin")}
+    # subspace keys each subspace stage does not read
+    SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"),
+                       "sweep_refined": ("thresholds", "bootstrap", "refine", "dims"),
+                       "refine": ("thresholds", "bootstrap", "dims"), "analysis": ()}
 
     def for_stage(self, stage: str) -> "Experiment":
-        """The experiment as one stage's jobs see it: without the other stages' sections, the IMP rewind
-        point an explicit checkpoint. Jobs take this as their spec (a Snakemake param), so editing one
-        stage's settings reruns that stage and what follows it, not the stages beside it."""
+        """The experiment as one stage's jobs see it: without the other stages' sections and the keys no job
+        of the stage reads, the IMP rewind point an explicit checkpoint. Jobs take this as their spec (a
+        Snakemake param), so an edit reruns exactly the jobs whose output it changes."""
         keep = self.STAGE_SECTIONS[stage]
         # jobs are per seed: the list of seeds is not part of what any one job computes
         if stage == "imp" and self.imp and self.imp.data_diet:
             keep += ("scores",)  # the diet's subset is chosen by the scores
         raw = {k: v for k, v in self.raw.items()
                if k not in ("imp", "subspace", "hessian", "scores", "seeds") or k in keep}
-        if "imp" in raw:
-            raw["imp"] = {k: v for k, v in raw["imp"].items() if k != "seeds"}
-        if stage == "subspace":
-            raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.ANALYSIS_ONLY}
+        for section, keys in self.JOB_SET_KEYS.items():
+            if section in raw and stage != "analysis":
+                raw[section] = {k: v for k, v in raw[section].items() if k not in keys}
+        if "subspace" in raw:
+            raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.SUBSPACE_UNREAD[stage]}
         if self.imp is not None:
             steps = list(raw["checkpoints"]["steps"])
             if self.imp.rewind not in steps:
@@ -357,7 +372,7 @@ MAX_PARAMS = 2**31 - 1  # a sanity bound, not a kernel's: θ alone is then 8 GiB
 # IMP level and ensemble member holds another copy; the seed papers' networks have D < 10^6 (ResNet-20: 0.27 M)
 
 # DVC stage -> the Snakemake stages whose specs decide its jobs (Experiment.for_stage)
-DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace",),
+DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace", "sweep_refined", "refine"),
               "analysis": ("analysis", "hessian", "hessian_imp")}
 
 
@@ -370,12 +385,15 @@ def stage_specs(config: dict[str, Any]) -> dict[str, dict]:
         for name in sorted(config["experiments"]):
             exp = experiment(config, name)
             present = {"dense": True, "scores": "scores" in exp.raw, "imp": exp.imp is not None,
-                       "subspace": exp.subspace is not None, "analysis": exp.subspace is not None,
+                       "subspace": exp.subspace is not None, "sweep_refined": exp.subspace is not None,
+                       "refine": exp.subspace is not None, "analysis": exp.subspace is not None,
                        "hessian": "hessian" in exp.raw, "hessian_imp": "hessian" in exp.raw and exp.imp is not None}
             parts = {s: json.loads(exp.for_stage(s).to_json()) for s in stages if present[s]}
-            if parts:  # for_stage leaves out the seed lists (one job per seed); which jobs exist depends on them
+            if parts:  # for_stage leaves out what decides which jobs exist (the seed lists, JOB_SET_KEYS)
                 seeds = list(exp.imp.seeds) if dvc_stage == "imp" else list(exp.seeds)
-                spec[name] = dict(parts, seeds=seeds)
+                jobs = {section: {k: exp.raw[section][k] for k in keys if k in exp.raw[section]}
+                        for section, keys in exp.JOB_SET_KEYS.items() if section in exp.raw}
+                spec[name] = dict(parts, seeds=seeds, jobs=jobs)
         out[dvc_stage] = spec
     return out
 

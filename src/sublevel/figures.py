@@ -242,5 +242,13 @@ FIGURES = {"imp_accuracy": imp_accuracy, "imp_barrier": barrier_vs_level, "subsp
 
 
 def render(name: str, tables: dict[str, pl.DataFrame], out: str | Path) -> None:
-    """Draw figure `name` from its tables (schema.FIGURE_TABLES; a missing one is empty)."""
-    FIGURES[name](*(tables.get(t, pl.DataFrame()) for t in schema.FIGURE_TABLES[name]), out)
+    """Draw figure `name` from its tables (schema.FIGURE_TABLES; a missing one is empty). With no rows in any
+    of them (every job behind it skipped: a diverged dense run), a figure that says so, not a broken one."""
+    frames = [tables.get(t, pl.DataFrame()) for t in schema.FIGURE_TABLES[name]]
+    if not any(f.height for f in frames):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, f"{name}: no rows to draw\n(the jobs behind it were skipped: `sublevel summary` says why)",
+                ha="center", va="center", transform=ax.transAxes, color="0.4")
+        return _save(fig, out)
+    FIGURES[name](*frames, out)

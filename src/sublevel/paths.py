@@ -18,18 +18,18 @@ SNAKEMAKE_METADATA = Path(".snakemake/metadata")  # Snakemake's record per outpu
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The project root: $SUBLEVEL_ROOT, else the nearest ancestor of `start` (cwd)
-    holding a Snakefile and workflow/, else the checkout this package was installed from."""
+    """The project root: $SUBLEVEL_ROOT, else the nearest ancestor of `start` (cwd) holding a Snakefile and
+    workflow/. Never the checkout this package was installed from: results are read where the user is."""
     if env := os.environ.get("SUBLEVEL_ROOT"):
+        if not Path(env).is_dir():
+            raise FileNotFoundError(f"SUBLEVEL_ROOT={env}: no such directory")
         return Path(env).resolve()
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
         if (d / "Snakefile").is_file() and (d / "workflow").is_dir():
             return d
-    source = Path(__file__).resolve().parents[2]
-    if (source / "Snakefile").is_file():
-        return source
-    raise FileNotFoundError(f"no sublevel project (Snakefile + workflow/) at or above {here}; set SUBLEVEL_ROOT")
+    raise FileNotFoundError(f"no sublevel project (Snakefile + workflow/) at or above {here}: run from inside one, "
+                            "or give --root or SUBLEVEL_ROOT")
 
 
 def schema_file() -> Path:

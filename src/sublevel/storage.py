@@ -24,7 +24,7 @@ from sublevel import schema
 zarr.config.set({"array.write_empty_chunks": True})
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -37,13 +37,13 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    remove(tmp)
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
-    _remove(final)
+    remove(final)
     os.replace(tmp, final)
 
 
@@ -74,13 +74,35 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, *, chunk_cols: i
                               attributes=attributes or {})
 
 
+SKIPPED_KEY = "sublevel.skipped"  # Parquet key-value metadata / Zarr attribute: why a job's output holds nothing
+
+
+class Skipped(Exception):
+    """What a job needs was never computed: its dense run diverged before the step the job starts from, or an
+    upstream job was skipped for that reason. The job writes its outputs empty, the reason recorded in them
+    (write_skipped), so the rest of the workflow goes on and nothing reads as a result that is not there."""
+
+
+def write_skipped_table(name: str, path: str | Path, reason: str) -> None:
+    """Table `name` with no rows, the reason in the file's key-value metadata (the catalog's `skipped` view)."""
+    table = schema.to_arrow(name, []).replace_schema_metadata({SKIPPED_KEY: reason})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_skipped_store(path: str | Path, reason: str) -> None:
+    """A Zarr group with no arrays, the reason in its attributes; open_group raises Skipped for it."""
+    with atomic_path(path) as tmp:
+        zarr.open_group(tmp, mode="w", attributes={SKIPPED_KEY: reason})
+
+
 class CorruptFile(ValueError):
     """A result file exists but cannot be read: truncated, overwritten, or not what it claims to be."""
 
 
 def _corrupt(what: str, path, e: Exception) -> CorruptFile:
-    return CorruptFile(f"{what} {path} is corrupt or truncated ({type(e).__name__}: {e}); delete it and rerun "
-                       f"the stage that makes it (snakemake --forcerun {path})")
+    return CorruptFile(f"{what} {path} is corrupt or truncated ({type(e).__name__}: {e}); `sublevel check-results "
+                       f"--fix` removes every damaged result, and the next snakemake run rebuilds them")
 
 
 def open_group(path: str | Path, what: str = "store") -> zarr.Group:
@@ -90,9 +112,12 @@ def open_group(path: str | Path, what: str = "store") -> zarr.Group:
         raise FileNotFoundError(f"{what} {path} does not exist; run the pipeline stage that makes it "
                                 f"(snakemake {path})")
     try:
-        return zarr.open_group(path, mode="r")
+        group = zarr.open_group(path, mode="r")
     except Exception as e:
         raise _corrupt(what, path, e) from e
+    if reason := group.attrs.get(SKIPPED_KEY):
+        raise Skipped(reason)  # the first cause, as every skipped job downstream records it
+    return group
 
 
 def missing_chunks(arr: zarr.Array) -> int:

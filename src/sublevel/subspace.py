@@ -273,6 +273,8 @@ def refine_plan(rows: list[dict], refine: dict, round: int, d_max: int) -> dict:
     integers meet, there is no bracket, or max_rounds is reached."""
     p = success(rows, refine["metric"], refine["threshold"])
     plan = {"round": round, "success": {str(d): v for d, v in p.items()}, "dims": [], "bracket": None}
+    if not rows:
+        return dict(plan, reason="no runs to refine (the sweep was skipped)")
     above = [d for d, v in p.items() if v >= 0.5]
     if not above:
         return dict(plan, reason="no d reached P >= 1/2")

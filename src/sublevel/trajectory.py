@@ -50,6 +50,9 @@ class Stored:
 
     def index(self, step: int) -> int:
         hits = np.flatnonzero(self.steps == step)
+        if not len(hits) and self.attrs.get("diverged") and step > self.steps[-1]:
+            raise storage.Skipped(f"the dense run {self.path} diverged after step {int(self.steps[-1])}, "
+                                  f"before step {step}")
         if not len(hits):
             raise KeyError(f"step {step} is not a stored checkpoint of {self.path}; stored: {self.steps.tolist()}")
         return int(hits[0])

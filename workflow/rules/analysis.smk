@@ -119,7 +119,7 @@ rule export:
     conda:
         "../envs/sublevel.yaml"
     shell:
-        "python -m sublevel export --summary {output.summary:q} --plots {output.plots:q} > {log:q} 2>&1"
+        "python -m sublevel export --root . --summary {output.summary:q} --plots {output.plots:q} > {log:q} 2>&1"
 
 
 rule analysis_all:

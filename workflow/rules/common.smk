@@ -43,6 +43,13 @@ def spec_for(stage):
     return lambda wildcards: experiment(config, wildcards.experiment).for_stage(stage).to_json()
 
 
+def sweep_spec(wildcards):
+    """A sweep round's spec: round 0 trains the configured dims, a refinement round those of its plan (an
+    input), so a refinement round's spec leaves the configured dims out."""
+    stage = "subspace" if int(wildcards.round) == 0 else "sweep_refined"
+    return experiment(config, wildcards.experiment).for_stage(stage).to_json()
+
+
 def optional_flag(option, name):
     """A param function: [option, path, ...] when the named input (an optional one, [] or paths) is there, a
     list so that `{params.x:q}` quotes each word."""
@@ -226,6 +233,15 @@ def rounds_of(e, k, t):
                     break
             tables.append(str(sweep_table(e, k, t, len(plans))))
     return {"tables": tables, "plans": plans}
+
+
+def refine_plans(wildcards):
+    """An input function for the targets: every refinement plan of every sweep. A target asks for them itself
+    because Snakemake does not rebuild a checkpoint's output that is gone (deleted, or its job failed) when
+    the only jobs reading it are finished: it defers those jobs' inputs until the checkpoint has run. Asked for
+    by a target, a missing plan is rebuilt, and the sweep rounds, summaries and analysis that read it follow."""
+    return [plan for name in EXPERIMENTS if experiment(config, name).subspace
+            for kind, t in sweep_jobs(name) for plan in rounds_of(name, kind, t)["plans"]]
 
 
 def subspace_tables(wildcards):

@@ -20,7 +20,7 @@ rule subspace_sweep:
         burnin_step=r"\d+",
         round=r"\d+",
     params:
-        spec=spec_for("subspace"),
+        spec=sweep_spec,
         device=config["device"],
         dims=optional_flag("--dims-from", "plan"),
         projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
@@ -50,7 +50,7 @@ checkpoint refine_plan:
         burnin_step=r"\d+",
         round=r"\d+",
     params:
-        spec=spec_for("subspace"),
+        spec=spec_for("refine"),
     conda:
         "../envs/sublevel.yaml"
     shell:
@@ -68,7 +68,7 @@ rule subspace_tickets:
     log:
         str(paths.log("subspace", "{experiment}", "ticket", "{burnin_step}")),
     params:
-        spec=spec_for("subspace"),
+        spec=spec_for("tickets"),
     conda:
         "../envs/sublevel.yaml"
     shell:
@@ -98,3 +98,4 @@ rule sweep_summary:
 rule subspace_all:
     input:
         subspace_outputs(),
+        refine_plans,
