@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sublevel import config, datasets
+from sublevel import config, datasets, paths
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +54,71 @@ def make_experiment(**overrides):
         else:
             exp[section] = value
     return config.experiment(config.validate(raw), "smoke")
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", *args]
+    if configfile:
+        cmd += ["--configfile", str(configfile)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def config_file(tmp_path: Path, **extra_experiments) -> Path:
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["experiments"].update(extra_experiments)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# Diverges within its first steps, before the step-5 checkpoint that its IMP rewind, burn-in sweep, sharpness
+# and scores start from: each of those jobs records a skip (view `skipped`), and the run goes on
+DIVERGING = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
+             "train": {"lr": 1.0e8, "batch_size": 32, "steps": 40}, "checkpoints": {"steps": [5]},
+             "imp": {"levels": 1, "rewind": 5, "baselines": [], "instability": False, "alphas": 3},
+             "subspace": {"kinds": ["burnin"], "dims": [2], "burnin": [5], "seeds": 1, "steps": 5, "batch_size": 32},
+             "hessian": {"examples": 50, "iterations": 3, "top_k": 1}, "scores": {"steps": [5]}}
+# Paul et al. 2022's data diet: steps 0..5 on the hardest half (by EL2N at step 5), then IMP from there;
+# two chains, so each level job trains both seeds together from their own diet starts
+DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0, 1],
+        "train": {"lr": 0.05, "batch_size": 32, "steps": 40}, "checkpoints": {"steps": [5]},
+        "imp": {"levels": 1, "rewind": 5, "baselines": [], "instability": False, "alphas": 3,
+                "data_diet": {"keep": "hardest", "fraction": 0.5}},
+        "scores": {"steps": [5]}}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """smoke.yaml plus a diverging experiment and a data-diet one, run once for the tests below. In two steps,
+    as on a GPU machine without polars and duckdb: `compute_all` there (made unimportable here), then the rest.
+    Tests that change results work on a copy (smoke_copy)."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    work = tmp / "work"
+    work.mkdir()
+    cfg = config_file(tmp, blowup=DIVERGING, diet=DIET)
+    stubs = tmp / "no-analysis-packages"
+    stubs.mkdir()
+    for name in ("polars", "duckdb"):
+        (stubs / f"{name}.py").write_text(f"raise ImportError('{name} is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(stubs), os.environ.get("PYTHONPATH")])))
+    compute = snakemake(work, "compute_all", configfile=cfg, env=env)
+    assert compute.returncode == 0, compute.stderr[-3000:]
+    assert all((work / paths.sweep_summary("smoke", kind, t)).is_file()  # every refinement round ran
+               for kind, t in (("random", 0), ("burnin", 5), ("lottery", 0)))
+    assert not (work / paths.table("threshold", experiment="smoke")).exists()
+    done = snakemake(work, configfile=cfg)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ran = set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", done.stdout + done.stderr, re.MULTILINE))
+    assert ran == {"analyse_subspace", "figure", "export", "all"}  # compute_all left no network job undone
+    return work, cfg
+
+
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path):
+    """A copy of the finished smoke run (results and Snakemake's records, times kept) to change freely."""
+    work, cfg = smoke_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    return copy, cfg

@@ -111,3 +111,69 @@ def test_summary_on_a_project_with_no_results(project, capsys):
     assert all(frame.height == 0 for frame in catalog.summary(project).values())
     assert cli.main(["summary", "--root", str(project)]) == 0
     assert capsys.readouterr().out.count("(no rows yet)") == 3
+
+
+@pytest.mark.parametrize("sql", [
+    "copy (select * from train) to 'results/tables/train/experiment=a/seed=0/train.parquet'",
+    "attach 'results/x.duckdb' as x", "create table t as select 1", "insert into train select * from train",
+    "install httpfs", "load httpfs", "set enable_external_access = true", "pragma enable_profiling",
+    "select 1; copy (select 1) to 'results/y.csv'", "explain analyze copy (select 1) to 'results/y.csv'",
+    "explain analyze create table t as select 1", "call pragma_version()",
+])
+def test_query_refuses_every_statement_that_is_not_a_read_and_changes_nothing(project, sql):
+    write(project, "a", 0, [row(experiment="a")])
+    before = {p: p.read_bytes() for p in (project / "results").rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as e:
+        cli.main(["query", sql, "--root", str(project)])
+    assert str(e.value.code).startswith("sublevel query: ") and "refused" in str(e.value.code)
+    assert "\n" not in str(e.value.code)
+    assert {p: p.read_bytes() for p in (project / "results").rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("sql", ["describe train", "summarize train", "show tables", "from train",
+                                 "explain analyze select count(*) from train", "with a as (select 1) select * from a"])
+def test_query_runs_every_kind_of_read(project, sql):
+    write(project, "a", 0, [row(experiment="a")])
+    assert catalog.query(sql, project).height > 0
+
+
+def test_query_reads_only_the_projects_results(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "t.csv"
+    outside.write_text("a\n1\n")
+    for sql in ("select * from read_csv('/etc/passwd')", f"select * from read_csv('{outside}')",
+                f"select * from read_csv('{project}/results/../../{outside.parent.name}/t.csv')"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["query", sql, "--root", str(project)])
+        assert "Permission Error" in str(e.value.code)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["query", "", "--root", "{project}"], {}, "empty SQL"),
+    (["query", "  ;  ", "--root", "{project}"], {}, "empty SQL"),
+    (["query", "select 1", "--root", "/no/such/dir"], {}, "--root /no/such/dir: no such directory"),
+    (["query", "select 1"], {"SUBLEVEL_ROOT": "/no/such/dir"}, "SUBLEVEL_ROOT=/no/such/dir: no such directory"),
+    (["query", "select 1"], {}, "no sublevel project (Snakefile + workflow/) at or above"),
+])
+def test_query_without_a_question_or_a_project_says_so_in_one_line(project, tmp_path_factory, monkeypatch, capsys,
+                                                                    args, env, message):
+    """Run from a directory outside any project: never the checkout the package was installed from."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("not-a-project"))
+    monkeypatch.delenv("SUBLEVEL_ROOT", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        code = cli.main([a.format(project=project) for a in args])
+    except SystemExit as e:
+        code = e.code
+    said = f"{code if isinstance(code, str) else ''}{capsys.readouterr().err}".strip()
+    assert code not in (0, None) and message in said and "\n" not in said, said
+
+
+def test_csv_over_list_columns_is_refused_with_the_way_out(project):
+    storage.write_table("barrier", [dict(experiment="a", seed=0, kind="instability", level=0, rewind_step=0,
+                                         sparsity=0.0, split="test", barrier=0.0, alpha=[0.0, 1.0],
+                                         error=[0.1, 0.2], loss=[0.3, 0.4], matching=True, test_accuracy=0.9)],
+                        project / paths.table("barrier", experiment="a", seed=0, kind="instability", level=0))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["query", "select alpha from barrier", "--root", str(project), "--format", "csv"])
+    assert "--format csv cannot hold the list columns ['alpha']" in str(e.value.code)

@@ -197,3 +197,53 @@ def test_compile_modes_are_the_same_in_the_schema_the_code_and_the_cli(root):
     assert tuple(bench.choices) == training.COMPILE_MODES
     exp = config.experiment(check(MINIMAL.replace("{name: mlp}", "{name: mlp}, train: {compile: reduce-overhead}")), "x")
     assert exp.train.compile == "reduce-overhead"
+
+
+GOOD = {"dataset": "mnist1d", "model": {"name": "mlp"}}
+
+
+@pytest.mark.parametrize("experiments, key", [
+    ({"x": dict(GOOD, train={"steps": 40.0})}, "experiments.x.train.steps"),  # a float where a count goes
+    ({"x": dict(GOOD, model={"name": "mlp", "widths": [1000000000]})}, "experiments.x.model"),  # counted, not built
+    ({"x" * 250: GOOD}, "experiments"),  # a name no file system takes as a directory
+    ({"smoke\n": GOOD}, "experiments"),  # `$` in a pattern matches before a final newline
+    ({"../x": GOOD}, "experiments"),
+])
+def test_values_that_would_fail_at_run_time_are_refused_naming_the_key(tmp_path, experiments, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"experiments": experiments}))
+    with pytest.raises(ConfigError) as e:
+        cfg = config.load(path)
+        for name in cfg["experiments"]:
+            config.experiment(cfg, name)
+    message = str(e.value)
+    assert message.startswith(f"config error at {key}"), message
+    assert "\n" not in message
+
+
+def test_a_control_character_in_a_value_is_refused():
+    with pytest.raises(ConfigError, match=r"^config error at device: .*control character"):
+        check(MINIMAL + '\ndevice: "cpu\\n"')
+
+
+def test_a_model_too_large_to_index_is_counted_without_allocating():
+    exp = make_experiment(**{"model.widths": [100]})
+    assert exp.num_params() == 40 * 100 + 100 + 100 * 10 + 10  # MNIST-1D: 40 inputs, 10 classes
+    with pytest.raises(ConfigError, match="at most 2,147,483,647"):
+        make_experiment(**{"model.widths": [1000000000]})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("experiments: {x: {dataset: mnist1d\n", "not valid YAML at line 2, column 1"),
+    ("- experiments\n- x\n", "config error at <config>: the config is a mapping of keys, not a list"),
+    ("experiments: !!python/object/apply:os.system ['true']\n", "not valid YAML at line 1, column 14"),
+    ('experiments: {x: {dataset: mnist1d, model: {name: mlp}}}\ndevice: "cpu\\n"\n', "config error at device"),
+])
+def test_check_config_gives_one_line_and_exit_2_never_a_traceback(tmp_path, capsys, text, message):
+    from sublevel import cli
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert cli.main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sublevel check-config: config error") and message in err and "\n" not in err, err

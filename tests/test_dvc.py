@@ -39,7 +39,7 @@ def answers(repo: Path) -> dict:
 def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    for item in ("Snakefile", "workflow", "src", "config", "dvc.yaml", "pyproject.toml"):
+    for item in ("Snakefile", "workflow", "profiles", "src", "config", "dvc.yaml", "pyproject.toml"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
     shutil.copy(ROOT / "config" / "smoke.yaml", repo / "config" / "config.yaml")  # the smoke run, via DVC
@@ -51,6 +51,7 @@ def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
 
     first = run(repo, "dvc", "repro")
     assert re.findall(r"Running stage '(\w+)'", first.stdout) == ["specs", "train", "imp", "subspace", "analysis"]
+    assert "Using workflow specific profile profiles/default" in first.stdout + first.stderr
     want = answers(repo)
     assert all(want.values()), want
     metrics = run(repo, "dvc", "metrics", "show", "--json").stdout

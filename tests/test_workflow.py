@@ -22,26 +22,10 @@ from sublevel import catalog, datasets, imp, paths, subspace, training, trajecto
 from sublevel.config import Experiment
 from sublevel.connectivity import evaluate_many
 import headless as browser
+from conftest import config_file, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None,
-              env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args]
-    if configfile:
-        cmd += ["--configfile", str(configfile)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-
-
-def config_file(tmp_path: Path, **extra_experiments) -> Path:
-    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    cfg["experiments"].update(extra_experiments)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def test_default_config_dry_run_and_lint_are_clean():
@@ -51,42 +35,6 @@ def test_default_config_dry_run_and_lint_are_clean():
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
-DIVERGING = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
-             "train": {"lr": 1.0e8, "batch_size": 32, "steps": 40}}
-# Paul et al. 2022's data diet: steps 0..5 on the hardest half (by EL2N at step 5), then IMP from there;
-# two chains, so each level job trains both seeds together from their own diet starts
-DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0, 1],
-        "train": {"lr": 0.05, "batch_size": 32, "steps": 40}, "checkpoints": {"steps": [5]},
-        "imp": {"levels": 1, "rewind": 5, "baselines": [], "instability": False, "alphas": 3,
-                "data_diet": {"keep": "hardest", "fraction": 0.5}},
-        "scores": {"steps": [5]}}
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """smoke.yaml plus a diverging experiment and a data-diet one, run once for the tests below. In two steps,
-    as on a GPU machine without polars and duckdb: `compute_all` there (made unimportable here), then the rest."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    work = tmp / "work"
-    work.mkdir()
-    cfg = config_file(tmp, blowup=DIVERGING, diet=DIET)
-    stubs = tmp / "no-analysis-packages"
-    stubs.mkdir()
-    for name in ("polars", "duckdb"):
-        (stubs / f"{name}.py").write_text(f"raise ImportError('{name} is not installed here')\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(stubs), os.environ.get("PYTHONPATH")])))
-    compute = snakemake(work, "compute_all", configfile=cfg, env=env)
-    assert compute.returncode == 0, compute.stderr[-3000:]
-    assert all((work / paths.sweep_summary("smoke", kind, t)).is_file()  # every refinement round ran
-               for kind, t in (("random", 0), ("burnin", 5), ("lottery", 0)))
-    assert not (work / paths.table("threshold", experiment="smoke")).exists()
-    done = snakemake(work, configfile=cfg)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ran = set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", done.stdout + done.stderr, re.MULTILINE))
-    assert ran == {"analyse_subspace", "figure", "export", "all"}  # compute_all left no network job undone
-    return work, cfg
-
-
 @pytest.mark.slow
 def test_report_shows_every_figure_in_a_real_browser(smoke_run):
     """snakemake --report: one self-contained HTML file; headless Chromium decodes every figure in it."""
@@ -94,8 +42,9 @@ def test_report_shows_every_figure_in_a_real_browser(smoke_run):
     report = work / "results" / "report.html"
     res = snakemake(work, "--report", str(report), configfile=cfg)
     assert res.returncode == 0, res.stderr[-3000:]
-    figures = {"smoke": ["imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar",
-                         "sharpness", "scores"], "diet": ["imp_accuracy", "imp_barrier", "scores"]}
+    every = ["imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar", "sharpness", "scores"]
+    # blowup's figures say that their jobs were skipped (its dense run diverged): still decoded images
+    figures = {"smoke": every, "diet": ["imp_accuracy", "imp_barrier", "scores"], "blowup": every}
     for exp, names in figures.items():
         for name in names:
             assert (work / paths.figure(exp, name)).read_bytes()[:4] == b"\x89PNG"
@@ -309,8 +258,9 @@ def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnis
 
 
 def test_query_never_writes_and_reports_bad_sql_and_files(tmp_path):
-    """`sublevel query` opens DuckDB in memory: results/ is byte-for-byte unchanged; bad SQL and a corrupt
-    Parquet file give DuckDB's message (naming the file) and a non-zero exit."""
+    """`sublevel query` opens DuckDB in memory: results/ is byte-for-byte unchanged; bad SQL gives DuckDB's message
+    and a non-zero exit; a query reading a table with a damaged file is refused (naming the file), while the
+    other tables still answer, with the damage in one line on stderr."""
     table = tmp_path / paths.table("hessian", experiment="e", seed=0, source="dense")
     rows = [dict(experiment="e", seed=0, source="dense", level=None, sparsity=0.0, step=0, rank=1, eigenvalue=2.5,
                  examples=10, iterations=5)]
@@ -326,9 +276,14 @@ def test_query_never_writes_and_reports_bad_sql_and_files(tmp_path):
     assert bad.returncode != 0 and "Parser Error" in bad.stderr
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results").rglob("*") if p.is_file()}
     assert after == before
+    storage.write_table("hessian", [dict(rows[0], seed=1)], tmp_path / paths.table("hessian", experiment="e", seed=1,
+                                                                                     source="dense"))
     table.write_bytes(table.read_bytes()[:30])
     corrupt = q("select * from hessian")
-    assert corrupt.returncode != 0 and "hessian.parquet" in corrupt.stderr and "Traceback" not in corrupt.stderr
+    assert corrupt.returncode != 0 and "seed=0" in corrupt.stderr and "Traceback" not in corrupt.stderr
+    assert "refused" in corrupt.stderr and not corrupt.stdout  # never an answer missing rows
+    other = q("select count(*) as n from train")
+    assert other.returncode == 0 and other.stdout.split() == ["n", "0"] and "check-results --fix" in other.stderr
 
 
 def test_documented_duckdb_shell_line_works(tmp_path):

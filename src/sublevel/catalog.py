@@ -15,6 +15,8 @@ without these records, so their jobs are not in it.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,10 @@ class Scan:
     files: dict[str, list[Path]]
     damaged: list[tuple[Path, str]]
     skipped: list[tuple[str, Path, str]]  # (table, file, reason)
+
+    def damaged_tables(self) -> set[str]:
+        """The tables some of whose files were left out."""
+        return {p.relative_to(paths.tables_dir(self.root)).parts[0] for p, _ in self.damaged}
 
     def damage_line(self) -> str | None:
         """One line for a command's output when files were left out, or None."""
@@ -165,7 +171,7 @@ class QueryRefused(ValueError):
     """SQL that `sublevel query` does not run: it only reads."""
 
 
-READ_STATEMENTS = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB
+READ_STATEMENTS = ("SELECT", "EXPLAIN SELECT")  # DESCRIBE, SHOW and SUMMARIZE are SELECTs to DuckDB
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
@@ -175,9 +181,17 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if not statements:
         raise QueryRefused("empty SQL: give a SELECT statement")
     for st in statements:
-        if st.type.name not in READ_STATEMENTS:
-            raise QueryRefused(f"{st.type.name} statements are refused: sublevel query only reads "
-                               "(SELECT, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE)")
+        if (kind := _statement_kind(con, st)) not in READ_STATEMENTS:
+            raise QueryRefused(f"{kind} statements are refused: sublevel query only reads "
+                               "(SELECT, EXPLAIN SELECT, DESCRIBE, SHOW, SUMMARIZE)")
+
+
+def _statement_kind(con: duckdb.DuckDBPyConnection, st) -> str:
+    """The statement's type; for EXPLAIN also that of the statement explained, which EXPLAIN ANALYZE runs."""
+    if st.type.name != "EXPLAIN":
+        return st.type.name
+    inner = con.extract_statements(re.sub(r"^\s*explain(\s+analy[sz]e)?", "", st.query, count=1, flags=re.I))
+    return "EXPLAIN " + (inner[0].type.name if len(inner) == 1 else "of several statements")
 
 
 def query(sql: str, root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None):

@@ -181,6 +181,8 @@ def _analyse_subspace(args) -> None:
 
     exp = Experiment.from_json(args.spec)
     runs = storage.read_frame(args.runs)
+    if not runs.height:  # every sweep was skipped: there is no P(d) to estimate
+        raise storage.Skipped(storage.skip_reason(args.runs) or "the sweeps recorded no runs")
     train = storage.read_frame(args.train)
     final = train.filter((pl.col("split") == "test") & (pl.col("step") == pl.col("step").max().over("seed")))
     dense = {exp.name: float(final["accuracy"].mean())}
@@ -198,8 +200,10 @@ def _subspace_tickets(args) -> None:
     from sublevel.config import Experiment
 
     exp = Experiment.from_json(args.spec)
-    rows = subspace.ticket_rows(exp, storage.read_rows(args.imp))
-    storage.write_table("subspace", rows, args.table)
+    imp_rows = storage.read_rows(args.imp)
+    if not imp_rows and (reason := storage.skip_reason(args.imp)):
+        raise storage.Skipped(reason)
+    storage.write_table("subspace", subspace.ticket_rows(exp, imp_rows), args.table)
 
 
 def _hessian(args) -> None:
@@ -338,6 +342,13 @@ def _query(args) -> None:
 
     con, found = catalog.open_catalog(args.root)
     _say_damage(found)
+    try:
+        read = duckdb.get_table_names(args.sql)
+    except duckdb.Error:
+        read = set()  # the query itself reports what does not parse
+    if incomplete := sorted(found.damaged_tables() & {t.lower() for t in read}):
+        sys.exit(f"sublevel query: refused: {', '.join(incomplete)} would be read without its damaged files, "
+                 "an incomplete answer (see the line above)")
     try:
         df = catalog.query(args.sql, con=con)
     except (duckdb.Error, catalog.QueryRefused) as e:
@@ -551,13 +562,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--train", nargs="+", required=True, help="train table files of the dense runs")
     s.add_argument("--success", required=True, help="Parquet file of the `success` table")
     s.add_argument("--threshold", required=True, help="Parquet file of the `threshold` table")
-    s.set_defaults(func=_analyse_subspace)
+    s.set_defaults(func=_analyse_subspace, outputs={"success": "success", "threshold": "threshold"})
 
     s = sub.add_parser("subspace-tickets", help="IMP levels as axial subspaces in the `subspace` table")
     s.add_argument("--spec", required=True, help="the validated experiment as JSON")
     s.add_argument("--imp", nargs="+", required=True, help="imp table files of the chains")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
-    s.set_defaults(func=_subspace_tickets)
+    s.set_defaults(func=_subspace_tickets, outputs={"table": "subspace"})
 
     s = job("hessian", "top Hessian eigenvalues at dense checkpoints or at the end of IMP levels", _hessian)
     s.set_defaults(outputs={"table": "hessian"})

@@ -90,6 +90,14 @@ def write_skipped_table(name: str, path: str | Path, reason: str) -> None:
         pq.write_table(table, tmp)
 
 
+def skip_reason(files: list[str | Path]) -> str | None:
+    """The reason the first skipped table among `files` records, or None when none was skipped."""
+    for f in files:
+        if reason := (read_parquet(f).schema.metadata or {}).get(SKIPPED_KEY.encode()):
+            return reason.decode()
+    return None
+
+
 def write_skipped_store(path: str | Path, reason: str) -> None:
     """A Zarr group with no arrays, the reason in its attributes; open_group raises Skipped for it."""
     with atomic_path(path) as tmp:

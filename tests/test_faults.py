@@ -1,0 +1,127 @@
+"""Faults in a finished smoke run (smoke.yaml + a diverging and a data-diet experiment): a diverged dense run,
+a deleted refinement plan, damaged tables and stores. Each ends in a recorded outcome or one command's fix,
+never a traceback, and the next run rebuilds exactly what is missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sublevel import catalog, imp, paths, storage
+from conftest import ROOT, snakemake
+
+BIN = Path(sys.executable).parent
+SKIPPED = {"imp", "barrier", "subspace", "hessian", "scores", "success", "threshold"}
+
+
+def sublevel(*args: str, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "sublevel"), *args, "--root", str(root)], capture_output=True, text=True)
+
+
+def planned(run: subprocess.CompletedProcess) -> list[str]:
+    """The rules a snakemake run ran (or with -n would run), one entry per job."""
+    return re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", run.stdout + run.stderr, re.MULTILINE)
+
+
+@pytest.mark.slow
+def test_a_diverged_dense_run_gives_every_dependent_a_recorded_skip(smoke_run):
+    work, _ = smoke_run
+    skipped = catalog.query("select table_name, file, reason from skipped", work)
+    assert all("/experiment=blowup/" in f or "/blowup/" in f for f in skipped["file"])  # none for the others
+    assert set(skipped["table_name"]) == SKIPPED
+    assert all("diverged" in r for r in skipped["reason"]), skipped["reason"].to_list()
+    assert catalog.query("select count(*) from imp where experiment = 'blowup'", work).item() == 0
+    for log in (work / paths.RESULTS / "logs").rglob("*.log"):
+        assert "Traceback" not in log.read_text(), log
+    with pytest.raises(storage.Skipped, match="diverged"):  # a reader of a skipped store is told why
+        imp.Level.read(work / paths.level_store("blowup", 0, "imp", 0))
+    summary = sublevel("summary", root=work)
+    assert summary.returncode == 0 and "Skipped jobs" in summary.stdout and "blowup" in summary.stdout
+
+
+@pytest.mark.slow
+def test_a_deleted_refinement_plan_is_rebuilt_and_then_nothing_is_left(smoke_copy):
+    work, cfg = smoke_copy
+    plan = work / paths.refine_plan("smoke", "random", 0, 0)
+    want = plan.read_text()
+    plan.unlink()
+    run = snakemake(work, configfile=cfg)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "refine_plan" in planned(run) and plan.read_text() == want
+    assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout
+
+
+@pytest.mark.slow
+def test_check_results_names_the_damage_and_fix_makes_the_next_run_rebuild_it(smoke_copy):
+    work, cfg = smoke_copy
+    table = work / paths.table("subspace", experiment="smoke", kind="random", burnin_step=0, round=0)
+    table.write_bytes(table.read_bytes()[:100])
+
+    # the other tables still answer; every reading command reports the damage in one line
+    q = sublevel("query", "select count(*) as n from train", "--format", "csv", root=work)
+    assert q.returncode == 0 and int(q.stdout.split()[1]) > 0
+    for command in (["query", "select count(*) as n from train"], ["summary"], ["jobs"]):
+        err = sublevel(*command, root=work).stderr
+        assert err.count("check-results --fix") == 1 and str(table.relative_to(work)) in err, (command, err)
+
+    # the job that reads it fails, naming the file and the fix
+    failed = snakemake(work, configfile=cfg)
+    assert failed.returncode != 0 and "check-results --fix" in failed.stdout + failed.stderr
+
+    found = sublevel("check-results", root=work)
+    assert found.returncode != 0 and f"damaged: {table.relative_to(work)}" in found.stdout
+    assert found.stdout.count("damaged: ") == 1
+    fixed = sublevel("check-results", "--fix", root=work)
+    assert fixed.returncode == 0 and not table.exists()
+
+    rebuilt = snakemake(work, configfile=cfg)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert "subspace_sweep" in planned(rebuilt) and "train_dense" not in planned(rebuilt)
+    assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout
+    assert "no damage" in sublevel("check-results", root=work).stdout
+
+    # a truncated chunk of a trajectory, which Snakemake cannot see: --fix, and the run retrains that seed
+    chunks = [p for p in (work / paths.trajectory("smoke", 1) / "params" / "c").rglob("*") if p.is_file()]
+    chunk = max(chunks, key=lambda p: p.stat().st_size)
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    assert str(paths.trajectory("smoke", 1)) in sublevel("check-results", root=work).stdout
+    assert sublevel("check-results", "--fix", root=work).returncode == 0
+    plan = snakemake(work, "-n", configfile=cfg)
+    assert planned(plan).count("train_dense") == 1 and "wildcards: experiment=smoke, seed=1\n" in plan.stdout
+
+
+@pytest.mark.slow
+def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smoke_copy, tmp_path):
+    """The whole Snakemake process group killed mid-run (as a lost login session does): `snakemake --unlock`,
+    then a plain rerun rebuilds what the kill touched, and the tables equal the clean run's."""
+    work, cfg = smoke_copy
+    tables = {"imp": "select * from imp order by all",
+              "barrier": "select experiment, seed, kind, level, barrier, error from barrier order by all"}
+    want = {name: catalog.query(sql, work).rows() for name, sql in tables.items()}
+    out = tmp_path / "killed.log"
+    with open(out, "w") as f:
+        first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+                                  str(work), "--cores", "2", "--configfile", str(cfg), "--forcerun", "imp_level_smoke"],
+                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while "rule imp_level_smoke:" not in out.read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.poll() is None, out.read_text()[-3000:]
+    second = snakemake(work, configfile=cfg)
+    assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+
+    assert snakemake(work, "--unlock", configfile=cfg).returncode == 0
+    rerun = snakemake(work, configfile=cfg)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "imp_level_smoke" in planned(rerun) and "train_dense" not in planned(rerun)
+    assert {name: catalog.query(sql, work).rows() for name, sql in tables.items()} == want
+    assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout

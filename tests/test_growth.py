@@ -1,0 +1,67 @@
+"""Growing a finished experiment plans only the new jobs: each job's params carry what its output depends on,
+not what decides which other jobs exist. Counted on `snakemake -n` over the finished smoke run."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from conftest import snakemake
+
+# Jobs that only read tables: rerun whenever what they summarise grows
+ANALYSIS = {"refine_plan", "sweep_summary", "subspace_tickets", "analyse_subspace", "figure", "export", "all"}
+
+
+def planned_jobs(work, cfg: dict, tmp_path) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job `snakemake -n` plans under `cfg`."""
+    path = tmp_path / "grown.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    dry = snakemake(work, "-n", configfile=path)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:\n)", dry.stdout):
+        if m := re.match(r"(?:local)?(?:rule|checkpoint) (\w+):\n", block):
+            w = re.search(r"^    wildcards: (.*)$", block, re.MULTILINE)
+            jobs.append((m.group(1), w.group(1) if w else ""))
+    return jobs
+
+
+def grown(base: dict, change) -> dict:
+    cfg = copy.deepcopy(base)
+    change(cfg["experiments"]["smoke"])
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("growth, change, network_jobs", [
+    ("an IMP level", lambda e: e["imp"].update(levels=3),
+     {("imp_level_smoke", "level=3"), ("imp_baselines_smoke", "level=3"), ("barrier_successive_smoke", "level=3"),
+      ("barrier_instability_smoke", "level=3"), ("hessian_imp", "experiment=smoke, seed=0")}),
+    ("a dense seed", lambda e: e.update(seeds=[0, 1, 2]),
+     {("train_dense", "experiment=smoke, seed=2"), ("hessian_dense", "experiment=smoke, seed=2"),
+      ("scores", "experiment=smoke")}),
+    ("a burn-in step", lambda e: e["subspace"].update(burnin=[5, 12]),
+     {("subspace_sweep", "experiment=smoke, kind=burnin, burnin_step=12, round=0")}),
+    ("a threshold", lambda e: e["subspace"].update(thresholds=[{"metric": "train_accuracy", "value": 0.6},
+                                                               {"metric": "train_accuracy", "value": 0.3}]),
+     set()),
+])
+def test_growing_an_experiment_plans_only_the_new_jobs(smoke_run, tmp_path, growth, change, network_jobs):
+    work, cfg = smoke_run
+    jobs = planned_jobs(work, grown(yaml.safe_load(cfg.read_text()), change), tmp_path)
+    assert {j for j in jobs if j[0] not in ANALYSIS} == network_jobs, growth
+    assert len(jobs) == len(set(jobs))
+    assert ("analyse_subspace", "experiment=smoke") in jobs and ("all", "") in jobs
+
+
+@pytest.mark.slow
+def test_a_change_that_alters_results_reruns_every_job_it_reaches(smoke_run, tmp_path):
+    work, cfg = smoke_run
+    jobs = planned_jobs(work, grown(yaml.safe_load(cfg.read_text()), lambda e: e["train"].update(lr=0.04)), tmp_path)
+    rules = [r for r, _ in jobs]
+    assert rules.count("train_dense") == 2 and rules.count("imp_level_smoke") == 3
+    assert rules.count("subspace_sweep") >= 3 and "scores" in rules and "hessian_dense" in rules
+    assert not any("experiment=blowup" in w or "experiment=diet" in w for _, w in jobs)  # other experiments untouched
