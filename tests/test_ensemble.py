@@ -221,3 +221,42 @@ def test_compiled_training_trains_the_same_networks(mnist1d):
         torch.testing.assert_close(models.flatten(alone(fast, mnist1d, r)[0]), w, rtol=0, atol=1e-5)
     for t, w in zip(ensemble.train(fast, mnist1d, runs, CPU, progress=False), want):
         torch.testing.assert_close(t.theta, w, rtol=0, atol=1e-5)
+
+
+def test_a_chain_whose_dense_run_diverged_is_skipped_alone(mnist1d_store, tmp_path):
+    """Two chains in one IMP job, seed 1's dense run diverged before the rewind point (step 5): seed 1's
+    outputs record the skip, seed 0 trains as it would alone; the scores job leaves seed 1 out."""
+    from sublevel import storage, trajectory
+
+    exp = make_experiment(imp={"levels": 1, "rewind": 5})
+    job = ["--spec", exp.to_json(), "--data", str(mnist1d_store), "--device", "cpu"]
+    t0, t1 = tmp_path / "t0.zarr", tmp_path / "t1.zarr"
+    assert cli.main(["train", *job, "--seed", "0", "--trajectory", str(t0), "--table", str(tmp_path / "train.parquet"),
+                     "--quiet"]) == 0
+    healthy = trajectory.read(t0)
+    trajectory.write(t1, steps=[0, 1], params=[healthy.params(0), healthy.params(1)],
+                     buffers=[healthy.buffers(0), healthy.buffers(1)], attrs=dict(healthy.attrs, seed=1, diverged=True))
+    out = lambda level: [str(tmp_path / f"s{s}-l{level}.zarr") for s in (0, 1)]
+    table = lambda level: [str(tmp_path / f"s{s}-l{level}.parquet") for s in (0, 1)]
+    chains = ["--seeds", "0", "1", "--trajectory", str(t0), str(t1), "--quiet"]
+    assert cli.main(["imp-level", *job, *chains, "--level", "0", "--out", *out(0), "--table", *table(0)]) == 0
+    assert cli.main(["imp-level", *job, *chains, "--level", "1", "--previous", *out(0), "--out", *out(1),
+                     "--table", *table(1)]) == 0
+    assert cli.main(["barrier", *job, *chains, "--kind", "imp_successive", "--dense", *out(0), "--a", *out(0),
+                     "--b", *out(1), "--table", *table("b")]) == 0
+    for level in (0, 1, "b"):
+        assert storage.skip_reason([table(level)[0]]) is None and len(storage.read_rows([table(level)[0]])) > 0
+        assert "diverged after step 1, before step 5" in storage.skip_reason([table(level)[1]])
+        assert storage.read_rows([table(level)[1]]) == []
+    alone = tmp_path / "alone.zarr"
+    assert cli.main(["imp-level", *job, "--seeds", "0", "--trajectory", str(t0), "--quiet", "--level", "0",
+                     "--out", str(alone), "--table", str(tmp_path / "alone.parquet")]) == 0
+    assert torch.equal(imp.Level.read(alone).weights, imp.Level.read(out(0)[0]).weights)
+    with pytest.raises(storage.Skipped):
+        imp.Level.read(out(1)[1])
+
+    scores = make_experiment(scores={"steps": [0, 5]})
+    assert cli.main(["scores", "--spec", scores.to_json(), "--data", str(mnist1d_store), "--device", "cpu",
+                     "--trajectories", str(t0), str(t1), "--out", str(tmp_path / "scores.zarr"),
+                     "--table", str(tmp_path / "scores.parquet")]) == 0
+    assert {r["n_seeds"] for r in storage.read_rows([tmp_path / "scores.parquet"])} == {1}

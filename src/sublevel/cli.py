@@ -57,21 +57,40 @@ def _train(args) -> None:
 
 def _chains(args, network: str | None = None):
     """The spec, dataset, device and the chains (one per --seeds) an IMP-stage command works on; `network`
-    names the per-seed option holding the level store each chain builds on."""
-    from sublevel import imp, trajectory
+    names the per-seed option holding the level store each chain builds on.
+
+    A chain with nothing to start from (its dense run diverged before the rewind point, or its level store
+    upstream was skipped for that reason) gets its own outputs written as skipped and is dropped from `args`'
+    per-seed options, so the other chains of the job go on; when every chain is skipped the job is."""
+    from sublevel import imp, storage, trajectory
     from sublevel.config import ConfigError
 
     exp, device, data = _setup(args)
     if exp.imp is None:
         raise ConfigError(f"experiment {exp.name} has no `imp` section")
     n = len(args.seeds)
-    per_seed = {k: getattr(args, k) for k in ("trajectory", "table", "out", "diet", "dense", network)
-                if k and getattr(args, k, None) is not None}
-    if bad := {f"--{k}": len(v) for k, v in per_seed.items() if len(v) != n}:
+    per_seed = [k for k in ("seeds", "trajectory", "table", "out", "diet", "dense", "b", network)
+                if k and getattr(args, k, None) is not None]
+    if bad := {f"--{k}": len(getattr(args, k)) for k in per_seed if len(getattr(args, k)) != n}:
         raise SystemExit(f"error: {n} --seeds but {bad}: give one of each per seed")
-    nets = [imp.Level.read(p) for p in getattr(args, network)] if network and getattr(args, network) else [None] * n
-    diets = args.diet or [None] * n
-    chains = [imp.Chain(s, trajectory.read(t), lv, d) for s, t, lv, d in zip(args.seeds, args.trajectory, nets, diets)]
+    chains, live, reason = [], [], None
+    for i in range(n):
+        try:
+            traj = trajectory.read(args.trajectory[i])
+            net = imp.Level.read(getattr(args, network)[i]) if network and getattr(args, network) else None
+            diet = args.diet[i] if args.diet else None
+            imp.rewind_point(exp, data, traj, diet)  # raises Skipped when there is none
+        except storage.Skipped as e:
+            reason = str(e)
+            _write_skipped(args, reason, index=i)
+            print(f"seed {args.seeds[i]}: skipped, its outputs written empty: {reason}", file=sys.stderr)
+            continue
+        chains.append(imp.Chain(args.seeds[i], traj, net, diet))
+        live.append(i)
+    if not chains:
+        raise storage.Skipped(reason)
+    for k in per_seed:
+        setattr(args, k, [getattr(args, k)[i] for i in live])
     return exp, data, chains, device
 
 
@@ -255,7 +274,18 @@ def _scores(args) -> None:
     exp, device, data = _setup(args)
     steps = exp.score_steps(Schedule.resolve(exp, len(data.y_train)))
     model = build_model(exp, data, 0, device)
-    trajs = [trajectory.read(p) for p in args.trajectories]
+    trajs = []
+    for path in args.trajectories:  # a seed whose dense run diverged before a scored step is left out
+        traj = trajectory.read(path)
+        try:
+            [traj.index(step) for step in steps]
+        except storage.Skipped as e:
+            skipped = str(e)
+            print(f"left out: {skipped}", file=sys.stderr)
+            continue
+        trajs.append(traj)
+    if not trajs:
+        raise storage.Skipped(skipped)
     seeds = [int(t.attrs["seed"]) for t in trajs]
     shape = (len(steps), len(trajs), len(data.y_train))
     el2n, grand = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
@@ -682,14 +712,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _write_skipped(args, reason: str) -> None:
-    """Every output of a job that has nothing to compute from (a diverged dense run upstream): tables with no
-    rows and stores with no arrays, each carrying the reason, so that Snakemake sees the job done, the
-    `skipped` view lists it, and every reader downstream skips in turn."""
+def _write_skipped(args, reason: str, index: int | None = None) -> None:
+    """Every output of a job that has nothing to compute from (a diverged dense run upstream), or with `index`
+    the outputs of that one seed of a per-seed job: tables with no rows and stores with no arrays, each carrying
+    the reason, so that Snakemake sees the job done, the `skipped` view lists it, and every reader downstream
+    skips in turn."""
     from sublevel import storage
 
     for arg, kind in args.outputs.items():
-        for path in (lambda v: v if isinstance(v, list) else [v])(getattr(args, arg)):
+        paths = (lambda v: v if isinstance(v, list) else [v])(getattr(args, arg))
+        for path in paths if index is None else [paths[index]]:
             if kind == "zarr":
                 storage.write_skipped_store(path, reason)
             elif kind == "plan":  # a refinement plan that adds nothing: the sweep stops here
