@@ -16,7 +16,6 @@ without these records, so their jobs are not in it.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from pathlib import Path
 

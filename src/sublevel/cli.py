@@ -278,7 +278,8 @@ def _scores(args) -> None:
     for path in args.trajectories:  # a seed whose dense run diverged before a scored step is left out
         traj = trajectory.read(path)
         try:
-            [traj.index(step) for step in steps]
+            for step in steps:
+                traj.index(step)
         except storage.Skipped as e:
             skipped = str(e)
             print(f"left out: {skipped}", file=sys.stderr)
@@ -720,8 +721,8 @@ def _write_skipped(args, reason: str, index: int | None = None) -> None:
     from sublevel import storage
 
     for arg, kind in args.outputs.items():
-        paths = (lambda v: v if isinstance(v, list) else [v])(getattr(args, arg))
-        for path in paths if index is None else [paths[index]]:
+        files = (lambda v: v if isinstance(v, list) else [v])(getattr(args, arg))
+        for path in files if index is None else [files[index]]:
             if kind == "zarr":
                 storage.write_skipped_store(path, reason)
             elif kind == "plan":  # a refinement plan that adds nothing: the sweep stops here
