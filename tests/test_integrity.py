@@ -41,8 +41,10 @@ def damage(project):
             paths.refine_plan("e", "random", 0, 0), leftover.relative_to(project)]
 
 
-def test_whole_results_have_no_damage(project, capsys):
+def test_whole_results_have_no_damage(project, capsys, recwarn):
+    (project / paths.trajectory("e", 0) / ".snakemake_timestamp").write_text("")  # Snakemake's directory() marker
     assert integrity.check(project) == ([], 6)
+    assert not [w for w in recwarn if "snakemake_timestamp" in str(w.message)]
     assert cli.main(["check-results", "--root", str(project)]) == 0
     assert "6 results under" in capsys.readouterr().out
 

@@ -10,6 +10,7 @@ jobs and, their outputs being newer, everything downstream of them.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,10 @@ def _stores(results: Path) -> list[Path]:
 def _check_store(path: Path) -> str | None:
     try:
         group = zarr.open_group(path, mode="r")
-        for name, arr in group.members(max_depth=None):
+        with warnings.catch_warnings():  # the marker Snakemake leaves in every directory() output
+            warnings.filterwarnings("ignore", message=".*snakemake_timestamp", category=UserWarning)
+            members = list(group.members(max_depth=None))
+        for name, arr in members:
             if not isinstance(arr, zarr.Array):
                 continue
             if n := storage.missing_chunks(arr):
