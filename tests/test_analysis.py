@@ -62,6 +62,24 @@ def test_censored_threshold_dimensions():
     assert always["d_star"] == 10 and always["censored"] == "below"
 
 
+def test_an_anchor_already_in_the_sublevel_set_is_censored_not_a_small_threshold():
+    """A burn-in anchor with train accuracy 0.68 meets ε = 0.6 before any subspace step: P = 1 at every d says
+    nothing about d, so no d* (censored `anchor`); ε = 0.7 it does not meet, and d* is measured as usual."""
+    df = runs({2: 1.0, 8: 1.0}, test_acc={2: 0.75, 8: 0.75}).with_columns(
+        anchor_train_accuracy=pl.lit(0.68), anchor_test_accuracy=pl.lit(0.74),
+        train_accuracy=pl.when(pl.col("seed") < 5).then(0.72).otherwise(0.69))
+    ths = [{"metric": "train_accuracy", "value": 0.6}, {"metric": "train_accuracy", "value": 0.7}]
+    got = analysis.thresholds(df, {"x": 0.8}, ths, samples=50)
+    trivial, real = got.rows(named=True)
+    assert trivial["censored"] == "anchor" and trivial["d_star"] is None and trivial["d_star_lo"] is None
+    assert trivial["anchor_value"] == pytest.approx(0.68) and trivial["gordon_width_sq"] is None
+    assert real["censored"] == "below" and real["d_star"] == 2  # P = 1/2 at d = 2 after training
+    assert trivial["d_int90"] is None  # the anchor's 0.74 is already >= 0.9 x 0.8
+    # sweeps written before the anchor was evaluated: no anchor, thresholds as before
+    old = analysis.thresholds(runs({10: 1.0, 100: 1.0}), {"x": 0.8}, TH, samples=50).row(0, named=True)
+    assert old["censored"] == "below" and old["anchor_value"] is None
+
+
 def test_bootstrap_interval_covers_the_true_threshold():
     """Seeds succeed with P(d) = logistic(2 (log d - log 300)): the true d* is 300. The 90% interval over
     20 seeds should cover it in most of 60 simulated sweeps."""

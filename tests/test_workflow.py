@@ -129,7 +129,17 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert con.execute("select count(*) from success").fetchall() == n_points
     kinds = con.execute("select kind, metric, censored from threshold order by kind").fetchall()
     assert [k for k, _, _ in kinds] == ["burnin", "lottery", "random", "ticket"]
-    assert all(m == "train_accuracy" and c in ("none", "below", "above") for _, m, c in kinds)
+    assert all(m == "train_accuracy" and c in ("none", "below", "above", "anchor") for _, m, c in kinds)
+    # every sweep row carries its anchor θ_t's own metrics, the same for all rows of a sweep
+    anchors = con.execute("select kind, burnin_step, count(distinct anchor_train_accuracy), "
+                          "bool_and(anchor_train_accuracy between 0 and 1), bool_and(anchor_test_loss > 0) "
+                          "from subspace where experiment = 'smoke' and kind != 'ticket' group by all "
+                          "order by all").fetchall()
+    assert anchors == [("burnin", 5, 1, True, True), ("lottery", 0, 1, True, True), ("random", 0, 1, True, True)]
+    # ... θ_0 as the anchor of the random and lottery subspaces: one value, where the dense run starts
+    at0 = con.execute("select distinct anchor_train_accuracy from subspace where experiment = 'smoke' "
+                      "and burnin_step = 0 and kind != 'ticket'").fetchall()
+    assert len(at0) == 1
 
     # sharpness at every stored dense checkpoint (smoke.yaml: top 2)
     eig = con.execute("select seed, step, rank, eigenvalue from hessian where source = 'dense' order by all").fetchall()

@@ -7,6 +7,10 @@ Its Gordon escape-theorem reading: a random d-dimensional subspace through θ_t 
 d exceeds D − w², w² the squared Gaussian width of the set projected onto the sphere around θ_t, so
 w² ≈ D − d*. d_int90 (Li et al.): the smallest tested d whose mean test accuracy reaches 90% of the dense
 network's.
+
+A sweep whose anchor θ_t already meets ε (a long burn-in reaches the sublevel set before any subspace step)
+has P = 1 at every d without training: that is no threshold, so it is censored `anchor` and gets no d*; the
+same for d_int90 when θ_t's own test accuracy already reaches 90% of the dense network's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,21 @@ KEYS = ["experiment", "kind", "burnin_step"]
 def _hit(df: pl.DataFrame, metric: str, value: float) -> pl.Expr:
     reached = pl.col(metric) <= value if metric.endswith("loss") else pl.col(metric) >= value
     return (reached & ~pl.col("diverged")).fill_null(False)
+
+
+def _meets(metric: str, value: float | None, threshold: float) -> bool:
+    """Whether one value (the anchor's) is in the sublevel set; an unknown value is not."""
+    if value is None or math.isnan(value):
+        return False
+    return value <= threshold if metric.endswith("loss") else value >= threshold
+
+
+def _anchor(group: pl.DataFrame, metric: str) -> float | None:
+    """θ_t's own value of `metric` for one sweep (the rows all carry it), or None where it was not evaluated."""
+    col = f"anchor_{metric}"
+    if col not in group.columns or group[col].is_null().all():
+        return None
+    return float(group[col].drop_nulls()[0])
 
 
 def success(runs: pl.DataFrame, thresholds: list[dict]) -> pl.DataFrame:
@@ -80,7 +99,8 @@ def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresh
         mean_test = group.group_by("d").agg(pl.col("test_accuracy").mean()).sort("d")
         target = 0.9 * dense_test_accuracy.get(experiment, math.nan)
         reach = mean_test.filter(pl.col("test_accuracy") >= target)["d"]
-        d_int90 = int(reach.min()) if reach.len() else None
+        trivial90 = _meets("test_accuracy", _anchor(group, "test_accuracy"), target)
+        d_int90 = int(reach.min()) if reach.len() and not trivial90 else None
         seeds = sorted(set(group["seed"].to_list()))
         for th in thresholds:
             g = group.with_columns(hit=_hit(group, th["metric"], th["value"]).cast(pl.Float64))
@@ -89,14 +109,18 @@ def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresh
                 hits[seeds.index(s), np.searchsorted(dims, dd)] = h
             with np.errstate(invalid="ignore"):
                 p = np.nanmean(hits, axis=0)
-            d_star = crossing(dims, p)
-            lo, hi = bootstrap_interval(hits, dims, samples, level)
+            at_anchor = _anchor(group, th["metric"])
+            if _meets(th["metric"], at_anchor, th["value"]):  # in the set before any training: no threshold
+                d_star, (lo, hi), censored = math.nan, (None, None), "anchor"
+            else:
+                d_star = crossing(dims, p)
+                lo, hi = bootstrap_interval(hits, dims, samples, level)
+                censored = "above" if math.isnan(d_star) else ("below" if d_star == dims[0] else "none")
             found = not math.isnan(d_star)
             rows.append(dict(experiment=experiment, kind=kind, burnin_step=int(t), metric=th["metric"],
                              threshold=float(th["value"]), num_params=D, n_seeds=len(seeds),
                              d_star=d_star if found else None, d_star_lo=lo, d_star_hi=hi,
                              d_star_fraction=d_star / D if found else None,
-                             gordon_width_sq=D - d_star if found else None,
-                             censored="below" if found and d_star == dims[0] else ("above" if not found else "none"),
-                             d_min=int(dims[0]), d_max=int(dims[-1]), d_int90=d_int90))
+                             gordon_width_sq=D - d_star if found else None, censored=censored,
+                             anchor_value=at_anchor, d_min=int(dims[0]), d_max=int(dims[-1]), d_int90=d_int90))
     return pl.DataFrame(rows)

@@ -210,7 +210,7 @@ SUMMARY = {
     "threshold": """
         select experiment, kind, burnin_step as t, metric, threshold as eps, round(d_star, 1) as d_star,
                round(d_star_lo, 1) as lo, round(d_star_hi, 1) as hi, round(d_star_fraction, 4) as "d*/D",
-               censored, d_int90
+               censored, round(anchor_value, 3) as at_anchor, d_int90
         from threshold order by experiment, metric, eps, kind, t""",
     "tickets": """
         with lvl as (select experiment, seed, level, sparsity, test_accuracy,

@@ -211,7 +211,7 @@ def _analyse_subspace(args) -> None:
     storage.write_table("threshold", table.to_dicts(), args.threshold)
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
         print(table.select("kind", "burnin_step", "metric", "threshold", "d_star", "d_star_lo", "d_star_hi",
-                           "censored", "d_int90"), file=sys.stderr)
+                           "censored", "anchor_value", "d_int90"), file=sys.stderr)
 
 
 def _subspace_tickets(args) -> None:

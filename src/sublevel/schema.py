@@ -108,6 +108,10 @@ SUBSPACE = _table(
     ("test_accuracy", pa.float64()),
     ("diverged", pa.bool_()),
     ("wall_seconds", pa.float64()),  # the batch's wall time divided by the runs trained in it
+    ("anchor_train_loss", pa.float64()),  # θ_t itself (w = 0), evaluated as the runs are: a sublevel set the
+    ("anchor_train_accuracy", pa.float64()),  # anchor is already in needs no training (null for tickets,
+    ("anchor_test_loss", pa.float64()),  # whose rewind point is not evaluated)
+    ("anchor_test_accuracy", pa.float64()),
 )
 
 
@@ -140,10 +144,13 @@ THRESHOLD = _table(
     ("d_star_hi", pa.float64()),
     ("d_star_fraction", pa.float64()),  # d* / D
     ("gordon_width_sq", pa.float64()),  # D - d*: the implied squared Gaussian width of the sublevel set
-    ("censored", pa.string()),       # none, below (P >= 1/2 at the smallest d), above (never reached)
+    ("censored", pa.string()),       # none, below (P >= 1/2 at the smallest d), above (never reached), anchor
+    # (θ_t itself already meets ε: no d* is reported, since a success that needs no training is no threshold)
+    ("anchor_value", pa.float64()),  # the metric at θ_t itself (null: not evaluated)
     ("d_min", pa.int64()),           # the tested range of d
     ("d_max", pa.int64()),
-    ("d_int90", pa.int64()),         # smallest tested d with mean test accuracy >= 0.9 x dense
+    ("d_int90", pa.int64()),         # smallest tested d with mean test accuracy >= 0.9 x dense; null: none,
+    # or θ_t itself already has it
 )
 
 

@@ -230,6 +230,7 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
         all_params = torch.from_numpy(traj.params())
         dims = [d for d in dims if d < len(all_params)]
         basis = lottery_basis(all_params, max(dims)).to(device) if dims else None
+    at_anchor = anchor_metrics(model, data, anchor, anchor_buffers, exp.train.eval_batch_size)
     rows, coords = [], {}
     for d in tqdm(dims, desc=f"{exp.name} {kind} t={t}", disable=not progress, unit="d"):
         pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
@@ -238,11 +239,25 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
         for seed, m in zip(seeds, result.metrics):
             rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind=kind,
                              burnin_step=t, d=d, seed=seed, projection=pkind, steps=sub.steps, round=round,
-                             wall_seconds=result.seconds / len(seeds), **m))
+                             wall_seconds=result.seconds / len(seeds), **m, **at_anchor))
     attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, seeds=seeds, D=D,
                  projection=sub.projection, projections_version=projections.VERSION,
                  note="P is regenerated from (seed, projection, d) by sublevel.projections at projections_version")
     return rows, coords, attrs
+
+
+@torch.no_grad()
+def anchor_metrics(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_buffers: torch.Tensor,
+                   eval_batch_size: int) -> dict[str, float]:
+    """θ_t's own loss and accuracy on both splits (w = 0, evaluated as `train` evaluates the runs): a sweep
+    whose anchor already meets ε has no threshold to measure (analysis censors it as `anchor`)."""
+    buffers = anchor_buffers[None].float()
+    out = {}
+    for split in ("train", "test"):
+        err, loss = evaluate_many(model, anchor[None], buffers, *data.split(split), eval_batch_size,
+                                  batch_stats=buffers.shape[-1] > 0)
+        out[f"anchor_{split}_loss"], out[f"anchor_{split}_accuracy"] = float(loss[0]), 1 - float(err[0])
+    return out
 
 
 def ticket_rows(exp, imp_rows: list[dict]) -> list[dict]:
@@ -253,7 +268,8 @@ def ticket_rows(exp, imp_rows: list[dict]) -> list[dict]:
                  burnin_step=r["rewind_step"], d=r["remaining"] + D - r["prunable"], seed=r["seed"],
                  projection="axial", steps=None, round=0, train_loss=r["train_loss"], train_accuracy=r["train_accuracy"],
                  test_loss=r["test_loss"], test_accuracy=r["test_accuracy"], diverged=r["diverged"],
-                 wall_seconds=None)
+                 wall_seconds=None, anchor_train_loss=None, anchor_train_accuracy=None, anchor_test_loss=None,
+                 anchor_test_accuracy=None)
             for r in imp_rows if r["method"] == "imp"]
 
 
