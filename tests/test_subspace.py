@@ -281,11 +281,11 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_runs(mnist1
     real_train = subspace.train
     attempts = []
 
-    def small_memory(model, data, anchor, buffers, proj, data_seeds, spec, evaluate=True):
+    def small_memory(model, data, anchor, buffers, proj, data_seeds, spec, evaluate=True, label=None):
         attempts.append(len(data_seeds))
         if len(data_seeds) > 2:  # as a GPU with room for two runs would
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_train(model, data, anchor, buffers, proj, data_seeds, spec, evaluate)
+        return real_train(model, data, anchor, buffers, proj, data_seeds, spec, evaluate, label)
 
     monkeypatch.setattr(subspace, "train", small_memory)
     split = subspace.train_split(model, mnist1d, theta0, torch.zeros(0), "fastfood", d, make, seeds, spec)

@@ -53,6 +53,16 @@ def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+def level_ticks(percent_remaining: list[float], most: int = 8) -> list[float]:
+    """The levels' weights-remaining percentages to label: every level while they fit, else every k-th (the
+    dense 100% and the sparsest level always), so 20 IMP levels at 20% each do not print over each other."""
+    ticks = sorted({round(float(v), 1) for v in percent_remaining}, reverse=True)
+    if len(ticks) <= most:
+        return ticks
+    k = -(-(len(ticks) - 1) // (most - 1))
+    return sorted(set(ticks[::k]) | {ticks[-1]}, reverse=True)
+
+
 def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
     """Test accuracy vs weights remaining (log x), mean ± std over seeds, IMP and each baseline."""
     experiment = _experiment(imp)
@@ -68,7 +78,7 @@ def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
             ax.errorbar(pct, s["m"], yerr=s["sd"], label=label, color=color, marker=marker, ms=4, capsize=2)
     ax.axhline(dense, color="k", ls=":", lw=1, label="dense")
     ax.set_xscale("log")
-    ticks = sorted(set((100 * stats["remaining"] / stats["prunable"]).round(1).to_list()), reverse=True)
+    ticks = level_ticks((100 * stats["remaining"] / stats["prunable"]).to_list())
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())

@@ -56,7 +56,12 @@ class Result:
 
 
 def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_buffers: torch.Tensor,
-          proj: Projection, data_seeds: list[int], spec: SubspaceTrain, evaluate: bool = True) -> Result:
+          proj: Projection, data_seeds: list[int], spec: SubspaceTrain, evaluate: bool = True,
+          label: str | None = None) -> Result:
+    """R = len(data_seeds) runs θ_t + P·w trained together; `label`: show step progress (and throughput)
+    under that name, as the dense and IMP loops do: at paper scale one d takes minutes."""
+    from tqdm import tqdm
+
     device = anchor.device
     R, d = len(data_seeds), proj.d
     w = torch.zeros(R, d, device=device, requires_grad=True)
@@ -78,7 +83,7 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
     orders = None
     begin = time.perf_counter()
     model.train()
-    for step in range(spec.steps):
+    for step in tqdm(range(spec.steps), desc=label, disable=label is None, mininterval=5.0, unit="step"):
         epoch, within = divmod(step, spe)
         if orders is None or within == 0:
             orders = torch.stack([torch.randperm(n, generator=data_generator(s, epoch)) for s in data_seeds]).to(device)
@@ -139,14 +144,15 @@ def runs_that_fit(kind: str, D: int, d: int, device: torch.device, share: float 
 
 def train_split(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_buffers: torch.Tensor,
                 kind: str, d: int, make_projection, data_seeds: list[int], spec: SubspaceTrain,
-                evaluate: bool = True, max_runs: int | None = None) -> Result:
+                evaluate: bool = True, max_runs: int | None = None, label: str | None = None) -> Result:
     """`train` for every seed, in batches of as many runs as fit (`runs_that_fit`, or `max_runs`): a batch that
     runs out of GPU memory anyway is halved and retried, so a sweep never fails for memory. Each run depends
     only on its own seed, so the split changes no result. `make_projection(seeds)` builds a batch's P."""
     fit = max_runs or runs_that_fit(kind, len(anchor), d, anchor.device)
 
     def run(seeds: list[int]) -> list[tuple]:  # (w, metrics, share of the batch's seconds) per run
-        r = train(model, data, anchor, anchor_buffers, make_projection(seeds), seeds, spec, evaluate)
+        r = train(model, data, anchor, anchor_buffers, make_projection(seeds), seeds, spec, evaluate,
+                  label=label and f"{label} ({len(seeds)} runs)")
         return [(w, m, r.seconds / len(seeds)) for w, m in zip(r.w, r.metrics)]
 
     done, batch = in_batches(data_seeds, run, anchor.device, fit)
@@ -211,8 +217,6 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
     configured ones (a refinement round).
 
     Returns (rows of the `subspace` table, {d: w [R, d]}, attrs)."""
-    from tqdm import tqdm
-
     from sublevel import models
     from sublevel.training import build_model
 
@@ -232,9 +236,10 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
         basis = lottery_basis(all_params, max(dims)).to(device) if dims else None
     at_anchor = anchor_metrics(model, data, anchor, anchor_buffers, exp.train.eval_batch_size)
     rows, coords = [], {}
-    for d in tqdm(dims, desc=f"{exp.name} {kind} t={t}", disable=not progress, unit="d"):
+    for i, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
         pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
-        result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, seeds, spec)
+        result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, seeds, spec,
+                             label=f"{exp.name} {kind} t={t} d={d} [{i + 1}/{len(dims)}]" if progress else None)
         coords[d] = result.w.cpu()
         for seed, m in zip(seeds, result.metrics):
             rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind=kind,
