@@ -9,8 +9,8 @@ the official archives unpack and where torchvision puts them (it downloads the s
   `fashion_mnist/` or the root itself;
 * SVHN: `train_32x32.mat` and `test_32x32.mat` (MATLAB files; label 10 is the digit 0).
 
-The CIFAR files are Python pickles: they are read with an unpickler that builds only NumPy arrays and
-plain containers, so a file that is not what it claims cannot run code.
+The CIFAR files (and MNIST's mnist.pkl.gz) are Python pickles: they are read with an unpickler that builds
+only NumPy arrays and plain containers, so a file that is not what it claims cannot run code.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class _ArraysOnly(pickle.Unpickler):
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
                ("_codecs", "encode")}  # bytes in a protocol-2 pickle written by Python 3: str -> bytes only
 
     def find_class(self, module: str, name: str):
@@ -40,8 +41,9 @@ class _ArraysOnly(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _unpickle(data: bytes) -> dict:
-    return _ArraysOnly(io.BytesIO(data), encoding="bytes").load()
+def unpickle_arrays(data: bytes, encoding: str = "bytes"):
+    """A pickle of NumPy arrays in plain containers (the CIFAR batches, mnist.pkl.gz); anything else refused."""
+    return _ArraysOnly(io.BytesIO(data), encoding=encoding).load()
 
 
 def _cifar_members(root: Path, folder: str, archive: str, names: list[str]) -> list[bytes]:
@@ -56,7 +58,7 @@ def _cifar_members(root: Path, folder: str, archive: str, names: list[str]) -> l
 
 
 def _cifar_arrays(batches: list[bytes], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
-    parts = [_unpickle(b) for b in batches]
+    parts = [unpickle_arrays(b) for b in batches]
     x = np.concatenate([np.asarray(p[b"data"], dtype=np.uint8) for p in parts]).reshape(-1, 3, 32, 32)
     y = np.concatenate([np.asarray(p[label_key], dtype=np.int64) for p in parts])
     return x, y

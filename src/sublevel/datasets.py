@@ -74,7 +74,7 @@ def digits(root: Path, download: bool, **_) -> dict:
 def mnist_from_pickle(path: Path) -> dict:
     """The classic mnist.pkl.gz ((train), (valid), (test)) of floats k/256 -> 60,000 + 10,000 uint8 images."""
     with gzip.open(path, "rb") as f:
-        (xa, ya), (xb, yb), (xt, yt) = pickle.load(f, encoding="latin1")
+        (xa, ya), (xb, yb), (xt, yt) = archives.unpickle_arrays(f.read(), encoding="latin1")
     to_u8 = lambda a: np.clip(np.rint(np.asarray(a) * 256), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
     return dict(x_train=to_u8(np.concatenate([xa, xb])), y_train=np.concatenate([ya, yb]), x_test=to_u8(xt),
                 y_test=np.asarray(yt), scale=1 / 255, num_classes=10,
