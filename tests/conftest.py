@@ -65,6 +65,26 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None,
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
+JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$", re.MULTILINE)
+
+
+def jobs_of(run: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a snakemake run ran (or with -n would run), in the order printed."""
+    text = run.stdout + run.stderr
+    heads = list(JOB_HEADER.finditer(text))
+    jobs = []
+    for head, after in zip(heads, [*heads[1:], None]):
+        block = text[head.end():after.start() if after else len(text)]
+        w = re.search(r"^    wildcards: (.*)$", block, re.MULTILINE)
+        jobs.append((head.group(1), w.group(1) if w else ""))
+    return jobs
+
+
+def rules_of(run: subprocess.CompletedProcess) -> list[str]:
+    """The rule of every job a snakemake run ran (or with -n would run), one entry per job."""
+    return [rule for rule, _ in jobs_of(run)]
+
+
 def config_file(tmp_path: Path, **extra_experiments) -> Path:
     cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     cfg["experiments"].update(extra_experiments)
@@ -110,7 +130,7 @@ def smoke_run(tmp_path_factory):
     assert not (work / paths.table("threshold", experiment="smoke")).exists()
     done = snakemake(work, configfile=cfg)
     assert done.returncode == 0, done.stderr[-3000:]
-    ran = set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", done.stdout + done.stderr, re.MULTILINE))
+    ran = set(rules_of(done))
     assert ran == {"analyse_subspace", "figure", "export", "all"}  # compute_all left no network job undone
     return work, cfg
 

@@ -5,7 +5,6 @@ never a traceback, and the next run rebuilds exactly what is missing."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sublevel import catalog, imp, paths, storage
-from conftest import ROOT, snakemake
+from conftest import ROOT, jobs_of, rules_of, snakemake
 
 BIN = Path(sys.executable).parent
 SKIPPED = {"imp", "barrier", "subspace", "hessian", "scores", "success", "threshold"}
@@ -23,11 +22,6 @@ SKIPPED = {"imp", "barrier", "subspace", "hessian", "scores", "success", "thresh
 
 def sublevel(*args: str, root: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "sublevel"), *args, "--root", str(root)], capture_output=True, text=True)
-
-
-def planned(run: subprocess.CompletedProcess) -> list[str]:
-    """The rules a snakemake run ran (or with -n would run), one entry per job."""
-    return re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", run.stdout + run.stderr, re.MULTILINE)
 
 
 @pytest.mark.slow
@@ -54,7 +48,7 @@ def test_a_deleted_refinement_plan_is_rebuilt_and_then_nothing_is_left(smoke_cop
     plan.unlink()
     run = snakemake(work, configfile=cfg)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "refine_plan" in planned(run) and plan.read_text() == want
+    assert "refine_plan" in rules_of(run) and plan.read_text() == want
     assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout
 
 
@@ -83,7 +77,7 @@ def test_check_results_names_the_damage_and_fix_makes_the_next_run_rebuild_it(sm
 
     rebuilt = snakemake(work, configfile=cfg)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    assert "subspace_sweep" in planned(rebuilt) and "train_dense" not in planned(rebuilt)
+    assert "subspace_sweep" in rules_of(rebuilt) and "train_dense" not in rules_of(rebuilt)
     assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout
     assert "no damage" in sublevel("check-results", root=work).stdout
 
@@ -94,7 +88,7 @@ def test_check_results_names_the_damage_and_fix_makes_the_next_run_rebuild_it(sm
     assert str(paths.trajectory("smoke", 1)) in sublevel("check-results", root=work).stdout
     assert sublevel("check-results", "--fix", root=work).returncode == 0
     plan = snakemake(work, "-n", configfile=cfg)
-    assert planned(plan).count("train_dense") == 1 and "wildcards: experiment=smoke, seed=1\n" in plan.stdout
+    assert [j for j in jobs_of(plan) if j[0] == "train_dense"] == [("train_dense", "experiment=smoke, seed=1")]
 
 
 @pytest.mark.slow
@@ -122,6 +116,6 @@ def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smo
     assert snakemake(work, "--unlock", configfile=cfg).returncode == 0
     rerun = snakemake(work, configfile=cfg)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "imp_level_smoke" in planned(rerun) and "train_dense" not in planned(rerun)
+    assert "imp_level_smoke" in rules_of(rerun) and "train_dense" not in rules_of(rerun)
     assert {name: catalog.query(sql, work).rows() for name, sql in tables.items()} == want
     assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout

@@ -4,12 +4,11 @@ not what decides which other jobs exist. Counted on `snakemake -n` over the fini
 from __future__ import annotations
 
 import copy
-import re
 
 import pytest
 import yaml
 
-from conftest import snakemake
+from conftest import jobs_of, snakemake
 
 # Jobs that only read tables: rerun whenever what they summarise grows
 ANALYSIS = {"refine_plan", "sweep_summary", "subspace_tickets", "analyse_subspace", "figure", "export", "all"}
@@ -21,12 +20,7 @@ def planned_jobs(work, cfg: dict, tmp_path) -> list[tuple[str, str]]:
     path.write_text(yaml.safe_dump(cfg))
     dry = snakemake(work, "-n", configfile=path)
     assert dry.returncode == 0, dry.stderr[-3000:]
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) \w+:\n)", dry.stdout):
-        if m := re.match(r"(?:local)?(?:rule|checkpoint) (\w+):\n", block):
-            w = re.search(r"^    wildcards: (.*)$", block, re.MULTILINE)
-            jobs.append((m.group(1), w.group(1) if w else ""))
-    return jobs
+    return jobs_of(dry)
 
 
 def grown(base: dict, change) -> dict:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sublevel import paths, schema, storage
 
@@ -78,13 +77,13 @@ def scan(root: Path | None = None) -> Scan:
         files[name] = []
         for f in sorted((paths.tables_dir(root) / name).rglob("*.parquet")):
             try:
-                meta = pq.read_metadata(f).metadata or {}
-            except (pa.ArrowException, OSError) as e:
-                damaged.append((f, f"{type(e).__name__}: {e}"))
+                reason = storage.table_skip_reason(f)
+            except storage.CorruptFile as e:
+                damaged.append((f, f"{type(e.__cause__).__name__}: {e.__cause__}"))
                 continue
             files[name].append(f)
-            if reason := meta.get(storage.SKIPPED_KEY.encode()):
-                skipped.append((name, f, reason.decode()))
+            if reason:
+                skipped.append((name, f, reason))
     return Scan(root, files, damaged, skipped)
 
 

@@ -90,12 +90,20 @@ def write_skipped_table(name: str, path: str | Path, reason: str) -> None:
         pq.write_table(table, tmp)
 
 
+def table_skip_reason(path: str | Path) -> str | None:
+    """The reason a skipped table records (read from the file's footer alone), or None; CorruptFile when the
+    footer does not parse."""
+    try:
+        meta = pq.read_metadata(path).metadata or {}
+    except (pa.ArrowException, OSError) as e:
+        raise _corrupt("Parquet file", path, e) from e
+    reason = meta.get(SKIPPED_KEY.encode())
+    return reason.decode() if reason else None
+
+
 def skip_reason(files: list[str | Path]) -> str | None:
     """The reason the first skipped table among `files` records, or None when none was skipped."""
-    for f in files:
-        if reason := (read_parquet(f).schema.metadata or {}).get(SKIPPED_KEY.encode()):
-            return reason.decode()
-    return None
+    return next((reason for f in files if (reason := table_skip_reason(f))), None)
 
 
 def write_skipped_store(path: str | Path, reason: str) -> None:
