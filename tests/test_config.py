@@ -137,9 +137,13 @@ def test_the_dense_stage_does_not_see_imp_settings_but_keeps_the_rewind_checkpoi
 def test_each_stage_sees_only_its_own_section():
     base = {"rewind": 7}
     a = make_experiment(imp=base, subspace={"dims": [4], "kinds": ["random"]})
-    b = make_experiment(imp=base, subspace={"dims": [8], "kinds": ["random"]})
+    b = make_experiment(imp=base, subspace={"dims": [4], "kinds": ["random"], "lr": 0.5})
     assert a.for_stage("imp").to_json() == b.for_stage("imp").to_json()        # sweeps do not rerun IMP
     assert a.for_stage("subspace").to_json() != b.for_stage("subspace").to_json()
+    # which d exist is not what one sweep job computes (its d is a wildcard): more dims plan only new jobs
+    more = make_experiment(imp=base, subspace={"dims": [4, 8], "kinds": ["random"]})
+    assert more.for_stage("subspace").to_json() == a.for_stage("subspace").to_json()
+    assert more.for_stage("analysis").to_json() != a.for_stage("analysis").to_json()
     assert a.for_stage("subspace").imp is None and a.for_stage("imp").subspace is None
     assert 7 in Schedule.resolve(a.for_stage("subspace"), 480).checkpoints
 

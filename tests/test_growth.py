@@ -38,7 +38,10 @@ def grown(base: dict, change) -> dict:
      {("train_dense", "experiment=smoke, seed=2"), ("hessian_dense", "experiment=smoke, seed=2"),
       ("scores", "experiment=smoke")}),
     ("a burn-in step", lambda e: e["subspace"].update(burnin=[5, 12]),
-     {("subspace_sweep", "experiment=smoke, kind=burnin, burnin_step=12, round=0")}),
+     {("subspace_sweep", f"experiment=smoke, kind=burnin, burnin_step=12, round=0, d={d}") for d in (2, 8, 32)}),
+    ("a sweep dimension", lambda e: e["subspace"].update(dims=[2, 8, 32, 64]),  # lottery: 64 > its directions
+     {("subspace_sweep", f"experiment=smoke, kind={k}, burnin_step={t}, round=0, d=64")
+      for k, t in (("random", 0), ("burnin", 5))}),
     ("a threshold", lambda e: e["subspace"].update(thresholds=[{"metric": "train_accuracy", "value": 0.6},
                                                                {"metric": "train_accuracy", "value": 0.3}]),
      set()),

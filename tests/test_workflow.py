@@ -93,14 +93,14 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     for name in ("imp_accuracy", "imp_barrier"):
         assert (work / paths.figure("smoke", name)).read_bytes()[:4] == b"\x89PNG"
 
-    # subspace sweeps: one job per (kind, t), every (d, seed) of smoke.yaml's sweep in it
+    # subspace sweeps: one job per (kind, t, d), every seed of smoke.yaml's sweep at that d in it
     got = con.execute("select kind, burnin_step, list(distinct d order by d), count(*) from subspace "
                       "where round = 0 group by all order by all").fetchall()
     assert got == [("burnin", 5, [2, 8, 32], 6), ("lottery", 0, [2], 2), ("random", 0, [2, 8, 32], 6),
                    ("ticket", 5, [538, 666, 826], 3)]  # IMP masks: 800, 640, 512 weights + 26 biases
     assert con.execute("select count(*) from subspace where train_accuracy is null").fetchall() == [(0,)]
-    sweep_log = (work / paths.log("subspace", "smoke", "random", 0, 0)).read_text()
-    assert re.search(r"smoke random t=0 d=32 \[3/3\] \(2 runs\): 100%.*20/20 .*step/s", sweep_log)  # per d
+    sweep_log = (work / paths.log("subspace", "smoke", "random", 0, 0, 32)).read_text()
+    assert re.search(r"smoke random t=0 d=32 \(2 runs\): 100%.*20/20 .*step/s", sweep_log)
     # a run is its coordinates + (seed, projection, d): rebuilt, it scores what the sweep recorded (dense P and
     # the lottery's basis here; Fastfood and another version's store: test_subspace)
     spec = Experiment.from_json(json.dumps(trajectory.read(work / paths.trajectory("smoke", 0)).attrs["spec"]))

@@ -152,9 +152,8 @@ def _subspace_sweep(args) -> None:
     from sublevel import storage, subspace, trajectory
 
     exp, device, data = _setup(args)
-    dims = json.loads(Path(args.dims_from).read_text())["dims"] if args.dims_from else None
     rows, coords, attrs = subspace.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
-                                         device, progress=not args.quiet, dims=dims, round=args.round)
+                                         args.dims, device, progress=not args.quiet, round=args.round)
     with storage.atomic_path(args.out) as tmp:
         group = zarr.open_group(tmp, mode="w", attributes=attrs)
         for d, w in coords.items():
@@ -185,7 +184,8 @@ def _sweep_summary(args) -> None:
 
     rows = storage.read_rows(args.tables)
     plans = [json.loads(Path(p).read_text()) for p in args.plans]
-    summary = {"rounds": len(args.tables), "dims": sorted({r["d"] for r in rows}), "runs": len(rows),
+    summary = {"rounds": 1 + sum(bool(p["dims"]) for p in plans), "dims": sorted({r["d"] for r in rows}),
+               "runs": len(rows),
                "final_plan": plans[-1] if plans else None}
     with storage.atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
@@ -560,15 +560,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--a", nargs="+", required=True, help="the level stores (instability) or level l-1 (imp_successive)")
     s.add_argument("--b", nargs="+", help="level l stores (imp_successive)")
 
-    s = job("subspace-sweep", "train every (d, seed) of one subspace kind and burn-in step", _subspace_sweep)
+    s = job("subspace-sweep", "train every seed of one subspace kind and burn-in step at the given dims",
+            _subspace_sweep)
     s.set_defaults(outputs={"out": "zarr", "table": "subspace"})
     s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
     s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
     s.add_argument("--trajectory", required=True, help="the dense run's trajectory")
     s.add_argument("--out", required=True, help="Zarr store of the trained coordinates")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
+    s.add_argument("--dims", type=int, nargs="+", required=True, help="the dimensions d to train")
     s.add_argument("--round", type=int, default=0, help="refinement round (0: the configured dims)")
-    s.add_argument("--dims-from", help="a refinement plan (JSON) whose dims this round trains")
     s.add_argument("--quiet", action="store_true")
 
     s = sub.add_parser("refine-plan", help="where the success rate crosses 1/2, and the dims to add next")

@@ -191,8 +191,8 @@ class SubspaceSpec:
     momentum: float
     steps: int
     batch_size: int
-    # kinds and burn-in steps decide which sweep jobs exist, dims what round 0 trains (a refinement round's
-    # come from its plan): absent from the specs of jobs they do not change (Experiment.for_stage)
+    # kinds, burn-in steps and dims decide which sweep jobs exist (one per kind, t and d; a refinement round's
+    # d comes from its plan): absent from the specs of jobs they do not change (Experiment.for_stage)
     kinds: tuple[str, ...] = ()
     dims: tuple[int, ...] = ()
     burnin: tuple[int | str, ...] = ()
@@ -209,6 +209,12 @@ class SubspaceSpec:
             dims = sorted({round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)})
         return cls(**dict(d, kinds=tuple(d.get("kinds", ())), dims=tuple(sorted(dims)),
                           burnin=tuple(d.get("burnin", ())), thresholds=tuple(d.get("thresholds", ()))))
+
+    def sweep_dims(self, kind: str, sched: "Schedule") -> list[int]:
+        """The configured dims one kind trains: a lottery subspace has at most as many directions as the
+        trajectory has displacements θ_s − θ_0 (T − 1 for T checkpoints), so larger d are left out."""
+        T = len(sched.checkpoints)
+        return [d for d in self.dims if kind != "lottery" or d < T]
 
     def anchors(self, sched: "Schedule") -> list[tuple[str, int]]:
         """(kind, t) of each sweep job: random and lottery at t = 0, burn-in at each t."""
@@ -247,20 +253,18 @@ class Experiment:
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
-    # stage -> the sections its jobs read. subspace: a round-0 sweep and the ticket rows; sweep_refined: a
-    # refinement round (its dims come from a plan file); refine: a refinement plan; tickets: IMP levels as
-    # axial subspaces (read from the imp tables)
-    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",), "sweep_refined": ("subspace",),
+    # stage -> the sections its jobs read. subspace: one sweep job (one d of one kind and t, its d a wildcard);
+    # refine: a refinement plan; tickets: IMP levels as axial subspaces (read from the imp tables)
+    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",),
                       "refine": ("subspace",), "analysis": ("subspace",), "hessian": ("hessian",),
                       "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "tickets": ()}
     # Keys that decide which jobs exist, or reach a job as an option or an input file of its own, not what
     # one job computes: no job's spec holds them, so growing them (more levels, seeds, baselines, burn-in
-    # steps) plans only the new jobs. config.stage_specs keeps them for DVC, whose stages run every job.
-    JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability"), "subspace": ("kinds", "burnin")}
+    # steps, dims) plans only the new jobs. config.stage_specs keeps them for DVC, whose stages run every job.
+    JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability"), "subspace": ("kinds", "burnin", "dims")}
     # subspace keys each subspace stage does not read
-    SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"),
-                       "sweep_refined": ("thresholds", "bootstrap", "refine", "dims"),
-                       "refine": ("thresholds", "bootstrap", "dims"), "analysis": ()}
+    SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
+                       "analysis": ()}
 
     def for_stage(self, stage: str) -> "Experiment":
         """The experiment as one stage's jobs see it: without the other stages' sections and the keys no job
@@ -372,7 +376,7 @@ MAX_PARAMS = 2**31 - 1  # a sanity bound, not a kernel's: θ alone is then 8 GiB
 # IMP level and ensemble member holds another copy; the seed papers' networks have D < 10^6 (ResNet-20: 0.27 M)
 
 # DVC stage -> the Snakemake stages whose specs decide its jobs (Experiment.for_stage)
-DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace", "sweep_refined", "refine"),
+DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace", "refine"),
               "analysis": ("analysis", "hessian", "hessian_imp")}
 
 
@@ -385,7 +389,7 @@ def stage_specs(config: dict[str, Any]) -> dict[str, dict]:
         for name in sorted(config["experiments"]):
             exp = experiment(config, name)
             present = {"dense": True, "scores": "scores" in exp.raw, "imp": exp.imp is not None,
-                       "subspace": exp.subspace is not None, "sweep_refined": exp.subspace is not None,
+                       "subspace": exp.subspace is not None,
                        "refine": exp.subspace is not None, "analysis": exp.subspace is not None,
                        "hessian": "hessian" in exp.raw, "hessian_imp": "hessian" in exp.raw and exp.imp is not None}
             parts = {s: json.loads(exp.for_stage(s).to_json()) for s in stages if present[s]}

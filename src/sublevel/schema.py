@@ -89,8 +89,8 @@ BARRIER = _table(
 
 
 SUBSPACE = _table(
-    "subspace", ("experiment", "kind", "burnin_step", "round"),
-    "Subspace training runs θ_t + P·w (final values), and IMP tickets as axial subspaces.",
+    "subspace", ("experiment", "kind", "burnin_step", "round", "d"),
+    "Subspace training runs θ_t + P·w (final values), one file per d; IMP tickets as axial subspaces, one file.",
     ("experiment", pa.string()),
     ("dataset", pa.string()),
     ("model", pa.string()),

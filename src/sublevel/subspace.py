@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
-from sublevel import projections
+from sublevel import projections, storage
 from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
 from sublevel.projections import Projection
@@ -185,17 +185,18 @@ def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, ro
     """(θ [R, D], seeds): the final parameters θ_t + P w of a sweep's runs at dimension d, from the stored
     coordinates w_<d>, the store's attrs and the dense trajectory it was anchored on: P is regenerated, so a
     store written under another `projections.VERSION` is refused rather than rebuilt wrongly."""
-    from sublevel import paths, storage, trajectory
+    from sublevel import paths, trajectory
 
     root = Path() if root is None else Path(root)
-    path = root / paths.sweep_store(experiment, kind, burnin_step, round)
+    path = root / paths.sweep_store(experiment, kind, burnin_step, round, d)
+    if not path.exists():
+        stored = sorted(int(p.name[2:-5]) for p in path.parent.glob("d=*.zarr"))
+        raise KeyError(f"no d = {d} in {path.parent}; stored: {stored}")
     store = storage.open_group(path, "sweep")
     a = store.attrs.asdict()
     if a.get("projections_version") != projections.VERSION:
         raise ValueError(f"{path} was written with projections version {a.get('projections_version')}; this "
                          f"code regenerates version {projections.VERSION}: rerun the sweep (snakemake does)")
-    if f"w_{d}" not in store:
-        raise KeyError(f"no d = {d} in {path}; stored: {sorted(int(k[2:]) for k in store.array_keys())}")
     traj = trajectory.read(root / paths.trajectory(experiment, a["dense_seed"]))
     basis = lottery_basis(torch.from_numpy(traj.params()), d).to(device) if kind == "lottery" else None
     _, make = projection_maker(kind, a["projection"], a["D"], d, basis, device)
@@ -211,10 +212,10 @@ def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
     return Vh[:d].T.float()
 
 
-def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = True, dims: list[int] | None = None,
+def sweep(exp, data: Dataset, traj, kind: str, t: int, dims: list[int], device, progress: bool = True,
           round: int = 0):
-    """One sweep job: every (d, seed) point of one (kind, t), R = seeds runs at a time; `dims` overrides the
-    configured ones (a refinement round).
+    """Every (d, seed) point of one (kind, t) at the given dims, R = seeds runs at a time (the workflow's jobs
+    train one d each: growing the configured dims then plans only the new d).
 
     Returns (rows of the `subspace` table, {d: w [R, d]}, attrs)."""
     from sublevel import models
@@ -228,18 +229,23 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, device, progress: bool = 
     seeds = list(range(sub.seeds))
     spec = SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size,
                          sub.compile)
-    dims = list(sub.dims if dims is None else dims)
     basis = None
     if kind == "lottery":
         all_params = torch.from_numpy(traj.params())
-        dims = [d for d in dims if d < len(all_params)]
-        basis = lottery_basis(all_params, max(dims)).to(device) if dims else None
+        if too_many := [d for d in dims if d >= len(all_params)]:
+            why = (f"lottery d = {too_many}: the trajectory {traj.path} holds {len(all_params)} checkpoints, "
+                   f"{len(all_params) - 1} directions")
+            if traj.attrs.get("diverged"):
+                raise storage.Skipped(f"{why} (its dense run diverged)")
+            raise ValueError(why)
+        basis = lottery_basis(all_params, max(dims)).to(device)
     at_anchor = anchor_metrics(model, data, anchor, anchor_buffers, exp.train.eval_batch_size)
     rows, coords = [], {}
     for i, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
         pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
+        label = f"{exp.name} {kind} t={t} d={d}" + (f" [{i + 1}/{len(dims)}]" if len(dims) > 1 else "")
         result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, seeds, spec,
-                             label=f"{exp.name} {kind} t={t} d={d} [{i + 1}/{len(dims)}]" if progress else None)
+                             label=label if progress else None)
         coords[d] = result.w.cpu()
         for seed, m in zip(seeds, result.metrics):
             rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind=kind,

@@ -43,13 +43,6 @@ def spec_for(stage):
     return lambda wildcards: experiment(config, wildcards.experiment).for_stage(stage).to_json()
 
 
-def sweep_spec(wildcards):
-    """A sweep round's spec: round 0 trains the configured dims, a refinement round those of its plan (an
-    input), so a refinement round's spec leaves the configured dims out."""
-    stage = "subspace" if int(wildcards.round) == 0 else "sweep_refined"
-    return experiment(config, wildcards.experiment).for_stage(stage).to_json()
-
-
 def optional_flag(option, name):
     """A param function: [option, path, ...] when the named input (an optional one, [] or paths) is there, a
     list so that `{params.x:q}` quotes each word."""
@@ -204,13 +197,28 @@ def sweep_jobs(name):
     return experiment(config, name).subspace.anchors(schedule(name))
 
 
-def sweep_table(name, kind, t, round):
-    return paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round)
+def sweep_table(name, kind, t, round, d):
+    return paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round, d=d)
 
 
 def ticket_table(name):
-    """The experiment's IMP levels as axial subspaces (at the rewind step)."""
-    return str(sweep_table(name, "ticket", schedule(name).rewind, 0))
+    """The experiment's IMP levels as axial subspaces (at the rewind step), one file for every level."""
+    return str(paths.table("subspace", experiment=name, kind="ticket", burnin_step=schedule(name).rewind, round=0))
+
+
+def round_dims(e, k, t, round):
+    """The dims one round of a sweep trains: the configured ones at round 0, a refinement round those of the
+    previous round's plan (read through the refine_plan checkpoint)."""
+    if int(round) == 0:
+        return experiment(config, e).subspace.sweep_dims(k, schedule(e))
+    plan = checkpoints.refine_plan.get(experiment=e, kind=k, burnin_step=t, round=int(round) - 1).output.plan
+    with open(plan) as f:
+        return json.load(f)["dims"]
+
+
+def round_tables(e, k, t, round):
+    """The tables of one round of a sweep, one per d."""
+    return [str(sweep_table(e, k, t, round, d)) for d in round_dims(e, k, t, round)]
 
 
 def previous_plan(wildcards):
@@ -224,14 +232,13 @@ def sweep_rounds(wildcards):
 def rounds_of(e, k, t):
     """Every round of one sweep, and the plans between them: round 0, then one more while the previous plan
     adds dims. Reading a plan goes through the refine_plan checkpoint, so Snakemake re-plans the DAG then."""
-    tables, plans = [str(sweep_table(e, k, t, 0))], []
+    tables, plans = round_tables(e, k, t, 0), []
     if experiment(config, e).subspace.refine:
         while True:
             plans.append(checkpoints.refine_plan.get(experiment=e, kind=k, burnin_step=t, round=len(plans)).output.plan)
-            with open(plans[-1]) as f:
-                if not json.load(f)["dims"]:
-                    break
-            tables.append(str(sweep_table(e, k, t, len(plans))))
+            if not (more := round_tables(e, k, t, len(plans))):
+                break
+            tables += more
     return {"tables": tables, "plans": plans}
 
 

@@ -1,8 +1,8 @@
-# Stage 4: subspace sweeps. One job per (experiment, kind, burn-in step, round) trains every (d, seed) point
-# of that round, the seeds of each d together in one vmapped batch. Round 0 trains the configured dims; a
-# checkpoint then reads all rounds so far and plans the next one around the success transition. The plans,
-# ticket rows and summaries only read tables, for seconds: local rules, which a cluster executor runs where
-# Snakemake runs instead of queueing each (on the critical path between sweep rounds).
+# Stage 4: subspace sweeps. One job per (experiment, kind, burn-in step, round, d) trains the seeds of that
+# point together in one vmapped batch, so adding dims to a finished sweep trains only the new d. Round 0
+# trains the configured dims; a checkpoint then reads all rounds so far and plans the next one around the
+# success transition. The plans, ticket rows and summaries only read tables, for seconds: local rules, which a
+# cluster executor runs where Snakemake runs instead of queueing each (on the critical path between rounds).
 
 
 rule subspace_sweep:
@@ -11,18 +11,18 @@ rule subspace_sweep:
         trajectory=sweep_trajectory,
         plan=lambda w: [previous_plan(w)] if int(w.round) > 0 else [],
     output:
-        store=directory(str(paths.sweep_store("{experiment}", "{kind}", "{burnin_step}", "{round}"))),
-        table=str(sweep_table("{experiment}", "{kind}", "{burnin_step}", "{round}")),
+        store=directory(str(paths.sweep_store("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}"))),
+        table=str(sweep_table("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}")),
     log:
-        str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "{round}")),
+        str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}")),
     wildcard_constraints:
         kind="random|burnin|lottery",
         burnin_step=r"\d+",
         round=r"\d+",
+        d=r"\d+",
     params:
-        spec=sweep_spec,
+        spec=spec_for("subspace"),
         device=config["device"],
-        dims=optional_flag("--dims-from", "plan"),
         projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
     threads: config["threads"]
     resources:
@@ -31,16 +31,16 @@ rule subspace_sweep:
         "../envs/sublevel.yaml"
     shell:
         "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind:q}"
-        " --burnin-step {wildcards.burnin_step:q} --round {wildcards.round:q} {params.dims:q} --data {input.data:q}"
-        " --trajectory {input.trajectory:q} --out {output.store:q} --table {output.table:q} --device {params.device:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --burnin-step {wildcards.burnin_step:q} --round {wildcards.round:q} --dims {wildcards.d:q}"
+        " --data {input.data:q} --trajectory {input.trajectory:q} --out {output.store:q} --table {output.table:q}"
+        " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 checkpoint refine_plan:
     localrule: True
     input:
         trajectory=sweep_trajectory,
-        tables=lambda w: [sweep_table(w.experiment, w.kind, w.burnin_step, r) for r in range(int(w.round) + 1)],
+        tables=lambda w: [f for r in range(int(w.round) + 1) for f in round_tables(w.experiment, w.kind, w.burnin_step, r)],
     output:
         plan=str(paths.refine_plan("{experiment}", "{kind}", "{burnin_step}", "{round}")),
     log:
@@ -64,7 +64,7 @@ rule subspace_tickets:
     input:
         imp=lambda w: [f for f in imp_tables(w.experiment)["imp"] if "stage=imp" in f],
     output:
-        table=str(sweep_table("{experiment}", "ticket", "{burnin_step}", 0)),
+        table=str(paths.table("subspace", experiment="{experiment}", kind="ticket", burnin_step="{burnin_step}", round=0)),
     log:
         str(paths.log("subspace", "{experiment}", "ticket", "{burnin_step}")),
     params:
