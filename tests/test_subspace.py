@@ -158,6 +158,20 @@ def test_lottery_basis_is_orthonormal_and_spans_the_trajectory():
     assert torch.allclose((disp @ V) @ V.T, disp, atol=1e-4)
 
 
+
+def test_a_lottery_projection_is_one_shared_basis_whose_columns_are_the_top_directions():
+    torch.manual_seed(0)
+    basis = subspace.lottery_basis(torch.randn(9, 300), 8)
+    pkind, make = subspace.projection_maker("lottery", "auto", 300, 5, basis, torch.device("cpu"))
+    proj = make([0, 1, 2])
+    assert pkind == "pca" and proj.tensors["P"].shape == (300, 5)  # one P, not one copy per run
+    assert torch.equal(proj.columns()[0], basis[:, :5])
+    w = torch.randn(3, 5, requires_grad=True)
+    out = proj(w)
+    assert torch.allclose(out, torch.stack([basis[:, :5] @ w[r] for r in range(3)]), atol=1e-6)
+    out.sum().backward()  # each run's gradient is its own: Pᵀ 1
+    assert torch.allclose(w.grad, (basis[:, :5].sum(0)).expand(3, -1), atol=1e-5)
+
 @pytest.mark.parametrize("sub, message", [
     ({"dims": [0]}, "dims"),
     ({"dims": [827]}, "d = 827 exceeds D = 826"),

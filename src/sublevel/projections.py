@@ -107,7 +107,8 @@ class _Spread(torch.autograd.Function):
 
 @dataclass
 class Projection:
-    """R projections of one kind and dimension d into R^D; `__call__` maps w [R, d] -> P w [R, D]."""
+    """R projections of one kind and dimension d into R^D; `__call__` maps w [R, d] -> P w [R, D]. A dense P
+    is [R, D, d], or [D, d] when every run shares it (a lottery subspace's basis): one GEMM for all runs."""
 
     kind: str
     D: int
@@ -120,6 +121,8 @@ class Projection:
             return w
         if self.kind == "dense":
             P = t["P"]
+            if P.dim() == 2:
+                return w @ P.T
             if P[0].numel() >= LARGE_DENSE:  # one mat-vec per run: batched GEMV on huge P copies it transposed
                 return torch.stack([P[r] @ w[r] for r in range(len(P))])
             return torch.einsum("rDd,rd->rD", P, w)
@@ -134,7 +137,8 @@ class Projection:
     def columns(self) -> torch.Tensor:
         """The explicit [R, D, d] matrices (tests and small d only)."""
         eye = torch.eye(self.d)
-        R = next(iter(self.tensors.values())).shape[0] if self.tensors else 1
+        shared = self.kind == "dense" and self.tensors["P"].dim() == 2
+        R = next(iter(self.tensors.values())).shape[0] if self.tensors and not shared else 1
         return torch.stack([self(eye[j].expand(R, -1)) for j in range(self.d)], dim=-1)
 
 

@@ -25,6 +25,7 @@ from torch.func import vmap
 from sublevel import projections, storage
 from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
+from sublevel.optimizers import Optimizer
 from sublevel.projections import Projection
 from sublevel.training import compiled, data_generator, in_batches
 
@@ -65,10 +66,7 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
     device = anchor.device
     R, d = len(data_seeds), proj.d
     w = torch.zeros(R, d, device=device, requires_grad=True)
-    if spec.optimizer == "adam":  # fused: one kernel per step (see training.make_optimizer)
-        opt = torch.optim.Adam([w], lr=spec.lr, fused=True)
-    else:
-        opt = torch.optim.SGD([w], lr=spec.lr, momentum=spec.momentum, fused=True)
+    opt = Optimizer(spec.optimizer, [w], lr=spec.lr, momentum=spec.momentum)
     buffers = anchor_buffers.to(device).float().expand(R, -1).clone()
     forward = vmap(functional_forward(model), in_dims=(0, 0, 0))
 
@@ -176,7 +174,8 @@ def projection_maker(kind: str, setting: str, D: int, d: int, basis: torch.Tenso
     lottery subspace's directions."""
     pkind = projection_kind(kind, setting, D, d)
     if pkind == "pca":
-        return pkind, lambda ss: projections.Projection("dense", D, d, {"P": basis[:, :d].expand(len(ss), -1, -1)})
+        shared = basis[:, :d].contiguous()  # every run's P: one [R, d] x [d, D] product, no per-run copy
+        return pkind, lambda ss: projections.Projection("dense", D, d, {"P": shared})
     return pkind, lambda ss: projections.make(pkind, D, d, ss).to(device)
 
 

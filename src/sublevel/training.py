@@ -24,6 +24,7 @@ from tqdm import tqdm
 from sublevel import models
 from sublevel.config import Experiment, Schedule
 from sublevel.datasets import Dataset
+from sublevel.optimizers import Optimizer
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -55,14 +56,11 @@ def build_model(exp: Experiment, data: Dataset, init_seed: int, device: torch.de
     return models.build_spec(exp.model, data.in_shape, data.num_classes).to(device)
 
 
-def make_optimizer(exp: Experiment, parameters) -> torch.optim.Optimizer:
-    """The configured optimiser, fused: one kernel per step updates every parameter (PyTorch's default issues
-    one per arithmetic op, each a pass over all parameters and state; same update up to rounding)."""
+def make_optimizer(exp: Experiment, parameters) -> Optimizer:
+    """The configured optimiser (sublevel.optimizers: torch's fused update without the class's start-up)."""
     t = exp.train
-    if t.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=True)
-    return torch.optim.SGD(parameters, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
-                           weight_decay=t.weight_decay, fused=True)
+    return Optimizer(t.optimizer, parameters, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, betas=t.betas,
+                     weight_decay=t.weight_decay)
 
 
 def autocast(exp: Experiment, device: torch.device):

@@ -1,0 +1,65 @@
+"""SGD and Adam for every training loop: PyTorch's own fused update functions (`torch.optim.sgd.sgd`,
+`torch.optim.adam.adam`, the functions `torch.optim.SGD` and `Adam` call) behind the part of the optimiser
+interface the loops use: `param_groups[i]["lr"]`, `state[p]`, `zero_grad`, `step`.
+
+Why not the classes themselves: building one imports torch._dynamo (`Optimizer.add_param_group` is wrapped in
+`torch._disable_dynamo`), 1.1–1.6 s on a CPU core, and every job pays it once; a sweep that runs one job per
+dimension pays it per dimension. The update is the same call with the same arguments and the same state
+(a test checks each against its class, step for step). Fused: one kernel per step updates every parameter
+(PyTorch's default issues one per arithmetic op, each a pass over all parameters and state).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
+
+KINDS = ("sgd", "adam")  # the config schema's train.optimizer and subspace.optimizer
+
+
+class Optimizer:
+    """One parameter group trained by `kind`; state is created on the first step, as the classes do."""
+
+    def __init__(self, kind: str, params: Iterable[torch.Tensor], *, lr: float, momentum: float = 0.0,
+                 nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        if kind not in KINDS:
+            raise ValueError(f"optimizer {kind!r} is not one of {KINDS}")
+        self.kind = kind
+        self.params = list(params)
+        self.param_groups = [{"params": self.params, "lr": lr}]
+        self.momentum, self.nesterov, self.betas, self.eps, self.weight_decay = (
+            momentum, nesterov, tuple(betas), eps, weight_decay)
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {p: {} for p in self.params}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params = [p for p in self.params if p.grad is not None]
+        grads = [p.grad for p in params]
+        lr = self.param_groups[0]["lr"]
+        if self.kind == "sgd":
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            sgd(params, grads, buffers, fused=True, weight_decay=self.weight_decay, momentum=self.momentum,
+                lr=lr, dampening=0.0, nesterov=self.nesterov, maximize=False)
+            if self.momentum != 0:
+                for p, b in zip(params, buffers, strict=True):
+                    self.state[p]["momentum_buffer"] = b
+            return
+        for p in params:
+            if not self.state[p]:  # float32 step on the parameter's device: what the fused class keeps
+                self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                                 "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                 "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        st = [self.state[p] for p in params]
+        adam(params, grads, [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st], [], [s["step"] for s in st],
+             fused=True, amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=lr,
+             weight_decay=self.weight_decay, eps=self.eps, maximize=False)
