@@ -131,7 +131,7 @@ def smoke_run(tmp_path_factory):
     done = snakemake(work, configfile=cfg)
     assert done.returncode == 0, done.stderr[-3000:]
     ran = set(rules_of(done))
-    assert ran == {"analyse_subspace", "figure", "export", "all"}  # compute_all left no network job undone
+    assert ran == {"analyse_subspace", "figure", "export", "reproduction", "all"}  # compute_all left no network job undone
     return work, cfg
 
 

@@ -11,7 +11,8 @@ import yaml
 from conftest import jobs_of, snakemake
 
 # Jobs that only read tables: rerun whenever what they summarise grows
-ANALYSIS = {"refine_plan", "sweep_summary", "subspace_tickets", "analyse_subspace", "figure", "export", "all"}
+ANALYSIS = {"refine_plan", "sweep_summary", "subspace_tickets", "analyse_subspace", "figure", "export", "reproduction",
+            "all"}
 
 
 def planned_jobs(work, cfg: dict, tmp_path) -> list[tuple[str, str]]:

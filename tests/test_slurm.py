@@ -16,7 +16,7 @@ from sublevel import catalog
 ROOT = Path(__file__).resolve().parents[1]
 # Jobs that run no network and take seconds: they run where Snakemake runs instead of waiting in the queue.
 LOCAL_RULES = {"prepare_data", "refine_plan", "subspace_tickets", "sweep_summary", "analyse_subspace", "figure",
-               "export"}
+               "export", "reproduction"}
 QUERIES = {
     "train": "select experiment, seed, step, split, loss, accuracy from train order by all",
     "imp": "select method, level, seed, sparsity, test_accuracy from imp order by all",

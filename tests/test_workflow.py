@@ -51,12 +51,14 @@ def test_report_shows_every_figure_in_a_real_browser(smoke_run):
             assert b"<svg" in (work / paths.figure(exp, name, "svg")).read_bytes()[:2000]
     seen = browser.report_figures(report)
     want = {str(paths.figure(exp, name)) for exp, names in figures.items() for name in names}
-    assert set(seen) == want
+    assert set(seen) == want | {str(paths.REPRODUCTION)}
+    assert seen.pop(str(paths.REPRODUCTION))["caption"]  # the reproductions page: a table, not an image
     for path, figure in seen.items():
         assert figure["width"] > 100 and figure["height"] > 100, (path, figure)  # decoded, not a broken image
         assert figure["caption"], path
     app = browser.rendered_text(report)  # the report's own React app came up, with a category per experiment
     assert "Results" in app and "diet" in app and "smoke" in app and "degrees of freedom" in app
+    assert "Reproductions" in app
 
 
 @pytest.mark.slow

@@ -1,4 +1,6 @@
-"""DuckDB over every results table: one view per table in sublevel.schema, and `jobs` over Snakemake's records.
+"""DuckDB over every results table: one view per table in sublevel.schema, `jobs` over Snakemake's records, and
+`targets` and `reproduction`: the seed papers' published numbers and each measured from the views beside it
+(sublevel.reproduce).
 
 Views read results/tables/<table>/**/*.parquet with union_by_name, so files
 written by different versions of a job still line up by column name. A table
@@ -22,7 +24,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from sublevel import paths, schema, storage
+from sublevel import paths, reproduce, schema, storage
 
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
                pa.bool_(): "BOOLEAN", pa.int32(): "INTEGER"}
@@ -87,7 +89,8 @@ def scan(root: Path | None = None) -> Scan:
     return Scan(root, files, damaged, skipped)
 
 
-def view_statements(root: Path | Scan | None = None) -> list[str]:
+def view_statements(root: Path | Scan | None = None, targets: Path | None = None) -> list[str]:
+    """Every view's CREATE statement; `targets`: a targets CSV in place of the shipped one."""
     found = root if isinstance(root, Scan) else scan(root)
     stmts = []
     for name, table in schema.TABLES.items():
@@ -104,6 +107,7 @@ def view_statements(root: Path | Scan | None = None) -> list[str]:
     else:
         stmts.append(_empty_view("skipped", SKIPPED_COLUMNS))
     stmts.append(_jobs_statement(found.root))
+    stmts += reproduce.view_statements(reproduce.read_targets(targets))  # targets (shipped) and reproduction (each target measured, judged)
     return stmts
 
 
@@ -146,13 +150,13 @@ def _jobs_statement(root: Path) -> str:
             "WHERE NOT incomplete AND endtime IS NOT NULL GROUP BY rule, job_hash, log[1];")
 
 
-def open_catalog(root: Path | None = None) -> tuple[duckdb.DuckDBPyConnection, Scan]:
+def open_catalog(root: Path | None = None, targets: Path | None = None) -> tuple[duckdb.DuckDBPyConnection, Scan]:
     """An in-memory DuckDB with the views, locked to reading: file access only under the project's results/
     and Snakemake's records (DuckDB's allowed_directories with enable_external_access off), the
     configuration locked so no statement lifts that; and the scan, for its damaged and skipped files."""
     found = scan(root)
     con = duckdb.connect(":memory:")
-    for stmt in view_statements(found):
+    for stmt in view_statements(found, targets):
         con.execute(stmt)
     allowed = [str(found.root / d) + "/" for d in (paths.RESULTS, paths.SNAKEMAKE_METADATA)]
     con.execute(f"SET allowed_directories = [{', '.join(map(_quote, allowed))}]")
@@ -161,8 +165,8 @@ def open_catalog(root: Path | None = None) -> tuple[duckdb.DuckDBPyConnection, S
     return con, found
 
 
-def connect(root: Path | None = None) -> duckdb.DuckDBPyConnection:
-    return open_catalog(root)[0]
+def connect(root: Path | None = None, targets: Path | None = None) -> duckdb.DuckDBPyConnection:
+    return open_catalog(root, targets)[0]
 
 
 class QueryRefused(ValueError):

@@ -439,6 +439,34 @@ def _summary(args) -> None:
                 print(f"{titles[name]}\n{frame if frame.height else '(no rows yet)'}\n")
 
 
+def _reproduce(args) -> None:
+    """Every target beside what results/ measures (view `reproduction`); markdown: docs/results.md."""
+    from sublevel import catalog, paths, reproduce, storage
+
+    con, found = catalog.open_catalog(args.root, args.targets)
+    _say_damage(found)
+    frame = con.sql("select * from reproduction order by paper, target").pl()
+    if args.format == "table":
+        with _plain_tables():
+            print(frame.select("target", "experiment", "quantity", "published", "measured", "measured_lo",
+                               "measured_hi", "n_runs", "ratio", "status"))
+        return
+    if args.format == "markdown":
+        text = reproduce.markdown(frame, reproduce.header(found.root, con))
+    elif args.format == "csv":
+        text = frame.write_csv()
+    else:
+        text = frame.write_json() + "\n"
+    out = Path(args.out) if args.out else found.root / paths.RESULTS_PAGE if args.format == "markdown" else None
+    if out is None:
+        sys.stdout.write(text)
+        return
+    with storage.atomic_path(out) as tmp:
+        tmp.write_text(text)
+    print(f"wrote {out}: {len(frame)} targets, " + ", ".join(
+        f"{n} {status}" for status, n in frame["status"].value_counts(sort=True).iter_rows()))
+
+
 def _export(args) -> None:
     """DVC's view of the results: metrics JSON and CSV curves (DVC reads no Parquet)."""
     from sublevel import catalog, storage
@@ -670,6 +698,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("sql")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(func=_query)
+
+    s = sub.add_parser("reproduce", parents=[results],
+                       help="the seed papers' published numbers beside what results/ measures (view reproduction)")
+    s.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table",
+                   help="markdown: write docs/results.md (or --out), commit and machine in its header")
+    s.add_argument("--out", help="the file to write (markdown's default: docs/results.md under the project; the "
+                                 "other formats print unless given one)")
+    s.add_argument("--targets", type=Path, help="a targets CSV in place of the shipped one (same columns)")
+    s.set_defaults(func=_reproduce)
 
     s = sub.add_parser("summary", help="the key numbers per experiment", parents=[results])
     s.set_defaults(func=_summary)

@@ -184,6 +184,28 @@ SCORES = _table(
     ("el2n_rank", pa.int64()),      # 0 = the easiest example at this step
 )
 
+# Shipped with the package, not written by a job: the seed papers' published numbers (sublevel.reproduce reads
+# targets.csv with these types; the catalog's `targets` and `reproduction` views are built from it).
+TARGETS = Table("targets", pa.schema([
+    ("target", pa.string()),          # unique id
+    ("paper", pa.string()),
+    ("source", pa.string()),          # where in the paper: table, figure, section
+    ("preset", pa.string()),          # the config file that reproduces it
+    ("experiment", pa.string()),      # the experiment in that preset whose rows measure it
+    ("quantity", pa.string()),        # one of sublevel.reproduce.MEASURES
+    ("kind", pa.string()),            # subspace kind, IMP method or barrier kind, as the quantity needs
+    ("burnin_step", pa.int64()),
+    ("metric", pa.string()),
+    ("threshold", pa.float64()),
+    ("level", pa.int64()),
+    ("published", pa.float64()),
+    ("tolerance", pa.float64()),      # null: the paper gives no spread to judge by
+    ("tolerance_type", pa.string()),  # ratio (max(m/p, p/m) <= tolerance) or absolute (|m - p| <= tolerance)
+    ("tolerance_basis", pa.string()),  # what the tolerance rests on: the paper's own spread or resolution
+    ("note", pa.string()),
+]), (), "The seed papers' published numbers, each with the experiment and quantity that reproduce it.")
+
+
 # Every figure (sublevel.figures) and the tables it is drawn from, in the order its function takes them.
 FIGURE_TABLES: dict[str, tuple[str, ...]] = {
     "imp_accuracy": ("imp",),

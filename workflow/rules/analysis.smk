@@ -1,7 +1,7 @@
 # Stage 5: analysis. Success probability P(d) and threshold dimension d*(ε) over every sweep round;
 # sharpness (top Hessian eigenvalues) at dense checkpoints and IMP levels; per-example data difficulty;
 # every figure (PNG for the report, SVG beside it). The rules that only read tables are local rules (see
-# subspace.smk): analyse_subspace, figure, export.
+# subspace.smk): analyse_subspace, figure, export, reproduction.
 
 
 rule analyse_subspace:
@@ -110,7 +110,7 @@ rule figure:
 rule export:
     localrule: True
     input:
-        tables=[f for f in dense_outputs() + imp_outputs() + analysis_outputs() if f.endswith(".parquet")],
+        tables=result_tables(),
     output:
         summary=str(paths.SUMMARY),
         plots=directory(str(paths.PLOTS)),
@@ -120,6 +120,21 @@ rule export:
         "../envs/sublevel.yaml"
     shell:
         "python -m sublevel export --root . --summary {output.summary:q} --plots {output.plots:q} > {log:q} 2>&1"
+
+
+rule reproduction:
+    localrule: True
+    input:
+        tables=result_tables(),
+        targets=str(paths.TARGETS),
+    output:
+        report(str(paths.REPRODUCTION), caption="../report/reproduction.rst", category="Reproductions"),
+    log:
+        str(paths.log("export", "reproduction")),
+    conda:
+        "../envs/sublevel.yaml"
+    shell:
+        "python -m sublevel reproduce --root . --format csv --out {output:q} > {log:q} 2>&1"
 
 
 rule analysis_all:

@@ -270,7 +270,12 @@ def analysis_outputs():
         if exp.subspace:
             out += [str(paths.table(t, experiment=name)) for t in ("success", "threshold")]
         out += hessian_tables(name) + figures_of(name)
-    return out + [str(paths.SUMMARY), str(paths.PLOTS)]
+    return out + [str(paths.SUMMARY), str(paths.PLOTS), str(paths.REPRODUCTION)]
+
+
+def result_tables():
+    """Every Parquet table a run writes: what the exports and the reproduction page read."""
+    return [f for f in dense_outputs() + imp_outputs() + analysis_outputs() if f.endswith(".parquet")]
 
 
 def subspace_outputs():

@@ -1,0 +1,222 @@
+"""The seed papers' published numbers beside what results/ measures.
+
+`targets.csv` (paths.TARGETS, shipped with the package, columns in schema.TARGETS) holds one published number a row: the
+paper and where in it, the preset and experiment that reproduce it, the quantity and its selectors, the
+value, and a tolerance with its basis (the spread the paper itself reports, or none). Each quantity has one
+SQL measure over the results views (MEASURES); the catalog's `reproduction` view is every target's measure,
+joined to its target and judged, so `sublevel reproduce` and `sublevel query "select * from reproduction"`
+give the same rows.
+
+Judging: a ratio tolerance r holds when max(measured / published, published / measured) ≤ r; an absolute one
+when |measured − published| ≤ tolerance. A target whose experiment has no rows is `not run`; a measure that
+is null (d* never reached, d_int90 not met at any tested d) is `not reached`; a threshold that is censored
+(P ≥ 1/2 at the smallest d, or the anchor already inside the sublevel set) is `censored`; a target without a
+tolerance is `no tolerance`, with its difference still shown.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv
+
+from sublevel import paths, schema
+
+# One measure per quantity: (measured, lo, hi, n, found, censored) for one target, from the views. `lo`/`hi`:
+# the measure's own interval (the bootstrap interval of d*; the seeds' range otherwise); n: runs or seeds
+# behind it; found: rows the selectors matched (0: not run). Placeholders are the target's columns.
+MEASURES: dict[str, str] = {
+    "d_int90": """
+        select cast(any_value(d_int90) as double), cast(null as double), cast(null as double),
+               any_value(n_seeds), count(*), cast(null as varchar)
+        from threshold where experiment = {experiment} and kind = {kind} and burnin_step = {burnin_step}""",
+    "d_star": """
+        select any_value(d_star), any_value(d_star_lo), any_value(d_star_hi), any_value(n_seeds), count(*),
+               any_value(censored)
+        from threshold where experiment = {experiment} and kind = {kind} and burnin_step = {burnin_step}
+          and metric = {metric} and threshold = {threshold}""",
+    "dense_test_accuracy": """
+        select avg(accuracy), min(accuracy), max(accuracy), count(*), count(*), cast(null as varchar)
+        from train t where experiment = {experiment} and split = 'test' and not diverged
+          and step = (select max(step) from train u where u.experiment = t.experiment and u.seed = t.seed)""",
+    "highest_matching_sparsity": """
+        with lvl as (select seed, sparsity, test_accuracy,
+                            first_value(test_accuracy) over (partition by seed order by level) as dense
+                     from imp where experiment = {experiment} and method = 'imp' and not diverged),
+             best as (select seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as s
+                      from lvl group by seed)
+        select avg(s), min(s), max(s), count(s), count(*), cast(null as varchar) from best""",
+    "imp_test_accuracy": """
+        select avg(test_accuracy), min(test_accuracy), max(test_accuracy), count(*), count(*),
+               cast(null as varchar)
+        from imp where experiment = {experiment} and method = {kind} and level = {level} and not diverged""",
+    "barrier": """
+        select avg(barrier), min(barrier), max(barrier), count(*), count(*), cast(null as varchar)
+        from barrier where experiment = {experiment} and kind = {kind} and level = {level} and split = 'test'""",
+}
+# What each quantity is, for the targets' readers (docs/results.md lists them).
+QUANTITIES = {
+    "d_int90": "Li et al.'s d_int90: the smallest tested d whose mean test accuracy reaches 0.9 x dense",
+    "d_star": "threshold training dimension d*(eps): P(d) crosses 1/2 (interval: bootstrap over seeds)",
+    "dense_test_accuracy": "final test accuracy of the dense runs (mean; interval: the seeds' range)",
+    "highest_matching_sparsity": "highest IMP sparsity within 1 point of the chain's dense test accuracy",
+    "imp_test_accuracy": "test accuracy at an IMP level of a method (kind column: imp or a baseline)",
+    "barrier": "test-error barrier at an IMP level (kind column: instability or imp_successive)",
+}
+STATUSES = ("within", "outside", "no tolerance", "not reached", "censored", "not run")
+TOLERANCE_TYPES = ("ratio", "absolute")
+
+
+def read_targets(path=None) -> pa.Table:
+    """The targets table (the shipped one unless `path`), typed by schema.TARGETS and checked: unique ids, a
+    known quantity, the selectors that quantity needs, a tolerance with a type and a basis."""
+    with open(paths.TARGETS if path is None else path, "rb") as f:
+        table = pa.csv.read_csv(f, convert_options=pa.csv.ConvertOptions(
+            column_types=schema.TARGETS.schema, strings_can_be_null=True))
+    if table.schema.names != schema.TARGETS.schema.names:
+        raise ValueError(f"targets: columns {table.schema.names}, expected {schema.TARGETS.schema.names}")
+    rows = table.to_pylist()
+    seen = set()
+    for r in rows:
+        where = f"targets: {r['target']!r}"
+        if r["target"] in seen:
+            raise ValueError(f"{where} appears twice")
+        seen.add(r["target"])
+        if r["quantity"] not in MEASURES:
+            raise ValueError(f"{where}: unknown quantity {r['quantity']!r}; known: {sorted(MEASURES)}")
+        if missing := [k for k in _selectors(r["quantity"]) if r[k] is None]:
+            raise ValueError(f"{where}: quantity {r['quantity']} needs {missing}")
+        if r["published"] is None or not math.isfinite(r["published"]):
+            raise ValueError(f"{where}: no published value")
+        if r["tolerance"] is not None and r["tolerance_type"] not in TOLERANCE_TYPES:
+            raise ValueError(f"{where}: tolerance_type must be one of {TOLERANCE_TYPES}")
+        if r["tolerance_type"] == "ratio" and r["tolerance"] is not None and r["tolerance"] < 1:
+            raise ValueError(f"{where}: a ratio tolerance is at least 1")
+        if not r["tolerance_basis"]:
+            raise ValueError(f"{where}: say what the tolerance rests on (or why there is none)")
+    return table
+
+
+def _selectors(quantity: str) -> list[str]:
+    return [k for k in ("experiment", "kind", "burnin_step", "metric", "threshold", "level")
+            if "{" + k + "}" in MEASURES[quantity]]
+
+
+def _literal(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+def view_statements(targets: pa.Table | None = None) -> list[str]:
+    """CREATE VIEW statements for `targets` (the table as shipped) and `reproduction` (every target measured
+    and judged), for the catalog's connection."""
+    targets = read_targets() if targets is None else targets
+    rows = targets.to_pylist()
+    cols = schema.TARGETS.schema
+    types = ", ".join(f"cast({c} as {_DUCK[str(cols.field(c).type)]}) as {c}" for c in cols.names)
+    if rows:
+        values = ", ".join("(" + ", ".join(_literal(r[c]) for c in cols.names) + ")" for r in rows)
+        targets_sql = f"select {types} from (values {values}) as t({', '.join(cols.names)})"
+        measured = " union all ".join(
+            f"select {_literal(r['target'])} as target, * from ("
+            + MEASURES[r["quantity"]].format(**{k: _literal(r[k]) for k in _selectors(r["quantity"])})
+            + ") as m(measured, measured_lo, measured_hi, n, found, censored)" for r in rows)
+    else:
+        targets_sql = f"select {types} from (select 1) where false"
+        measured = ("select cast(null as varchar) as target, cast(null as double) as measured, cast(null as double) "
+                    "as measured_lo, cast(null as double) as measured_hi, 0 as n, 0 as found, "
+                    "cast(null as varchar) as censored where false")
+    judged = f"""
+        select t.target, t.paper, t.source, t.preset, t.experiment, t.quantity, t.kind, t.burnin_step, t.metric,
+               t.threshold, t.level, t.published, m.measured, m.measured_lo, m.measured_hi, m.n as n_runs,
+               m.measured - t.published as difference, m.measured / t.published as ratio, t.tolerance,
+               t.tolerance_type,
+               case when m.found = 0 then 'not run'
+                    when m.censored is not null and m.censored <> 'none' then 'censored'
+                    when m.measured is null then 'not reached'
+                    when t.tolerance is null then 'no tolerance'
+                    when t.tolerance_type = 'ratio'
+                         and greatest(m.measured / t.published, t.published / m.measured) <= t.tolerance
+                         then 'within'
+                    when t.tolerance_type = 'absolute' and abs(m.measured - t.published) <= t.tolerance
+                         then 'within'
+                    else 'outside' end as status,
+               m.censored, t.tolerance_basis, t.note
+        from targets t join ({measured}) m using (target)"""
+    return [f"CREATE OR REPLACE VIEW targets AS {targets_sql};",
+            f"CREATE OR REPLACE VIEW reproduction AS {judged};"]
+
+
+_DUCK = {"string": "VARCHAR", "int64": "BIGINT", "double": "DOUBLE"}
+
+
+def markdown(frame, header: str) -> str:
+    """docs/results.md: `header`, then one table a paper, then what each quantity means."""
+    lines = [header, ""]
+    for paper in dict.fromkeys(frame["paper"].to_list()):
+        lines += [f"## {paper}", "", "| target | where | experiment | quantity | published | measured | interval "
+                  "| n | status | tolerance |", "|---|---|---|---|---:|---:|---|---:|---|---|"]
+        for r in frame.filter(frame["paper"] == paper).iter_rows(named=True):
+            interval = (f"[{_num(r['measured_lo'])}, {_num(r['measured_hi'])}]"
+                        if r["measured_lo"] is not None or r["measured_hi"] is not None else "")
+            tol = (f"x{r['tolerance']:g}" if r["tolerance_type"] == "ratio" else f"±{r['tolerance']:g}") \
+                if r["tolerance"] is not None else "none"
+            status = r["status"] + (f" ({r['censored']})" if r["status"] == "censored" else "")
+            if r["status"] in ("within", "outside", "no tolerance"):
+                status += f", {r['ratio']:.2f}x published"
+            lines.append(f"| {r['target']} | {r['source']} | {r['experiment']} | {r['quantity']} | "
+                         f"{_num(r['published'])} | {_num(r['measured'])} | {interval} | {r['n_runs'] or ''} | "
+                         f"{status} | {tol}: {r['tolerance_basis']} |")
+        lines.append("")
+    lines += ["Quantities:", ""] + [f"- `{q}`: {doc}" for q, doc in QUANTITIES.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _num(x) -> str:
+    if x is None:
+        return "–"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.4g}"
+
+
+
+
+def header(root: Path, con) -> str:
+    """What docs/results.md was made from: the commit, the machine the command ran on, and the devices the
+    results' own runs record (a GPU run's tables say so)."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "src", "workflow", "config", "Snakefile"):
+        commit += " with uncommitted changes to the code or configs"
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    devices = [r[0] for r in con.sql("select distinct device from train where device is not null order by 1").fetchall()]
+    return "\n".join([
+        "# Reproductions: the seed papers' numbers beside sublevel's",
+        "",
+        f"Made by `sublevel reproduce --format markdown` on {datetime.date.today().isoformat()} at commit {commit}, "
+        f"on {platform.system()} {cpu} ({os.cpu_count()} logical cores), from the results under {root.name}/results. "
+        f"Devices the dense runs record: {', '.join(devices) or 'none (no dense run in results/)'}.",
+        "",
+        "Each row is one published number (src/sublevel/targets.csv), measured by the SQL in sublevel.reproduce "
+        "from the results views; `sublevel query \"select * from reproduction\"` gives the same rows.",
+    ])

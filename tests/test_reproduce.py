@@ -1,0 +1,182 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sublevel import catalog, paths, reproduce, schema, storage
+
+COLUMNS = schema.TARGETS.schema.names
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "Snakefile").write_text("")
+    (tmp_path / "workflow").mkdir()
+    return tmp_path
+
+
+def write_rows(project, name, rows, **partitions):
+    """Rows of table `name` with every column the schema has (unset: null)."""
+    full = [{c: r.get(c) for c in schema.TABLES[name].schema.names} for r in rows]
+    storage.write_table(name, full, project / paths.table(name, **partitions))
+
+
+def target(**values):
+    base = dict(target="t", paper="P", source="Table 1", preset="config/x.yaml", experiment="e",
+                quantity="d_int90", kind="random", burnin_step=0, published=100.0, tolerance=1.5,
+                tolerance_type="ratio", tolerance_basis="the paper's spread")
+    return {c: {**base, **values}.get(c) for c in COLUMNS}
+
+
+def write_targets(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+    return path
+
+
+def test_the_shipped_targets_have_the_schema_and_pass_the_checks():
+    table = reproduce.read_targets()
+    assert table.schema.equals(schema.TARGETS.schema)
+    rows = table.to_pylist()
+    assert rows and len({r["target"] for r in rows}) == len(rows)
+    for r in rows:
+        assert r["quantity"] in reproduce.MEASURES and r["tolerance_basis"]
+        assert r["preset"].startswith("config/") and r["paper"] and r["source"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(quantity="accuracy"), "unknown quantity 'accuracy'"),
+    (dict(kind=None), r"needs \['kind'\]"),
+    (dict(quantity="d_star", metric="train_accuracy"), r"needs \['threshold'\]"),
+    (dict(tolerance_type="relative"), "tolerance_type must be one of"),
+    (dict(tolerance=0.5), "a ratio tolerance is at least 1"),
+    (dict(tolerance_basis=None), "say what the tolerance rests on"),
+    (dict(published=None), "no published value"),
+])
+def test_a_bad_target_is_refused_with_its_id(tmp_path, change, message):
+    path = write_targets(tmp_path / "targets.csv", [target(target="bad", **change)])
+    with pytest.raises(ValueError, match=f"'bad'.*{message}"):
+        reproduce.read_targets(path)
+
+
+def test_duplicate_ids_and_wrong_columns_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="appears twice"):
+        reproduce.read_targets(write_targets(tmp_path / "a.csv", [target(), target()]))
+    (tmp_path / "b.csv").write_text("target,paper\nx,y\n")
+    with pytest.raises(ValueError, match="columns"):
+        reproduce.read_targets(tmp_path / "b.csv")
+
+
+@pytest.fixture
+def measured(project, tmp_path):
+    """Synthetic results with known answers, and targets on them: one per status and per quantity."""
+    thr = dict(experiment="e", burnin_step=0, metric="test_accuracy", threshold=0.8, num_params=1000, n_seeds=5,
+               d_min=2, d_max=512, censored="none")
+    write_rows(project, "threshold", [
+        dict(thr, kind="random", d_star=300.0, d_star_lo=250.0, d_star_hi=380.0, d_int90=120),
+        dict(thr, kind="burnin", burnin_step=40, d_star=None, censored="anchor", anchor_value=0.85, d_int90=None),
+        dict(thr, kind="lottery", d_star=None, censored="above", d_int90=None),
+    ], experiment="e")
+    last = dict(experiment="e", split="test", diverged=False, device="cpu")
+    write_rows(project, "train", [dict(last, seed=0, step=100, accuracy=0.970), dict(last, seed=0, step=50, accuracy=0.5),
+                                  dict(last, seed=1, step=100, accuracy=0.975),
+                                  dict(last, seed=2, step=30, accuracy=0.1, diverged=True)], experiment="e", seed=0)
+    imp = dict(experiment="e", method="imp", diverged=False)
+    write_rows(project, "imp", [dict(imp, seed=0, level=0, sparsity=0.0, test_accuracy=0.980),
+                                dict(imp, seed=0, level=1, sparsity=0.2, test_accuracy=0.985),
+                                dict(imp, seed=0, level=2, sparsity=0.36, test_accuracy=0.975),
+                                dict(imp, seed=0, level=3, sparsity=0.488, test_accuracy=0.960),
+                                dict(imp, seed=1, level=0, sparsity=0.0, test_accuracy=0.980),
+                                dict(imp, seed=1, level=1, sparsity=0.2, test_accuracy=0.960),
+                                dict(imp, seed=1, level=2, sparsity=0.36, test_accuracy=0.965),
+                                dict(imp, seed=1, level=2, sparsity=0.36, test_accuracy=0.5, method="random_reinit")],
+               experiment="e", seed=0, stage="imp", level=0)
+    bar = dict(experiment="e", kind="instability", level=2, split="test")
+    write_rows(project, "barrier", [dict(bar, seed=0, barrier=0.10), dict(bar, seed=1, barrier=0.20),
+                                    dict(bar, seed=1, barrier=0.9, split="train")],
+               experiment="e", seed=0, kind="instability", level=2)
+    targets = [
+        target(target="dint_within", published=100.0),                                  # 120 / 100 = 1.2 <= 1.5
+        target(target="dint_outside", published=60.0),                                  # 120 / 60 = 2 > 1.5
+        target(target="dint_no_tol", published=290.0, tolerance=None, tolerance_type=None, tolerance_basis="none"),
+        target(target="dint_not_reached", kind="lottery"),
+        target(target="dstar", quantity="d_star", metric="test_accuracy", threshold=0.8, published=280.0,
+               tolerance=30.0, tolerance_type="absolute"),
+        target(target="dstar_anchor", quantity="d_star", kind="burnin", burnin_step=40, metric="test_accuracy",
+               threshold=0.8),
+        target(target="dense", quantity="dense_test_accuracy", kind=None, published=0.98, tolerance=0.005,
+               tolerance_type="absolute"),
+        target(target="matching", quantity="highest_matching_sparsity", kind=None, published=0.2, tolerance=0.05,
+               tolerance_type="absolute"),
+        target(target="imp_acc", quantity="imp_test_accuracy", kind="imp", level=2, published=0.97,
+               tolerance=0.01, tolerance_type="absolute"),
+        target(target="barrier", quantity="barrier", kind="instability", level=2, published=0.12, tolerance=0.05,
+               tolerance_type="absolute"),
+        target(target="absent", experiment="never_run"),
+    ]
+    return project, write_targets(tmp_path / "targets.csv", targets)
+
+
+def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
+    project, targets = measured
+    con = catalog.connect(project, targets)
+    got = {r["target"]: r for r in con.sql("select * from reproduction").pl().iter_rows(named=True)}
+    assert len(got) == 11
+    expect = {  # target: (measured, lo, hi, n, status)
+        "dint_within": (120.0, None, None, 5, "within"),
+        "dint_outside": (120.0, None, None, 5, "outside"),
+        "dint_no_tol": (120.0, None, None, 5, "no tolerance"),
+        "dint_not_reached": (None, None, None, 5, "not reached"),
+        "dstar": (300.0, 250.0, 380.0, 5, "within"),                      # |300 - 280| = 20 <= 30
+        "dstar_anchor": (None, None, None, 5, "censored"),
+        "dense": (0.9725, 0.970, 0.975, 2, "outside"),                     # last step only, diverged seed left out
+        "matching": (0.18, 0.0, 0.36, 2, "within"),                        # seed 0: 0.36; seed 1: only level 0
+        "imp_acc": (0.97, 0.965, 0.975, 2, "within"),                      # the baseline row is not IMP
+        "barrier": (0.15, 0.10, 0.20, 2, "within"),                        # test split only
+        "absent": (None, None, None, None, "not run"),
+    }
+    for name, (m, lo, hi, n, status) in expect.items():
+        r = got[name]
+        assert r["status"] == status, name
+        for key, want in (("measured", m), ("measured_lo", lo), ("measured_hi", hi)):
+            assert (r[key] is None) if want is None else r[key] == pytest.approx(want), (name, key)
+        if status != "not run":
+            assert r["n_runs"] == n, name
+    assert got["dint_outside"]["ratio"] == pytest.approx(2.0) and got["dstar"]["difference"] == pytest.approx(20.0)
+    assert got["dstar_anchor"]["censored"] == "anchor"
+
+
+def test_sublevel_reproduce_lists_every_shipped_target_and_writes_the_markdown_page(project):
+    """As a user types it, on a project with no results yet: every target is listed, as not run."""
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "sublevel", "reproduce", *args], cwd=project,
+                              capture_output=True, text=True)
+
+    shipped = reproduce.read_targets().to_pylist()
+    rows = json.loads(run("--format", "json").stdout)
+    assert sorted(r["target"] for r in rows) == sorted(t["target"] for t in shipped)
+    assert {r["status"] for r in rows} == {"not run"}
+    table = run()
+    assert table.returncode == 0 and all(t["target"] in table.stdout for t in shipped)
+    done = run("--format", "markdown")
+    assert done.returncode == 0 and f"{len(shipped)} not run" in done.stdout
+    page = (project / "docs" / "results.md").read_text()
+    assert page.startswith("# Reproductions") and "at commit unknown (not a git checkout)" in page
+    assert all(f"| {t['target']} |" in page for t in shipped)
+    via_sql = subprocess.run([sys.executable, "-m", "sublevel", "query", "select count(*) as n from targets",
+                              "--format", "json"], cwd=project, capture_output=True, text=True)
+    assert json.loads(via_sql.stdout) == [{"n": len(shipped)}]
+
+
+def test_the_markdown_shows_measured_published_and_the_verdict(measured):
+    project, targets = measured
+    con = catalog.connect(project, targets)
+    frame = con.sql("select * from reproduction order by paper, target").pl()
+    page = reproduce.markdown(frame, "# H")
+    line = next(x for x in page.splitlines() if x.startswith("| dint_outside |"))
+    assert "| 60 | 120 |" in line and "outside, 2.00x published" in line and "x1.5: the paper's spread" in line
+    assert "censored (anchor)" in next(x for x in page.splitlines() if x.startswith("| dstar_anchor |"))
