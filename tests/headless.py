@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -54,15 +55,14 @@ def dump_dom(page: Path) -> str:
 
 def report_figures(report: Path) -> dict[str, dict]:
     """{path: {width, height, caption}} for every file the report embeds, as the browser decoded it."""
-    html = report.read_text()
+    text = report.read_text()
     with tempfile.TemporaryDirectory() as d:
         page = Path(d) / "report-check.html"
-        page.write_text(html.replace("</body>", CHECK + "</body>"))
+        page.write_text(text.replace("</body>", CHECK + "</body>"))
         dom = dump_dom(page)
     found = re.search(r'<pre id="figure-check">(.*?)</pre>', dom, re.S)
     assert found, "the check script did not run: " + dom[-1000:]
-    return json.loads(found.group(1).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
-                      .replace("&quot;", '"'))
+    return json.loads(html.unescape(found.group(1)))  # one pass: a caption's own &quot; stays as it was
 
 
 def rendered_text(page: Path) -> str:

@@ -48,6 +48,19 @@ def test_the_shipped_targets_have_the_schema_and_pass_the_checks():
         assert r["preset"].startswith("config/") and r["paper"] and r["source"]
 
 
+def test_every_target_names_a_preset_that_defines_its_experiment_and_quantity(root):
+    from sublevel import config
+
+    for t in reproduce.read_targets().to_pylist():
+        cfg = config.load(root / t["preset"])  # validated through the schema, as snakemake does
+        assert t["experiment"] in cfg["experiments"], t["target"]
+        exp = config.experiment(cfg, t["experiment"])
+        if t["quantity"] in ("d_int90", "d_star"):
+            assert exp.subspace and t["kind"] in exp.subspace.kinds, t["target"]
+        if t["quantity"] in ("highest_matching_sparsity", "imp_test_accuracy", "barrier"):
+            assert exp.imp, t["target"]
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(quantity="accuracy"), "unknown quantity 'accuracy'"),
     (dict(kind=None), r"needs \['kind'\]"),
