@@ -94,6 +94,9 @@ def measured(project, tmp_path):
         dict(thr, kind="burnin", burnin_step=40, d_star=None, censored="anchor", anchor_value=0.85, d_int90=None),
         dict(thr, kind="lottery", d_star=None, censored="above", d_int90=None),
     ], experiment="e")
+    sub = dict(experiment="e", kind="random", burnin_step=0, round=0, seed=0)
+    for d in (60, 90, 120, 200):  # d_int90's bracket: the tested d below 120 is 90
+        write_rows(project, "subspace", [dict(sub, d=d)], experiment="e", kind="random", burnin_step=0, round=0, d=d)
     last = dict(experiment="e", split="test", diverged=False, device="cpu")
     write_rows(project, "train", [dict(last, seed=0, step=100, accuracy=0.970), dict(last, seed=0, step=50, accuracy=0.5),
                                   dict(last, seed=1, step=100, accuracy=0.975),
@@ -140,9 +143,9 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
     got = {r["target"]: r for r in con.sql("select * from reproduction").pl().iter_rows(named=True)}
     assert len(got) == 11
     expect = {  # target: (measured, lo, hi, n, status)
-        "dint_within": (120.0, None, None, 5, "within"),
-        "dint_outside": (120.0, None, None, 5, "outside"),
-        "dint_no_tol": (120.0, None, None, 5, "no tolerance"),
+        "dint_within": (120.0, 90.0, 120.0, 5, "within"),
+        "dint_outside": (120.0, 90.0, 120.0, 5, "outside"),
+        "dint_no_tol": (120.0, 90.0, 120.0, 5, "no tolerance"),
         "dint_not_reached": (None, None, None, 5, "not reached"),
         "dstar": (300.0, 250.0, 380.0, 5, "within"),                      # |300 - 280| = 20 <= 30
         "dstar_anchor": (None, None, None, 5, "censored"),
@@ -191,5 +194,7 @@ def test_the_markdown_shows_measured_published_and_the_verdict(measured):
     frame = con.sql("select * from reproduction order by paper, target").pl()
     page = reproduce.markdown(frame, "# H")
     line = next(x for x in page.splitlines() if x.startswith("| dint_outside |"))
-    assert "| 60 | 120 |" in line and "outside, 2.00x published" in line and "x1.5: the paper's spread" in line
+    assert "| 60 | 120 |" in line and "outside, 2.000x published" in line and "x1.5: the paper's spread" in line
     assert "censored (anchor)" in next(x for x in page.splitlines() if x.startswith("| dstar_anchor |"))
+    assert "- dint_outside misses: 120 against 60 is a factor 2.000, beyond the tolerance's 1.5 by 0.500." in page
+    assert "- dense misses: 0.9725 against 0.98 differs by 0.0075, beyond the tolerance's 0.005 by 0.0025." in page

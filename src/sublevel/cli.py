@@ -449,7 +449,7 @@ def _reproduce(args) -> None:
     if args.format == "table":
         with _plain_tables():
             print(frame.select("target", "experiment", "quantity", "published", "measured", "measured_lo",
-                               "measured_hi", "n_runs", "ratio", "status"))
+                               "measured_hi", "n_runs", "ratio", "status", "note"))
         return
     if args.format == "markdown":
         text = reproduce.markdown(frame, reproduce.header(found.root, con))

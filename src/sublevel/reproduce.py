@@ -24,13 +24,17 @@ import pyarrow.csv
 from sublevel import paths, schema
 
 # One measure per quantity: (measured, lo, hi, n, found, censored) for one target, from the views. `lo`/`hi`:
-# the measure's own interval (the bootstrap interval of d*; the seeds' range otherwise); n: runs or seeds
+# the measure's own interval (the bootstrap interval of d*; for d_int90 the grid's: the largest tested d below
+# it, which missed, and itself; the seeds' range otherwise); n: runs or seeds
 # behind it; found: rows the selectors matched (0: not run). Placeholders are the target's columns.
 MEASURES: dict[str, str] = {
     "d_int90": """
-        select cast(any_value(d_int90) as double), cast(null as double), cast(null as double),
-               any_value(n_seeds), count(*), cast(null as varchar)
-        from threshold where experiment = {experiment} and kind = {kind} and burnin_step = {burnin_step}""",
+        with t as (select any_value(d_int90) as d90, any_value(n_seeds) as n, count(*) as found from threshold
+                   where experiment = {experiment} and kind = {kind} and burnin_step = {burnin_step})
+        select cast(d90 as double),
+               cast((select max(d) from subspace where experiment = {experiment} and kind = {kind}
+                     and burnin_step = {burnin_step} and d < t.d90) as double),
+               cast(d90 as double), n, found, cast(null as varchar) from t""",
     "d_star": """
         select any_value(d_star), any_value(d_star_lo), any_value(d_star_hi), any_value(n_seeds), count(*),
                any_value(censored)
@@ -57,7 +61,8 @@ MEASURES: dict[str, str] = {
 }
 # What each quantity is, for the targets' readers (docs/results.md lists them).
 QUANTITIES = {
-    "d_int90": "Li et al.'s d_int90: the smallest tested d whose mean test accuracy reaches 0.9 x dense",
+    "d_int90": "Li et al.'s d_int90: the smallest tested d whose mean test accuracy reaches 0.9 x dense "
+               "(interval: the tested d below it, which missed, and itself)",
     "d_star": "threshold training dimension d*(eps): P(d) crosses 1/2 (interval: bootstrap over seeds)",
     "dense_test_accuracy": "final test accuracy of the dense runs (mean; interval: the seeds' range)",
     "highest_matching_sparsity": "highest IMP sparsity within 1 point of the chain's dense test accuracy",
@@ -159,21 +164,35 @@ def markdown(frame, header: str) -> str:
     lines = [header, ""]
     for paper in dict.fromkeys(frame["paper"].to_list()):
         lines += [f"## {paper}", "", "| target | where | experiment | quantity | published | measured | interval "
-                  "| n | status | tolerance |", "|---|---|---|---|---:|---:|---|---:|---|---|"]
+                  "| n | status | tolerance | note |", "|---|---|---|---|---:|---:|---|---:|---|---|---|"]
         for r in frame.filter(frame["paper"] == paper).iter_rows(named=True):
-            interval = (f"[{_num(r['measured_lo'])}, {_num(r['measured_hi'])}]"
+            opening = "(" if r["quantity"] == "d_int90" else "["  # d_int90's lower end is a d that missed
+            interval = (f"{opening}{_num(r['measured_lo'])}, {_num(r['measured_hi'])}]"
                         if r["measured_lo"] is not None or r["measured_hi"] is not None else "")
             tol = (f"x{r['tolerance']:g}" if r["tolerance_type"] == "ratio" else f"±{r['tolerance']:g}") \
                 if r["tolerance"] is not None else "none"
             status = r["status"] + (f" ({r['censored']})" if r["status"] == "censored" else "")
             if r["status"] in ("within", "outside", "no tolerance"):
-                status += f", {r['ratio']:.2f}x published"
+                status += f", {r['ratio']:.3f}x published"
             lines.append(f"| {r['target']} | {r['source']} | {r['experiment']} | {r['quantity']} | "
                          f"{_num(r['published'])} | {_num(r['measured'])} | {interval} | {r['n_runs'] or ''} | "
-                         f"{status} | {tol}: {r['tolerance_basis']} |")
+                         f"{status} | {tol}: {r['tolerance_basis']} | {r['note'] or ''} |")
+        lines.append("")
+        for r in frame.filter((frame["paper"] == paper) & (frame["status"] == "outside")).iter_rows(named=True):
+            lines.append(f"- {r['target']} misses: " + _miss(r))
         lines.append("")
     lines += ["Quantities:", ""] + [f"- `{q}`: {doc}" for q, doc in QUANTITIES.items()]
     return "\n".join(lines) + "\n"
+
+
+def _miss(r: dict) -> str:
+    """By how much an `outside` target misses, in its tolerance's own terms."""
+    if r["tolerance_type"] == "ratio":
+        off = max(r["ratio"], 1 / r["ratio"])
+        return (f"{_num(r['measured'])} against {_num(r['published'])} is a factor {off:.3f}, beyond the "
+                f"tolerance's {r['tolerance']:g} by {off - r['tolerance']:.3f}.")
+    return (f"{_num(r['measured'])} against {_num(r['published'])} differs by {abs(r['difference']):.4g}, "
+            f"beyond the tolerance's {r['tolerance']:g} by {abs(r['difference']) - r['tolerance']:.4g}.")
 
 
 def _num(x) -> str:
@@ -218,5 +237,6 @@ def header(root: Path, con) -> str:
         f"Devices the dense runs record: {', '.join(devices) or 'none (no dense run in results/)'}.",
         "",
         "Each row is one published number (src/sublevel/targets.csv), measured by the SQL in sublevel.reproduce "
-        "from the results views; `sublevel query \"select * from reproduction\"` gives the same rows.",
+        "from the results views; `sublevel query \"select * from reproduction\"` gives the same rows. What was "
+        "checked for each miss: docs/reproduction-notes.md.",
     ])
