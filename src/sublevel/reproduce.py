@@ -109,20 +109,24 @@ def _selectors(quantity: str) -> list[str]:
 
 
 def _literal(value) -> str:
+    from sublevel.catalog import _quote  # the catalog's SQL string quoting (it imports this module)
+
     if value is None:
         return "null"
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return _quote(value)
     return repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
 def view_statements(targets: pa.Table | None = None) -> list[str]:
     """CREATE VIEW statements for `targets` (the table as shipped) and `reproduction` (every target measured
     and judged), for the catalog's connection."""
+    from sublevel.catalog import _duck_type  # the catalog's Arrow -> DuckDB types (it imports this module)
+
     targets = read_targets() if targets is None else targets
     rows = targets.to_pylist()
     cols = schema.TARGETS.schema
-    types = ", ".join(f"cast({c} as {_DUCK[str(cols.field(c).type)]}) as {c}" for c in cols.names)
+    types = ", ".join(f"cast({c} as {_duck_type(cols.field(c).type)}) as {c}" for c in cols.names)
     if rows:
         values = ", ".join("(" + ", ".join(_literal(r[c]) for c in cols.names) + ")" for r in rows)
         targets_sql = f"select {types} from (values {values}) as t({', '.join(cols.names)})"
@@ -154,9 +158,6 @@ def view_statements(targets: pa.Table | None = None) -> list[str]:
         from targets t join ({measured}) m using (target)"""
     return [f"CREATE OR REPLACE VIEW targets AS {targets_sql};",
             f"CREATE OR REPLACE VIEW reproduction AS {judged};"]
-
-
-_DUCK = {"string": "VARCHAR", "int64": "BIGINT", "double": "DOUBLE"}
 
 
 def markdown(frame, header: str) -> str:
