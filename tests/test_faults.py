@@ -93,8 +93,8 @@ def test_check_results_names_the_damage_and_fix_makes_the_next_run_rebuild_it(sm
 
 @pytest.mark.slow
 def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smoke_copy, tmp_path):
-    """The whole Snakemake process group killed mid-run (as a lost login session does): `snakemake --unlock`,
-    then a plain rerun rebuilds what the kill touched, and the tables equal the clean run's."""
+    """A second run while one is mid-job is refused; then the whole Snakemake process group killed mid-job (as
+    a lost login session does): `snakemake --unlock`, then a plain rerun rebuilds what the kill touched, and the tables equal the clean run's."""
     work, cfg = smoke_copy
     tables = {"imp": "select * from imp order by all",
               "barrier": "select experiment, seed, kind, level, barrier, error from barrier order by all"}
@@ -104,12 +104,20 @@ def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smo
         first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
                                   str(work), "--cores", "2", "--configfile", str(cfg), "--forcerun", "imp_level_smoke"],
                                  stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    # Frozen mid-job (SIGSTOP on the group while a job's outputs are marked incomplete), so that the second
+    # run meets the first one's lock at a known point instead of racing its jobs.
+    incomplete = work / ".snakemake" / "incomplete"
     deadline = time.time() + 120
-    while "rule imp_level_smoke:" not in out.read_text() and time.time() < deadline:
-        time.sleep(0.2)
-    assert first.poll() is None, out.read_text()[-3000:]
+    while time.time() < deadline and first.poll() is None:
+        if incomplete.is_dir() and any(incomplete.iterdir()):
+            os.killpg(first.pid, signal.SIGSTOP)
+            if any(incomplete.iterdir()):
+                break
+            os.killpg(first.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    assert first.poll() is None and any(incomplete.iterdir()), out.read_text()[-3000:]
     second = snakemake(work, configfile=cfg)
-    assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+    assert second.returncode != 0 and "cannot be locked" in second.stderr, second.stderr[-3000:]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
 
