@@ -59,6 +59,10 @@ def test_every_target_names_a_preset_that_defines_its_experiment_and_quantity(ro
             assert exp.subspace and t["kind"] in exp.subspace.kinds, t["target"]
         if t["quantity"] in ("highest_matching_sparsity", "imp_test_accuracy", "barrier"):
             assert exp.imp, t["target"]
+        if t["level"] is not None:  # a level the chains reach, and its barrier is one the preset computes
+            assert 0 <= t["level"] <= exp.imp.levels, t["target"]
+        if t["quantity"] == "barrier":
+            assert t["kind"] in ("instability", "imp_successive") and (t["kind"] != "instability" or exp.imp.instability)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -98,6 +98,24 @@ def test_the_same_seed_regenerates_the_same_projection(kind):
     assert torch.allclose(a(w)[1:2], alone(w[1:2]), atol=1e-5)
 
 
+def test_a_dense_projection_is_the_same_on_any_number_of_threads_and_its_blocks_are_independent():
+    D = 2 * projections.DENSE_BLOCK + 5  # two whole blocks and a short one
+    threads = torch.get_num_threads()
+    try:
+        built = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            built.append(projections.make("dense", D, 6, [0]).tensors["P"][0])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(*built)
+    P = built[0]
+    assert torch.allclose(P.norm(dim=0), torch.ones(6), atol=1e-6)
+    first, second = P[:projections.DENSE_BLOCK], P[projections.DENSE_BLOCK:2 * projections.DENSE_BLOCK]
+    assert not torch.allclose(first, second)  # each block its own stream, not one stream repeated
+    z = (P * D ** 0.5).double().flatten()  # ~ N(0, 1): mean 0 and kurtosis 3 (a uniform draw has 1.8)
+    assert abs(float(z.mean())) < 0.05 and abs(float((z ** 4).mean() / (z ** 2).mean() ** 2) - 3) < 0.15
+
 def test_bad_dimensions_are_rejected():
     with pytest.raises(ValueError, match="d = 0"):
         projections.make("dense", 100, 0, [0])

@@ -4,7 +4,9 @@ P is never stored: `make(kind, D, d, seed)` rebuilds it exactly from (seed, kind
 VERSION, so a subspace run is kept as its coordinates w ∈ R^d plus this metadata. Every kind is batched over
 R runs of the same d.
 
-* dense: Gaussian columns normalised to unit norm; the exact reference, D·d floats per run.
+* dense: Gaussian columns normalised to unit norm; the exact reference, D·d floats per run. Drawn in blocks of
+  DENSE_BLOCK rows, block b from its own PCG64 stream (SeedSequence of seed, kind, d, b), so the blocks fill on
+  all of torch's threads and P does not depend on how many there are; the column norms are summed in float64.
 * fastfood: Li et al. 2018's structured transform H G Π H B (H Walsh-Hadamard, G Gaussian diagonal, Π a
   permutation, B random signs) of size L = 2^ceil(log2 d), its output stacked into blocks i = 1..ceil(D/L):
   u = H B w is computed once and block i is H G_i Π_i u, so the blocks differ in their own permutation and
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +37,29 @@ KINDS = ("dense", "fastfood", "identity")
 def generator(seed: int, kind: str, d: int) -> torch.Generator:
     state = np.random.SeedSequence([seed, KINDS.index(kind), d]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+DENSE_BLOCK = 4096  # rows of a dense P per random stream (and per thread task)
+
+
+def dense_columns(seed: int, D: int, d: int, out: torch.Tensor) -> torch.Tensor:
+    """Fill `out` [D, d] (float32, contiguous) with run `seed`'s dense P: Gaussian entries, unit-norm columns.
+
+    NumPy's PCG64 fills each block with the GIL released, so the blocks draw in parallel; each block's
+    column sums of squares are taken while it is hot in cache and added in float64, then one in-place division
+    normalises. No [D, d] temporary: the only D·d memory is `out`."""
+    a = out.numpy()
+    kind = KINDS.index("dense")
+
+    def fill(start: int) -> np.ndarray:
+        block = a[start:start + DENSE_BLOCK]
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, kind, d, start // DENSE_BLOCK])))
+        rng.standard_normal(out=block, dtype=np.float32)
+        return np.einsum("ij,ij->j", block, block, dtype=np.float64)
+
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        squares = sum(pool.map(fill, range(0, D, DENSE_BLOCK)))
+    return out.div_(torch.from_numpy(np.sqrt(squares).astype(np.float32)))
 
 
 LARGE_DENSE = 1 << 24  # floats in one run's P above which runs are multiplied one at a time
@@ -153,11 +179,10 @@ def make(kind: str, D: int, d: int, seeds: list[int]) -> Projection:
             raise ValueError("the identity projection needs d = D")
         return Projection(kind, D, d, {})
     if kind == "dense":
-        Ps = []
-        for seed in seeds:
-            P = torch.randn(D, d, generator=generator(seed, kind, d))
-            Ps.append(P / P.norm(dim=0, keepdim=True))
-        return Projection(kind, D, d, {"P": torch.stack(Ps)})
+        P = torch.empty(len(seeds), D, d)
+        for r, seed in enumerate(seeds):
+            dense_columns(seed, D, d, P[r])
+        return Projection(kind, D, d, {"P": P})
     L = 1 << max(0, math.ceil(math.log2(d)))
     n = math.ceil(D / L)
     B, perm, G = [], [], []

@@ -1,0 +1,81 @@
+"""Cost of building one dense projection P [D, d], side by side on one machine (CPU):
+
+- `sublevel`: projections.make("dense", ...), this checkout's version (row blocks of PCG64 streams on all of
+  torch's threads, float64 column norms, no temporary);
+- `sublevel v2`: projections version 2's map (one torch generator for all of P, `P / P.norm(dim=0)`, stacked);
+- `peer`: jgamper/intrinsic-dimensionality's DenseWrap (`torch.randn(D, d) / d ** 0.5`, no normalisation).
+
+Each is timed `--reps` times after one warm-up, at 1 thread and at every thread; the JSON goes to
+bench/results/<cpu>-<date>-dense-build.json.
+
+    python bench/dense_build.py [--D 266610] [--d 1000] [--reps 3]
+"""
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from sublevel import projections
+
+
+def v2(D: int, d: int, seed: int) -> torch.Tensor:
+    P = torch.randn(D, d, generator=projections.generator(seed, "dense", d))
+    return torch.stack([P / P.norm(dim=0, keepdim=True)])
+
+
+def peer(D: int, d: int, seed: int) -> torch.Tensor:
+    return torch.randn(D, d) / d ** 0.5
+
+
+def sublevel(D: int, d: int, seed: int) -> torch.Tensor:
+    return projections.make("dense", D, d, [seed]).tensors["P"]
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--D", type=int, default=266610)  # LeNet-300-100
+    ap.add_argument("--d", type=int, default=1000)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    all_threads = torch.get_num_threads()
+    rows = []
+    for threads in sorted({1, all_threads}):
+        torch.set_num_threads(threads)
+        for name, build in (("sublevel", sublevel), ("sublevel v2", v2), ("peer", peer)):
+            build(args.D, args.d, 0)  # warm-up: page faults of the first 1 GB allocation
+            seconds = []
+            for rep in range(args.reps):
+                t = time.perf_counter()
+                P = build(args.D, args.d, rep)
+                seconds.append(time.perf_counter() - t)
+                del P
+            rows.append(dict(variant=name, threads=threads, seconds_min=min(seconds),
+                             seconds_median=sorted(seconds)[len(seconds) // 2], seconds=seconds))
+            print(f"{name:12s} {threads} thread(s): {min(seconds):.2f} s (min of {args.reps})", flush=True)
+    torch.set_num_threads(all_threads)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    out = dict(date=now.isoformat(timespec="seconds"), device="cpu", device_name=cpu_name(), torch=torch.__version__,
+               host=platform.node(), commit=commit, suite="dense-build", D=args.D, d=args.d,
+               projections_version=projections.VERSION, cores=all_threads, rows=rows)
+    short = "_".join(cpu_name().split()[:2]).replace("/", "_")
+    path = Path(__file__).parent / "results" / f"{short}-{now.date()}-dense-build.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
