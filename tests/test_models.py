@@ -15,6 +15,13 @@ COUNTS = [
     ("resnet20", (3, 32, 32), 10, {}, 272_474),     # He et al.: 0.27M
     ("mlp", (1, 40), 10, {"widths": (100, 100)}, 15_210),
     ("mnist1d_cnn", (1, 40), 10, {}, 13_960),
+    # Larsen et al. 2022's CNNs, counted from their code's layers (flax Conv 3x3 'SAME' + bias, Dense + bias)
+    ("tiny_cnn", (1, 28, 28), 10, {}, 20_490),
+    ("small_cnn", (1, 28, 28), 10, {}, 61_514),
+    ("medium_cnn", (1, 28, 28), 10, {}, 130_890),
+    ("tiny_cnn", (3, 32, 32), 10, {}, 25_578),
+    ("small_cnn", (3, 32, 32), 10, {}, 66_570),
+    ("medium_cnn", (3, 32, 32), 10, {}, 135_306),
 ]
 
 

@@ -3,7 +3,8 @@
 Each builder takes (in_shape, num_classes, **kwargs). Parameter counts match the
 literature: LeNet-300-100 266,610; LeNet-5 61,706; Conv-2 4,301,642; Conv-4
 2,425,930; Conv-6 2,262,602 (Frankle & Carbin's table says 1.7M, but
-the architecture they describe has 2.26M); ResNet-20 272,474 (CIFAR-10). Prunable tensors are the weights of
+the architecture they describe has 2.26M); ResNet-20 272,474 (CIFAR-10); Larsen et al. 2022's TinyCNN,
+SmallCNN and MediumCNN 20,490, 61,514 and 130,890 (MNIST), as their code builds them. Prunable tensors are the weights of
 Conv and Linear layers: never biases or BatchNorm (Frankle & Carbin 2019).
 """
 
@@ -92,6 +93,35 @@ def _conv_net(in_shape, num_classes, stages: tuple[int, ...]) -> nn.Module:
     layers += [nn.Flatten(), nn.Linear(c * h * h, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
                nn.Linear(256, num_classes)]
     return nn.Sequential(*layers)
+
+
+def _larsen_cnn(in_shape, num_classes, channels: tuple[int, ...]) -> nn.Module:
+    """Larsen, Fort, Becker & Ganguli 2022's SimpleCNN (ganguli-lab/degrees-of-freedom, architectures.py): per
+    stage a 3x3 'same' convolution, ReLU and 2x2 average pooling, then one linear layer on the flattened map."""
+    c, h, _ = in_shape
+    layers: list[nn.Module] = []
+    for out in channels:
+        layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2)]
+        c, h = out, h // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * h * h, num_classes))
+
+
+@register("tiny_cnn")
+def tiny_cnn(in_shape, num_classes) -> nn.Module:
+    """Larsen et al.'s TinyCNN, channels 16-32: D = 20,490 on MNIST, 25,578 on CIFAR-10."""
+    return _larsen_cnn(in_shape, num_classes, (16, 32))
+
+
+@register("small_cnn")
+def small_cnn(in_shape, num_classes) -> nn.Module:
+    """Larsen et al.'s SmallCNN, channels 32-64-64: D = 61,514 on MNIST, 66,570 on CIFAR-10."""
+    return _larsen_cnn(in_shape, num_classes, (32, 64, 64))
+
+
+@register("medium_cnn")
+def medium_cnn(in_shape, num_classes) -> nn.Module:
+    """Larsen et al.'s MediumCNN, channels 32-64-64-128: D = 130,890 on MNIST, 135,306 on CIFAR-10."""
+    return _larsen_cnn(in_shape, num_classes, (32, 64, 64, 128))
 
 
 @register("conv2")
