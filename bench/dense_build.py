@@ -1,6 +1,6 @@
 """Cost of building one dense projection P [D, d], side by side on one machine (CPU):
 
-- `sublevel`: projections.make("dense", ...), this checkout's version (row blocks of PCG64 streams on all of
+- `sublevel`: projections.make("dense", ...), this checkout's version (row blocks, each by its own generator, on all of
   torch's threads, float64 column norms, no temporary);
 - `sublevel v2`: projections version 2's map (one torch generator for all of P, `P / P.norm(dim=0)`, stacked);
 - `peer`: jgamper/intrinsic-dimensionality's DenseWrap (`torch.randn(D, d) / d ** 0.5`, no normalisation).

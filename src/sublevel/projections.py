@@ -5,8 +5,8 @@ VERSION, so a subspace run is kept as its coordinates w ∈ R^d plus this metada
 R runs of the same d.
 
 * dense: Gaussian columns normalised to unit norm; the exact reference, D·d floats per run. Drawn in blocks of
-  DENSE_BLOCK rows, block b from its own PCG64 stream (SeedSequence of seed, kind, d, b), so the blocks fill on
-  all of torch's threads and P does not depend on how many there are; the column norms are summed in float64.
+  DENSE_BLOCK rows, block b from its own generator (seeded from seed, kind, d, b), so the blocks fill on all
+  of torch's threads and P does not depend on how many there are; the column norms are summed in float64.
 * fastfood: Li et al. 2018's structured transform H G Π H B (H Walsh-Hadamard, G Gaussian diagonal, Π a
   permutation, B random signs) of size L = 2^ceil(log2 d), its output stacked into blocks i = 1..ceil(D/L):
   u = H B w is computed once and block i is H G_i Π_i u, so the blocks differ in their own permutation and
@@ -45,16 +45,18 @@ DENSE_BLOCK = 4096  # rows of a dense P per random stream (and per thread task)
 def dense_columns(seed: int, D: int, d: int, out: torch.Tensor) -> torch.Tensor:
     """Fill `out` [D, d] (float32, contiguous) with run `seed`'s dense P: Gaussian entries, unit-norm columns.
 
-    NumPy's PCG64 fills each block with the GIL released, so the blocks draw in parallel; each block's
+    Block b of DENSE_BLOCK rows is drawn by its own generator (seeded from seed, kind, d, b), so the blocks
+    fill in parallel (torch releases the GIL) and the result does not depend on the thread count; each block's
     column sums of squares are taken while it is hot in cache and added in float64, then one in-place division
     normalises. No [D, d] temporary: the only D·d memory is `out`."""
     a = out.numpy()
     kind = KINDS.index("dense")
 
     def fill(start: int) -> np.ndarray:
+        state = np.random.SeedSequence([seed, kind, d, start // DENSE_BLOCK]).generate_state(1, np.uint64)[0]
+        torch.randn(min(DENSE_BLOCK, D - start), d, generator=torch.Generator().manual_seed(int(state)),
+                    out=out[start:start + DENSE_BLOCK])
         block = a[start:start + DENSE_BLOCK]
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, kind, d, start // DENSE_BLOCK])))
-        rng.standard_normal(out=block, dtype=np.float32)
         return np.einsum("ij,ij->j", block, block, dtype=np.float64)
 
     with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
