@@ -115,6 +115,11 @@ def measured(project, tmp_path):
                                 dict(imp, seed=1, level=2, sparsity=0.36, test_accuracy=0.965),
                                 dict(imp, seed=1, level=2, sparsity=0.36, test_accuracy=0.5, method="random_reinit")],
                experiment="e", seed=0, stage="imp", level=0)
+    every = dict(experiment="f", method="imp", diverged=False, seed=0)  # matches down to its sparsest level
+    write_rows(project, "imp", [dict(every, level=0, sparsity=0.0, test_accuracy=0.980),
+                                dict(every, level=1, sparsity=0.2, test_accuracy=0.985),
+                                dict(every, level=2, sparsity=0.36, test_accuracy=0.975)],
+               experiment="f", seed=0, stage="imp", level=0)
     bar = dict(experiment="e", kind="instability", level=2, split="test")
     write_rows(project, "barrier", [dict(bar, seed=0, barrier=0.10), dict(bar, seed=1, barrier=0.20),
                                     dict(bar, seed=1, barrier=0.9, split="train")],
@@ -137,6 +142,10 @@ def measured(project, tmp_path):
         target(target="barrier", quantity="barrier", kind="instability", level=2, published=0.12, tolerance=0.05,
                tolerance_type="absolute"),
         target(target="absent", experiment="never_run"),
+        target(target="matching_bound", experiment="f", quantity="highest_matching_sparsity", kind=None,
+               published=0.35, tolerance=0.05, tolerance_type="absolute"),   # >= 0.36: could still be within
+        target(target="matching_bound_beyond", experiment="f", quantity="highest_matching_sparsity", kind=None,
+               published=0.2, tolerance=0.05, tolerance_type="absolute"),    # >= 0.36: beyond 0.2 + 0.05
     ]
     return project, write_targets(tmp_path / "targets.csv", targets)
 
@@ -145,7 +154,7 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
     project, targets = measured
     con = catalog.connect(project, targets)
     got = {r["target"]: r for r in con.sql("select * from reproduction").pl().iter_rows(named=True)}
-    assert len(got) == 11
+    assert len(got) == 13
     expect = {  # target: (measured, lo, hi, n, status)
         "dint_within": (120.0, 90.0, 120.0, 5, "within"),
         "dint_outside": (120.0, 90.0, 120.0, 5, "outside"),
@@ -158,6 +167,8 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
         "imp_acc": (0.97, 0.965, 0.975, 2, "within"),                      # the baseline row is not IMP
         "barrier": (0.15, 0.10, 0.20, 2, "within"),                        # test split only
         "absent": (None, None, None, None, "not run"),
+        "matching_bound": (0.36, 0.36, 0.36, 1, "censored"),
+        "matching_bound_beyond": (0.36, 0.36, 0.36, 1, "outside"),
     }
     for name, (m, lo, hi, n, status) in expect.items():
         r = got[name]
@@ -168,6 +179,7 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
             assert r["n_runs"] == n, name
     assert got["dint_outside"]["ratio"] == pytest.approx(2.0) and got["dstar"]["difference"] == pytest.approx(20.0)
     assert got["dstar_anchor"]["censored"] == "anchor"
+    assert got["matching"]["censored"] == "none" and got["matching_bound"]["censored"] == "sparsest"
 
 
 def test_sublevel_reproduce_lists_every_shipped_target_and_writes_the_markdown_page(project):
@@ -202,3 +214,8 @@ def test_the_markdown_shows_measured_published_and_the_verdict(measured):
     assert "censored (anchor)" in next(x for x in page.splitlines() if x.startswith("| dstar_anchor |"))
     assert "- dint_outside misses: 120 against 60 is a factor 2.000, beyond the tolerance's 1.5 by 0.500." in page
     assert "- dense misses: 0.9725 against 0.98 differs by 0.0075, beyond the tolerance's 0.005 by 0.0025." in page
+    beyond = next(x for x in page.splitlines() if x.startswith("| matching_bound_beyond |"))
+    assert "outside (a lower bound)" in beyond
+    assert ("- matching_bound_beyond misses: at least 0.36 (the chains still match at their sparsest level) "
+            "against 0.2: at least 0.16 above, beyond the tolerance's 0.05 by at least 0.11.") in page
+    assert "censored (sparsest)" in next(x for x in page.splitlines() if x.startswith("| matching_bound |"))
