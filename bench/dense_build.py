@@ -13,15 +13,12 @@ bench/results/<cpu>-<date>-dense-build.json.
 
 import argparse
 import datetime
-import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
-from sublevel import projections
+from sublevel import bench, projections
 
 
 def v2(D: int, d: int, seed: int) -> torch.Tensor:
@@ -35,13 +32,6 @@ def peer(D: int, d: int, seed: int) -> torch.Tensor:
 
 def sublevel(D: int, d: int, seed: int) -> torch.Tensor:
     return projections.make("dense", D, d, [seed]).tensors["P"]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
 
 
 def main():
@@ -66,14 +56,11 @@ def main():
                              seconds_median=sorted(seconds)[len(seconds) // 2], seconds=seconds))
             print(f"{name:12s} {threads} thread(s): {min(seconds):.2f} s (min of {args.reps})", flush=True)
     torch.set_num_threads(all_threads)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    now = datetime.datetime.now(datetime.timezone.utc)
-    out = dict(date=now.isoformat(timespec="seconds"), device="cpu", device_name=cpu_name(), torch=torch.__version__,
-               host=platform.node(), commit=commit, suite="dense-build", D=args.D, d=args.d,
-               projections_version=projections.VERSION, cores=all_threads, rows=rows)
-    short = "_".join(cpu_name().split()[:2]).replace("/", "_")
-    path = Path(__file__).parent / "results" / f"{short}-{now.date()}-dense-build.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    out = {**bench._header(torch.device("cpu"), suite="dense-build", D=args.D, d=args.d,
+                           projections_version=projections.VERSION), "rows": rows}
+    short = "_".join(bench._cpu_name().split()[:2]).replace("/", "_")
+    path = Path(__file__).parent / "results" / f"{short}-{datetime.date.today()}-dense-build.json"
+    bench.write(out, path)
     print(f"wrote {path}")
 
 

@@ -34,8 +34,9 @@ from sublevel.versions import PROJECTIONS as VERSION  # the seed -> P map's vers
 KINDS = ("dense", "fastfood", "identity")
 
 
-def generator(seed: int, kind: str, d: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, KINDS.index(kind), d]).generate_state(1, np.uint64)[0]
+def generator(seed: int, kind: str, d: int, *stream: int) -> torch.Generator:
+    """Run `seed`'s generator for (kind, d); `stream` names an independent sub-stream (a dense P's row block)."""
+    state = np.random.SeedSequence([seed, KINDS.index(kind), d, *stream]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 
@@ -50,11 +51,9 @@ def dense_columns(seed: int, D: int, d: int, out: torch.Tensor) -> torch.Tensor:
     column sums of squares are taken while it is hot in cache and added in float64, then one in-place division
     normalises. No [D, d] temporary: the only D·d memory is `out`."""
     a = out.numpy()
-    kind = KINDS.index("dense")
 
     def fill(start: int) -> np.ndarray:
-        state = np.random.SeedSequence([seed, kind, d, start // DENSE_BLOCK]).generate_state(1, np.uint64)[0]
-        torch.randn(min(DENSE_BLOCK, D - start), d, generator=torch.Generator().manual_seed(int(state)),
+        torch.randn(min(DENSE_BLOCK, D - start), d, generator=generator(seed, "dense", d, start // DENSE_BLOCK),
                     out=out[start:start + DENSE_BLOCK])
         block = a[start:start + DENSE_BLOCK]
         return np.einsum("ij,ij->j", block, block, dtype=np.float64)

@@ -199,11 +199,12 @@ def markdown(frame, header: str) -> str:
 def _miss(r: dict) -> str:
     """By how much an `outside` target misses, in its tolerance's own terms."""
     if r["censored"] == "sparsest":  # a lower bound (the chains match at their sparsest level)
-        return (f"at least {_num(r['measured'])} (the chains still match at their sparsest level) against "
-                f"{_num(r['published'])}: " + (f"a factor of at least {r['ratio']:.3f}, beyond the tolerance's "
-                                                f"{r['tolerance']:g}." if r["tolerance_type"] == "ratio" else
-                                                f"at least {r['difference']:.4g} above, beyond the tolerance's "
-                                                f"{r['tolerance']:g} by at least {r['difference'] - r['tolerance']:.4g}."))
+        lead = (f"at least {_num(r['measured'])} (the chains still match at their sparsest level) against "
+                f"{_num(r['published'])}: ")
+        if r["tolerance_type"] == "ratio":
+            return lead + f"a factor of at least {r['ratio']:.3f}, beyond the tolerance's {r['tolerance']:g}."
+        return lead + (f"at least {r['difference']:.4g} above, beyond the tolerance's {r['tolerance']:g} by at "
+                       f"least {r['difference'] - r['tolerance']:.4g}.")
     if r["tolerance_type"] == "ratio":
         off = max(r["ratio"], 1 / r["ratio"])
         return (f"{_num(r['measured'])} against {_num(r['published'])} is a factor {off:.3f}, beyond the "
