@@ -56,9 +56,9 @@ def main():
                              seconds_median=sorted(seconds)[len(seconds) // 2], seconds=seconds))
             print(f"{name:12s} {threads} thread(s): {min(seconds):.2f} s (min of {args.reps})", flush=True)
     torch.set_num_threads(all_threads)
-    out = {**bench._header(torch.device("cpu"), suite="dense-build", D=args.D, d=args.d,
+    out = {**bench.header(torch.device("cpu"), suite="dense-build", D=args.D, d=args.d,
                            projections_version=projections.VERSION), "rows": rows}
-    short = "_".join(bench._cpu_name().split()[:2]).replace("/", "_")
+    short = "_".join(bench.cpu_name().split()[:2]).replace("/", "_")
     path = Path(__file__).parent / "results" / f"{short}-{datetime.date.today()}-dense-build.json"
     bench.write(out, path)
     print(f"wrote {path}")

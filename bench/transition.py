@@ -38,7 +38,7 @@ anchor = torch.from_numpy(traj.params(0))
 spec = subspace.SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size,
                               exp.train.eval_batch_size, sub.compile)
 seeds = list(range(args.seeds))
-out = {**bench._header(torch.device("cpu"), suite="transition"), "projections_version": getattr(projections, "VERSION", 1),
+out = {**bench.header(torch.device("cpu"), suite="transition"), "projections_version": getattr(projections, "VERSION", 1),
        "experiment": exp.name, "threshold": args.threshold, "seeds": args.seeds, "rows": []}
 for d in args.dims:
     begin = time.perf_counter()

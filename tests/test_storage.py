@@ -1,3 +1,9 @@
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -28,6 +34,37 @@ def test_atomic_path_replaces_a_directory(tmp_path):
             zarr.open_group(tmp, mode="w", attributes={"v": value})
     assert zarr.open_group(final, mode="r").attrs["v"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["g.zarr"]
+
+
+def test_a_stopped_job_whose_code_swallows_the_exit_still_ends_and_leaves_no_temporary(tmp_path):
+    """SIGTERM's SystemExit can be lost where it lands (here a loop that swallows every exception): the job
+    still exits with 128 + SIGTERM within the grace period, and the open block's temporary is removed."""
+    final = tmp_path / "traj.zarr"
+    script = textwrap.dedent(f"""
+        import signal, time
+        from sublevel import cli, storage
+        signal.signal(signal.SIGTERM, cli._stop)
+        with storage.atomic_path({str(final)!r}) as tmp:
+            tmp.mkdir()
+            (tmp / "chunk").write_bytes(b"half")
+            print("ready", flush=True)
+            while True:
+                try:
+                    time.sleep(0.01)
+                except BaseException:
+                    pass
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert rc == 128 + signal.SIGTERM
+    assert 5 < time.monotonic() - sent < 30  # it did swallow the exit; the grace period ended it
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_table_enforces_the_schema(tmp_path):

@@ -259,7 +259,10 @@ def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnis
         time.sleep(0.2)
     assert proc.poll() is None, log.read_text()
     os.kill(proc.pid, sig)
-    assert proc.wait() != 0
+    try:
+        assert proc.wait(timeout=60) != 0
+    finally:
+        proc.kill()
     assert not out_traj.exists() and not out_table.exists()
     if sig == signal.SIGTERM:
         assert not [p for p in tmp_path.rglob(".*tmp-*")], "SIGTERM left temporary files"

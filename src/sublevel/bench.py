@@ -63,7 +63,8 @@ def synthetic_mnist(n: int, device, seed: int = 0, shape=(1, 28, 28), test: int 
                    y[-test:].to(device), 10)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name, as a benchmark report names the machine it ran on."""
     try:
         with open("/proc/cpuinfo") as f:
             return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
@@ -71,8 +72,9 @@ def _cpu_name() -> str:
         return platform.processor() or "cpu"
 
 
-def _header(device, **setup) -> dict:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+def header(device, **setup) -> dict:
+    """What every benchmark report opens with: when, on what device and software, at which commit, and `setup`."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "device": str(device), "device_name": name, "torch": torch.__version__, "host": platform.node(),
            "commit": os.environ.get("SUBLEVEL_COMMIT") or _commit(),
@@ -114,7 +116,7 @@ def dense(device, steps: int = 50, batch_size: int = 128, width: int = 16, varia
     from sublevel import training
 
     data = synthetic_mnist(batch_size * (steps + 2) + 512, device, shape=(3, 32, 32), test=512)
-    report = _header(device, suite="dense", model=f"resnet20 width {width}", batch_size=batch_size, steps=steps,
+    report = header(device, suite="dense", model=f"resnet20 width {width}", batch_size=batch_size, steps=steps,
                      rows=[])
     options = {v: DENSE_VARIANTS[v] for v in variants}
     if compile != "none":
@@ -156,7 +158,7 @@ def imp(device, runs: int = 8, steps: int = 100, batch_size: int = 128, widths=(
         alone += run.seconds - run.eval_seconds
     with _peak_memory(device, runs) as peak:
         together = ensemble.train(exp, data, jobs, device, progress=False)[0].seconds
-    report = _header(device, suite="imp", model=f"mlp {list(widths)}", D=layout.D, batch_size=batch_size,
+    report = header(device, suite="imp", model=f"mlp {list(widths)}", D=layout.D, batch_size=batch_size,
                      steps=steps, runs=runs, sparsity=0.8, **peak)
     report["one_at_a_time_model_steps_per_s"] = runs * steps / alone
     report["together_model_steps_per_s"] = runs * steps / together
@@ -267,7 +269,7 @@ def run(device, dims=(10, 100, 1000, 10000), kinds=("fastfood", "dense"), runs: 
     model = models.build("mlp", (1, 28, 28), 10, widths=tuple(widths)).to(device)
     anchor = models.flatten(model).to(device)
     D = len(anchor)
-    report = _header(device, suite="subspace", model=f"mlp {list(widths)}", D=D, batch_size=batch_size, runs=runs,
+    report = header(device, suite="subspace", model=f"mlp {list(widths)}", D=D, batch_size=batch_size, runs=runs,
                      steps=steps, tf32_matmul=tf32, compile=compile, rows=[])
     name = report["device_name"]
     ceiling = batched(model, data, anchor, "identity", D, runs, steps, batch_size, compile)

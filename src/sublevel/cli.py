@@ -729,14 +729,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stop(signum, frame) -> None:
+    from sublevel import storage
+
+    storage.exit_removing_temporaries(128 + signum, after=10.0)
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from sublevel.config import ConfigError
     from sublevel.datasets import DataError
     from sublevel.storage import CorruptFile, Skipped
 
-    # SIGTERM (scancel, snakemake stopping jobs) unwinds like Ctrl-C, so half-written outputs are removed
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # SIGTERM (scancel, snakemake stopping jobs) unwinds like Ctrl-C, so half-written outputs are removed; within
+    # 10 s, well inside SLURM's default 30 s before SIGKILL, even if the exception never reaches the top
+    signal.signal(signal.SIGTERM, _stop)
     try:
         args.func(args)
     except Skipped as e:

@@ -143,27 +143,27 @@ def view_statements(targets: pa.Table | None = None) -> list[str]:
         measured = ("select cast(null as varchar) as target, cast(null as double) as measured, cast(null as double) "
                     "as measured_lo, cast(null as double) as measured_hi, 0 as n, 0 as found, "
                     "cast(null as varchar) as censored where false")
+    within = """case when t.tolerance_type = 'ratio'
+                                then greatest(m.measured / t.published, t.published / m.measured) <= t.tolerance
+                                else abs(m.measured - t.published) <= t.tolerance end"""  # null: nothing to judge
     judged = f"""
-        select t.target, t.paper, t.source, t.preset, t.experiment, t.quantity, t.kind, t.burnin_step, t.metric,
-               t.threshold, t.level, t.published, m.measured, m.measured_lo, m.measured_hi, m.n as n_runs,
-               m.measured - t.published as difference, m.measured / t.published as ratio, t.tolerance,
-               t.tolerance_type,
-               case when m.found = 0 then 'not run'
-                    when m.censored = 'sparsest' and m.measured is not null and t.tolerance is not null
-                         and (t.tolerance_type = 'absolute' and m.measured - t.published > t.tolerance
-                              or t.tolerance_type = 'ratio' and m.measured / t.published > t.tolerance)
+        select target, paper, source, preset, experiment, quantity, kind, burnin_step, metric, threshold, level,
+               published, measured, measured_lo, measured_hi, n_runs, difference, ratio, tolerance, tolerance_type,
+               case when found = 0 then 'not run'
+                    when censored = 'sparsest' and measured > published and not within
                          then 'outside'  -- a lower bound already beyond the tolerance decides it
-                    when m.censored is not null and m.censored <> 'none' then 'censored'
-                    when m.measured is null then 'not reached'
-                    when t.tolerance is null then 'no tolerance'
-                    when t.tolerance_type = 'ratio'
-                         and greatest(m.measured / t.published, t.published / m.measured) <= t.tolerance
-                         then 'within'
-                    when t.tolerance_type = 'absolute' and abs(m.measured - t.published) <= t.tolerance
-                         then 'within'
+                    when censored is not null and censored <> 'none' then 'censored'
+                    when measured is null then 'not reached'
+                    when tolerance is null then 'no tolerance'
+                    when within then 'within'
                     else 'outside' end as status,
-               m.censored, t.tolerance_basis, t.note
-        from targets t join ({measured}) m using (target)"""
+               censored, tolerance_basis, note
+        from (select t.target, t.paper, t.source, t.preset, t.experiment, t.quantity, t.kind, t.burnin_step,
+                     t.metric, t.threshold, t.level, t.published, m.measured, m.measured_lo, m.measured_hi,
+                     m.n as n_runs, m.measured - t.published as difference, m.measured / t.published as ratio,
+                     t.tolerance, t.tolerance_type, m.found, m.censored, t.tolerance_basis, t.note,
+                     {within} as within
+              from targets t join ({measured}) m using (target))"""
     return [f"CREATE OR REPLACE VIEW targets AS {targets_sql};",
             f"CREATE OR REPLACE VIEW reproduction AS {judged};"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,11 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+# The temporary paths of the blocks now open: what `exit_removing_temporaries` removes when a stopped job does
+# not unwind by itself.
+_open_temporaries: set[Path] = set()
+
+
 @contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `final`; move it onto `final` only if the block succeeds."""
@@ -38,13 +44,31 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     remove(tmp)
+    _open_temporaries.add(tmp)
     try:
         yield tmp
+        remove(final)
+        os.replace(tmp, final)
     except BaseException:
         remove(tmp)
         raise
-    remove(final)
-    os.replace(tmp, final)
+    finally:
+        _open_temporaries.discard(tmp)
+
+
+def exit_removing_temporaries(status: int, after: float) -> None:
+    """Unless the process has exited `after` seconds from now, remove every open block's temporary path and
+    exit with `status` at once. A signal handler's exception can be swallowed by whatever the main thread was
+    running when it arrived (C code that clears errors, a finaliser); a stopped job must end all the same, and
+    leave no temporary behind."""
+    def expire():
+        for tmp in list(_open_temporaries):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        os._exit(status)
+
+    timer = threading.Timer(after, expire)
+    timer.daemon = True
+    timer.start()
 
 
 def write_table(name: str, rows: list[dict], path: str | Path) -> pa.Table:
