@@ -99,6 +99,7 @@ def test_batch_larger_than_the_dataset_is_rejected_before_any_job():
     ({"rewind": "3ep"}, "rewind", "step 45 \\(3ep\\)"),   # 480 // 32 = 15 steps per epoch
     ({"seeds": [7]}, "seeds", "\\[7\\] are not dense seeds"),
     ({"baselines": ["magic"]}, "baselines.0", "is not one of"),
+    ({"seeds_per_job": 0}, "seeds_per_job", "minimum"),
 ])
 def test_bad_imp_settings_are_rejected_before_any_job(imp, key, message):
     with pytest.raises(ConfigError, match=f"^config error at experiments.smoke.imp.{key}: .*{message}"):
@@ -171,6 +172,17 @@ def test_adding_a_seed_reruns_no_existing_job():
     b = make_experiment(seeds=[0, 1, 2], imp={"rewind": 7}, subspace={"dims": [4], "kinds": ["random"]}, hessian={})
     for stage in ("dense", "imp", "subspace", "analysis", "hessian"):
         assert a.for_stage(stage).to_json() == b.for_stage(stage).to_json(), stage
+
+
+def test_imp_seeds_are_blocked_in_order_and_appending_keeps_the_full_blocks():
+    seeds = list(range(5))
+    blocks = lambda n, k: make_experiment(seeds=seeds, imp={"seeds": seeds[:n], "seeds_per_job": k}).imp.seed_blocks()
+    assert blocks(5, 2) == [(0, 1), (2, 3), (4,)]
+    assert blocks(4, 2) == blocks(5, 2)[:2]                     # full blocks stay as they were
+    assert blocks(3, 2)[1] != blocks(5, 2)[1]                   # the unfilled block changes
+    assert make_experiment(seeds=seeds, imp={"seeds": seeds}).imp.seed_blocks() == [tuple(seeds)]  # default 8
+    a, b = (make_experiment(seeds=seeds, imp={"seeds": seeds, "seeds_per_job": k}) for k in (1, 8))
+    assert a.for_stage("imp").to_json() == b.for_stage("imp").to_json()  # no job's spec holds it
 
 
 def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():

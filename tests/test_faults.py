@@ -102,7 +102,7 @@ def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smo
     out = tmp_path / "killed.log"
     with open(out, "w") as f:
         first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-                                  str(work), "--cores", "2", "--configfile", str(cfg), "--forcerun", "imp_level_smoke"],
+                                  str(work), "--cores", "2", "--configfile", str(cfg), "--forcerun", "imp_level_smoke_block0"],
                                  stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     # Frozen mid-job (SIGSTOP on the group while a job's outputs are marked incomplete), so that the second
     # run meets the first one's lock at a known point instead of racing its jobs.
@@ -124,6 +124,6 @@ def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smo
     assert snakemake(work, "--unlock", configfile=cfg).returncode == 0
     rerun = snakemake(work, configfile=cfg)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "imp_level_smoke" in rules_of(rerun) and "train_dense" not in rules_of(rerun)
+    assert "imp_level_smoke_block0" in rules_of(rerun) and "train_dense" not in rules_of(rerun)
     assert {name: catalog.query(sql, work).rows() for name, sql in tables.items()} == want
     assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout

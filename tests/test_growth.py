@@ -30,11 +30,27 @@ def grown(base: dict, change) -> dict:
     return cfg
 
 
+def block_jobs(block: int, levels) -> set[tuple[str, str]]:
+    """Every network job of one block of IMP chains (smoke.yaml: instability on, baselines on) at `levels`."""
+    jobs = set()
+    for level in levels:
+        rules = ["imp_level", "barrier_instability"] + (["imp_baselines", "barrier_successive"] if level else [])
+        jobs |= {(f"{r}_smoke_block{block}", f"level={level}") for r in rules}
+    return jobs
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("growth, change, network_jobs", [
     ("an IMP level", lambda e: e["imp"].update(levels=3),
-     {("imp_level_smoke", "level=3"), ("imp_baselines_smoke", "level=3"), ("barrier_successive_smoke", "level=3"),
-      ("barrier_instability_smoke", "level=3"), ("hessian_imp", "experiment=smoke, seed=0")}),
+     block_jobs(0, [3]) | {("hessian_imp", "experiment=smoke, seed=0")}),
+    # seeds_per_job 1: the finished block [0] is full, so the new seed is a block of its own (the setting itself
+    # is in no job's params)
+    ("an IMP seed, blocks full", lambda e: e["imp"].update(seeds=[0, 1], seeds_per_job=1),
+     block_jobs(1, [0, 1, 2]) | {("hessian_imp", "experiment=smoke, seed=1")}),
+    # the default 8: the new seed joins the unfilled block [0], whose jobs rerun with it (and rewrite seed 0's
+    # levels, which its sharpness job reads)
+    ("an IMP seed, block not full", lambda e: e["imp"].update(seeds=[0, 1]),
+     block_jobs(0, [0, 1, 2]) | {("hessian_imp", f"experiment=smoke, seed={s}") for s in (0, 1)}),
     ("a dense seed", lambda e: e.update(seeds=[0, 1, 2]),
      {("train_dense", "experiment=smoke, seed=2"), ("hessian_dense", "experiment=smoke, seed=2"),
       ("scores", "experiment=smoke")}),
@@ -60,6 +76,6 @@ def test_a_change_that_alters_results_reruns_every_job_it_reaches(smoke_run, tmp
     work, cfg = smoke_run
     jobs = planned_jobs(work, grown(yaml.safe_load(cfg.read_text()), lambda e: e["train"].update(lr=0.04)), tmp_path)
     rules = [r for r, _ in jobs]
-    assert rules.count("train_dense") == 2 and rules.count("imp_level_smoke") == 3
+    assert rules.count("train_dense") == 2 and rules.count("imp_level_smoke_block0") == 3
     assert rules.count("subspace_sweep") >= 3 and "scores" in rules and "hessian_dense" in rules
     assert not any("experiment=blowup" in w or "experiment=diet" in w for _, w in jobs)  # other experiments untouched

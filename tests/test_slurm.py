@@ -62,7 +62,7 @@ def test_smoke_config_on_slurm_equals_a_local_run(tmp_path):
     submitted = {p.relative_to(tmp_path / "slurm-logs").parts[0].removeprefix("rule_") for p in logs}
     ran = set(catalog.query("select distinct rule from jobs", cluster)["rule"])
     assert submitted == ran - LOCAL_RULES, "a job that runs a network went local, or a light one was queued"
-    assert {"train_dense", "subspace_sweep", "imp_level_smoke"} <= submitted
+    assert {"train_dense", "subspace_sweep", "imp_level_smoke_block0"} <= submitted
     assert LOCAL_RULES <= ran
     # Snakemake records no start for a submitted job: the view says so (null) instead of a zero
     timed = catalog.query("select rule, bool_and(seconds > 0) as timed, bool_and(seconds is null) as untimed "

@@ -180,9 +180,9 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
         diet_level0 = imp.Level.read(work / paths.level_store("diet", seed, "imp", 0))
         dense = trajectory.read(work / paths.trajectory("diet", seed))
         assert not np.allclose(diet_level0.weights.numpy(), dense.params(40))  # another rewind point than θ_T
-    one_job = (work / paths.log("imp", "diet", "imp", 1)).read_text()  # one job trained both chains' level 1
+    one_job = (work / paths.log("imp", "diet", "block0", "imp", 1)).read_text()  # one job trained both chains' level 1
     assert "imp seed 0 level 1" in one_job and "imp seed 1 level 1" in one_job
-    one_job = (work / paths.log("barrier", "diet", "imp_successive", 1)).read_text()  # both chains' barriers
+    one_job = (work / paths.log("barrier", "diet", "block0", "imp_successive", 1)).read_text()  # both chains' barriers
     assert "imp_successive seed 0 level 1" in one_job and "imp_successive seed 1 level 1" in one_job
 
     summary = catalog.summary(work)
@@ -199,9 +199,9 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     resumed = snakemake(work, configfile=cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
-    assert "rule imp_level_smoke" in log and "rule train_dense" not in log
-    assert str(paths.log("imp", "smoke", "imp", 2)) in log
-    assert str(paths.log("imp", "smoke", "imp", 1)) not in log  # finished levels are not redone
+    assert "rule imp_level_smoke_block0" in log and "rule train_dense" not in log
+    assert str(paths.log("imp", "smoke", "block0", "imp", 2)) in log
+    assert str(paths.log("imp", "smoke", "block0", "imp", 1)) not in log  # finished levels are not redone
     after = imp.Level.read(level2)
     assert torch.equal(before.mask, after.mask) and torch.equal(before.weights, after.weights)
 
@@ -221,11 +221,11 @@ def test_jobs_view_has_one_row_per_job_of_the_smoke_run(smoke_run):
     logs = {str(p.relative_to(work)) for p in (work / paths.RESULTS / "logs").rglob("*.log")}
     assert jobs["log"].n_unique() == jobs.height and set(jobs["log"]) == logs
     assert (jobs["seconds"] > 0).all() and (jobs["finished"] > jobs["started"]).all()
-    assert {"train_dense", "subspace_sweep", "imp_level_smoke", "figure"} <= set(jobs["rule"])
-    one = jobs.filter(jobs["log"] == str(paths.log("imp", "smoke", "imp", 1))).row(0, named=True)
-    assert one["rule"] == "imp_level_smoke" and one["outputs"] == 2  # the level's store and its table
+    assert {"train_dense", "subspace_sweep", "imp_level_smoke_block0", "figure"} <= set(jobs["rule"])
+    one = jobs.filter(jobs["log"] == str(paths.log("imp", "smoke", "block0", "imp", 1))).row(0, named=True)
+    assert one["rule"] == "imp_level_smoke_block0" and one["outputs"] == 2  # the level's store and its table
     out = subprocess.run([str(BIN / "sublevel"), "jobs", "--root", str(work)], capture_output=True, text=True)
-    assert out.returncode == 0 and f"| {jobs.height} " in out.stdout and "imp_level_smoke" in out.stdout
+    assert out.returncode == 0 and f"| {jobs.height} " in out.stdout and "imp_level_smoke_block0" in out.stdout
 
 
 def test_unknown_model_fails_before_any_job(tmp_path):

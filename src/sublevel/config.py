@@ -179,6 +179,13 @@ class ImpSpec:
     seeds: tuple[int, ...] = ()
     baselines: tuple[str, ...] = ()
     instability: bool | None = None
+    seeds_per_job: int | None = None
+
+    def seed_blocks(self) -> list[tuple[int, ...]]:
+        """`seeds` in consecutive blocks of `seeds_per_job`, one IMP job each: appending seeds leaves every
+        full block, and so every finished job of it, as it was."""
+        k = self.seeds_per_job or len(self.seeds) or 1
+        return [self.seeds[i:i + k] for i in range(0, len(self.seeds), k)]
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,8 @@ class Experiment:
     # Keys that decide which jobs exist, or reach a job as an option or an input file of its own, not what
     # one job computes: no job's spec holds them, so growing them (more levels, seeds, baselines, burn-in
     # steps, dims) plans only the new jobs. config.stage_specs keeps them for DVC, whose stages run every job.
-    JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability"), "subspace": ("kinds", "burnin", "dims")}
+    JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability", "seeds_per_job"),
+                    "subspace": ("kinds", "burnin", "dims")}
     # subspace keys each subspace stage does not read
     SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
                        "analysis": ()}

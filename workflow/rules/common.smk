@@ -80,38 +80,34 @@ def dataset_of_name(name):
     return str(paths.dataset_store(experiment(config, name).dataset))
 
 
-def chain_trajectories(name):
-    """The dense trajectory of every IMP chain of one experiment, in the order of imp.seeds."""
-    return [str(paths.trajectory(name, s)) for s in experiment(config, name).imp.seeds]
+def chain_trajectories(name, seeds):
+    """The dense trajectory of each IMP chain in `seeds` (one job's block of imp.seeds), in order."""
+    return [str(paths.trajectory(name, s)) for s in seeds]
 
 
-def chain_diets(name):
-    """Every chain's data-diet rewind point, when the experiment has a diet ([] otherwise)."""
-    imp = experiment(config, name).imp
-    return [str(paths.diet_start(name, s)) for s in imp.seeds] if imp.data_diet else []
+def chain_diets(name, seeds):
+    """Each chain's data-diet rewind point, when the experiment has a diet ([] otherwise)."""
+    return [str(paths.diet_start(name, s)) for s in seeds] if experiment(config, name).imp.data_diet else []
 
 
-def chain_stores(name, stage):
-    """A per-experiment level job's outputs: each chain's level store at the {level} wildcard."""
-    return [directory(str(paths.level_store(name, s, stage, "{level}"))) for s in experiment(config, name).imp.seeds]
+def chain_stores(name, seeds, stage):
+    """A level job's outputs: each chain's level store at the {level} wildcard."""
+    return [directory(str(paths.level_store(name, s, stage, "{level}"))) for s in seeds]
 
 
-def chain_tables(name, table, kind):
+def chain_tables(name, seeds, table, kind):
     """Each chain's table file at the {level} wildcard (imp tables by stage, barrier tables by kind)."""
     key = "stage" if table == "imp" else "kind"
-    return [str(paths.table(table, experiment=name, seed=s, **{key: kind}, level="{level}"))
-            for s in experiment(config, name).imp.seeds]
+    return [str(paths.table(table, experiment=name, seed=s, **{key: kind}, level="{level}")) for s in seeds]
 
 
-def chain_levels_at(name, level=None):
-    """An input function: every chain's IMP level store at `level` (default: the job's {level})."""
-    seeds = experiment(config, name).imp.seeds
+def chain_levels_at(name, seeds, level=None):
+    """An input function: each chain's IMP level store at `level` (default: the job's {level})."""
     return lambda w: [str(paths.level_store(name, s, "imp", w.level if level is None else level)) for s in seeds]
 
 
-def chain_levels_before(name):
-    """An input function: every chain's level ℓ−1 store for a level-ℓ job ([] at level 0)."""
-    seeds = experiment(config, name).imp.seeds
+def chain_levels_before(name, seeds):
+    """An input function: each chain's level ℓ−1 store for a level-ℓ job ([] at level 0)."""
     return lambda w: [str(paths.level_store(name, s, "imp", int(w.level) - 1)) for s in seeds] if int(w.level) else []
 
 

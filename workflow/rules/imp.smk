@@ -3,31 +3,32 @@
 # With a data diet the chains rewind to a point pre-trained on a scored subset (rule data_diet) instead of
 # the dense θ_k.
 #
-# IMP is sequential in its levels, not in its seeds: the chains of all imp.seeds train together (one vmapped
-# batch, sublevel.ensemble), so one job trains every chain's level ℓ, one all baselines of every chain at ℓ,
-# one every instability copy at ℓ, and one evaluates the successive-level barriers of every chain (one
-# process start-up instead of one per chain: on a GPU the start-up is most of such a job). Outputs stay per
-# seed, so these rules are written per experiment (a rule's outputs cannot depend on a wildcard) and their
-# names carry it: imp_level_<experiment>, ... Adding a seed to imp.seeds reruns them for every seed.
-for _name in imp_experiments():
-    _seeds = [str(s) for s in experiment(config, _name).imp.seeds]
+# IMP is sequential in its levels, not in its seeds: the chains of a block of imp.seeds (imp.seeds_per_job
+# of them, in order) train together as one vmapped batch (sublevel.ensemble), so one job trains the block's
+# level ℓ, one all its baselines at ℓ, one its instability copies at ℓ, and one evaluates its successive-level
+# barriers (one process start-up instead of one per chain: on a GPU the start-up is most of such a job). A
+# chain's result does not depend on which others share its batch. Outputs stay per seed, so these rules are
+# written per block (a rule's outputs cannot depend on a wildcard) and their names carry it:
+# imp_level_<experiment>_block<j>, ... Appending seeds to imp.seeds leaves the full blocks' jobs as they were.
+for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
+                                for j, b in enumerate(experiment(config, n).imp.seed_blocks())):
     _spec = experiment(config, _name).for_stage("imp").to_json()
 
     rule:
         name:
-            f"imp_level_{_name}"
+            f"imp_level_{_name}_block{_block}"
         input:
             data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name),
-            previous=chain_levels_before(_name),
-            diet=chain_diets(_name),
+            trajectory=chain_trajectories(_name, _seeds),
+            previous=chain_levels_before(_name, _seeds),
+            diet=chain_diets(_name, _seeds),
         output:
-            stores=chain_stores(_name, "imp"),
-            tables=chain_tables(_name, "imp", "imp"),
+            stores=chain_stores(_name, _seeds, "imp"),
+            tables=chain_tables(_name, _seeds, "imp", "imp"),
         log:
-            str(paths.log("imp", _name, "imp", "{level}")),
+            str(paths.log("imp", _name, f"block{_block}", "imp", "{level}")),
         params:
-            seeds=_seeds,
+            seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
             previous=optional_flag("--previous", "previous"),
             spec=_spec,
@@ -46,19 +47,19 @@ for _name in imp_experiments():
 
     rule:
         name:
-            f"imp_baselines_{_name}"
+            f"imp_baselines_{_name}_block{_block}"
         input:
             data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name),
-            ticket=chain_levels_at(_name),
-            diet=chain_diets(_name),
+            trajectory=chain_trajectories(_name, _seeds),
+            ticket=chain_levels_at(_name, _seeds),
+            diet=chain_diets(_name, _seeds),
         output:
-            stores=chain_stores(_name, "baselines"),
-            tables=chain_tables(_name, "imp", "baselines"),
+            stores=chain_stores(_name, _seeds, "baselines"),
+            tables=chain_tables(_name, _seeds, "imp", "baselines"),
         log:
-            str(paths.log("imp", _name, "baselines", "{level}")),
+            str(paths.log("imp", _name, f"block{_block}", "baselines", "{level}")),
         params:
-            seeds=_seeds,
+            seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
             spec=_spec,
             device=config["device"],
@@ -78,19 +79,19 @@ for _name in imp_experiments():
 
     rule:
         name:
-            f"barrier_instability_{_name}"
+            f"barrier_instability_{_name}_block{_block}"
         input:
             data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name),
-            dense=chain_levels_at(_name, 0),
-            level=chain_levels_at(_name),
-            diet=chain_diets(_name),
+            trajectory=chain_trajectories(_name, _seeds),
+            dense=chain_levels_at(_name, _seeds, 0),
+            level=chain_levels_at(_name, _seeds),
+            diet=chain_diets(_name, _seeds),
         output:
-            tables=chain_tables(_name, "barrier", "instability"),
+            tables=chain_tables(_name, _seeds, "barrier", "instability"),
         log:
-            str(paths.log("barrier", _name, "instability", "{level}")),
+            str(paths.log("barrier", _name, f"block{_block}", "instability", "{level}")),
         params:
-            seeds=_seeds,
+            seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
             spec=_spec,
             device=config["device"],
@@ -108,19 +109,19 @@ for _name in imp_experiments():
 
     rule:
         name:
-            f"barrier_successive_{_name}"
+            f"barrier_successive_{_name}_block{_block}"
         input:
             data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name),
-            dense=chain_levels_at(_name, 0),
-            previous=chain_levels_before(_name),
-            level=chain_levels_at(_name),
+            trajectory=chain_trajectories(_name, _seeds),
+            dense=chain_levels_at(_name, _seeds, 0),
+            previous=chain_levels_before(_name, _seeds),
+            level=chain_levels_at(_name, _seeds),
         output:
-            tables=chain_tables(_name, "barrier", "imp_successive"),
+            tables=chain_tables(_name, _seeds, "barrier", "imp_successive"),
         log:
-            str(paths.log("barrier", _name, "imp_successive", "{level}")),
+            str(paths.log("barrier", _name, f"block{_block}", "imp_successive", "{level}")),
         params:
-            seeds=_seeds,
+            seeds=[str(s) for s in _seeds],
             spec=_spec,
             device=config["device"],
         threads: config["threads"]
