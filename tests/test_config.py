@@ -185,6 +185,18 @@ def test_imp_seeds_are_blocked_in_order_and_appending_keeps_the_full_blocks():
     assert a.for_stage("imp").to_json() == b.for_stage("imp").to_json()  # no job's spec holds it
 
 
+def test_subspace_runs_are_blocked_like_imp_seeds_and_no_sweep_spec_holds_them():
+    def exp(n, k=None):
+        return make_experiment(**{"subspace.seeds": n}, **({"subspace.seeds_per_job": k} if k is not None else {}))
+    assert exp(5, 2).subspace.seed_blocks() == [(0, 1), (2, 3), (4,)]
+    assert exp(4, 2).subspace.seed_blocks() == exp(5, 2).subspace.seed_blocks()[:2]
+    assert exp(5).subspace.seed_blocks() == [(0, 1, 2, 3, 4)]   # the schema's default 8
+    assert exp(2, 1).for_stage("subspace").to_json() == exp(9, 4).for_stage("subspace").to_json()  # an option
+    assert '"seeds": 9' in exp(9).for_stage("analysis").to_json()
+    with pytest.raises(ConfigError, match="subspace.seeds_per_job: .*minimum"):
+        exp(2, 0)
+
+
 def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():
     with pytest.raises(ConfigError, match=r"scores.steps: \[7\] are not stored checkpoints"):
         make_experiment(scores={"steps": [7]})

@@ -55,7 +55,7 @@ def test_a_deleted_refinement_plan_is_rebuilt_and_then_nothing_is_left(smoke_cop
 @pytest.mark.slow
 def test_check_results_names_the_damage_and_fix_makes_the_next_run_rebuild_it(smoke_copy):
     work, cfg = smoke_copy
-    table = work / paths.table("subspace", experiment="smoke", kind="random", burnin_step=0, round=0, d=8)
+    table = work / paths.table("subspace", experiment="smoke", kind="random", burnin_step=0, round=0, d=8, block=0)
     table.write_bytes(table.read_bytes()[:100])
 
     # the other tables still answer; every reading command reports the damage in one line

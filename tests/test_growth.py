@@ -30,6 +30,14 @@ def grown(base: dict, change) -> dict:
     return cfg
 
 
+# (kind, t, d) of the smoke sweeps' round 0 (lottery: 2 directions from 3 checkpoints)
+ROUND0 = [(k, t, d) for k, t in (("random", 0), ("burnin", 5)) for d in (2, 8, 32)] + [("lottery", 0, 2)]
+
+
+def sweep_job(kind: str, t: int, d: int, round: int = 0, block: int = 0) -> tuple[str, str]:
+    return "subspace_sweep", f"experiment=smoke, kind={kind}, burnin_step={t}, round={round}, d={d}, block={block}"
+
+
 def block_jobs(block: int, levels) -> set[tuple[str, str]]:
     """Every network job of one block of IMP chains (smoke.yaml: instability on, baselines on) at `levels`."""
     jobs = set()
@@ -55,10 +63,14 @@ def block_jobs(block: int, levels) -> set[tuple[str, str]]:
      {("train_dense", "experiment=smoke, seed=2"), ("hessian_dense", "experiment=smoke, seed=2"),
       ("scores", "experiment=smoke")}),
     ("a burn-in step", lambda e: e["subspace"].update(burnin=[5, 12]),
-     {("subspace_sweep", f"experiment=smoke, kind=burnin, burnin_step=12, round=0, d={d}") for d in (2, 8, 32)}),
+     {sweep_job("burnin", 12, d) for d in (2, 8, 32)}),
     ("a sweep dimension", lambda e: e["subspace"].update(dims=[2, 8, 32, 64]),  # lottery: 64 > its directions
-     {("subspace_sweep", f"experiment=smoke, kind={k}, burnin_step={t}, round=0, d=64")
-      for k, t in (("random", 0), ("burnin", 5))}),
+     {sweep_job(k, t, 64) for k, t in (("random", 0), ("burnin", 5))}),
+    # smoke.yaml: 2 runs per point; seeds_per_job 2 leaves the finished block [0, 1] full
+    ("seeds per point, blocks full", lambda e: e["subspace"].update(seeds=4, seeds_per_job=2),
+     {sweep_job(k, t, d, block=1) for k, t, d in ROUND0}),
+    ("seeds per point, block not full", lambda e: e["subspace"].update(seeds=3),
+     {sweep_job(k, t, d) for k, t, d in ROUND0}),
     ("a threshold", lambda e: e["subspace"].update(thresholds=[{"metric": "train_accuracy", "value": 0.6},
                                                                {"metric": "train_accuracy", "value": 0.3}]),
      set()),

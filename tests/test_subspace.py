@@ -417,14 +417,15 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
     job = ["--spec", spec, "--data", str(mnist1d_store), "--device", "cpu"]
     assert cli.main(["train", *job, "--seed", "0", "--trajectory", str(traj), "--quiet",
                      "--table", str(tmp_path / "train.parquet")]) == 0
-    for d in (40, 64):  # one job per d, as the workflow runs them
+    for d, block, seeds in ((40, 0, ["0", "1"]), (64, 0, ["1"]), (64, 1, ["0"])):  # jobs as the workflow runs them
         assert cli.main(["subspace-sweep", *job, "--kind", "random", "--burnin-step", "0", "--round", "0", "--quiet",
-                         "--dims", str(d), "--trajectory", str(traj), "--table", str(tmp_path / f"sub-{d}.parquet"),
-                         "--out", str(tmp_path / paths.sweep_store("smoke", "random", 0, 0, d))]) == 0
-    rows = storage.read_rows([tmp_path / "sub-40.parquet", tmp_path / "sub-64.parquet"])
+                         "--dims", str(d), "--seeds", *seeds, "--trajectory", str(traj),
+                         "--table", str(tmp_path / f"sub-{d}-{block}.parquet"),
+                         "--out", str(tmp_path / paths.sweep_store("smoke", "random", 0, 0, d, block))]) == 0
+    rows = storage.read_rows(sorted(tmp_path.glob("sub-*.parquet")))
     model = training.build_model(exp, mnist1d, 0, CPU)
     theta0 = torch.from_numpy(trajectory.read(traj).params(0))
-    for d in (40, 64):
+    for d in (40, 64):  # d = 64's two blocks rebuild in seed order
         theta, seeds = subspace.rebuild("smoke", "random", 0, 0, d, root=tmp_path)
         assert theta.shape == (2, len(theta0)) and seeds == [0, 1]
         assert not torch.allclose(theta[0], theta0) and not torch.allclose(theta[0], theta[1])
@@ -434,7 +435,7 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
                             for s, e, l in zip(seeds, err.tolist(), loss.tolist())]
     with pytest.raises(KeyError, match="stored: \\[40, 64\\]"):
         subspace.rebuild("smoke", "random", 0, 0, 50, root=tmp_path)
-    store = tmp_path / paths.sweep_store("smoke", "random", 0, 0, 40)
+    store = tmp_path / paths.sweep_store("smoke", "random", 0, 0, 40, 0)
     zarr.open_group(str(store), mode="r+").attrs["projections_version"] = projections.VERSION - 1
     with pytest.raises(ValueError, match="rerun the sweep"):
         subspace.rebuild("smoke", "random", 0, 0, 40, root=tmp_path)

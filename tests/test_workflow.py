@@ -101,7 +101,7 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert got == [("burnin", 5, [2, 8, 32], 6), ("lottery", 0, [2], 2), ("random", 0, [2, 8, 32], 6),
                    ("ticket", 5, [538, 666, 826], 3)]  # IMP masks: 800, 640, 512 weights + 26 biases
     assert con.execute("select count(*) from subspace where train_accuracy is null").fetchall() == [(0,)]
-    sweep_log = (work / paths.log("subspace", "smoke", "random", 0, 0, 32)).read_text()
+    sweep_log = (work / paths.log("subspace", "smoke", "random", 0, 0, 32, "block0")).read_text()
     assert re.search(r"smoke random t=0 d=32 \(2 runs\): 100%.*20/20 .*step/s", sweep_log)
     # a run is its coordinates + (seed, projection, d): rebuilt, it scores what the sweep recorded (dense P and
     # the lottery's basis here; Fastfood and another version's store: test_subspace)

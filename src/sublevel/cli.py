@@ -153,7 +153,7 @@ def _subspace_sweep(args) -> None:
 
     exp, device, data = _setup(args)
     rows, coords, attrs = subspace.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
-                                         args.dims, device, progress=not args.quiet, round=args.round)
+                                         args.dims, args.seeds, device, progress=not args.quiet, round=args.round)
     with storage.atomic_path(args.out) as tmp:
         group = zarr.open_group(tmp, mode="w", attributes=attrs)
         for d, w in coords.items():
@@ -588,7 +588,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--a", nargs="+", required=True, help="the level stores (instability) or level l-1 (imp_successive)")
     s.add_argument("--b", nargs="+", help="level l stores (imp_successive)")
 
-    s = job("subspace-sweep", "train every seed of one subspace kind and burn-in step at the given dims",
+    s = job("subspace-sweep", "train the given run seeds of one subspace kind and burn-in step at the given dims",
             _subspace_sweep)
     s.set_defaults(outputs={"out": "zarr", "table": "subspace"})
     s.add_argument("--kind", required=True, choices=["random", "burnin", "lottery"])
@@ -597,6 +597,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="Zarr store of the trained coordinates")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.add_argument("--dims", type=int, nargs="+", required=True, help="the dimensions d to train")
+    s.add_argument("--seeds", type=int, nargs="+", required=True,
+                   help="run seeds (projection and data order) to train at each d")
     s.add_argument("--round", type=int, default=0, help="refinement round (0: the configured dims)")
     s.add_argument("--quiet", action="store_true")
 

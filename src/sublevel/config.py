@@ -165,6 +165,14 @@ class CheckpointSpec:
     every: int | str
 
 
+def seed_blocks(seeds: tuple[int, ...], per_job: int | None) -> list[tuple[int, ...]]:
+    """`seeds` in consecutive blocks of `per_job` (all in one when None), one job each: appending seeds leaves
+    every full block, and so every finished job of it, as it was. A run depends only on its own seed, so the
+    blocking changes no result."""
+    k = per_job or len(seeds) or 1
+    return [seeds[i:i + k] for i in range(0, len(seeds), k)]
+
+
 @dataclass(frozen=True)
 class ImpSpec:
     fraction: float
@@ -182,15 +190,12 @@ class ImpSpec:
     seeds_per_job: int | None = None
 
     def seed_blocks(self) -> list[tuple[int, ...]]:
-        """`seeds` in consecutive blocks of `seeds_per_job`, one IMP job each: appending seeds leaves every
-        full block, and so every finished job of it, as it was."""
-        k = self.seeds_per_job or len(self.seeds) or 1
-        return [self.seeds[i:i + k] for i in range(0, len(self.seeds), k)]
+        """`seeds` in blocks of `seeds_per_job`, one IMP job each (seed_blocks)."""
+        return seed_blocks(self.seeds, self.seeds_per_job)
 
 
 @dataclass(frozen=True)
 class SubspaceSpec:
-    seeds: int
     dense_seed: int
     projection: str
     optimizer: str
@@ -198,8 +203,11 @@ class SubspaceSpec:
     momentum: float
     steps: int
     batch_size: int
-    # kinds, burn-in steps and dims decide which sweep jobs exist (one per kind, t and d; a refinement round's
-    # d comes from its plan): absent from the specs of jobs they do not change (Experiment.for_stage)
+    # kinds, burn-in steps, dims and seeds decide which sweep jobs exist (one per kind, t, d and block of
+    # seeds; a refinement round's d comes from its plan): absent from the specs of jobs they do not change
+    # (Experiment.for_stage); a sweep job takes its seeds as an option
+    seeds: int | None = None
+    seeds_per_job: int | None = None
     kinds: tuple[str, ...] = ()
     dims: tuple[int, ...] = ()
     burnin: tuple[int | str, ...] = ()
@@ -216,6 +224,10 @@ class SubspaceSpec:
             dims = sorted({round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)})
         return cls(**dict(d, kinds=tuple(d.get("kinds", ())), dims=tuple(sorted(dims)),
                           burnin=tuple(d.get("burnin", ())), thresholds=tuple(d.get("thresholds", ()))))
+
+    def seed_blocks(self) -> list[tuple[int, ...]]:
+        """The runs 0..seeds-1 of each point in blocks of `seeds_per_job`, one sweep job each (seed_blocks)."""
+        return seed_blocks(tuple(range(self.seeds or 0)), self.seeds_per_job)
 
     def sweep_dims(self, kind: str, sched: "Schedule") -> list[int]:
         """The configured dims one kind trains: a lottery subspace has at most as many directions as the
@@ -269,7 +281,7 @@ class Experiment:
     # one job computes: no job's spec holds them, so growing them (more levels, seeds, baselines, burn-in
     # steps, dims) plans only the new jobs. config.stage_specs keeps them for DVC, whose stages run every job.
     JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability", "seeds_per_job"),
-                    "subspace": ("kinds", "burnin", "dims")}
+                    "subspace": ("kinds", "burnin", "dims", "seeds", "seeds_per_job")}
     # subspace keys each subspace stage does not read
     SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
                        "analysis": ()}

@@ -93,9 +93,11 @@ def sweep_dir(experiment: str, kind: str, burnin_step: str | int) -> Path:
     return RESULTS / "subspace" / str(experiment) / f"kind={kind}" / f"burnin_step={burnin_step}"
 
 
-def sweep_store(experiment: str, kind: str, burnin_step: str | int, round: str | int, d: str | int) -> Path:
-    """Zarr group of one sweep job (one d of one round): w_<d> [R, d], with seeds and projection in attrs."""
-    return sweep_dir(experiment, kind, burnin_step) / f"round={round}" / f"d={d}.zarr"
+def sweep_store(experiment: str, kind: str, burnin_step: str | int, round: str | int, d: str | int,
+                block: str | int) -> Path:
+    """Zarr group of one sweep job (one d of one round, one block of its run seeds): w_<d> [R, d], with the
+    seeds and projection in attrs."""
+    return sweep_dir(experiment, kind, burnin_step) / f"round={round}" / f"d={d}" / f"block={block}.zarr"
 
 
 def refine_plan(experiment: str, kind: str, burnin_step: str | int, round: str | int) -> Path:

@@ -181,27 +181,34 @@ def projection_maker(kind: str, setting: str, D: int, d: int, basis: torch.Tenso
 
 def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, root: Path | None = None,
             device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, list[int]]:
-    """(θ [R, D], seeds): the final parameters θ_t + P w of a sweep's runs at dimension d, from the stored
-    coordinates w_<d>, the store's attrs and the dense trajectory it was anchored on: P is regenerated, so a
-    store written under another `projections.VERSION` is refused rather than rebuilt wrongly."""
+    """(θ [R, D], seeds): the final parameters θ_t + P w of a sweep's runs at dimension d (every block of
+    seeds, in seed order), from the stored coordinates w_<d>, each store's attrs and the dense trajectory it
+    was anchored on: P is regenerated, so a store written under another `projections.VERSION` is refused
+    rather than rebuilt wrongly."""
     from sublevel import paths, trajectory
 
     root = Path() if root is None else Path(root)
-    path = root / paths.sweep_store(experiment, kind, burnin_step, round, d)
-    if not path.exists():
-        stored = sorted(int(p.name[2:-5]) for p in path.parent.glob("d=*.zarr"))
-        raise KeyError(f"no d = {d} in {path.parent}; stored: {stored}")
-    store = storage.open_group(path, "sweep")
-    a = store.attrs.asdict()
-    if a.get("projections_version") != projections.VERSION:
-        raise ValueError(f"{path} was written with projections version {a.get('projections_version')}; this "
-                         f"code regenerates version {projections.VERSION}: rerun the sweep (snakemake does)")
-    traj = trajectory.read(root / paths.trajectory(experiment, a["dense_seed"]))
-    basis = lottery_basis(torch.from_numpy(traj.params()), d).to(device) if kind == "lottery" else None
-    _, make = projection_maker(kind, a["projection"], a["D"], d, basis, device)
-    w = torch.from_numpy(storage.read(store, f"w_{d}", what="sweep")).to(device)
-    with torch.no_grad():
-        return torch.from_numpy(traj.params(burnin_step)).to(device) + make(a["seeds"])(w), a["seeds"]
+    point = root / paths.sweep_store(experiment, kind, burnin_step, round, d, 0).parent
+    blocks = sorted(point.glob("block=*.zarr"), key=lambda p: int(p.name[6:-5]))
+    if not blocks:
+        stored = sorted(int(p.name[2:]) for p in point.parent.glob("d=*") if p.is_dir())
+        raise KeyError(f"no d = {d} in {point.parent}; stored: {stored}")
+    thetas, seeds = [], []
+    for path in blocks:
+        store = storage.open_group(path, "sweep")
+        a = store.attrs.asdict()
+        if a.get("projections_version") != projections.VERSION:
+            raise ValueError(f"{path} was written with projections version {a.get('projections_version')}; this "
+                             f"code regenerates version {projections.VERSION}: rerun the sweep (snakemake does)")
+        traj = trajectory.read(root / paths.trajectory(experiment, a["dense_seed"]))
+        basis = lottery_basis(torch.from_numpy(traj.params()), d).to(device) if kind == "lottery" else None
+        _, make = projection_maker(kind, a["projection"], a["D"], d, basis, device)
+        w = torch.from_numpy(storage.read(store, f"w_{d}", what="sweep")).to(device)
+        with torch.no_grad():
+            thetas.append(torch.from_numpy(traj.params(burnin_step)).to(device) + make(a["seeds"])(w))
+        seeds += a["seeds"]
+    order = sorted(range(len(seeds)), key=seeds.__getitem__)
+    return torch.cat(thetas)[order], [seeds[i] for i in order]
 
 
 def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
@@ -211,10 +218,11 @@ def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
     return Vh[:d].T.float()
 
 
-def sweep(exp, data: Dataset, traj, kind: str, t: int, dims: list[int], device, progress: bool = True,
-          round: int = 0):
-    """Every (d, seed) point of one (kind, t) at the given dims, R = seeds runs at a time (the workflow's jobs
-    train one d each: growing the configured dims then plans only the new d).
+def sweep(exp, data: Dataset, traj, kind: str, t: int, dims: list[int], seeds: list[int], device,
+          progress: bool = True, round: int = 0):
+    """Every (d, seed) point of one (kind, t) at the given dims and run seeds, R = len(seeds) runs at a time
+    (the workflow's jobs train one d and one block of seeds each: growing the configured dims or seeds then
+    plans only the new jobs).
 
     Returns (rows of the `subspace` table, {d: w [R, d]}, attrs)."""
     from sublevel import models
@@ -225,7 +233,7 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, dims: list[int], device, 
     D = models.Layout.of(model).D
     anchor = torch.from_numpy(traj.params(t)).to(device)
     anchor_buffers = torch.from_numpy(traj.buffers(t)).to(device)
-    seeds = list(range(sub.seeds))
+    seeds = list(seeds)
     spec = SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size,
                          sub.compile)
     basis = None

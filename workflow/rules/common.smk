@@ -193,8 +193,14 @@ def sweep_jobs(name):
     return experiment(config, name).subspace.anchors(schedule(name))
 
 
-def sweep_table(name, kind, t, round, d):
-    return paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round, d=d)
+def sweep_table(name, kind, t, round, d, block):
+    return paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round, d=d, block=block)
+
+
+def sweep_seeds(wildcards):
+    """The run seeds of one sweep job: its block of 0..subspace.seeds-1 (subspace.seeds_per_job each)."""
+    blocks = experiment(config, wildcards.experiment).subspace.seed_blocks()
+    return [str(s) for s in blocks[int(wildcards.block)]]
 
 
 def ticket_table(name):
@@ -213,8 +219,9 @@ def round_dims(e, k, t, round):
 
 
 def round_tables(e, k, t, round):
-    """The tables of one round of a sweep, one per d."""
-    return [str(sweep_table(e, k, t, round, d)) for d in round_dims(e, k, t, round)]
+    """The tables of one round of a sweep, one per d and block of seeds."""
+    blocks = range(len(experiment(config, e).subspace.seed_blocks()))
+    return [str(sweep_table(e, k, t, round, d, j)) for d in round_dims(e, k, t, round) for j in blocks]
 
 
 def previous_plan(wildcards):

@@ -1,5 +1,6 @@
-# Stage 4: subspace sweeps. One job per (experiment, kind, burn-in step, round, d) trains the seeds of that
-# point together in one vmapped batch, so adding dims to a finished sweep trains only the new d. Round 0
+# Stage 4: subspace sweeps. One job per (experiment, kind, burn-in step, round, d, block of seeds) trains
+# that block of the point's run seeds (subspace.seeds_per_job) together in one vmapped batch, so adding dims
+# to a finished sweep trains only the new d, and adding seeds to full blocks only the new blocks. Round 0
 # trains the configured dims; a checkpoint then reads all rounds so far and plans the next one around the
 # success transition. The plans, ticket rows and summaries only read tables, for seconds: local rules, which a
 # cluster executor runs where Snakemake runs instead of queueing each (on the critical path between rounds).
@@ -11,17 +12,19 @@ rule subspace_sweep:
         trajectory=sweep_trajectory,
         plan=lambda w: [previous_plan(w)] if int(w.round) > 0 else [],
     output:
-        store=directory(str(paths.sweep_store("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}"))),
-        table=str(sweep_table("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}")),
+        store=directory(str(paths.sweep_store("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "{block}"))),
+        table=str(sweep_table("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "{block}")),
     log:
-        str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}")),
+        str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "block{block}")),
     wildcard_constraints:
         kind="random|burnin|lottery",
         burnin_step=r"\d+",
         round=r"\d+",
         d=r"\d+",
+        block=r"\d+",
     params:
         spec=spec_for("subspace"),
+        seeds=sweep_seeds,
         device=config["device"],
         projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
     threads: config["threads"]
@@ -32,6 +35,7 @@ rule subspace_sweep:
     shell:
         "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind:q}"
         " --burnin-step {wildcards.burnin_step:q} --round {wildcards.round:q} --dims {wildcards.d:q}"
+        " --seeds {params.seeds:q}"
         " --data {input.data:q} --trajectory {input.trajectory:q} --out {output.store:q} --table {output.table:q}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
