@@ -433,6 +433,7 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
         recorded = sorted((r["seed"], r["projection"], r["train_accuracy"], r["train_loss"]) for r in rows if r["d"] == d)
         assert recorded == [(s, "fastfood", pytest.approx(1 - e, abs=1e-6), pytest.approx(l, rel=1e-5))
                             for s, e, l in zip(seeds, err.tolist(), loss.tolist())]
+    (tmp_path / paths.sweep_store("smoke", "random", 0, 0, 7, 0)).parent.with_name("d=7.zarr").mkdir()  # old layout
     with pytest.raises(KeyError, match="stored: \\[40, 64\\]"):
         subspace.rebuild("smoke", "random", 0, 0, 50, root=tmp_path)
     store = tmp_path / paths.sweep_store("smoke", "random", 0, 0, 40, 0)

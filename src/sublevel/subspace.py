@@ -191,7 +191,7 @@ def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, ro
     point = root / paths.sweep_store(experiment, kind, burnin_step, round, d, 0).parent
     blocks = sorted(point.glob("block=*.zarr"), key=lambda p: int(p.name[6:-5]))
     if not blocks:
-        stored = sorted(int(p.name[2:]) for p in point.parent.glob("d=*") if p.is_dir())
+        stored = sorted(int(p.name[2:]) for p in point.parent.glob("d=*") if p.name[2:].isdigit())
         raise KeyError(f"no d = {d} in {point.parent}; stored: {stored}")
     thetas, seeds = [], []
     for path in blocks:
