@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -440,3 +441,32 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
     zarr.open_group(str(store), mode="r+").attrs["projections_version"] = projections.VERSION - 1
     with pytest.raises(ValueError, match="rerun the sweep"):
         subspace.rebuild("smoke", "random", 0, 0, 40, root=tmp_path)
+
+
+def test_the_sweep_summary_removes_the_blocks_an_earlier_seeds_per_job_left_and_keeps_runs_found_nowhere_else(
+        tmp_path, monkeypatch):
+    """seeds_per_job 2 -> 8 over 5 runs rewrites block 0 with seeds 0..4: the old blocks 1 (2, 3) and 2 (4)
+    would count those runs twice in the `subspace` view. A block with seeds of its own (d = 16's block 1, from
+    when subspace.seeds was 4) stays."""
+    from sublevel import cli, paths, schema, storage
+
+    monkeypatch.chdir(tmp_path)
+
+    def block(d, j, seeds):
+        rows = [{c: dict(experiment="e", kind="random", burnin_step=0, round=0, d=d, seed=s).get(c)
+                 for c in schema.TABLES["subspace"].schema.names} for s in seeds]
+        table = paths.table("subspace", experiment="e", kind="random", burnin_step=0, round=0, d=d, block=j)
+        storage.write_table("subspace", rows, table)
+        paths.sweep_store("e", "random", 0, 0, d, j).mkdir(parents=True)
+        return table
+
+    current = [block(8, 0, range(5)), block(16, 0, [0, 1])]
+    stale = [block(8, 1, [2, 3]), block(8, 2, [4])]
+    own = block(16, 1, [2, 3])
+    assert cli.main(["sweep-summary", "--tables", *map(str, current), "--out", "summary.json"]) == 0
+    assert not any(t.exists() or t.parent.exists() for t in stale)
+    assert not paths.sweep_store("e", "random", 0, 0, 8, 1).exists()
+    assert not paths.sweep_store("e", "random", 0, 0, 8, 2).exists()
+    assert all(t.exists() for t in current + [own]) and paths.sweep_store("e", "random", 0, 0, 16, 1).exists()
+    assert paths.sweep_store("e", "random", 0, 0, 8, 0).exists()
+    assert json.loads(Path("summary.json").read_text())["runs"] == 7

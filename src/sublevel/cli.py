@@ -180,8 +180,14 @@ def _refine_plan(args) -> None:
 
 
 def _sweep_summary(args) -> None:
-    from sublevel import storage
+    from sublevel import storage, subspace
 
+    # every block of the sweep is finished and no job writes a superseded one: removing it here cannot race
+    for table, store in subspace.superseded_blocks(args.tables):
+        storage.remove(table.parent)
+        storage.remove(store)
+        print(f"removed {table.parent} and {store}: runs of an earlier subspace.seeds_per_job, trained again",
+              file=sys.stderr)
     rows = storage.read_rows(args.tables)
     plans = [json.loads(Path(p).read_text()) for p in args.plans]
     summary = {"rounds": 1 + sum(bool(p["dims"]) for p in plans), "dims": sorted({r["d"] for r in rows}),
@@ -612,7 +618,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="plan JSON to write")
     s.set_defaults(func=_refine_plan)
 
-    s = sub.add_parser("sweep-summary", help="the rounds of one sweep and where its transition ended up")
+    s = sub.add_parser("sweep-summary", help="the rounds of one sweep and where its transition ended up (removing blocks of runs an earlier subspace.seeds_per_job left, which it trained again)")
     s.add_argument("--tables", nargs="+", required=True)
     s.add_argument("--plans", nargs="*", default=[])
     s.add_argument("--out", required=True)

@@ -211,6 +211,32 @@ def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, ro
     return torch.cat(thetas)[order], [seeds[i] for i in order]
 
 
+def superseded_blocks(tables: list[str | Path]) -> list[tuple[Path, Path]]:
+    """(table, store) of each sweep block on disk beside `tables` (one sweep's current blocks, paths from the
+    project root) that holds a run seed one of them holds too: a block of an earlier `subspace.seeds_per_job`
+    whose runs the current blocks trained again, and whose rows would count twice in the `subspace` view. A
+    block with seeds of its own (from a larger `subspace.seeds`) is kept: its runs are nowhere else."""
+    from sublevel import paths
+
+    current, seeds_at = {Path(t).resolve() for t in tables}, {}  # point (d=<d> dir) -> its current blocks' seeds
+    for t in tables:
+        seeds_at.setdefault(Path(t).parent.parent, set()).update(r["seed"] for r in storage.read_rows([t]))
+    found = []
+    for point, seeds in seeds_at.items():
+        for table in sorted(point.glob("block=*/subspace.parquet")):
+            if table.resolve() in current:
+                continue
+            try:
+                rows = storage.read_rows([table])
+            except storage.CorruptFile:  # damage: `sublevel check-results` names it
+                continue
+            if rows and seeds & {r["seed"] for r in rows}:
+                r = rows[0]
+                found.append((table, paths.sweep_store(r["experiment"], r["kind"], r["burnin_step"], r["round"],
+                                                       r["d"], table.parent.name.removeprefix("block="))))
+    return found
+
+
 def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
     """Top-d principal directions [D, d] of the trajectory's displacements θ_s − θ_0 (orthonormal columns)."""
     M = (params[1:] - params[:1]).double()
