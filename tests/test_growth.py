@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import jobs_of, snakemake
+from sublevel import paths, storage
 
 # Jobs that only read tables: rerun whenever what they summarise grows
 ANALYSIS = {"refine_plan", "sweep_summary", "subspace_tickets", "analyse_subspace", "figure", "export", "reproduction",
@@ -38,27 +39,44 @@ def sweep_job(kind: str, t: int, d: int, round: int = 0, block: int = 0) -> tupl
     return "subspace_sweep", f"experiment=smoke, kind={kind}, burnin_step={t}, round={round}, d={d}, block={block}"
 
 
+# smoke.yaml's baselines: the schema's default, every method
+BASELINES = ["random_prune", "random_reinit", "oneshot", "init_magnitude"]
+
+
+def baseline_jobs(block: int, levels, methods=BASELINES) -> set[tuple[str, str]]:
+    return {(f"imp_baselines_smoke_block{block}", f"level={level}, method={m}") for level in levels if level
+            for m in methods}
+
+
 def block_jobs(block: int, levels) -> set[tuple[str, str]]:
-    """Every network job of one block of IMP chains (smoke.yaml: instability on, baselines on) at `levels`."""
-    jobs = set()
+    """Every network job of one block of IMP chains (smoke.yaml: instability on, every baseline) at `levels`."""
+    jobs = baseline_jobs(block, levels)
     for level in levels:
-        rules = ["imp_level", "barrier_instability"] + (["imp_baselines", "barrier_successive"] if level else [])
+        rules = ["imp_level", "barrier_instability"] + (["barrier_successive"] if level else [])
         jobs |= {(f"{r}_smoke_block{block}", f"level={level}") for r in rules}
     return jobs
+
+
+def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
+    return {("hessian_imp", f"experiment=smoke, seed={s}, level={level}") for s in seeds for level in levels}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("growth, change, network_jobs", [
     ("an IMP level", lambda e: e["imp"].update(levels=3),
-     block_jobs(0, [3]) | {("hessian_imp", "experiment=smoke, seed=0")}),
+     block_jobs(0, [3]) | hessian_jobs([0], [3])),
     # seeds_per_job 1: the finished block [0] is full, so the new seed is a block of its own (the setting itself
     # is in no job's params)
     ("an IMP seed, blocks full", lambda e: e["imp"].update(seeds=[0, 1], seeds_per_job=1),
-     block_jobs(1, [0, 1, 2]) | {("hessian_imp", "experiment=smoke, seed=1")}),
+     block_jobs(1, [0, 1, 2]) | hessian_jobs([1], [0, 1, 2])),
     # the default 8: the new seed joins the unfilled block [0], whose jobs rerun with it (and rewrite seed 0's
     # levels, which its sharpness job reads)
     ("an IMP seed, block not full", lambda e: e["imp"].update(seeds=[0, 1]),
-     block_jobs(0, [0, 1, 2]) | {("hessian_imp", f"experiment=smoke, seed={s}") for s in (0, 1)}),
+     block_jobs(0, [0, 1, 2]) | hessian_jobs([0, 1], [0, 1, 2])),
+    # each method has its own jobs, and the list is in no job's params: the others stay as they are (adding one:
+    # test_adding_a_baseline_plans_only_its_jobs)
+    ("a baseline dropped", lambda e: e["imp"].update(baselines=BASELINES[:2]), set()),
+    ("the baselines reordered", lambda e: e["imp"].update(baselines=BASELINES[::-1]), set()),
     ("a dense seed", lambda e: e.update(seeds=[0, 1, 2]),
      {("train_dense", "experiment=smoke, seed=2"), ("hessian_dense", "experiment=smoke, seed=2"),
       ("scores", "experiment=smoke")}),
@@ -80,7 +98,19 @@ def test_growing_an_experiment_plans_only_the_new_jobs(smoke_run, tmp_path, grow
     jobs = planned_jobs(work, grown(yaml.safe_load(cfg.read_text()), change), tmp_path)
     assert {j for j in jobs if j[0] not in ANALYSIS} == network_jobs, growth
     assert len(jobs) == len(set(jobs))
-    assert ("analyse_subspace", "experiment=smoke") in jobs and ("all", "") in jobs
+    assert ("export", "") in jobs and ("all", "") in jobs
+
+
+@pytest.mark.slow
+def test_adding_a_baseline_plans_only_its_jobs(smoke_copy, tmp_path):
+    """The finished run less one method's results is that run as it would stand with three baselines."""
+    work, cfg = smoke_copy
+    for level in (1, 2):
+        storage.remove(work / paths.level_store("smoke", 0, "baselines", level, "init_magnitude"))
+        storage.remove(work / paths.table("imp", experiment="smoke", seed=0, stage="baselines", level=level,
+                                          method="init_magnitude"))
+    jobs = planned_jobs(work, yaml.safe_load(cfg.read_text()), tmp_path)
+    assert {j for j in jobs if j[0] not in ANALYSIS} == baseline_jobs(0, [1, 2], ["init_magnitude"])
 
 
 @pytest.mark.slow

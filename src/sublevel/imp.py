@@ -23,6 +23,7 @@ from sublevel.trajectory import Stored
 from sublevel.training import Start, build_model, in_batches, train
 
 METHODS = ("imp", "random_prune", "random_reinit", "oneshot", "init_magnitude")
+BASELINES = METHODS[1:]  # the config's imp.baselines choices
 OTHER_DATA_ORDER = 10_000   # copy B of instability analysis orders data by seed + this
 OTHER_INIT = 1_000_000      # random reinitialisation draws its weights with seed + this
 
@@ -187,7 +188,7 @@ def baselines(methods: list[str], exp: Experiment, data: Dataset, chains: list[C
             elif method == "init_magnitude":  # magnitude at initialisation
                 mask = pruning.matched(torch.from_numpy(traj.params(0)).abs(), ticket.mask, layout)
             else:
-                raise ValueError(f"unknown baseline {method!r}; known: {METHODS[1:]}")
+                raise ValueError(f"unknown baseline {method!r}; known: {BASELINES}")
             jobs.append(_Job(c, c.seed, s, mask, method, ticket.level))
     return _train_masked(exp, data, jobs, device, progress)
 

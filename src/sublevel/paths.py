@@ -68,10 +68,11 @@ def log(stage: str, *keys: str | int) -> Path:
     return RESULTS / "logs" / stage / ("-".join(str(k) for k in keys) + ".log")
 
 
-def level_store(experiment: str, seed: str | int, stage: str, level: str | int) -> Path:
-    """Zarr group of one IMP level (stage 'imp') or its baselines (stage 'baselines'): per method a subgroup
-    with mask [D] bool, weights [D], buffers [B]."""
-    return RESULTS / "imp" / str(experiment) / f"seed={seed}" / str(stage) / f"level={level}.zarr"
+def level_store(experiment: str, seed: str | int, stage: str, level: str | int, method: str | None = None) -> Path:
+    """Zarr group of one IMP level (stage 'imp') or of one baseline method at it (stage 'baselines', and the
+    method): per method a subgroup with mask [D] bool, weights [D], buffers [B]."""
+    stage_dir = RESULTS / "imp" / str(experiment) / f"seed={seed}" / str(stage)
+    return (stage_dir if method is None else stage_dir / f"method={method}") / f"level={level}.zarr"
 
 
 def diet_start(experiment: str, seed: str | int) -> Path:

@@ -46,14 +46,15 @@ rule hessian_dense:
         " > {log:q} 2>&1"
 
 
+# one job per chain and IMP level, so adding levels or chains computes only theirs
 rule hessian_imp:
     input:
         data=dataset_of,
-        levels=chain_levels,
+        levels=level_of,
     output:
-        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="imp")),
+        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="imp", level="{level}")),
     log:
-        str(paths.log("hessian", "{experiment}", "{seed}", "imp")),
+        str(paths.log("hessian", "{experiment}", "{seed}", "imp", "{level}")),
     params:
         spec=spec_for("hessian_imp"),
         device=config["device"],

@@ -33,6 +33,7 @@ wildcard_constraints:
     experiment=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
     level=r"\d+",
+    method=r"[a-z_]+",
     dataset=r"[a-z0-9_]+",
     figure="|".join(FIGURE_TABLES),
 
@@ -72,8 +73,8 @@ def trajectory_of(wildcards):
     return str(paths.trajectory(wildcards.experiment, wildcards.seed))
 
 
-def level_of(wildcards, level):
-    return str(paths.level_store(wildcards.experiment, wildcards.seed, "imp", level))
+def level_of(wildcards):
+    return str(paths.level_store(wildcards.experiment, wildcards.seed, "imp", wildcards.level))
 
 
 def dataset_of_name(name):
@@ -90,15 +91,17 @@ def chain_diets(name, seeds):
     return [str(paths.diet_start(name, s)) for s in seeds] if experiment(config, name).imp.data_diet else []
 
 
-def chain_stores(name, seeds, stage):
-    """A level job's outputs: each chain's level store at the {level} wildcard."""
-    return [directory(str(paths.level_store(name, s, stage, "{level}"))) for s in seeds]
+def chain_stores(name, seeds, stage, method=None):
+    """A level job's outputs: each chain's level store (a baseline's: of its method) at the {level} wildcard."""
+    return [directory(str(paths.level_store(name, s, stage, "{level}", method))) for s in seeds]
 
 
-def chain_tables(name, seeds, table, kind):
-    """Each chain's table file at the {level} wildcard (imp tables by stage, barrier tables by kind)."""
+def chain_tables(name, seeds, table, kind, method=None):
+    """Each chain's table file at the {level} wildcard (imp tables by stage, barrier tables by kind; a
+    baseline's by method too)."""
     key = "stage" if table == "imp" else "kind"
-    return [str(paths.table(table, experiment=name, seed=s, **{key: kind}, level="{level}")) for s in seeds]
+    extra = {} if method is None else {"method": method}
+    return [str(paths.table(table, experiment=name, seed=s, **{key: kind}, level="{level}", **extra)) for s in seeds]
 
 
 def chain_levels_at(name, seeds, level=None):
@@ -122,8 +125,9 @@ def imp_tables(name):
     imp_files, barrier_files = [], []
     for seed in imp.seeds:
         for level in range(imp.levels + 1):
-            stages = ["imp"] + (["baselines"] if level and imp.baselines else [])
-            imp_files += [str(paths.table("imp", experiment=name, seed=seed, stage=s, level=level)) for s in stages]
+            imp_files.append(str(paths.table("imp", experiment=name, seed=seed, stage="imp", level=level)))
+            imp_files += [str(paths.table("imp", experiment=name, seed=seed, stage="baselines", level=level, method=m))
+                          for m in (imp.baselines if level else ())]
             kinds = (["instability"] if imp.instability else []) + (["imp_successive"] if level else [])
             barrier_files += [str(paths.table("barrier", experiment=name, seed=seed, kind=k, level=level))
                               for k in kinds]
@@ -170,14 +174,10 @@ def hessian_tables(name):
     if "hessian" not in exp.raw:
         return []
     out = [str(paths.table("hessian", experiment=name, seed=s, source="dense")) for s in exp.seeds]
-    if exp.imp and exp.raw["hessian"]["imp"]:
-        out += [str(paths.table("hessian", experiment=name, seed=s, source="imp")) for s in exp.imp.seeds]
+    if exp.imp and exp.raw["hessian"]["imp"]:  # one job per chain and level
+        out += [str(paths.table("hessian", experiment=name, seed=s, source="imp", level=level))
+                for s in exp.imp.seeds for level in range(exp.imp.levels + 1)]
     return out
-
-
-def chain_levels(wildcards):
-    imp = experiment(config, wildcards.experiment).imp
-    return [level_of(wildcards, level) for level in range(imp.levels + 1)]
 
 
 def schedule(name):

@@ -1,15 +1,16 @@
 # Stage 3: lottery-ticket masks. One job per IMP level (so the chains resume from their last finished level),
-# one for the baselines of each level, one per barrier kind and level; then the figures of each experiment.
+# one per baseline method and level, one per barrier kind and level; then the figures of each experiment.
 # With a data diet the chains rewind to a point pre-trained on a scored subset (rule data_diet) instead of
 # the dense θ_k.
 #
 # IMP is sequential in its levels, not in its seeds: the chains of a block of imp.seeds (imp.seeds_per_job
 # of them, in order) train together as one vmapped batch (sublevel.ensemble), so one job trains the block's
-# level ℓ, one all its baselines at ℓ, one its instability copies at ℓ, and one evaluates its successive-level
+# level ℓ, one each baseline method at ℓ, one its instability copies at ℓ, and one evaluates its successive-level
 # barriers (one process start-up instead of one per chain: on a GPU the start-up is most of such a job). A
 # chain's result does not depend on which others share its batch. Outputs stay per seed, so these rules are
 # written per block (a rule's outputs cannot depend on a wildcard) and their names carry it:
-# imp_level_<experiment>_block<j>, ... Appending seeds to imp.seeds leaves the full blocks' jobs as they were.
+# imp_level_<experiment>_block<j>, ... Appending seeds to imp.seeds leaves the full blocks' jobs as they were;
+# appending a method to imp.baselines adds that method's jobs only.
 for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
                                 for j, b in enumerate(experiment(config, n).imp.seed_blocks())):
     _spec = experiment(config, _name).for_stage("imp").to_json()
@@ -54,16 +55,15 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
             ticket=chain_levels_at(_name, _seeds),
             diet=chain_diets(_name, _seeds),
         output:
-            stores=chain_stores(_name, _seeds, "baselines"),
-            tables=chain_tables(_name, _seeds, "imp", "baselines"),
+            stores=chain_stores(_name, _seeds, "baselines", "{method}"),
+            tables=chain_tables(_name, _seeds, "imp", "baselines", "{method}"),
         log:
-            str(paths.log("imp", _name, f"block{_block}", "baselines", "{level}")),
+            str(paths.log("imp", _name, f"block{_block}", "baselines", "{method}", "{level}")),
         params:
             seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
             spec=_spec,
             device=config["device"],
-            methods=list(experiment(config, _name).imp.baselines),
         threads: config["threads"]
         resources:
             gpu=GPU,
@@ -72,7 +72,7 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
         conda:
             "../envs/sublevel.yaml"
         shell:
-            "python -m sublevel imp-baselines --methods {params.methods:q} --spec {params.spec:q}"
+            "python -m sublevel imp-baselines --methods {wildcards.method:q} --spec {params.spec:q}"
             " --seeds {params.seeds:q} --data {input.data:q} --trajectory {input.trajectory:q} --ticket {input.ticket:q}"
             " --out {output.stores:q} --table {output.tables:q} {params.diet:q} --device {params.device:q}"
             " --threads {threads} > {log:q} 2>&1"
