@@ -108,16 +108,25 @@ DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds":
                 "data_diet": {"keep": "hardest", "fraction": 0.5}},
         "scores": {"steps": [5]}}
 
+# smoke's dense runs and its seed-0 chain, rewound to two points: the rewind-5 chain is smoke's own, row for row
+# (test_workflow), and the rewind-0 chain the other point of one sweep over rewind steps
+REWINDS = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0],
+           "train": {"lr": 0.05, "batch_size": 32, "steps": 40, "eval_every": 10},
+           "checkpoints": {"log_spaced": 4, "steps": [5]},
+           "imp": {"levels": 2, "rewind": [0, 5], "baselines": ["random_reinit"], "alphas": 5},
+           "hessian": {"examples": 200, "iterations": 10, "top_k": 2, "steps": [5]}}
+
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """smoke.yaml plus a diverging experiment and a data-diet one, run once for the tests below. In two steps,
+    """smoke.yaml plus a diverging experiment, a data-diet one and one with two rewind points, run once for the
+    tests below. In two steps,
     as on a GPU machine without polars and duckdb: `compute_all` there (made unimportable here), then the rest.
     Tests that change results work on a copy (smoke_copy)."""
     tmp = tmp_path_factory.mktemp("smoke")
     work = tmp / "work"
     work.mkdir()
-    cfg = config_file(tmp, blowup=DIVERGING, diet=DIET)
+    cfg = config_file(tmp, blowup=DIVERGING, diet=DIET, rewinds=REWINDS)
     stubs = tmp / "no-analysis-packages"
     stubs.mkdir()
     for name in ("polars", "duckdb"):

@@ -97,6 +97,12 @@ def test_batch_larger_than_the_dataset_is_rejected_before_any_job():
     ({"levels": 0}, "levels", "minimum"),
     ({"rewind": 40}, "rewind", "not before the end of training at step 40"),
     ({"rewind": "3ep"}, "rewind", "step 45 \\(3ep\\)"),   # 480 // 32 = 15 steps per epoch
+    ({"rewind": [5, 40]}, "rewind", "step 40 \\(40\\) is not before the end of training"),
+    ({"rewind": [15, "1ep"]}, "rewind", "name the same step twice \\(steps \\[15, 15\\]\\)"),
+    ({"rewind": [5, 5]}, "rewind", "is not valid"),
+    ({"rewind": []}, "rewind", "is not valid"),
+    ({"rewind": [0, 5], "data_diet": {"keep": "random", "fraction": 0.5}}, "rewind",
+     "a data diet pre-trains up to one rewind point"),
     ({"seeds": [7]}, "seeds", "\\[7\\] are not dense seeds"),
     ({"baselines": ["magic"]}, "baselines.0", "is not one of"),
     ({"seeds_per_job": 0}, "seeds_per_job", "minimum"),
@@ -124,6 +130,26 @@ def test_experiment_json_round_trip():
     exp = make_experiment()
     again = config.Experiment.from_json(exp.to_json())
     assert again == exp
+
+
+def test_a_rewind_list_is_one_chain_per_point_and_each_job_sees_its_own():
+    many = make_experiment(imp={"rewind": [0, "1ep", 7]})
+    assert many.imp.rewinds() == (0, "1ep", 7)
+    sched = Schedule.resolve(many, 480)
+    assert sched.rewinds == (0, 15, 7) and {0, 7, 15} <= set(sched.checkpoints)
+    with pytest.raises(ValueError, match="3 rewind points"):
+        sched.rewind
+    # a chain's jobs see the spec an experiment with that one point gives them: results cannot differ
+    for point in many.imp.rewinds():
+        single = make_experiment(imp={"rewind": point})
+        for stage in ("imp", "hessian_imp"):
+            assert many.for_stage(stage, rewind=point).to_json() == single.for_stage(stage).to_json()
+        assert Schedule.resolve(many.for_stage("imp", rewind=point), 480).rewind == Schedule.resolve(single, 480).rewind
+    assert make_experiment(imp={"rewind": 7}).imp.rewinds() == (7,)
+    dense = Schedule.resolve(many.for_stage("dense"), 480)  # the dense runs store every rewind point
+    assert {0, 7, 15} <= set(dense.checkpoints)
+    with pytest.raises(ConfigError, match="no rewind point 3"):
+        many.for_stage("imp", rewind=3)
 
 
 def test_the_dense_stage_does_not_see_imp_settings_but_keeps_the_rewind_checkpoint():

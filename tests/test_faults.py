@@ -35,7 +35,7 @@ def test_a_diverged_dense_run_gives_every_dependent_a_recorded_skip(smoke_run):
     for log in (work / paths.RESULTS / "logs").rglob("*.log"):
         assert "Traceback" not in log.read_text(), log
     with pytest.raises(storage.Skipped, match="diverged"):  # a reader of a skipped store is told why
-        imp.Level.read(work / paths.level_store("blowup", 0, "imp", 0))
+        imp.Level.read(work / paths.level_store("blowup", 5, 0, "imp", 0))
     summary = sublevel("summary", root=work)
     assert summary.returncode == 0 and "Skipped jobs" in summary.stdout and "blowup" in summary.stdout
 

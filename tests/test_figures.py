@@ -22,3 +22,25 @@ def test_imp_accuracy_renders_twenty_levels(tmp_path):
     out = tmp_path / "imp_accuracy.png"
     figures.imp_accuracy(pl.DataFrame(rows), out)
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_each_rewind_step_gets_its_own_line_style_and_label():
+    frame = pl.DataFrame({"rewind_step": [5, 0, 5, 0], "level": [0, 0, 1, 1]})
+    parts = figures.by_rewind(frame)
+    assert [(p["rewind_step"].unique().to_list(), ls, label) for p, ls, label in parts] == [
+        ([0], "-", ", rewind 0"), ([5], "--", ", rewind 5")]
+    one, = figures.by_rewind(frame.filter(pl.col("rewind_step") == 5))  # one point: one plain line, as before
+    assert one[1:] == ("-", "") and one[0].height == 2
+    assert figures.by_rewind(frame.drop("rewind_step"))[0][0].height == 4
+
+
+def test_imp_figures_render_two_rewind_points(tmp_path):
+    imp = pl.DataFrame([dict(experiment="e", method="imp", level=lv, seed=0, rewind_step=k, remaining=int(1000 * 0.8 ** lv),
+                             prunable=1000, test_accuracy=0.9 - 0.01 * lv - 0.02 * (k == 0)) for k in (0, 5)
+                        for lv in range(4)])
+    barrier = pl.DataFrame([dict(experiment="e", kind=kind, level=lv, seed=0, rewind_step=k, split="test",
+                                 barrier=0.1 * (k == 0)) for k in (0, 5) for kind in ("instability", "imp_successive")
+                            for lv in range(4)])
+    figures.imp_accuracy(imp, tmp_path / "a.png")
+    figures.barrier_vs_level(barrier, tmp_path / "b.png")
+    assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("a.png", "b.png"))

@@ -44,8 +44,8 @@ BASELINES = ["random_prune", "random_reinit", "oneshot", "init_magnitude"]
 
 
 def baseline_jobs(block: int, levels, methods=BASELINES) -> set[tuple[str, str]]:
-    return {(f"imp_baselines_smoke_block{block}", f"level={level}, method={m}") for level in levels if level
-            for m in methods}
+    return {(f"imp_baselines_smoke_block{block}", f"rewind_step=5, level={level}, method={m}") for level in levels
+            if level for m in methods}
 
 
 def block_jobs(block: int, levels) -> set[tuple[str, str]]:
@@ -53,12 +53,13 @@ def block_jobs(block: int, levels) -> set[tuple[str, str]]:
     jobs = baseline_jobs(block, levels)
     for level in levels:
         rules = ["imp_level", "barrier_instability"] + (["barrier_successive"] if level else [])
-        jobs |= {(f"{r}_smoke_block{block}", f"level={level}") for r in rules}
+        jobs |= {(f"{r}_smoke_block{block}", f"rewind_step=5, level={level}") for r in rules}
     return jobs
 
 
 def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
-    return {("hessian_imp", f"experiment=smoke, seed={s}, level={level}") for s in seeds for level in levels}
+    return {("hessian_imp", f"experiment=smoke, seed={s}, rewind_step=5, level={level}") for s in seeds
+            for level in levels}
 
 
 @pytest.mark.slow
@@ -112,9 +113,9 @@ def test_adding_a_baseline_plans_only_its_jobs(smoke_copy, tmp_path):
     """The finished run less one method's results is that run as it would stand with three baselines."""
     work, cfg = smoke_copy
     for level in (1, 2):
-        storage.remove(work / paths.level_store("smoke", 0, "baselines", level, "init_magnitude"))
-        storage.remove(work / paths.table("imp", experiment="smoke", seed=0, stage="baselines", level=level,
-                                          method="init_magnitude"))
+        storage.remove(work / paths.level_store("smoke", 5, 0, "baselines", level, "init_magnitude"))
+        storage.remove(work / paths.table("imp", experiment="smoke", rewind_step=5, seed=0, stage="baselines",
+                                          level=level, method="init_magnitude"))
     jobs = planned_jobs(work, yaml.safe_load(cfg.read_text()), tmp_path)
     assert {j for j in jobs if j[0] not in ANALYSIS} == baseline_jobs(0, [1, 2], ["init_magnitude"])
 

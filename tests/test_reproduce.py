@@ -105,7 +105,7 @@ def measured(project, tmp_path):
     write_rows(project, "train", [dict(last, seed=0, step=100, accuracy=0.970), dict(last, seed=0, step=50, accuracy=0.5),
                                   dict(last, seed=1, step=100, accuracy=0.975),
                                   dict(last, seed=2, step=30, accuracy=0.1, diverged=True)], experiment="e", seed=0)
-    imp = dict(experiment="e", method="imp", diverged=False)
+    imp = dict(experiment="e", method="imp", diverged=False, rewind_step=0)
     write_rows(project, "imp", [dict(imp, seed=0, level=0, sparsity=0.0, test_accuracy=0.980),
                                 dict(imp, seed=0, level=1, sparsity=0.2, test_accuracy=0.985),
                                 dict(imp, seed=0, level=2, sparsity=0.36, test_accuracy=0.975),
@@ -114,16 +114,26 @@ def measured(project, tmp_path):
                                 dict(imp, seed=1, level=1, sparsity=0.2, test_accuracy=0.960),
                                 dict(imp, seed=1, level=2, sparsity=0.36, test_accuracy=0.965),
                                 dict(imp, seed=1, level=2, sparsity=0.36, test_accuracy=0.5, method="random_reinit")],
-               experiment="e", seed=0, stage="imp", level=0)
-    every = dict(experiment="f", method="imp", diverged=False, seed=0)  # matches down to its sparsest level
+               experiment="e", rewind_step=0, seed=0, stage="imp", level=0)
+    # a second rewind point's chain: measured on its own, and left out of every rewind-0 target above
+    later = dict(imp, rewind_step=5, seed=0)
+    write_rows(project, "imp", [dict(later, level=0, sparsity=0.0, test_accuracy=0.980),
+                                dict(later, level=1, sparsity=0.2, test_accuracy=0.99),
+                                dict(later, level=2, sparsity=0.36, test_accuracy=0.5),
+                                dict(later, level=3, sparsity=0.488, test_accuracy=0.99),
+                                dict(later, level=4, sparsity=0.59, test_accuracy=0.95)],
+               experiment="e", rewind_step=5, seed=0, stage="imp", level=0)
+    every = dict(experiment="f", method="imp", diverged=False, seed=0, rewind_step=0)  # matches down to its sparsest level
     write_rows(project, "imp", [dict(every, level=0, sparsity=0.0, test_accuracy=0.980),
                                 dict(every, level=1, sparsity=0.2, test_accuracy=0.985),
                                 dict(every, level=2, sparsity=0.36, test_accuracy=0.975)],
-               experiment="f", seed=0, stage="imp", level=0)
-    bar = dict(experiment="e", kind="instability", level=2, split="test")
+               experiment="f", rewind_step=0, seed=0, stage="imp", level=0)
+    bar = dict(experiment="e", kind="instability", level=2, split="test", rewind_step=0)
     write_rows(project, "barrier", [dict(bar, seed=0, barrier=0.10), dict(bar, seed=1, barrier=0.20),
                                     dict(bar, seed=1, barrier=0.9, split="train")],
-               experiment="e", seed=0, kind="instability", level=2)
+               experiment="e", rewind_step=0, seed=0, kind="instability", level=2)
+    write_rows(project, "barrier", [dict(bar, seed=0, barrier=0.9, rewind_step=5)],
+               experiment="e", rewind_step=5, seed=0, kind="instability", level=2)
     targets = [
         target(target="dint_within", published=100.0),                                  # 120 / 100 = 1.2 <= 1.5
         target(target="dint_outside", published=60.0),                                  # 120 / 60 = 2 > 1.5
@@ -143,9 +153,14 @@ def measured(project, tmp_path):
                tolerance_type="absolute"),
         target(target="absent", experiment="never_run"),
         target(target="matching_bound", experiment="f", quantity="highest_matching_sparsity", kind=None,
-               published=0.35, tolerance=0.05, tolerance_type="absolute"),   # >= 0.36: could still be within
+               burnin_step=None, published=0.35, tolerance=0.05,
+               tolerance_type="absolute"),   # >= 0.36: could still be within; no rewind step: every chain
         target(target="matching_bound_beyond", experiment="f", quantity="highest_matching_sparsity", kind=None,
                published=0.2, tolerance=0.05, tolerance_type="absolute"),    # >= 0.36: beyond 0.2 + 0.05
+        target(target="matching_rewind5", quantity="highest_matching_sparsity", kind=None, burnin_step=5,
+               published=0.5, tolerance=0.1, tolerance_type="absolute"),
+        target(target="imp_acc_rewind5", quantity="imp_test_accuracy", kind="imp", level=2, burnin_step=5,
+               published=0.97, tolerance=0.01, tolerance_type="absolute"),
     ]
     return project, write_targets(tmp_path / "targets.csv", targets)
 
@@ -154,7 +169,7 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
     project, targets = measured
     con = catalog.connect(project, targets)
     got = {r["target"]: r for r in con.sql("select * from reproduction").pl().iter_rows(named=True)}
-    assert len(got) == 13
+    assert len(got) == 15
     expect = {  # target: (measured, lo, hi, n, status)
         "dint_within": (120.0, 90.0, 120.0, 5, "within"),
         "dint_outside": (120.0, 90.0, 120.0, 5, "outside"),
@@ -169,6 +184,8 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
         "absent": (None, None, None, None, "not run"),
         "matching_bound": (0.36, 0.36, 0.36, 1, "censored"),
         "matching_bound_beyond": (0.36, 0.36, 0.36, 1, "outside"),
+        "matching_rewind5": (0.488, 0.488, 0.488, 1, "within"),            # the rewind-5 chain alone
+        "imp_acc_rewind5": (0.5, 0.5, 0.5, 1, "outside"),
     }
     for name, (m, lo, hi, n, status) in expect.items():
         r = got[name]

@@ -122,7 +122,7 @@ def test_a_truncated_zarr_chunk_or_broken_metadata_is_reported_by_path(tmp_path)
 
 def test_a_truncated_parquet_file_is_reported_by_path(tmp_path):
     good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
-    rows = [dict(experiment="e", seed=0, source="dense", level=None, sparsity=0.0, step=0, rank=1, eigenvalue=1.0,
+    rows = [dict(experiment="e", seed=0, source="dense", level=None, rewind_step=None, sparsity=0.0, step=0, rank=1, eigenvalue=1.0,
                  examples=10, iterations=5)]
     storage.write_table("hessian", rows, good)
     storage.write_table("hessian", rows, bad)

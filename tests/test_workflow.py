@@ -80,7 +80,7 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert n > 0
     flags = con.execute("select experiment, bool_and(diverged), bool_or(diverged) from train group by 1 "
                         "order by 1").fetchall()
-    assert flags == [("blowup", True, True), ("diet", False, False), ("smoke", False, False)]
+    assert flags == [("blowup", True, True), ("diet", False, False), ("rewinds", False, False), ("smoke", False, False)]
     assert trajectory.read(work / paths.trajectory("blowup", 0)).attrs["diverged"] is True
 
     # IMP: levels 0..2 and four baselines per pruned level, barriers, figures (smoke.yaml: levels 2, seed 0)
@@ -146,13 +146,15 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert len(at0) == 1
 
     # sharpness at every stored dense checkpoint (smoke.yaml: top 2)
-    eig = con.execute("select seed, step, rank, eigenvalue from hessian where source = 'dense' order by all").fetchall()
+    eig = con.execute("select seed, step, rank, eigenvalue from hessian where source = 'dense' "
+                      "and experiment = 'smoke' order by all").fetchall()
     stored = trajectory.read(work / paths.trajectory("smoke", 0)).steps.tolist()
     assert [(s, t, r) for s, t, r, _ in eig] == [(s, t, r) for s in (0, 1) for t in stored for r in (1, 2)]
     assert all(e1 >= e2 for (_, _, _, e1), (_, _, _, e2) in zip(eig[::2], eig[1::2]))
 
     # ... and at the end of every IMP level, restricted to the weights the level keeps
-    eig = con.execute("select level, sparsity, rank, eigenvalue from hessian where source = 'imp' order by all").fetchall()
+    eig = con.execute("select level, sparsity, rank, eigenvalue from hessian where source = 'imp' "
+                      "and experiment = 'smoke' order by all").fetchall()
     assert [(lv, round(sp, 2), r) for lv, sp, r, _ in eig] == [(lv, sp, r) for lv, sp in ((0, 0.0), (1, 0.2), (2, 0.36))
                                                               for r in (1, 2)]
     assert all(e > 0 for *_, e in eig)
@@ -169,7 +171,7 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert el2n5.shape == (n_train,)
 
     # the data diet: IMP rewinds to a point pre-trained on the hardest half by EL2N
-    start = zarr.open_group(str(work / paths.diet_start("diet", 0)), mode="r")
+    start = zarr.open_group(str(work / paths.diet_start("diet", 5, 0)), mode="r")
     attrs = start.attrs.asdict()
     assert attrs["keep"] == "hardest" and attrs["examples"] == n_train // 2 and attrs["step"] == 5
     assert attrs["mean_score"] > float(el2n5.mean())  # the hardest half is harder than average
@@ -177,31 +179,33 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     rows = con.execute("select seed, level, rewind_step from imp where experiment = 'diet' order by all").fetchall()
     assert rows == [(0, 0, 5), (0, 1, 5), (1, 0, 5), (1, 1, 5)]
     for seed in (0, 1):
-        diet_level0 = imp.Level.read(work / paths.level_store("diet", seed, "imp", 0))
+        diet_level0 = imp.Level.read(work / paths.level_store("diet", 5, seed, "imp", 0))
         dense = trajectory.read(work / paths.trajectory("diet", seed))
         assert not np.allclose(diet_level0.weights.numpy(), dense.params(40))  # another rewind point than θ_T
-    one_job = (work / paths.log("imp", "diet", "block0", "imp", 1)).read_text()  # one job trained both chains' level 1
+    one_job = (work / paths.log("imp", "diet", "rewind5", "block0", "imp", 1)).read_text()  # one job trained both chains' level 1
     assert "imp seed 0 level 1" in one_job and "imp seed 1 level 1" in one_job
-    one_job = (work / paths.log("barrier", "diet", "block0", "imp_successive", 1)).read_text()  # both chains' barriers
+    one_job = (work / paths.log("barrier", "diet", "rewind5", "block0", "imp_successive", 1)).read_text()  # both chains' barriers
     assert "imp_successive seed 0 level 1" in one_job and "imp_successive seed 1 level 1" in one_job
 
     summary = catalog.summary(work)
-    assert summary["dense"]["experiment"].to_list() == ["diet", "smoke"]  # diverged runs are left out
-    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [2, 1]
+    assert summary["dense"]["experiment"].to_list() == ["diet", "rewinds", "smoke"]  # diverged runs are left out
+    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [2, 1, 1, 1]
+    assert summary["tickets"].select("experiment", "rewind_step").rows() == [("diet", 5), ("rewinds", 0),
+                                                                             ("rewinds", 5), ("smoke", 5)]
 
     # an interrupted chain resumes from its last finished level and gives the same masks
-    level2 = work / paths.level_store("smoke", 0, "imp", 2)
+    level2 = work / paths.level_store("smoke", 5, 0, "imp", 2)
     before = imp.Level.read(level2)
     shutil.rmtree(level2)  # as a chain killed during level 2 leaves it: no level-2 outputs, no figures
-    (work / paths.table("imp", experiment="smoke", seed=0, stage="imp", level=2)).unlink()
+    (work / paths.table("imp", experiment="smoke", rewind_step=5, seed=0, stage="imp", level=2)).unlink()
     for name in ("imp_accuracy", "imp_barrier"):
         (work / paths.figure("smoke", name)).unlink()
     resumed = snakemake(work, configfile=cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
     assert "rule imp_level_smoke_block0" in log and "rule train_dense" not in log
-    assert str(paths.log("imp", "smoke", "block0", "imp", 2)) in log
-    assert str(paths.log("imp", "smoke", "block0", "imp", 1)) not in log  # finished levels are not redone
+    assert str(paths.log("imp", "smoke", "rewind5", "block0", "imp", 2)) in log
+    assert str(paths.log("imp", "smoke", "rewind5", "block0", "imp", 1)) not in log  # finished levels are not redone
     after = imp.Level.read(level2)
     assert torch.equal(before.mask, after.mask) and torch.equal(before.weights, after.weights)
 
@@ -213,6 +217,44 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert q.returncode == 0 and int(q.stdout.splitlines()[1]) > 0
 
 
+def test_a_rewind_list_is_one_chain_per_rewind_point_equal_to_its_own_experiment(smoke_run):
+    """conftest.REWINDS: smoke's dense run and seed-0 chain with imp.rewind [0, 5]. Its rewind-5 chain is smoke's
+    own chain (rewind 5) row for row, its rewind-0 chain another one from the same dense run."""
+    work, _ = smoke_run
+    con = catalog.connect(work)
+
+    def rows(table, experiment, rewind_step, where=""):
+        cols = [c for c in con.sql(f"select * from {table} limit 0").columns if c != "experiment"]
+        return con.execute(f"select {', '.join(cols)} from {table} where experiment = '{experiment}' "
+                           f"and rewind_step = {rewind_step} {where} order by all").fetchall()
+
+    reinit = "and method in ('imp', 'random_reinit')"  # REWINDS runs one of smoke's four baselines
+    assert rows("imp", "rewinds", 5, reinit) == rows("imp", "smoke", 5, reinit)
+    assert rows("barrier", "rewinds", 5) == rows("barrier", "smoke", 5)
+    assert rows("hessian", "rewinds", 5) == rows("hessian", "smoke", 5)
+    assert [len(rows(t, "smoke", 5, w)) for t, w in (("imp", reinit), ("barrier", ""), ("hessian", ""))] == [5, 10, 6]
+    for name, only in (("imp", ""), ("barrier", ""), ("hessian", "and source = 'imp'")):  # every row: its step
+        got = con.execute(f"select rewind_step, count(*) from {name} where experiment = 'rewinds' {only} "
+                          "group by 1 order by 1").fetchall()
+        assert [k for k, _ in got] == [0, 5] and got[0][1] == got[1][1], name
+    # one dense run per seed for both chains, which rewind to different points of it
+    assert [p.name for p in (work / paths.RESULTS / "runs" / "rewinds").iterdir()] == ["seed=0"]
+    at0 = imp.Level.read(work / paths.level_store("rewinds", 0, 0, "imp", 1))
+    at5 = imp.Level.read(work / paths.level_store("rewinds", 5, 0, "imp", 1))
+    assert at0.row["rewind_step"] == 0 and at5.row["rewind_step"] == 5
+    assert not torch.equal(at0.weights, at5.weights)
+    # the summary's tickets and the DVC metrics are per rewind step
+    metrics = json.loads((work / paths.SUMMARY).read_text())["rewinds"]
+    assert {"highest_matching_sparsity@rewind=0", "highest_matching_sparsity@rewind=5"} <= set(metrics)
+    assert "highest_matching_sparsity" in json.loads((work / paths.SUMMARY).read_text())["smoke"]
+    curves = {p.stem: p for p in (work / paths.PLOTS).iterdir()}
+    imp_curve = con.execute(f"select distinct rewind_step from read_csv('{curves['imp_accuracy']}') "
+                            "where experiment = 'rewinds' order by 1").fetchall()
+    assert imp_curve == [(0,), (5,)]
+    for name in ("imp_accuracy", "imp_barrier", "sharpness"):
+        assert (work / paths.figure("rewinds", name)).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_jobs_view_has_one_row_per_job_of_the_smoke_run(smoke_run):
     """View `jobs`, from Snakemake's records of the run: every job (each has its own log) once, with the time
     from its start to its last output; `sublevel jobs` sums them per rule."""
@@ -222,7 +264,7 @@ def test_jobs_view_has_one_row_per_job_of_the_smoke_run(smoke_run):
     assert jobs["log"].n_unique() == jobs.height and set(jobs["log"]) == logs
     assert (jobs["seconds"] > 0).all() and (jobs["finished"] > jobs["started"]).all()
     assert {"train_dense", "subspace_sweep", "imp_level_smoke_block0", "figure"} <= set(jobs["rule"])
-    one = jobs.filter(jobs["log"] == str(paths.log("imp", "smoke", "block0", "imp", 1))).row(0, named=True)
+    one = jobs.filter(jobs["log"] == str(paths.log("imp", "smoke", "rewind5", "block0", "imp", 1))).row(0, named=True)
     assert one["rule"] == "imp_level_smoke_block0" and one["outputs"] == 2  # the level's store and its table
     out = subprocess.run([str(BIN / "sublevel"), "jobs", "--root", str(work)], capture_output=True, text=True)
     assert out.returncode == 0 and f"| {jobs.height} " in out.stdout and "imp_level_smoke_block0" in out.stdout
@@ -279,7 +321,7 @@ def test_query_never_writes_and_reports_bad_sql_and_files(tmp_path):
     and a non-zero exit; a query reading a table with a damaged file is refused (naming the file), while the
     other tables still answer, with the damage in one line on stderr."""
     table = tmp_path / paths.table("hessian", experiment="e", seed=0, source="dense")
-    rows = [dict(experiment="e", seed=0, source="dense", level=None, sparsity=0.0, step=0, rank=1, eigenvalue=2.5,
+    rows = [dict(experiment="e", seed=0, source="dense", level=None, rewind_step=None, sparsity=0.0, step=0, rank=1, eigenvalue=2.5,
                  examples=10, iterations=5)]
     from sublevel import storage
 

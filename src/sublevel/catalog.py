@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
 from sublevel import paths, reproduce, schema, storage
@@ -216,12 +217,14 @@ SUMMARY = {
                censored, round(anchor_value, 3) as at_anchor, d_int90
         from threshold order by experiment, metric, eps, kind, t""",
     "tickets": """
-        with lvl as (select experiment, seed, level, sparsity, test_accuracy,
-                            first_value(test_accuracy) over (partition by experiment, seed order by level) as dense
+        with lvl as (select experiment, rewind_step, seed, level, sparsity, test_accuracy,
+                            first_value(test_accuracy) over (partition by experiment, rewind_step, seed
+                                                             order by level) as dense
                      from imp where method = 'imp')
-        select experiment, round(avg(best), 4) as highest_matching_sparsity, count(*) as chains from (
-            select experiment, seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as best
-            from lvl group by experiment, seed) group by experiment order by experiment""",
+        select experiment, rewind_step, round(avg(best), 4) as highest_matching_sparsity, count(*) as chains from (
+            select experiment, rewind_step, seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as best
+            from lvl group by experiment, rewind_step, seed)
+        group by experiment, rewind_step order by experiment, rewind_step""",
     "skipped": "select table_name as \"table\", file, reason from skipped order by file",
 }
 
@@ -247,22 +250,27 @@ def summary(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = No
 PLOTS = {  # DVC plots: one CSV curve file each
     "success": """select experiment, kind, burnin_step, metric, threshold, d, p_success from success
                   order by all""",
-    "imp_accuracy": """select experiment, method, level, round(avg(sparsity), 6) as sparsity,
+    "imp_accuracy": """select experiment, rewind_step, method, level, round(avg(sparsity), 6) as sparsity,
                        avg(test_accuracy) as test_accuracy, count(*) as seeds from imp group by all order by all""",
-    "sharpness": """select experiment, source, level, step, avg(eigenvalue) as top_eigenvalue, count(*) as seeds
+    "sharpness": """select experiment, source, rewind_step, level, step, avg(eigenvalue) as top_eigenvalue,
+                           count(*) as seeds
                     from hessian where rank = 1 group by all order by all""",
 }
 
 
 def metrics(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict:
-    """The summary as plain JSON for DVC metrics: per experiment D, dense accuracy, highest matching sparsity,
-    and d*(ε) per sweep ("kind@t metric>=eps") where P(d) reached 1/2, with how many did."""
+    """The summary as plain JSON for DVC metrics: per experiment D, dense accuracy, highest matching sparsity
+    ("highest_matching_sparsity@rewind=k" per rewind step when imp.rewind lists several), and d*(ε) per sweep
+    ("kind@t metric>=eps") where P(d) reached 1/2, with how many did."""
     parts = summary(root, con)
     out: dict[str, dict] = {}
     for r in parts["dense"].iter_rows(named=True):
         out[r["experiment"]] = {"D": r["D"], "seeds": r["seeds"], "dense_test_accuracy": r["dense_test_accuracy"]}
-    for r in parts["tickets"].iter_rows(named=True):
-        out.setdefault(r["experiment"], {})["highest_matching_sparsity"] = r["highest_matching_sparsity"]
+    tickets = parts["tickets"]
+    for r in tickets.iter_rows(named=True):
+        several = tickets.filter(pl.col("experiment") == r["experiment"]).height > 1
+        key = f"highest_matching_sparsity@rewind={r['rewind_step']}" if several else "highest_matching_sparsity"
+        out.setdefault(r["experiment"], {})[key] = r["highest_matching_sparsity"]
     for r in parts["threshold"].iter_rows(named=True):
         op = "<=" if r["metric"].endswith("loss") else ">="
         key = f"{r['kind']}@{r['t']} {r['metric']}{op}{r['eps']:g}"

@@ -245,21 +245,23 @@ def _hessian(args) -> None:
     x, y = data.x_train[:n], data.y_train[:n]
     model = build_model(exp, data, args.seed, device)  # its weights are replaced by each network's
     sched = Schedule.resolve(exp, len(data.y_train))
-    points = []  # (source, level, sparsity, step, θ, buffers, mask)
+    points = []  # (source, level, rewind step, sparsity, step, θ, buffers, mask)
     if args.trajectory:
         traj = trajectory.read(args.trajectory)
         for step in exp.hessian_steps(sched):
-            points.append(("dense", None, 0.0, step, traj.params(step), traj.buffers(step), None))
+            points.append(("dense", None, None, 0.0, step, traj.params(step), traj.buffers(step), None))
     for path in args.levels or []:
         lv = imp.Level.read(path)
-        points.append(("imp", lv.level, lv.row["sparsity"], sched.total, lv.weights, lv.buffers, lv.mask))
+        points.append(("imp", lv.level, lv.row["rewind_step"], lv.row["sparsity"], sched.total, lv.weights,
+                       lv.buffers, lv.mask))
     rows = []
-    for source, level, sparsity, step, theta, buffers, mask in points:
+    for source, level, rewind_step, sparsity, step, theta, buffers, mask in points:
         theta = torch.as_tensor(theta).to(device)
         models.load_flat_buffers(model, torch.as_tensor(buffers).to(device))
         top = hessian.top_eigenvalues(model, theta, x, y, h["iterations"], h["top_k"], seed=args.seed,
                                       mask=None if mask is None else mask.to(device))
-        rows += [dict(experiment=exp.name, seed=args.seed, source=source, level=level, sparsity=sparsity,
+        rows += [dict(experiment=exp.name, seed=args.seed, source=source, level=level, rewind_step=rewind_step,
+                      sparsity=sparsity,
                       step=step, rank=i + 1, eigenvalue=float(v), examples=n, iterations=h["iterations"])
                  for i, v in enumerate(top)]
         where = f"step {step}" if level is None else f"IMP level {level} (sparsity {sparsity:.3f})"

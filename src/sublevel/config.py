@@ -177,7 +177,7 @@ def seed_blocks(seeds: tuple[int, ...], per_job: int | None) -> list[tuple[int, 
 class ImpSpec:
     fraction: float
     output_fraction: float | None
-    rewind: int | str
+    rewind: int | str | tuple[int | str, ...]
     scope: str
     alphas: int
     matching_tolerance: float
@@ -192,6 +192,10 @@ class ImpSpec:
     def seed_blocks(self) -> list[tuple[int, ...]]:
         """`seeds` in blocks of `seeds_per_job`, one IMP job each (seed_blocks)."""
         return seed_blocks(self.seeds, self.seeds_per_job)
+
+    def rewinds(self) -> tuple[int | str, ...]:
+        """The rewind points as written (one, or a list: one chain per seed and point)."""
+        return self.rewind if isinstance(self.rewind, tuple) else (self.rewind,)
 
 
 @dataclass(frozen=True)
@@ -263,8 +267,10 @@ class Experiment:
         c = dict(d["checkpoints"], steps=tuple(d["checkpoints"]["steps"]))
         imp = None
         if "imp" in d:
+            rewind = d["imp"].get("rewind", 0)
             imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d.get("seeds", ()))),
-                                 baselines=tuple(d["imp"].get("baselines", ()))))
+                                 baselines=tuple(d["imp"].get("baselines", ())),
+                                 rewind=tuple(rewind) if isinstance(rewind, list) else rewind))
         sub = SubspaceSpec.from_dict(d["subspace"]) if "subspace" in d else None
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
                    train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, raw=d)
@@ -286,10 +292,12 @@ class Experiment:
     SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
                        "analysis": ()}
 
-    def for_stage(self, stage: str) -> "Experiment":
+    def for_stage(self, stage: str, rewind: int | str | None = None) -> "Experiment":
         """The experiment as one stage's jobs see it: without the other stages' sections and the keys no job
-        of the stage reads, the IMP rewind point an explicit checkpoint. Jobs take this as their spec (a
-        Snakemake param), so an edit reruns exactly the jobs whose output it changes."""
+        of the stage reads, the IMP rewind points explicit checkpoints. Jobs take this as their spec (a
+        Snakemake param), so an edit reruns exactly the jobs whose output it changes. `rewind` (one of
+        imp.rewinds(), as written) is the one rewind point of an IMP chain's jobs: their spec holds that point
+        only, the spec an experiment with that single point gives them."""
         keep = self.STAGE_SECTIONS[stage]
         # jobs are per seed: the list of seeds is not part of what any one job computes
         if stage == "imp" and self.imp and self.imp.data_diet:
@@ -302,9 +310,15 @@ class Experiment:
         if "subspace" in raw:
             raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.SUBSPACE_UNREAD[stage]}
         if self.imp is not None:
+            points = self.imp.rewinds()
+            if rewind is not None:
+                if rewind not in points:
+                    raise ConfigError(f"experiment {self.name} has no rewind point {rewind!r}; its points: {list(points)}")
+                points = (rewind,)
+                if "imp" in raw:
+                    raw["imp"] = dict(raw["imp"], rewind=points[0])
             steps = list(raw["checkpoints"]["steps"])
-            if self.imp.rewind not in steps:
-                steps.append(self.imp.rewind)
+            steps += [k for k in points if k not in steps]
             raw["checkpoints"] = dict(raw["checkpoints"], steps=steps)
         return Experiment.from_dict(self.name, raw)
 
@@ -335,6 +349,9 @@ class Experiment:
                 raise ConfigError(f"config error at {where}.{section}.steps: {missing} are not stored "
                                   f"checkpoints; stored steps: {list(sched.checkpoints)}")
         if self.imp and self.imp.data_diet:
+            if len(sched.rewinds) > 1:
+                raise ConfigError(f"config error at {where}.imp.rewind: a data diet pre-trains up to one rewind "
+                                  f"point; {list(self.imp.rewinds())} are several")
             self.diet_score_step(sched)
         if self.imp and (missing := sorted(set(self.imp.seeds) - set(self.seeds))):
             raise ConfigError(f"config error at {where}.imp.seeds: {missing} are not dense seeds {list(self.seeds)}")
@@ -439,7 +456,14 @@ class Schedule:
     milestones: tuple[int, ...]
     eval_every: int
     checkpoints: tuple[int, ...]
-    rewind: int = 0
+    rewinds: tuple[int, ...] = (0,)  # the IMP rewind steps, in the config's order
+
+    @property
+    def rewind(self) -> int:
+        """The rewind step of an experiment (or an IMP job's spec) with one rewind point."""
+        if len(self.rewinds) != 1:
+            raise ValueError(f"{len(self.rewinds)} rewind points {list(self.rewinds)}: ask for Schedule.rewinds")
+        return self.rewinds[0]
 
     @classmethod
     def resolve(cls, exp: Experiment, n_train: int) -> "Schedule":
@@ -459,15 +483,19 @@ class Schedule:
         if beyond:
             raise ConfigError(f"config error at experiments.{exp.name}.checkpoints.steps: {beyond} beyond the "
                               f"last step {total}")
-        rewind = parse_duration(exp.imp.rewind, spe) if exp.imp else 0
-        if rewind >= total:
-            raise ConfigError(f"config error at experiments.{exp.name}.imp.rewind: step {rewind} "
-                              f"({exp.imp.rewind}) is not before the end of training at step {total}")
-        steps.add(rewind)  # the trajectory always holds the rewind point
+        rewinds = tuple(parse_duration(k, spe) for k in exp.imp.rewinds()) if exp.imp else (0,)
+        for k, written in zip(rewinds, exp.imp.rewinds() if exp.imp else ()):
+            if k >= total:
+                raise ConfigError(f"config error at experiments.{exp.name}.imp.rewind: step {k} "
+                                  f"({written}) is not before the end of training at step {total}")
+        if len(set(rewinds)) < len(rewinds):
+            raise ConfigError(f"config error at experiments.{exp.name}.imp.rewind: {list(exp.imp.rewinds())} "
+                              f"name the same step twice (steps {list(rewinds)})")
+        steps |= set(rewinds)  # the trajectory always holds the rewind points
         return cls(steps_per_epoch=spe, total=total, warmup=parse_duration(exp.train.warmup, spe),
                    milestones=tuple(sorted(parse_duration(m, spe) for m in exp.train.milestones)),
                    eval_every=parse_duration(exp.train.eval_every, spe), checkpoints=tuple(sorted(steps)),
-                   rewind=rewind)
+                   rewinds=rewinds)
 
     def lr_factor(self, step: int, schedule: str, gamma: float) -> float:
         """Linear warmup from 0, then constant, step decay at milestones, or cosine to 0 at the end."""

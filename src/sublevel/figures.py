@@ -53,6 +53,19 @@ def _empty(ax, what: str) -> None:
     ax.text(0.5, 0.5, f"no {what} yet", ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def by_rewind(frame: pl.DataFrame) -> list[tuple[pl.DataFrame, str, str]]:
+    """(rows, line style, label suffix) per IMP rewind step, in step order: the rewind axis of the IMP figures
+    when imp.rewind lists several points; one solid, unlabelled entry when there is one."""
+    if "rewind_step" not in frame.columns or frame["rewind_step"].n_unique() <= 1:
+        return [(frame, "-", "")]
+    steps = sorted(k for k in frame["rewind_step"].unique().to_list() if k is not None)
+    return [(frame.filter(pl.col("rewind_step") == k), LINESTYLES[i % len(LINESTYLES)], f", rewind {k}")
+            for i, k in enumerate(steps)]
+
+
 def level_ticks(percent_remaining: list[float], most: int = 8) -> list[float]:
     """The levels' weights-remaining percentages to label: every level while they fit, else every k-th (the
     dense 100% and the sparsest level always), so 20 IMP levels at 20% each do not print over each other."""
@@ -71,11 +84,16 @@ def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
     stats = (imp.group_by("method", "level")
              .agg(pl.col("remaining").mean(), pl.col("prunable").first(), *_mean_sd("test_accuracy"))
              .sort("method", "level"))
-    for method, (label, color, marker) in STYLE.items():
-        s = stats.filter(pl.col("method") == method)
-        if s.height:
-            pct = 100 * s["remaining"] / s["prunable"]
-            ax.errorbar(pct, s["m"], yerr=s["sd"], label=label, color=color, marker=marker, ms=4, capsize=2)
+    for part, ls, suffix in by_rewind(imp):
+        part = (part.group_by("method", "level")
+                .agg(pl.col("remaining").mean(), pl.col("prunable").first(), *_mean_sd("test_accuracy"))
+                .sort("method", "level"))
+        for method, (label, color, marker) in STYLE.items():
+            s = part.filter(pl.col("method") == method)
+            if s.height:
+                pct = 100 * s["remaining"] / s["prunable"]
+                ax.errorbar(pct, s["m"], yerr=s["sd"], label=label + suffix, color=color, marker=marker, ms=4,
+                            capsize=2, ls=ls)
     ax.axhline(dense, color="k", ls=":", lw=1, label="dense")
     ax.set_xscale("log")
     ticks = level_ticks((100 * stats["remaining"] / stats["prunable"]).to_list())
@@ -96,12 +114,14 @@ def barrier_vs_level(barrier: pl.DataFrame, out: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     test = barrier.filter(pl.col("split") == "test")
     labels = {"instability": "instability (two data orders)", "imp_successive": "level ℓ−1 pruned → level ℓ"}
-    for kind, label in labels.items():
-        s = (test.filter(pl.col("kind") == kind).group_by("level")
-             .agg(*_mean_sd("barrier"))
-             .sort("level"))
-        if s.height:
-            ax.errorbar(s["level"], 100 * s["m"], yerr=100 * s["sd"], marker="o", ms=4, capsize=2, label=label)
+    for part, ls, suffix in by_rewind(test):
+        for i, (kind, label) in enumerate(labels.items()):
+            s = (part.filter(pl.col("kind") == kind).group_by("level")
+                 .agg(*_mean_sd("barrier"))
+                 .sort("level"))
+            if s.height:
+                ax.errorbar(s["level"], 100 * s["m"], yerr=100 * s["sd"], marker="o", ms=4, capsize=2,
+                            label=label + suffix, color=f"C{i}", ls=ls)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel("IMP level")
     ax.set_ylabel("test error barrier (percentage points)")
@@ -175,10 +195,10 @@ def imp_dstar(imp: pl.DataFrame, threshold: pl.DataFrame, out: str | Path) -> No
     same axis: how many degrees of freedom a sparse ticket keeps against how many a subspace needs."""
     experiment = _experiment(imp)
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
-    stats = (imp.filter(pl.col("method") == "imp").group_by("level")
-             .agg(pl.col("remaining").mean(), *_mean_sd("test_accuracy")).sort("level"))
-    ax.errorbar(stats["remaining"], stats["m"], yerr=stats["sd"], color="C0", marker="o", ms=4, capsize=2,
-                label="IMP (rewound ticket): weights remaining")
+    for part, ls, suffix in by_rewind(imp.filter(pl.col("method") == "imp")):
+        stats = part.group_by("level").agg(pl.col("remaining").mean(), *_mean_sd("test_accuracy")).sort("level")
+        ax.errorbar(stats["remaining"], stats["m"], yerr=stats["sd"], color="C0", marker="o", ms=4, capsize=2,
+                    ls=ls, label=f"IMP (rewound ticket{suffix}): weights remaining")
     if threshold.height:
         # train accuracy first (the sublevel set the sweeps refine on), then the lowest ε
         first = threshold.sort(pl.col("metric") != "train_accuracy", "metric", "threshold").row(0, named=True)
@@ -216,10 +236,13 @@ def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
     if not dense.height:
         _empty(ax, "dense sharpness")
     if has_imp:
-        lv = (top.filter(pl.col("source") == "imp").group_by("level")
-              .agg(pl.col("sparsity").mean(), *_mean_sd("eigenvalue")).sort("level"))
         ax = axes[0][1]
-        ax.errorbar(lv["level"], lv["m"], yerr=lv["sd"], marker="o", ms=4, capsize=2, color="C1")
+        for part, ls, suffix in by_rewind(top.filter(pl.col("source") == "imp")):
+            lv = part.group_by("level").agg(pl.col("sparsity").mean(), *_mean_sd("eigenvalue")).sort("level")
+            ax.errorbar(lv["level"], lv["m"], yerr=lv["sd"], marker="o", ms=4, capsize=2, color="C1", ls=ls,
+                        label=suffix.removeprefix(", ") or None)
+        if len(by_rewind(top.filter(pl.col("source") == "imp"))) > 1:
+            ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("IMP level (end of training, on the weights kept)")
         ax.set_title("IMP levels", fontsize=10)

@@ -68,16 +68,22 @@ def log(stage: str, *keys: str | int) -> Path:
     return RESULTS / "logs" / stage / ("-".join(str(k) for k in keys) + ".log")
 
 
-def level_store(experiment: str, seed: str | int, stage: str, level: str | int, method: str | None = None) -> Path:
+def chain_dir(experiment: str, rewind_step: str | int, seed: str | int) -> Path:
+    """One IMP chain: a dense seed's run pruned and rewound to one rewind step (imp.rewind may list several)."""
+    return RESULTS / "imp" / str(experiment) / f"rewind_step={rewind_step}" / f"seed={seed}"
+
+
+def level_store(experiment: str, rewind_step: str | int, seed: str | int, stage: str, level: str | int,
+                method: str | None = None) -> Path:
     """Zarr group of one IMP level (stage 'imp') or of one baseline method at it (stage 'baselines', and the
     method): per method a subgroup with mask [D] bool, weights [D], buffers [B]."""
-    stage_dir = RESULTS / "imp" / str(experiment) / f"seed={seed}" / str(stage)
+    stage_dir = chain_dir(experiment, rewind_step, seed) / str(stage)
     return (stage_dir if method is None else stage_dir / f"method={method}") / f"level={level}.zarr"
 
 
-def diet_start(experiment: str, seed: str | int) -> Path:
+def diet_start(experiment: str, rewind_step: str | int, seed: str | int) -> Path:
     """Zarr group: the data-diet rewind point (step, params [D], buffers [B]) that IMP rewinds to."""
-    return RESULTS / "imp" / str(experiment) / f"seed={seed}" / "diet.zarr"
+    return chain_dir(experiment, rewind_step, seed) / "diet.zarr"
 
 
 def scores_store(experiment: str) -> Path:

@@ -47,21 +47,27 @@ MEASURES: dict[str, str] = {
         from train t where experiment = {experiment} and split = 'test' and not diverged
           and step = (select max(step) from train u where u.experiment = t.experiment and u.seed = t.seed)""",
     "highest_matching_sparsity": """
-        with lvl as (select seed, sparsity, test_accuracy,
-                            first_value(test_accuracy) over (partition by seed order by level) as dense
-                     from imp where experiment = {experiment} and method = 'imp' and not diverged),
+        with lvl as (select rewind_step, seed, sparsity, test_accuracy,
+                            first_value(test_accuracy) over (partition by rewind_step, seed order by level) as dense
+                     from imp where experiment = {experiment} and method = 'imp' and not diverged
+                       and ({burnin_step} is null or rewind_step = {burnin_step})),
              best as (select seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as s,
-                             max(sparsity) as sparsest from lvl group by seed)
+                             max(sparsity) as sparsest from lvl group by rewind_step, seed)
         select avg(s), min(s), max(s), count(s), count(*),
                case when bool_or(s = sparsest) then 'sparsest' else 'none' end from best""",
     "imp_test_accuracy": """
         select avg(test_accuracy), min(test_accuracy), max(test_accuracy), count(*), count(*),
                cast(null as varchar)
-        from imp where experiment = {experiment} and method = {kind} and level = {level} and not diverged""",
+        from imp where experiment = {experiment} and method = {kind} and level = {level} and not diverged
+          and ({burnin_step} is null or rewind_step = {burnin_step})""",
     "barrier": """
         select avg(barrier), min(barrier), max(barrier), count(*), count(*), cast(null as varchar)
-        from barrier where experiment = {experiment} and kind = {kind} and level = {level} and split = 'test'""",
+        from barrier where experiment = {experiment} and kind = {kind} and level = {level} and split = 'test'
+          and ({burnin_step} is null or rewind_step = {burnin_step})""",
 }
+# IMP quantities read a target's burnin_step as the chains' rewind step (imp.rewind may list several): the
+# chains rewound there, or every chain of the experiment when it is empty.
+REWOUND = ("highest_matching_sparsity", "imp_test_accuracy", "barrier")
 # What each quantity is, for the targets' readers (docs/results.md lists them).
 QUANTITIES = {
     "d_int90": "Li et al.'s d_int90: the smallest tested d whose mean test accuracy reaches 0.9 x dense "
@@ -94,7 +100,7 @@ def read_targets(path=None) -> pa.Table:
         seen.add(r["target"])
         if r["quantity"] not in MEASURES:
             raise ValueError(f"{where}: unknown quantity {r['quantity']!r}; known: {sorted(MEASURES)}")
-        if missing := [k for k in _selectors(r["quantity"]) if r[k] is None]:
+        if missing := [k for k in _required(r["quantity"]) if r[k] is None]:
             raise ValueError(f"{where}: quantity {r['quantity']} needs {missing}")
         if r["published"] is None or not math.isfinite(r["published"]):
             raise ValueError(f"{where}: no published value")
@@ -108,8 +114,14 @@ def read_targets(path=None) -> pa.Table:
 
 
 def _selectors(quantity: str) -> list[str]:
+    """The target columns a quantity's measure reads."""
     return [k for k in ("experiment", "kind", "burnin_step", "metric", "threshold", "level")
             if "{" + k + "}" in MEASURES[quantity]]
+
+
+def _required(quantity: str) -> list[str]:
+    """The selectors a target of `quantity` must fill (an IMP quantity's rewind step is optional)."""
+    return [k for k in _selectors(quantity) if not (k == "burnin_step" and quantity in REWOUND)]
 
 
 def _literal(value) -> str:

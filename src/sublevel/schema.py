@@ -50,7 +50,7 @@ TRAIN = _table(
 
 
 IMP = _table(
-    "imp", ("experiment", "seed", "stage", "level"),   # stage: imp, or baselines (all methods of one job)
+    "imp", ("experiment", "rewind_step", "seed", "stage", "level"),   # stage: imp, or baselines (all methods of one job)
     "IMP levels and baselines at the end of each level's training.",
     ("experiment", pa.string()),
     ("dataset", pa.string()),
@@ -70,7 +70,7 @@ IMP = _table(
 )
 
 BARRIER = _table(
-    "barrier", ("experiment", "seed", "kind", "level"),
+    "barrier", ("experiment", "rewind_step", "seed", "kind", "level"),
     "Linear mode connectivity: error along (1-α)θa + αθb and its barrier.",
     ("experiment", pa.string()),
     ("seed", pa.int64()),
@@ -155,12 +155,13 @@ THRESHOLD = _table(
 
 
 HESSIAN = _table(
-    "hessian", ("experiment", "seed", "source"),
+    "hessian", ("experiment", "seed", "source", "rewind_step", "level"),
     "Top eigenvalues of the training-loss Hessian (Lanczos on Hessian-vector products).",
     ("experiment", pa.string()),
     ("seed", pa.int64()),
     ("source", pa.string()),        # dense (a trajectory checkpoint) or imp (the end of an IMP level)
     ("level", pa.int64()),          # IMP level; null for dense checkpoints
+    ("rewind_step", pa.int64()),    # the IMP chain's rewind step; null for dense checkpoints
     ("sparsity", pa.float64()),     # fraction of prunable weights pruned (0 for dense); H is restricted to the rest
     ("step", pa.int64()),
     ("rank", pa.int64()),           # 1 = the largest eigenvalue
@@ -194,7 +195,7 @@ TARGETS = Table("targets", pa.schema([
     ("experiment", pa.string()),      # the experiment in that preset whose rows measure it
     ("quantity", pa.string()),        # one of sublevel.reproduce.MEASURES
     ("kind", pa.string()),            # subspace kind, IMP method or barrier kind, as the quantity needs
-    ("burnin_step", pa.int64()),
+    ("burnin_step", pa.int64()),      # a sweep's anchor t; for an IMP quantity the rewind step (empty: all)
     ("metric", pa.string()),
     ("threshold", pa.float64()),
     ("level", pa.int64()),

@@ -52,9 +52,10 @@ rule hessian_imp:
         data=dataset_of,
         levels=level_of,
     output:
-        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="imp", level="{level}")),
+        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="imp",
+                              rewind_step="{rewind_step}", level="{level}")),
     log:
-        str(paths.log("hessian", "{experiment}", "{seed}", "imp", "{level}")),
+        str(paths.log("hessian", "{experiment}", "{seed}", "imp", "rewind{rewind_step}", "{level}")),
     params:
         spec=spec_for("hessian_imp"),
         device=config["device"],

@@ -33,15 +33,34 @@ wildcard_constraints:
     experiment=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
     level=r"\d+",
+    rewind_step=r"\d+",
     method=r"[a-z_]+",
     dataset=r"[a-z0-9_]+",
     figure="|".join(FIGURE_TABLES),
 
 
-def spec_for(stage):
-    """A param function: the validated experiment as one stage sees it, as JSON, so editing the config reruns
-    what the edit touches (Experiment.for_stage)."""
-    return lambda wildcards: experiment(config, wildcards.experiment).for_stage(stage).to_json()
+def spec_for(stage, name=None):
+    """A param function: the validated experiment (`name`, else the {experiment} wildcard) as one stage sees
+    it, as JSON, so editing the config reruns what the edit touches (Experiment.for_stage). A job of one IMP
+    chain (a {rewind_step} wildcard) sees that rewind point only."""
+
+    def spec(wildcards):
+        e = name or wildcards.experiment
+        rewind = rewind_point(e, wildcards.rewind_step) if "rewind_step" in wildcards.keys() else None
+        return experiment(config, e).for_stage(stage, rewind=rewind).to_json()
+
+    return spec
+
+
+def rewind_steps(name):
+    """The experiment's IMP rewind steps, resolved, in the config's order."""
+    return schedule(name).rewinds
+
+
+def rewind_point(name, rewind_step):
+    """imp.rewind's point as written (e.g. '1ep') that resolves to `rewind_step`."""
+    points = dict(zip(rewind_steps(name), experiment(config, name).imp.rewinds()))
+    return points[int(rewind_step)]
 
 
 def optional_flag(option, name):
@@ -74,7 +93,8 @@ def trajectory_of(wildcards):
 
 
 def level_of(wildcards):
-    return str(paths.level_store(wildcards.experiment, wildcards.seed, "imp", wildcards.level))
+    w = wildcards
+    return str(paths.level_store(w.experiment, w.rewind_step, w.seed, "imp", w.level))
 
 
 def dataset_of_name(name):
@@ -87,31 +107,42 @@ def chain_trajectories(name, seeds):
 
 
 def chain_diets(name, seeds):
-    """Each chain's data-diet rewind point, when the experiment has a diet ([] otherwise)."""
-    return [str(paths.diet_start(name, s)) for s in seeds] if experiment(config, name).imp.data_diet else []
+    """Each chain's data-diet rewind point at the {rewind_step} wildcard, when the experiment has a diet
+    ([] otherwise)."""
+    diet = experiment(config, name).imp.data_diet
+    return [str(paths.diet_start(name, "{rewind_step}", s)) for s in seeds] if diet else []
 
 
 def chain_stores(name, seeds, stage, method=None):
-    """A level job's outputs: each chain's level store (a baseline's: of its method) at the {level} wildcard."""
-    return [directory(str(paths.level_store(name, s, stage, "{level}", method))) for s in seeds]
+    """A level job's outputs: each chain's level store (a baseline's: of its method) at the {rewind_step} and
+    {level} wildcards."""
+    return [directory(str(paths.level_store(name, "{rewind_step}", s, stage, "{level}", method))) for s in seeds]
+
+
+def imp_table(name, rewind_step, seed, table, kind, level, method=None):
+    """One chain's table file at one level: an imp table by stage, a barrier table by kind; a baseline's by
+    method too."""
+    key = "stage" if table == "imp" else "kind"
+    extra = {} if method is None else {"method": method}
+    return str(paths.table(table, experiment=name, rewind_step=rewind_step, seed=seed, **{key: kind}, level=level,
+                           **extra))
 
 
 def chain_tables(name, seeds, table, kind, method=None):
-    """Each chain's table file at the {level} wildcard (imp tables by stage, barrier tables by kind; a
-    baseline's by method too)."""
-    key = "stage" if table == "imp" else "kind"
-    extra = {} if method is None else {"method": method}
-    return [str(paths.table(table, experiment=name, seed=s, **{key: kind}, level="{level}", **extra)) for s in seeds]
+    """Each chain's table file at the {rewind_step} and {level} wildcards (imp_table)."""
+    return [imp_table(name, "{rewind_step}", s, table, kind, "{level}", method) for s in seeds]
 
 
 def chain_levels_at(name, seeds, level=None):
     """An input function: each chain's IMP level store at `level` (default: the job's {level})."""
-    return lambda w: [str(paths.level_store(name, s, "imp", w.level if level is None else level)) for s in seeds]
+    return lambda w: [str(paths.level_store(name, w.rewind_step, s, "imp", w.level if level is None else level))
+                      for s in seeds]
 
 
 def chain_levels_before(name, seeds):
     """An input function: each chain's level ℓ−1 store for a level-ℓ job ([] at level 0)."""
-    return lambda w: [str(paths.level_store(name, s, "imp", int(w.level) - 1)) for s in seeds] if int(w.level) else []
+    return lambda w: ([str(paths.level_store(name, w.rewind_step, s, "imp", int(w.level) - 1)) for s in seeds]
+                      if int(w.level) else [])
 
 
 def scores_of(name):
@@ -119,18 +150,18 @@ def scores_of(name):
     return [str(paths.scores_store(name))] if "scores" in experiment(config, name).raw else []
 
 
-def imp_tables(name):
-    """Every imp and barrier table file of one experiment, for its figures."""
+def imp_tables(name, rewind_step=None):
+    """Every imp and barrier table file of one experiment (of one rewind step's chains), for its figures."""
     imp = experiment(config, name).imp
     imp_files, barrier_files = [], []
-    for seed in imp.seeds:
-        for level in range(imp.levels + 1):
-            imp_files.append(str(paths.table("imp", experiment=name, seed=seed, stage="imp", level=level)))
-            imp_files += [str(paths.table("imp", experiment=name, seed=seed, stage="baselines", level=level, method=m))
-                          for m in (imp.baselines if level else ())]
-            kinds = (["instability"] if imp.instability else []) + (["imp_successive"] if level else [])
-            barrier_files += [str(paths.table("barrier", experiment=name, seed=seed, kind=k, level=level))
-                              for k in kinds]
+    for k in rewind_steps(name) if rewind_step is None else (int(rewind_step),):
+        for seed in imp.seeds:
+            for level in range(imp.levels + 1):
+                imp_files.append(imp_table(name, k, seed, "imp", "imp", level))
+                imp_files += [imp_table(name, k, seed, "imp", "baselines", level, m)
+                              for m in (imp.baselines if level else ())]
+                kinds = (["instability"] if imp.instability else []) + (["imp_successive"] if level else [])
+                barrier_files += [imp_table(name, k, seed, "barrier", kind, level) for kind in kinds]
     return {"imp": imp_files, "barrier": barrier_files}
 
 
@@ -153,7 +184,8 @@ def imp_outputs():
         t = imp_tables(name)
         out += t["imp"] + t["barrier"]
         if experiment(config, name).imp.data_diet:
-            out += [str(paths.diet_start(name, s)) for s in experiment(config, name).imp.seeds]
+            out += [str(paths.diet_start(name, k, s)) for k in rewind_steps(name)
+                    for s in experiment(config, name).imp.seeds]
     return out
 
 
@@ -175,8 +207,8 @@ def hessian_tables(name):
         return []
     out = [str(paths.table("hessian", experiment=name, seed=s, source="dense")) for s in exp.seeds]
     if exp.imp and exp.raw["hessian"]["imp"]:  # one job per chain and level
-        out += [str(paths.table("hessian", experiment=name, seed=s, source="imp", level=level))
-                for s in exp.imp.seeds for level in range(exp.imp.levels + 1)]
+        out += [str(paths.table("hessian", experiment=name, seed=s, source="imp", rewind_step=k, level=level))
+                for k in rewind_steps(name) for s in exp.imp.seeds for level in range(exp.imp.levels + 1)]
     return out
 
 
@@ -203,9 +235,10 @@ def sweep_seeds(wildcards):
     return [str(s) for s in blocks[int(wildcards.block)]]
 
 
-def ticket_table(name):
-    """The experiment's IMP levels as axial subspaces (at the rewind step), one file for every level."""
-    return str(paths.table("subspace", experiment=name, kind="ticket", burnin_step=schedule(name).rewind, round=0))
+def ticket_tables(name):
+    """The experiment's IMP levels as axial subspaces, one file per rewind step (the anchor) for every level."""
+    return [str(paths.table("subspace", experiment=name, kind="ticket", burnin_step=k, round=0))
+            for k in rewind_steps(name)]
 
 
 def round_dims(e, k, t, round):
@@ -261,7 +294,7 @@ def subspace_tables(wildcards):
     for kind, t in sweep_jobs(name):
         out += rounds_of(name, kind, t)["tables"]
     if experiment(config, name).imp:
-        out.append(ticket_table(name))
+        out += ticket_tables(name)
     return out
 
 
@@ -289,7 +322,7 @@ def subspace_outputs():
         if exp.subspace:
             out += [str(paths.sweep_summary(name, kind, t)) for kind, t in sweep_jobs(name)]
             if exp.imp:
-                out.append(ticket_table(name))
+                out += ticket_tables(name)
     return out
 
 

@@ -1,5 +1,6 @@
 # Stage 3: lottery-ticket masks. One job per IMP level (so the chains resume from their last finished level),
-# one per baseline method and level, one per barrier kind and level; then the figures of each experiment.
+# one per baseline method and level, one per barrier kind and level, each for one rewind step ({rewind_step}:
+# imp.rewind may list several points, one chain per seed and point, all from the same dense runs).
 # With a data diet the chains rewind to a point pre-trained on a scored subset (rule data_diet) instead of
 # the dense θ_k.
 #
@@ -13,8 +14,6 @@
 # appending a method to imp.baselines adds that method's jobs only.
 for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
                                 for j, b in enumerate(experiment(config, n).imp.seed_blocks())):
-    _spec = experiment(config, _name).for_stage("imp").to_json()
-
     rule:
         name:
             f"imp_level_{_name}_block{_block}"
@@ -27,12 +26,12 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
             stores=chain_stores(_name, _seeds, "imp"),
             tables=chain_tables(_name, _seeds, "imp", "imp"),
         log:
-            str(paths.log("imp", _name, f"block{_block}", "imp", "{level}")),
+            str(paths.log("imp", _name, "rewind{rewind_step}", f"block{_block}", "imp", "{level}")),
         params:
             seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
             previous=optional_flag("--previous", "previous"),
-            spec=_spec,
+            spec=spec_for("imp", _name),
             device=config["device"],
         threads: config["threads"]
         resources:
@@ -58,11 +57,11 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
             stores=chain_stores(_name, _seeds, "baselines", "{method}"),
             tables=chain_tables(_name, _seeds, "imp", "baselines", "{method}"),
         log:
-            str(paths.log("imp", _name, f"block{_block}", "baselines", "{method}", "{level}")),
+            str(paths.log("imp", _name, "rewind{rewind_step}", f"block{_block}", "baselines", "{method}", "{level}")),
         params:
             seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
-            spec=_spec,
+            spec=spec_for("imp", _name),
             device=config["device"],
         threads: config["threads"]
         resources:
@@ -89,11 +88,11 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
         output:
             tables=chain_tables(_name, _seeds, "barrier", "instability"),
         log:
-            str(paths.log("barrier", _name, f"block{_block}", "instability", "{level}")),
+            str(paths.log("barrier", _name, "rewind{rewind_step}", f"block{_block}", "instability", "{level}")),
         params:
             seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
-            spec=_spec,
+            spec=spec_for("imp", _name),
             device=config["device"],
         threads: config["threads"]
         resources:
@@ -119,10 +118,10 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
         output:
             tables=chain_tables(_name, _seeds, "barrier", "imp_successive"),
         log:
-            str(paths.log("barrier", _name, f"block{_block}", "imp_successive", "{level}")),
+            str(paths.log("barrier", _name, "rewind{rewind_step}", f"block{_block}", "imp_successive", "{level}")),
         params:
             seeds=[str(s) for s in _seeds],
-            spec=_spec,
+            spec=spec_for("imp", _name),
             device=config["device"],
         threads: config["threads"]
         resources:
@@ -140,9 +139,9 @@ rule data_diet:
         data=dataset_of,
         scores=lambda w: scores_of(w.experiment),
     output:
-        start=directory(str(paths.diet_start("{experiment}", "{seed}"))),
+        start=directory(str(paths.diet_start("{experiment}", "{rewind_step}", "{seed}"))),
     log:
-        str(paths.log("imp", "{experiment}", "{seed}", "diet")),
+        str(paths.log("imp", "{experiment}", "rewind{rewind_step}", "{seed}", "diet")),
     params:
         spec=spec_for("imp"),
         device=config["device"],

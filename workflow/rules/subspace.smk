@@ -66,7 +66,7 @@ checkpoint refine_plan:
 rule subspace_tickets:
     localrule: True
     input:
-        imp=lambda w: [f for f in imp_tables(w.experiment)["imp"] if "stage=imp" in f],
+        imp=lambda w: [f for f in imp_tables(w.experiment, w.burnin_step)["imp"] if "stage=imp" in f],
     output:
         table=str(paths.table("subspace", experiment="{experiment}", kind="ticket", burnin_step="{burnin_step}", round=0)),
     log:
