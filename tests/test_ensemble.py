@@ -63,14 +63,34 @@ def test_masked_runs_from_their_own_starts_equal_runs_alone(mnist1d, overrides):
     assert not torch.allclose(together[0].theta, together[2].theta)  # different seeds, different networks
 
 
+def rounding_sensitivity(exp, data, run, trials=3):
+    """How far a run alone moves when its initialisation changes at float32 rounding level (a relative 1e-7,
+    about one ulp): the scale below which two computations of the same training cannot be told apart."""
+    model = training.build_model(exp, data, run.init_seed, CPU)
+    theta, buffers = models.flatten(model), models.flatten_buffers(model)
+    reference = models.flatten(alone(exp, data, run)[0])
+    worst, update = 0.0, (reference - theta).abs().max().item()
+    for trial in range(trials):
+        noise = torch.randn(theta.shape, generator=torch.Generator().manual_seed(trial))
+        moved = ensemble.Run(run.init_seed, run.data_seed, Start(0, theta * (1 + 1e-7 * noise), buffers))
+        worst = max(worst, (models.flatten(alone(exp, data, moved)[0]) - reference).abs().max().item())
+    return worst, update
+
+
 def test_batchnorm_statistics_and_augmentation_are_per_run(images):
     """ResNet-20 (thin): BatchNorm buffers updated per run under vmap, crops and flips drawn per data seed.
-    Small steps: at lr 0.02 this thin BatchNorm network turns a 1e-7 change of its initialisation into 1e-2
-    in two steps (measured), so float rounding is only comparable where the dynamics are tame."""
+    This thin BatchNorm network amplifies rounding: six steps at lr 0.002 turn a one-ulp change of its
+    initialisation into up to ~5e-4 (measured on an Intel Xeon; at lr 0.02, 1e-2 in two steps), and how close
+    the batched and the single computation land depends on the CPU's kernels. So "equal" here is: no further
+    apart than that measured rounding sensitivity (twice it), while a shared BatchNorm statistic or augmentation
+    stream would move the runs by the size of their training updates, over five times as far (asserted)."""
     exp = make_experiment(**{"model": {"name": "resnet20", "width": 4}, "train.augment": True,
                              "train.steps": 6, "train.eval_every": 3, "train.batch_size": 32, "train.lr": 0.002})
     runs = [ensemble.Run(0, 0), ensemble.Run(1, 11)]
-    together = assert_same(exp, images, runs, atol=1e-4)  # fused-optimiser rounding, amplified over six steps
+    measured = [rounding_sensitivity(exp, images, run) for run in runs]
+    atol = max(1e-5, 2 * max(s for s, _ in measured))
+    assert all(update > 5 * atol for _, update in measured), (measured, atol)  # the comparison can still fail
+    together = assert_same(exp, images, runs, atol=atol)
     assert not torch.allclose(together[0].buffers, together[1].buffers)
 
 
