@@ -77,7 +77,10 @@ def test_schedule_resolves_checkpoints_and_lr():
     assert s.lr_factor(40, "cosine", 0.1) == pytest.approx(0.0, abs=1e-12)
     assert s.lr_factor(25, "cosine", 0.1) == pytest.approx(0.5)
     assert s.lr_factor(30, "constant", 0.1) == 1.0
-    assert {0, 40} <= s.eval_steps()
+    assert {0, 40} <= s.eval_steps() and {7, 16} <= s.eval_steps()  # every checkpoint is evaluated
+    quiet = Schedule.resolve(make_experiment(**{"train.steps": "10ep", "train.batch_size": 100, "train.eval_every": 20,
+                                                "checkpoints": {"every": 1, "evaluate": False}}), n_train=480)
+    assert len(quiet.checkpoints) == 41 and quiet.eval_steps() == {0, 20, 40}  # a dense grid, evaluated rarely
 
 
 def test_checkpoint_beyond_training_is_rejected_before_any_job():

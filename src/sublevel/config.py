@@ -163,6 +163,7 @@ class CheckpointSpec:
     steps: tuple[int | str, ...]
     log_spaced: int
     every: int | str
+    evaluate: bool = True
 
 
 def seed_blocks(seeds: tuple[int, ...], per_job: int | None) -> list[tuple[int, ...]]:
@@ -457,6 +458,7 @@ class Schedule:
     eval_every: int
     checkpoints: tuple[int, ...]
     rewinds: tuple[int, ...] = (0,)  # the IMP rewind steps, in the config's order
+    evaluate_checkpoints: bool = True
 
     @property
     def rewind(self) -> int:
@@ -495,7 +497,7 @@ class Schedule:
         return cls(steps_per_epoch=spe, total=total, warmup=parse_duration(exp.train.warmup, spe),
                    milestones=tuple(sorted(parse_duration(m, spe) for m in exp.train.milestones)),
                    eval_every=parse_duration(exp.train.eval_every, spe), checkpoints=tuple(sorted(steps)),
-                   rewinds=rewinds)
+                   rewinds=rewinds, evaluate_checkpoints=ck.evaluate)
 
     def lr_factor(self, step: int, schedule: str, gamma: float) -> float:
         """Linear warmup from 0, then constant, step decay at milestones, or cosine to 0 at the end."""
@@ -509,4 +511,7 @@ class Schedule:
         return warm
 
     def eval_steps(self) -> set[int]:
-        return set(range(0, self.total + 1, self.eval_every)) | {self.total} | set(self.checkpoints)
+        """The steps a dense run evaluates the full train and test sets at: every eval_every, the last, and the
+        checkpoints unless checkpoints.evaluate is off."""
+        return (set(range(0, self.total + 1, self.eval_every)) | {self.total}
+                | (set(self.checkpoints) if self.evaluate_checkpoints else set()))
