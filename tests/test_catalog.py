@@ -173,7 +173,32 @@ def test_csv_over_list_columns_is_refused_with_the_way_out(project):
     storage.write_table("barrier", [dict(experiment="a", seed=0, kind="instability", level=0, rewind_step=0,
                                          sparsity=0.0, split="test", barrier=0.0, alpha=[0.0, 1.0],
                                          error=[0.1, 0.2], loss=[0.3, 0.4], matching=True, test_accuracy=0.9)],
-                        project / paths.table("barrier", experiment="a", seed=0, kind="instability", level=0))
+                        project / paths.table("barrier", experiment="a", rewind_step=0, seed=0, kind="instability",
+                                              level=0))
     with pytest.raises(SystemExit) as e:
         cli.main(["query", "select alpha from barrier", "--root", str(project), "--format", "csv"])
     assert "--format csv cannot hold the list columns ['alpha']" in str(e.value.code)
+
+
+def test_imp_files_of_the_layout_before_rewind_steps_are_left_out_and_named(project, capsys):
+    """An IMP chain written before chains had a rewind step (.../seed=<s>/...) is the same chain the current
+    layout writes again under rewind_step=<k>/: read both and every row would count twice."""
+    rows = [{c: None for c in schema.IMP.schema.names} | dict(experiment="a", seed=0, method="imp", level=0,
+                                                              rewind_step=0, test_accuracy=0.9)]
+    storage.write_table("imp", rows, project / paths.table("imp", experiment="a", seed=0, stage="imp", level=0))
+    storage.write_table("imp", rows, project / paths.table("imp", experiment="a", rewind_step=0, seed=0, stage="imp",
+                                                           level=0))
+    hessian = [{c: None for c in schema.HESSIAN.schema.names} | dict(experiment="a", seed=0, source=s, rank=1)
+               for s in ("dense", "imp")]
+    storage.write_table("hessian", hessian[:1], project / paths.table("hessian", experiment="a", seed=0, source="dense"))
+    storage.write_table("hessian", hessian[1:], project / paths.table("hessian", experiment="a", seed=0, source="imp",
+                                                                      level=0))
+    found = catalog.scan(project)
+    assert sorted(str(p.relative_to(project)) for p in found.stale) == [
+        "results/tables/hessian/experiment=a/seed=0/source=imp/level=0/hessian.parquet",
+        "results/tables/imp/experiment=a/seed=0/stage=imp/level=0/imp.parquet"]
+    assert catalog.query("select count(*) as n from imp", project)["n"].to_list() == [1]
+    assert catalog.query("select source from hessian", project)["source"].to_list() == ["dense"]
+    assert "2 IMP table file(s) of the layout before rewind_step=<k> left out" in found.damage_line()
+    cli.main(["query", "select count(*) from imp", "--root", str(project)])
+    assert "left out of every view" in capsys.readouterr().err

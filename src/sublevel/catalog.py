@@ -18,7 +18,7 @@ without these records, so their jobs are not in it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -50,6 +50,7 @@ class Scan:
     files: dict[str, list[Path]]
     damaged: list[tuple[Path, str]]
     skipped: list[tuple[str, Path, str]]  # (table, file, reason)
+    stale: list[Path] = field(default_factory=list)  # an older layout's files, left out (stale_layout)
 
     def damaged_tables(self) -> set[str]:
         """The tables some of whose files were left out."""
@@ -57,12 +58,27 @@ class Scan:
 
     def damage_line(self) -> str | None:
         """One line for a command's output when files were left out, or None."""
-        if not self.damaged:
-            return None
-        shown = ", ".join(str(p.relative_to(self.root)) for p, _ in self.damaged[:3])
-        more = f" and {len(self.damaged) - 3} more" if len(self.damaged) > 3 else ""
-        return (f"{len(self.damaged)} damaged table file(s) left out of every view ({shown}{more}): "
-                f"`sublevel check-results --fix` removes them and the next snakemake run rebuilds them")
+        lines = []
+        if self.damaged:
+            shown = ", ".join(str(p.relative_to(self.root)) for p, _ in self.damaged[:3])
+            more = f" and {len(self.damaged) - 3} more" if len(self.damaged) > 3 else ""
+            lines.append(f"{len(self.damaged)} damaged table file(s) left out of every view ({shown}{more}): "
+                         f"`sublevel check-results --fix` removes them and the next snakemake run rebuilds them")
+        if self.stale:
+            shown = ", ".join(str(p.relative_to(self.root)) for p in self.stale[:2])
+            more = f" and {len(self.stale) - 2} more" if len(self.stale) > 2 else ""
+            lines.append(f"{len(self.stale)} IMP table file(s) of the layout before rewind_step=<k> left out of every "
+                         f"view ({shown}{more}): the chains now live under rewind_step=<k>/; delete the old files")
+        return "\n".join(lines) or None
+
+
+def stale_layout(name: str, relative: Path) -> bool:
+    """Whether a table file (its path under results/tables/<name>/) is an IMP chain's from before chains had a
+    rewind step (.../seed=<s>/... with no rewind_step=<k> level): the same chain is written again under the
+    current layout, and its old rows would count twice beside the new."""
+    keys = {part.split("=", 1)[0] for part in relative.parts if "=" in part}
+    chain = name in ("imp", "barrier") or (name == "hessian" and "source=imp" in relative.parts)
+    return chain and "rewind_step" not in keys
 
 
 def resolve_root(root: Path | None = None) -> Path:
@@ -75,10 +91,13 @@ def resolve_root(root: Path | None = None) -> Path:
 
 def scan(root: Path | None = None) -> Scan:
     root = resolve_root(root)
-    files, damaged, skipped = {}, [], []
+    files, damaged, skipped, stale = {}, [], [], []
     for name in schema.TABLES:
         files[name] = []
         for f in sorted((paths.tables_dir(root) / name).rglob("*.parquet")):
+            if stale_layout(name, f.relative_to(paths.tables_dir(root) / name)):
+                stale.append(f)
+                continue
             try:
                 reason = storage.table_skip_reason(f)
             except storage.CorruptFile as e:
@@ -87,7 +106,7 @@ def scan(root: Path | None = None) -> Scan:
             files[name].append(f)
             if reason:
                 skipped.append((name, f, reason))
-    return Scan(root, files, damaged, skipped)
+    return Scan(root, files, damaged, skipped, stale)
 
 
 def view_statements(root: Path | Scan | None = None, targets: Path | None = None) -> list[str]:
