@@ -81,6 +81,10 @@ def test_schedule_resolves_checkpoints_and_lr():
     quiet = Schedule.resolve(make_experiment(**{"train.steps": "10ep", "train.batch_size": 100, "train.eval_every": 20,
                                                 "checkpoints": {"every": 1, "evaluate": False}}), n_train=480)
     assert len(quiet.checkpoints) == 41 and quiet.eval_steps() == {0, 20, 40}  # a dense grid, evaluated rarely
+    # only the dense runs' spec holds the switch, and only when it is off: no other job reruns for it
+    off, on = (make_experiment(**{"checkpoints": {"every": 1, "evaluate": v}}) for v in (False, True))
+    assert '"evaluate": false' in off.for_stage("dense").to_json() and "evaluate" not in on.for_stage("dense").to_json()
+    assert off.for_stage("subspace").to_json() == on.for_stage("subspace").to_json()
 
 
 def test_checkpoint_beyond_training_is_rejected_before_any_job():

@@ -310,6 +310,9 @@ class Experiment:
                 raw[section] = {k: v for k, v in raw[section].items() if k not in keys}
         if "subspace" in raw:
             raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.SUBSPACE_UNREAD[stage]}
+        # only dense runs evaluate at checkpoints, and the default leaves every spec as it was before the key
+        if stage != "dense" or raw["checkpoints"].get("evaluate", True):
+            raw["checkpoints"] = {k: v for k, v in raw["checkpoints"].items() if k != "evaluate"}
         if self.imp is not None:
             points = self.imp.rewinds()
             if rewind is not None:
