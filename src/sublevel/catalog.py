@@ -18,11 +18,11 @@ without these records, so their jobs are not in it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import polars as pl
 import pyarrow as pa
 
 from sublevel import paths, reproduce, schema, storage
@@ -60,16 +60,19 @@ class Scan:
         """One line for a command's output when files were left out, or None."""
         lines = []
         if self.damaged:
-            shown = ", ".join(str(p.relative_to(self.root)) for p, _ in self.damaged[:3])
-            more = f" and {len(self.damaged) - 3} more" if len(self.damaged) > 3 else ""
-            lines.append(f"{len(self.damaged)} damaged table file(s) left out of every view ({shown}{more}): "
-                         f"`sublevel check-results --fix` removes them and the next snakemake run rebuilds them")
+            lines.append(f"{len(self.damaged)} damaged table file(s) left out of every view "
+                         f"({self._listed([p for p, _ in self.damaged], 3)}): `sublevel check-results --fix` "
+                         f"removes them and the next snakemake run rebuilds them")
         if self.stale:
-            shown = ", ".join(str(p.relative_to(self.root)) for p in self.stale[:2])
-            more = f" and {len(self.stale) - 2} more" if len(self.stale) > 2 else ""
             lines.append(f"{len(self.stale)} IMP table file(s) of the layout before rewind_step=<k> left out of every "
-                         f"view ({shown}{more}): the chains now live under rewind_step=<k>/; delete the old files")
+                         f"view ({self._listed(self.stale, 2)}): the chains now live under rewind_step=<k>/; "
+                         f"delete the old files")
         return "\n".join(lines) or None
+
+    def _listed(self, files: list[Path], shown: int) -> str:
+        """The first `shown` files relative to the project, and how many more."""
+        more = f" and {len(files) - shown} more" if len(files) > shown else ""
+        return ", ".join(str(p.relative_to(self.root)) for p in files[:shown]) + more
 
 
 def stale_layout(name: str, relative: Path) -> bool:
@@ -286,8 +289,9 @@ def metrics(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = No
     for r in parts["dense"].iter_rows(named=True):
         out[r["experiment"]] = {"D": r["D"], "seeds": r["seeds"], "dense_test_accuracy": r["dense_test_accuracy"]}
     tickets = parts["tickets"]
+    points = Counter(tickets["experiment"].to_list())  # rewind steps per experiment
     for r in tickets.iter_rows(named=True):
-        several = tickets.filter(pl.col("experiment") == r["experiment"]).height > 1
+        several = points[r["experiment"]] > 1
         key = f"highest_matching_sparsity@rewind={r['rewind_step']}" if several else "highest_matching_sparsity"
         out.setdefault(r["experiment"], {})[key] = r["highest_matching_sparsity"]
     for r in parts["threshold"].iter_rows(named=True):

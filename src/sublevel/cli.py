@@ -261,8 +261,8 @@ def _hessian(args) -> None:
         top = hessian.top_eigenvalues(model, theta, x, y, h["iterations"], h["top_k"], seed=args.seed,
                                       mask=None if mask is None else mask.to(device))
         rows += [dict(experiment=exp.name, seed=args.seed, source=source, level=level, rewind_step=rewind_step,
-                      sparsity=sparsity,
-                      step=step, rank=i + 1, eigenvalue=float(v), examples=n, iterations=h["iterations"])
+                      sparsity=sparsity, step=step, rank=i + 1, eigenvalue=float(v), examples=n,
+                      iterations=h["iterations"])
                  for i, v in enumerate(top)]
         where = f"step {step}" if level is None else f"IMP level {level} (sparsity {sparsity:.3f})"
         print(f"{where}: top eigenvalue {float(top[0]):.4f}", file=sys.stderr)

@@ -81,13 +81,14 @@ def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
     experiment = _experiment(imp)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     dense = imp.filter((pl.col("method") == "imp") & (pl.col("level") == 0))["test_accuracy"].mean()
-    stats = (imp.group_by("method", "level")
-             .agg(pl.col("remaining").mean(), pl.col("prunable").first(), *_mean_sd("test_accuracy"))
-             .sort("method", "level"))
-    for part, ls, suffix in by_rewind(imp):
-        part = (part.group_by("method", "level")
+    def per_level(rows: pl.DataFrame) -> pl.DataFrame:
+        return (rows.group_by("method", "level")
                 .agg(pl.col("remaining").mean(), pl.col("prunable").first(), *_mean_sd("test_accuracy"))
                 .sort("method", "level"))
+
+    stats = per_level(imp)  # over every rewind step: the tick positions
+    for part, ls, suffix in by_rewind(imp):
+        part = per_level(part)
         for method, (label, color, marker) in STYLE.items():
             s = part.filter(pl.col("method") == method)
             if s.height:
@@ -237,11 +238,12 @@ def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
         _empty(ax, "dense sharpness")
     if has_imp:
         ax = axes[0][1]
-        for part, ls, suffix in by_rewind(top.filter(pl.col("source") == "imp")):
+        chains = by_rewind(top.filter(pl.col("source") == "imp"))
+        for part, ls, suffix in chains:
             lv = part.group_by("level").agg(pl.col("sparsity").mean(), *_mean_sd("eigenvalue")).sort("level")
             ax.errorbar(lv["level"], lv["m"], yerr=lv["sd"], marker="o", ms=4, capsize=2, color="C1", ls=ls,
                         label=suffix.removeprefix(", ") or None)
-        if len(by_rewind(top.filter(pl.col("source") == "imp"))) > 1:
+        if len(chains) > 1:
             ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("IMP level (end of training, on the weights kept)")
