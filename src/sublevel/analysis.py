@@ -88,6 +88,12 @@ def bootstrap_interval(hits: np.ndarray, d: np.ndarray, samples: int, level: flo
     return finite(lo), finite(hi)
 
 
+def dense_test_accuracy(train: pl.DataFrame) -> float:
+    """The dense runs' final test accuracy, averaged over seeds: the reference a `relative` threshold scales."""
+    final = train.filter((pl.col("split") == "test") & (pl.col("step") == pl.col("step").max().over("seed")))
+    return float(final["accuracy"].mean())
+
+
 def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresholds: list[dict],
                samples: int = 1000, level: float = 0.95) -> pl.DataFrame:
     """Rows of the `threshold` table: d*(ε) with its interval, as a fraction of D, Gordon's w², and d_int90."""

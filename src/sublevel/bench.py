@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -336,3 +337,11 @@ def write(report: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def default_path(report: dict, suite: str, compile: str = "none") -> Path:
+    """bench/results/<device>-<date>[-<suite>][-compile-<mode>].json: one file per device, day and setup."""
+    suffix = ("" if suite == "subspace" else f"-{suite}") + ("" if compile == "none" else f"-compile-{compile}")
+    device = re.sub(r"[^A-Za-z0-9.-]+", "_", report["device_name"])
+    return Path("bench/results") / f"{device}-{datetime.date.today().isoformat()}{suffix}.json"
+

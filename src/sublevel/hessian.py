@@ -9,12 +9,15 @@ products (Paul et al. 2023 relate the top one to how much IMP can prune per leve
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from sublevel import models
 from sublevel.models import Layout
 
 
@@ -78,3 +81,46 @@ def top_eigenvalues(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: t
     """The k largest Hessian eigenvalues of the mean loss over (x, y) at θ, with the model's current buffers."""
     hvp = hvp_operator(model, theta, x, y, dict(model.named_buffers()), mask=mask)
     return lanczos(hvp, len(theta), iterations, k, seed=seed, device=theta.device)
+
+
+@dataclass(frozen=True)
+class Point:
+    """A network whose sharpness the `hessian` table records: a dense checkpoint or an IMP level's end."""
+    source: str                    # "dense" or "imp"
+    step: int
+    theta: np.ndarray
+    buffers: np.ndarray
+    level: int | None = None
+    rewind_step: int | None = None
+    sparsity: float = 0.0
+    mask: torch.Tensor | None = None
+
+
+def dense_points(traj, steps: list[int]) -> list[Point]:
+    """The dense run's checkpoints at `steps` (the config's hessian steps)."""
+    return [Point("dense", step, traj.params(step), traj.buffers(step)) for step in steps]
+
+
+def level_points(levels, step: int) -> list[Point]:
+    """Each IMP level's final, masked network, trained to `step` (the schedule's total)."""
+    return [Point("imp", step, lv.weights, lv.buffers, lv.level, lv.row["rewind_step"], lv.row["sparsity"], lv.mask)
+            for lv in levels]
+
+
+def sharpness_rows(experiment: str, seed: int, model: nn.Module, points: list[Point], x: torch.Tensor,
+                   y: torch.Tensor, iterations: int, top_k: int, report=print) -> list[dict]:
+    """Rows of the `hessian` table: the top_k eigenvalues at every point, the network loaded into `model`
+    (whose device is used), Lanczos started from `seed`."""
+    device = next(model.parameters()).device
+    rows = []
+    for p in points:
+        models.load_flat_buffers(model, torch.as_tensor(p.buffers).to(device))
+        top = top_eigenvalues(model, torch.as_tensor(p.theta).to(device), x, y, iterations, top_k, seed=seed,
+                              mask=None if p.mask is None else p.mask.to(device))
+        rows += [dict(experiment=experiment, seed=seed, source=p.source, level=p.level, rewind_step=p.rewind_step,
+                      sparsity=p.sparsity, step=p.step, rank=i + 1, eigenvalue=float(v), examples=len(y),
+                      iterations=iterations)
+                 for i, v in enumerate(top)]
+        where = f"step {p.step}" if p.level is None else f"IMP level {p.level} (sparsity {p.sparsity:.3f})"
+        report(f"{where}: top eigenvalue {float(top[0]):.4f}")
+    return rows

@@ -81,6 +81,22 @@ def diet_pretrain(exp: Experiment, data: Dataset, seed: int, keep: np.ndarray, d
     return Start(sched.rewind, models.flatten(model).cpu(), models.flatten_buffers(model).cpu()), run.diverged
 
 
+def diet_start(exp: Experiment, data: Dataset, seed: int, scores_path: str | Path | None, device
+               ) -> tuple[Start, dict]:
+    """The data-diet rewind point of one seed and the attrs its store records: the configured subset (by the
+    seed-averaged score at the configured step, or random) pre-trained from the seed's initialisation."""
+    from sublevel import scores
+
+    diet = exp.imp.data_diet
+    step = exp.diet_score_step(Schedule.resolve(exp, len(data.y_train)))
+    score = None if step is None else scores.read_mean(scores_path, diet["score"], step)
+    keep = scores.diet_subset(len(data.y_train), diet["keep"], diet["fraction"], seed, score)
+    start, diverged = diet_pretrain(exp, data, seed, keep, device)
+    return start, {"keep": diet["keep"], "fraction": diet["fraction"], "examples": len(keep),
+                   "score": diet["score"], "score_step": step, "diverged": diverged,
+                   "mean_score": None if score is None else float(np.mean(score[keep]))}
+
+
 def write_start(path: str | Path, start: Start, attrs: dict) -> None:
     with storage.atomic_path(path) as tmp:
         g = zarr.open_group(tmp, mode="w", attributes=dict(attrs, step=int(start.step)))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import zarr
 from torch import nn
 from torch.func import grad, vmap
+from tqdm import tqdm
 
 from sublevel import storage
 from sublevel.connectivity import functional_forward
@@ -49,6 +50,37 @@ def per_example(model: nn.Module, theta: torch.Tensor, buffers: torch.Tensor, x:
             el2n.append((p - F.one_hot(yb, p.shape[-1])).norm(dim=-1))
         grand_norm.append(per_grad(theta, xb, yb).norm(dim=-1).detach())
     return torch.cat(el2n), torch.cat(grand_norm)
+
+
+def scored_trajectories(trajs: list, steps: list[int]) -> tuple[list, str | None]:
+    """The dense runs that stored every scored step, and why the last one left out was (a run that diverged
+    before a scored step has no network there)."""
+    kept, reason = [], None
+    for traj in trajs:
+        try:
+            for step in steps:
+                traj.index(step)
+        except storage.Skipped as e:
+            reason = str(e)
+            continue
+        kept.append(traj)
+    return kept, reason
+
+
+def at_checkpoints(model: nn.Module, trajs: list, steps: list[int], x: torch.Tensor, y: torch.Tensor,
+                   chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """(EL2N, GraNd), each float32 [S, R, N]: every example at every step of every trajectory, the network
+    loaded into `model` (whose device is used)."""
+    device = next(model.parameters()).device
+    shape = (len(steps), len(trajs), len(y))
+    el2n, grand = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    for i, step in enumerate(tqdm(steps, desc="scores", unit="checkpoint", mininterval=5.0)):
+        for r, traj in enumerate(trajs):
+            theta = torch.from_numpy(traj.params(step)).to(device)
+            buffers = torch.from_numpy(traj.buffers(step)).to(device)
+            e, g = per_example(model, theta, buffers, x, y, chunk)
+            el2n[i, r], grand[i, r] = e.cpu().numpy(), g.cpu().numpy()
+    return el2n, grand
 
 
 def write_store(path: str | Path, experiment: str, steps: list[int], seeds: list[int], el2n: np.ndarray,

@@ -211,6 +211,22 @@ def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, ro
     return torch.cat(thetas)[order], [seeds[i] for i in order]
 
 
+def write_sweep_store(path: str | Path, coords: dict[int, torch.Tensor], attrs: dict) -> None:
+    """A sweep block's store: the trained coordinates w_<d> [R, d] and the attrs `rebuild` regenerates P from."""
+    import zarr
+
+    with storage.atomic_path(path) as tmp:
+        group = zarr.open_group(tmp, mode="w", attributes=attrs)
+        for d, w in coords.items():
+            group.create_array(f"w_{d}", data=w.numpy())
+
+
+def sweep_summary(rows: list[dict], plans: list[dict]) -> dict:
+    """One sweep's rounds, its dims and runs, and the plan it ended with."""
+    return {"rounds": 1 + sum(bool(p["dims"]) for p in plans), "dims": sorted({r["d"] for r in rows}),
+            "runs": len(rows), "final_plan": plans[-1] if plans else None}
+
+
 def superseded_blocks(tables: list[str | Path]) -> list[tuple[Path, Path]]:
     """(table, store) of each sweep block on disk beside `tables` (one sweep's current blocks, paths from the
     project root) that holds a run seed one of them holds too: a block of an earlier `subspace.seeds_per_job`

@@ -10,6 +10,7 @@ and marks every row diverged, without failing the job.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -230,6 +231,16 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
     for r in out.rows:
         r["diverged"] = out.diverged
     return model, out
+
+
+def trajectory_attrs(exp: Experiment, model: nn.Module, run: Trajectory, seed: int, data_seed: int,
+                     device: torch.device) -> dict:
+    """What a dense trajectory's store records beside its arrays: the run, its spec and the parameter layout
+    that readers unflatten θ with."""
+    layout = models.Layout.of(model)
+    return dict(experiment=exp.name, seed=seed, data_seed=data_seed, dataset=exp.dataset, model=exp.model.name,
+                D=layout.D, diverged=run.diverged, seconds=run.seconds, device=str(device), torch=torch.__version__,
+                spec=json.loads(exp.to_json()), layout=layout.to_attrs(), buffer_names=models.buffer_names(model))
 
 
 @torch.no_grad()

@@ -1,0 +1,167 @@
+"""workflow/rules/analysis.smk: P(d) and d*, sharpness, data difficulty, figures, the DVC export and the
+reproduction page."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from sublevel import schema  # pyarrow only: the figure names for argparse
+from sublevel.commands.base import job, plain_tables, results_parent, say, say_damage, setup
+
+
+def analyse_subspace(args) -> None:
+    import polars as pl
+
+    from sublevel import analysis, storage
+    from sublevel.config import Experiment
+
+    exp = Experiment.from_json(args.spec)
+    runs = storage.read_frame(args.runs)
+    if not runs.height:  # every sweep was skipped: there is no P(d) to estimate
+        raise storage.Skipped(storage.skip_reason(args.runs) or "the sweeps recorded no runs")
+    dense = {exp.name: analysis.dense_test_accuracy(storage.read_frame(args.train))}
+    ths = list(exp.subspace.thresholds)
+    storage.write_table("success", analysis.success(runs, ths).to_dicts(), args.success)
+    table = analysis.thresholds(runs, dense, ths, samples=exp.subspace.bootstrap)
+    storage.write_table("threshold", table.to_dicts(), args.threshold)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
+        say(str(table.select("kind", "burnin_step", "metric", "threshold", "d_star", "d_star_lo", "d_star_hi",
+                             "censored", "anchor_value", "d_int90")))
+
+
+def hessian(args) -> None:
+    """Sharpness at the dense run's checkpoints (--trajectory) or at the end of each IMP level (--levels)."""
+    from sublevel import hessian, imp, storage, trajectory
+    from sublevel.config import Schedule
+    from sublevel.training import build_model
+
+    exp, device, data = setup(args)
+    h = exp.raw["hessian"]
+    n = min(h["examples"], len(data.y_train))
+    sched = Schedule.resolve(exp, len(data.y_train))
+    points = hessian.dense_points(trajectory.read(args.trajectory), exp.hessian_steps(sched)) if args.trajectory \
+        else hessian.level_points([imp.Level.read(p) for p in args.levels], sched.total)
+    model = build_model(exp, data, args.seed, device)  # its weights are replaced by each network's
+    rows = hessian.sharpness_rows(exp.name, args.seed, model, points, data.x_train[:n], data.y_train[:n],
+                                  h["iterations"], h["top_k"], report=say)
+    storage.write_table("hessian", rows, args.table)
+
+
+def scores(args) -> None:
+    """EL2N and GraNd of every training example at the configured checkpoints of every dense seed."""
+    from sublevel import scores, storage, trajectory
+    from sublevel.config import Schedule
+    from sublevel.training import build_model
+
+    exp, device, data = setup(args)
+    steps = exp.score_steps(Schedule.resolve(exp, len(data.y_train)))
+    trajs, reason = scores.scored_trajectories([trajectory.read(p) for p in args.trajectories], steps)
+    if reason:
+        say(f"left out: {reason}")
+    if not trajs:
+        raise storage.Skipped(reason)
+    seeds = [int(t.attrs["seed"]) for t in trajs]
+    model = build_model(exp, data, 0, device)
+    el2n, grand = scores.at_checkpoints(model, trajs, steps, data.x_train, data.y_train, exp.raw["scores"]["chunk"])
+    label = data.y_train.cpu().numpy()
+    scores.write_store(args.out, exp.name, steps, seeds, el2n, grand, label)
+    storage.write_table("scores", scores.summary_rows(exp.name, steps, seeds, el2n, grand, label), args.table)
+
+
+def figure(args) -> None:
+    from sublevel import figures, storage
+
+    tables = {name: storage.read_frame(files) for name in schema.FIGURE_TABLES[args.name]
+              if (files := getattr(args, name))}
+    figures.render(args.name, tables, args.out)
+
+
+def export(args) -> None:
+    """DVC's view of the results: metrics JSON and CSV curves (DVC reads no Parquet)."""
+    from sublevel import catalog, storage
+
+    con, found = catalog.open_catalog(args.root)
+    say_damage(found)
+    with storage.atomic_path(args.summary) as tmp:
+        tmp.write_text(json.dumps(catalog.metrics(con=con), indent=1, sort_keys=True) + "\n")
+    with storage.atomic_path(args.plots) as tmp:
+        tmp.mkdir(parents=True)
+        for name, frame in catalog.plots(con=con).items():
+            frame.write_csv(tmp / f"{name}.csv")
+    print(f"wrote {args.summary} and {args.plots}/")
+
+
+def reproduce(args) -> None:
+    """Every target beside what results/ measures (view `reproduction`); markdown: docs/results.md."""
+    from sublevel import catalog, paths, reproduce, storage
+
+    con, found = catalog.open_catalog(args.root, args.targets)
+    say_damage(found)
+    frame = con.sql("select * from reproduction order by paper, target").pl()
+    if args.format == "table":
+        with plain_tables():
+            print(frame.select("target", "experiment", "quantity", "published", "measured", "measured_lo",
+                               "measured_hi", "n_runs", "ratio", "status", "note"))
+        return
+    if args.format == "markdown":
+        text = reproduce.markdown(frame, reproduce.header(found.root, con))
+    elif args.format == "csv":
+        text = frame.write_csv()
+    else:
+        text = frame.write_json() + "\n"
+    out = Path(args.out) if args.out else found.root / paths.RESULTS_PAGE if args.format == "markdown" else None
+    if out is None:
+        sys.stdout.write(text)
+        return
+    with storage.atomic_path(out) as tmp:
+        tmp.write_text(text)
+    print(f"wrote {out}: {len(frame)} targets, " + ", ".join(
+        f"{n} {status}" for status, n in frame["status"].value_counts(sort=True).iter_rows()))
+
+
+def register(sub) -> None:
+    s = sub.add_parser("analyse-subspace", help="success probability P(d) and threshold dimension d*(ε)")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--runs", nargs="+", required=True, help="subspace table files (all rounds, tickets)")
+    s.add_argument("--train", nargs="+", required=True, help="train table files of the dense runs")
+    s.add_argument("--success", required=True, help="Parquet file of the `success` table")
+    s.add_argument("--threshold", required=True, help="Parquet file of the `threshold` table")
+    s.set_defaults(func=analyse_subspace, outputs={"success": "success", "threshold": "threshold"})
+
+    s = job(sub, "hessian", "top Hessian eigenvalues at dense checkpoints or at the end of IMP levels", hessian)
+    s.set_defaults(outputs={"table": "hessian"})
+    s.add_argument("--seed", type=int, required=True)
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--trajectory", help="the dense run: every configured hessian step")
+    where.add_argument("--levels", nargs="+", help="IMP level stores: each level's final, masked network")
+    s.add_argument("--table", required=True)
+
+    s = job(sub, "scores", "EL2N and GraNd per training example at dense checkpoints", scores)
+    s.set_defaults(outputs={"out": "zarr", "table": "scores"})
+    s.add_argument("--trajectories", nargs="+", required=True, help="the dense runs to average over")
+    s.add_argument("--out", required=True, help="Zarr store of the per-example scores")
+    s.add_argument("--table", required=True, help="Parquet file of the `scores` table")
+
+    s = sub.add_parser("figure", help="one figure (PNG, and SVG beside it) from results tables")
+    s.add_argument("name", choices=list(schema.FIGURE_TABLES))
+    s.add_argument("--out", required=True, help="PNG to write; the SVG goes beside it")
+    for table in sorted({t for ts in schema.FIGURE_TABLES.values() for t in ts}):
+        s.add_argument(f"--{table}", nargs="*", default=[], help=f"`{table}` table files")
+    s.set_defaults(func=figure)
+
+    s = sub.add_parser("export", parents=[results_parent()],
+                       help="DVC metrics (summary JSON) and plots (CSV) from every results table")
+    s.add_argument("--summary", required=True, help="JSON to write")
+    s.add_argument("--plots", required=True, help="directory of CSV files to write")
+    s.set_defaults(func=export)
+
+    s = sub.add_parser("reproduce", parents=[results_parent()],
+                       help="the seed papers' published numbers beside what results/ measures (view reproduction)")
+    s.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table",
+                   help="markdown: write docs/results.md (or --out), commit and machine in its header")
+    s.add_argument("--out", help="the file to write (markdown's default: docs/results.md under the project; the "
+                                 "other formats print unless given one)")
+    s.add_argument("--targets", type=Path, help="a targets CSV in place of the shipped one (same columns)")
+    s.set_defaults(func=reproduce)

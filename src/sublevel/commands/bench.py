@@ -1,0 +1,64 @@
+"""The benchmarks: throughput of the subspace sweep, dense training and IMP, as JSON under bench/results/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+COMPILE_MODES = ["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+
+
+def bench(args) -> None:
+    from sublevel import bench
+    from sublevel.training import pick_device, seed_everything
+
+    device = pick_device(args.device)
+    seed_everything(device=device)  # the settings a pipeline job trains under (deterministic kernels on CUDA)
+    say = lambda line: print(line, flush=True)
+    if args.suite == "subspace":
+        report = bench.run(device, dims=args.dims, kinds=args.projections, runs=args.runs, steps=args.steps,
+                           loop_steps=args.loop_steps, batch_size=args.batch_size, widths=args.widths, progress=say,
+                           tf32=args.tf32, profile_steps=args.profile_steps, compile=args.compile)
+    elif args.suite == "dense":
+        report = bench.dense(device, steps=args.steps, batch_size=args.batch_size, progress=say,
+                             variants=list(bench.DENSE_VARIANTS) if args.compile == "none" else ["fp32"],
+                             compile=args.compile)
+    else:
+        report = bench.imp(device, runs=args.runs, steps=args.steps, batch_size=args.batch_size, widths=args.widths,
+                           progress=say)
+    out = args.out or bench.default_path(report, args.suite, args.compile)
+    bench.write(report, out)
+    print(f"wrote {out}\n\n{bench.markdown(report)}")
+
+
+def bench_table(args) -> None:
+    from sublevel import bench
+
+    print("\n\n".join(bench.markdown(json.loads(Path(f).read_text())) for f in args.reports))
+
+
+def register(sub) -> None:
+    s = sub.add_parser("bench", help="throughput: subspace sweep (one run at a time vs batched), dense ResNet-20 "
+                                     "images/s (fp32, channels_last, bf16), IMP runs alone vs together")
+    s.add_argument("--suite", choices=["subspace", "dense", "imp"], default="subspace")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--dims", type=int, nargs="+", default=[10, 100, 1000, 10000])
+    s.add_argument("--projections", nargs="+", default=["fastfood", "dense"], choices=["fastfood", "dense"])
+    s.add_argument("--runs", type=int, default=256,
+                   help="runs trained together (split if they do not fit); imp suite: try 8")
+    s.add_argument("--steps", type=int, default=100, help="timed steps of the batched runs")
+    s.add_argument("--loop-steps", type=int, default=100, help="timed steps of the one-run loop")
+    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--widths", type=int, nargs="+", default=[300, 100], help="MLP widths (LeNet-300-100)")
+    s.add_argument("--tf32", action="store_true", help="subspace suite: TensorFloat-32 matmuls on CUDA")
+    s.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                   help="torch.compile mode: subspace suite, the batched step (the config's subspace.compile); "
+                        "dense suite, fp32 and channels_last+bf16 compiled beside eager fp32 (train.compile)")
+    s.add_argument("--profile-steps", type=int, default=0,
+                   help="subspace suite: profile the ceiling and Fastfood at the largest d for this many steps")
+    s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")
+    s.set_defaults(func=bench)
+
+    s = sub.add_parser("bench-table", help="bench JSON reports as the README's markdown tables")
+    s.add_argument("reports", nargs="+", help="bench/results/*.json")
+    s.set_defaults(func=bench_table)

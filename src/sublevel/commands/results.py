@@ -1,0 +1,117 @@
+"""The user's commands over results/: SQL, the summary, the jobs' times, the views, the integrity check."""
+
+from __future__ import annotations
+
+import sys
+
+from sublevel.commands.base import plain_tables, results_parent, say_damage
+
+SUMMARY_TITLES = {"dense": "Dense networks", "threshold": "Threshold training dimension d*(eps) (P(d) >= 1/2)",
+                  "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy",
+                  "skipped": "Skipped jobs (nothing to compute from; their outputs hold no rows)"}
+
+
+def query(args) -> None:
+    import duckdb
+
+    from sublevel import catalog
+
+    con, found = catalog.open_catalog(args.root)
+    say_damage(found)
+    try:
+        read = duckdb.get_table_names(args.sql)
+    except duckdb.Error:
+        read = set()  # the query itself reports what does not parse
+    if incomplete := sorted(found.damaged_tables() & {t.lower() for t in read}):
+        sys.exit(f"sublevel query: refused: {', '.join(incomplete)} would be read without its damaged files, "
+                 "an incomplete answer (see the line above)")
+    try:
+        df = catalog.query(args.sql, con=con)
+    except (duckdb.Error, catalog.QueryRefused) as e:
+        sys.exit(f"sublevel query: {e}")
+    if args.format == "csv":
+        if nested := [c for c, t in df.schema.items() if t.is_nested()]:
+            sys.exit(f"sublevel query: --format csv cannot hold the list columns {nested}: use --format json, "
+                     "or select them as text (array_to_string(col, ';'))")
+        sys.stdout.write(df.write_csv())
+    elif args.format == "json":
+        sys.stdout.write(df.write_json() + "\n")
+    else:
+        with plain_tables():
+            print(df)
+
+
+def jobs(args) -> None:
+    from sublevel import catalog, paths
+
+    con, found = catalog.open_catalog(args.root)
+    say_damage(found)
+    total = con.sql(catalog.JOBS_TOTAL).pl()
+    if not total["jobs"].item():
+        print(f"no finished jobs recorded in {found.root / paths.SNAKEMAKE_METADATA}")
+        return
+    with plain_tables():
+        print(f"{total}\n{con.sql(catalog.JOBS_BY_RULE).pl()}")
+    if untimed := total["untimed"].item():
+        print(f"{untimed} jobs ran under a cluster executor, which records when a job wrote its outputs but not when"
+              " it started: their time is the cluster's accounting (sacct), not here")
+
+
+def summary(args) -> None:
+    from sublevel import catalog
+
+    con, found = catalog.open_catalog(args.root)
+    say_damage(found)
+    with plain_tables():
+        for name, frame in catalog.summary(con=con).items():
+            if name != "skipped" or frame.height:
+                print(f"{SUMMARY_TITLES[name]}\n{frame if frame.height else '(no rows yet)'}\n")
+
+
+def views(args) -> None:
+    from sublevel import catalog
+
+    print("\n".join(catalog.view_statements(args.root)))
+
+
+def check_results(args) -> None:
+    from sublevel import catalog, integrity
+
+    root = catalog.resolve_root(args.root)
+    damaged, checked = integrity.check(root)
+    for d in damaged:
+        print(f"damaged: {d.path.relative_to(root)}: {d.reason}")
+    if not damaged:
+        print(f"{checked} results under {root / 'results'} read back whole: no damage")
+        return
+    if not args.fix:
+        sys.exit(f"{len(damaged)} of {checked} results damaged: `sublevel check-results --fix` removes them, and "
+                 "the next snakemake run rebuilds them and what depends on them")
+    if integrity.running(root):
+        sys.exit("a snakemake run holds this directory's lock (.snakemake/locks): nothing removed; rerun "
+                 "--fix once it has ended")
+    integrity.remove(damaged)
+    print(f"removed {len(damaged)} damaged results: `snakemake` rebuilds them and what depends on them")
+
+
+def register(sub) -> None:
+    results = results_parent()
+    s = sub.add_parser("query", help="run SQL (DuckDB) over every results table", parents=[results])
+    s.add_argument("sql")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(func=query)
+
+    s = sub.add_parser("summary", help="the key numbers per experiment", parents=[results])
+    s.set_defaults(func=summary)
+
+    s = sub.add_parser("jobs", parents=[results],
+                       help="what the last run's jobs took, per rule (view `jobs`, from Snakemake's records)")
+    s.set_defaults(func=jobs)
+
+    s = sub.add_parser("views", help="print the CREATE VIEW statements, e.g. for the duckdb shell", parents=[results])
+    s.set_defaults(func=views)
+
+    s = sub.add_parser("check-results", parents=[results],
+                       help="read every store and table under results/ back in full; --fix removes the damaged")
+    s.add_argument("--fix", action="store_true", help="remove the damaged results so the next run rebuilds them")
+    s.set_defaults(func=check_results)

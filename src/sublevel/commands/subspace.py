@@ -1,0 +1,100 @@
+"""workflow/rules/subspace.smk: the sweeps, their refinement plans, the tickets as subspaces, the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sublevel.commands.base import job, say, setup
+
+KINDS = ["random", "burnin", "lottery"]
+
+
+def subspace_sweep(args) -> None:
+    from sublevel import storage, subspace, trajectory
+
+    exp, device, data = setup(args)
+    rows, coords, attrs = subspace.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
+                                         args.dims, args.seeds, device, progress=not args.quiet, round=args.round)
+    subspace.write_sweep_store(args.out, coords, attrs)
+    storage.write_table("subspace", rows, args.table)
+    for d in sorted(coords):
+        accs = [r["train_accuracy"] for r in rows if r["d"] == d]
+        say(f"{args.kind} t={args.burnin_step} d={d}: train accuracy {min(accs):.3f}..{max(accs):.3f}")
+
+
+def refine_plan(args) -> None:
+    from sublevel import storage, subspace, trajectory
+    from sublevel.config import Experiment
+
+    exp = Experiment.from_json(args.spec)
+    rows = storage.read_rows(args.tables)
+    d_max = len(trajectory.read(args.trajectory).steps) - 1 if args.kind == "lottery" else exp.num_params()
+    plan = subspace.refine_plan(rows, exp.subspace.refine, args.round, d_max)
+    with storage.atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(plan, indent=1))
+    say(f"round {args.round}: bracket {plan['bracket']}, next dims {plan['dims']} ({plan['reason']})")
+
+
+def sweep_summary(args) -> None:
+    from sublevel import storage, subspace
+
+    # every block of the sweep is finished and no job writes a superseded one: removing it here cannot race
+    for table, store in subspace.superseded_blocks(args.tables):
+        storage.remove(table.parent)
+        storage.remove(store)
+        say(f"removed {table.parent} and {store}: runs of an earlier subspace.seeds_per_job, trained again")
+    summary = subspace.sweep_summary(storage.read_rows(args.tables),
+                                     [json.loads(Path(p).read_text()) for p in args.plans])
+    with storage.atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    say(json.dumps(summary))
+
+
+def subspace_tickets(args) -> None:
+    from sublevel import storage, subspace
+    from sublevel.config import Experiment
+
+    exp = Experiment.from_json(args.spec)
+    imp_rows = storage.read_rows(args.imp)
+    if not imp_rows and (reason := storage.skip_reason(args.imp)):
+        raise storage.Skipped(reason)
+    storage.write_table("subspace", subspace.ticket_rows(exp, imp_rows), args.table)
+
+
+def register(sub) -> None:
+    s = job(sub, "subspace-sweep", "train the given run seeds of one subspace kind and burn-in step at the given "
+            "dims", subspace_sweep)
+    s.set_defaults(outputs={"out": "zarr", "table": "subspace"})
+    s.add_argument("--kind", required=True, choices=KINDS)
+    s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
+    s.add_argument("--trajectory", required=True, help="the dense run's trajectory")
+    s.add_argument("--out", required=True, help="Zarr store of the trained coordinates")
+    s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
+    s.add_argument("--dims", type=int, nargs="+", required=True, help="the dimensions d to train")
+    s.add_argument("--seeds", type=int, nargs="+", required=True,
+                   help="run seeds (projection and data order) to train at each d")
+    s.add_argument("--round", type=int, default=0, help="refinement round (0: the configured dims)")
+    s.add_argument("--quiet", action="store_true")
+
+    s = sub.add_parser("refine-plan", help="where the success rate crosses 1/2, and the dims to add next")
+    s.set_defaults(func=refine_plan, outputs={"out": "plan"})
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--kind", required=True, choices=KINDS)
+    s.add_argument("--trajectory", required=True, help="the dense run's trajectory (bounds the lottery d)")
+    s.add_argument("--round", type=int, required=True)
+    s.add_argument("--tables", nargs="+", required=True, help="subspace table files of rounds 0..round")
+    s.add_argument("--out", required=True, help="plan JSON to write")
+
+    s = sub.add_parser("sweep-summary", help="the rounds of one sweep and where its transition ended up (removing "
+                       "blocks of runs an earlier subspace.seeds_per_job left, which it trained again)")
+    s.add_argument("--tables", nargs="+", required=True)
+    s.add_argument("--plans", nargs="*", default=[])
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=sweep_summary)
+
+    s = sub.add_parser("subspace-tickets", help="IMP levels as axial subspaces in the `subspace` table")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--imp", nargs="+", required=True, help="imp table files of the chains")
+    s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
+    s.set_defaults(func=subspace_tickets, outputs={"table": "subspace"})

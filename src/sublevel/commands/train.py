@@ -1,0 +1,32 @@
+"""workflow/rules/train.smk: dense training with a checkpointed trajectory."""
+
+from __future__ import annotations
+
+from sublevel.commands.base import job, say, setup
+
+
+def train(args) -> None:
+    import torch
+
+    from sublevel import storage, trajectory, training
+
+    exp, device, data = setup(args)
+    data_seed = args.seed if args.data_seed is None else args.data_seed
+    say(f"training {exp.name} seed={args.seed} data_seed={data_seed} on {device} "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    model, run = training.train(exp, data, args.seed, data_seed, device, progress=not args.quiet)
+    trajectory.write(args.trajectory, steps=run.steps, params=run.params, buffers=run.buffers,
+                     attrs=training.trajectory_attrs(exp, model, run, args.seed, data_seed, device))
+    storage.write_table("train", run.rows, args.table)
+    last = {r["split"]: r for r in run.rows[-2:]}
+    say(f"{'DIVERGED' if run.diverged else 'done'} in {run.seconds:.1f}s: {len(run.steps)} checkpoints, "
+        + ", ".join(f"{s} loss {r['loss']:.4f} acc {r['accuracy']:.4f}" for s, r in last.items()))
+
+
+def register(sub) -> None:
+    s = job(sub, "train", "dense training of one (experiment, seed) with a checkpointed trajectory", train)
+    s.add_argument("--seed", type=int, required=True, help="initialisation seed")
+    s.add_argument("--data-seed", type=int, help="data-order seed (default: the init seed)")
+    s.add_argument("--trajectory", required=True, help="Zarr group to write")
+    s.add_argument("--table", required=True, help="Parquet file of the `train` table to write")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
