@@ -34,9 +34,9 @@ sub = exp.subspace
 traj = trajectory.read(root / paths.trajectory(exp.name, sub.dense_seed))
 model = build_model(exp, data, sub.dense_seed, torch.device("cpu"))
 anchor = torch.from_numpy(traj.params(0))
-# as subspace.sweep builds it, spelled out here so the script also runs on older checkouts
-spec = subspace.SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size,
-                              exp.train.eval_batch_size, sub.compile)
+# as subspace.sweep builds it, spelled out so the script also runs on checkouts whose class lived in subspace
+spec = getattr(config, "SubspaceTrain", getattr(subspace, "SubspaceTrain", None))(
+    sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size, sub.compile)
 seeds = list(range(args.seeds))
 out = {**bench.header(torch.device("cpu"), suite="transition"), "projections_version": getattr(projections, "VERSION", 1),
        "experiment": exp.name, "threshold": args.threshold, "seeds": args.seeds, "rows": []}

@@ -5,8 +5,9 @@ import polars as pl
 import pytest
 
 from sublevel import analysis
+from sublevel.config import Threshold
 
-TH = [{"metric": "train_accuracy", "value": 0.5}]
+TH = [Threshold("train_accuracy", 0.5)]
 
 
 def runs(p_by_d: dict[int, float], seeds: int = 10, kind: str = "random", test_acc=None, D: int = 10_000):
@@ -23,7 +24,7 @@ def runs(p_by_d: dict[int, float], seeds: int = 10, kind: str = "random", test_a
 
 def test_success_probability_per_d_and_threshold():
     df = runs({10: 0.0, 100: 0.3, 1000: 1.0})
-    got = analysis.success(df, TH + [{"metric": "train_loss", "value": 0.5}])
+    got = analysis.success(df, TH + [Threshold("train_loss", 0.5)])
     acc = got.filter(pl.col("metric") == "train_accuracy")
     assert acc["d"].to_list() == [10, 100, 1000] and acc["p_success"].to_list() == [0.0, 0.3, 1.0]
     assert acc["n_runs"].to_list() == [10, 10, 10]
@@ -68,7 +69,7 @@ def test_an_anchor_already_in_the_sublevel_set_is_censored_not_a_small_threshold
     df = runs({2: 1.0, 8: 1.0}, test_acc={2: 0.75, 8: 0.75}).with_columns(
         anchor_train_accuracy=pl.lit(0.68), anchor_test_accuracy=pl.lit(0.74),
         train_accuracy=pl.when(pl.col("seed") < 5).then(0.72).otherwise(0.69))
-    ths = [{"metric": "train_accuracy", "value": 0.6}, {"metric": "train_accuracy", "value": 0.7}]
+    ths = [Threshold("train_accuracy", 0.6), Threshold("train_accuracy", 0.7)]
     got = analysis.thresholds(df, {"x": 0.8}, ths, samples=50)
     trivial, real = got.rows(named=True)
     assert trivial["censored"] == "anchor" and trivial["d_star"] is None and trivial["d_star_lo"] is None

@@ -2,7 +2,8 @@ import pytest
 import yaml
 
 from sublevel import config
-from sublevel.config import ConfigError, Schedule
+from sublevel.config import ConfigError
+from sublevel.schedule import Schedule, parse_duration
 from conftest import make_experiment
 
 
@@ -56,9 +57,9 @@ def test_every_shipped_config_is_valid(root):
 
 
 def test_durations_in_steps_and_epochs():
-    assert config.parse_duration(300, 7) == 300
-    assert config.parse_duration("300it", 7) == 300
-    assert config.parse_duration("3ep", 7) == 21
+    assert parse_duration(300, 7) == 300
+    assert parse_duration("300it", 7) == 300
+    assert parse_duration("3ep", 7) == 21
 
 
 def test_schedule_resolves_checkpoints_and_lr():

@@ -9,7 +9,7 @@ import torch
 import zarr
 
 from sublevel import models, projections, subspace, training
-from sublevel.config import ConfigError
+from sublevel.config import ConfigError, RefineSpec, SubspaceTrain
 from conftest import make_experiment
 
 CPU = torch.device("cpu")
@@ -132,7 +132,7 @@ def test_identity_subspace_matches_dense_training_step_for_step(mnist1d):
     D = len(theta0)
     model = training.build_model(exp, mnist1d, 0, CPU)
     for steps in (1, 7, 30):
-        spec = subspace.SubspaceTrain(optimizer="sgd", lr=0.05, momentum=0.9, steps=steps, batch_size=32)
+        spec = SubspaceTrain(optimizer="sgd", lr=0.05, momentum=0.9, steps=steps, batch_size=32)
         res = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make("identity", D, D, [0]), [0], spec)
         assert torch.allclose(theta0 + res.w[0], torch.from_numpy(dense.params[steps]), atol=1e-6), steps
     final = {r["split"]: r for r in dense.rows if r["step"] == 30}
@@ -146,7 +146,7 @@ def test_batched_runs_equal_one_at_a_time(mnist1d, kind):
     model = training.build_model(exp, mnist1d, 0, CPU)
     theta0 = models.flatten(model)
     D, d, seeds = len(theta0), 40, [0, 1, 2]
-    spec = subspace.SubspaceTrain(steps=25, batch_size=32, lr=0.02)
+    spec = SubspaceTrain(steps=25, batch_size=32, lr=0.02)
     together = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make(kind, D, d, seeds), seeds, spec)
     for i, seed in enumerate(seeds):
         alone = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make(kind, D, d, [seed]), [seed], spec)
@@ -159,7 +159,7 @@ def test_more_dimensions_train_better(mnist1d):
     exp = make_experiment()
     model = training.build_model(exp, mnist1d, 0, CPU)
     theta0 = models.flatten(model)
-    spec = subspace.SubspaceTrain(steps=150, batch_size=32, lr=0.02)
+    spec = SubspaceTrain(steps=150, batch_size=32, lr=0.02)
     acc = {}
     for d in (2, 200):
         res = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make("dense", len(theta0), d, [0, 1]),
@@ -217,7 +217,7 @@ def rows(p_by_d, seeds=4, metric="train_accuracy"):
     return out
 
 
-REFINE = {"metric": "train_accuracy", "threshold": 0.5, "ratio": 1.2, "max_rounds": 4}
+REFINE = RefineSpec("train_accuracy", 0.5, 1.2, 4)
 
 
 def test_success_probability_counts_the_sublevel_set():
@@ -249,7 +249,7 @@ def test_batchnorm_subspace_runs_normalise_with_batch_statistics():
                    torch.randint(0, 10, (32,)), 10)
     theta, bufs = models.flatten(model), models.flatten_buffers(model)
     res = subspace.train(model, data, theta, bufs, projections.make("dense", len(theta), 8, [0, 1]), [0, 1],
-                         subspace.SubspaceTrain(steps=5, batch_size=16))
+                         SubspaceTrain(steps=5, batch_size=16))
     assert all(math.isfinite(m["test_loss"]) for m in res.metrics)
     # the reported test loss is the network's in train-mode normalisation over the whole (32-example) split
     theta = theta + projections.make("dense", len(theta), 8, [0, 1])(res.w)[0]
@@ -265,7 +265,7 @@ def test_diverged_runs_stop_and_are_flagged(mnist1d):
     model = training.build_model(exp, mnist1d, 0, CPU)
     theta0 = models.flatten(model)
     res = subspace.train(model, mnist1d, theta0, torch.zeros(0), projections.make("dense", len(theta0), 20, [0, 1]),
-                         [0, 1], subspace.SubspaceTrain(optimizer="sgd", lr=1e12, steps=30, batch_size=32))
+                         [0, 1], SubspaceTrain(optimizer="sgd", lr=1e12, steps=30, batch_size=32))
     assert all(m["diverged"] for m in res.metrics)
 
 
@@ -294,7 +294,7 @@ def test_a_run_that_diverges_stays_where_it_stopped_and_the_others_go_on(mnist1d
     proj = lambda rows: projections.Projection("dense", len(theta0), 8, {"P": P[rows]})
     train = lambda p, seeds, steps: subspace.train(
         model, mnist1d, theta0, torch.zeros(0), p, seeds,
-        subspace.SubspaceTrain(optimizer=optimizer, lr=0.01, steps=steps, batch_size=32), evaluate=False)
+        SubspaceTrain(optimizer=optimizer, lr=0.01, steps=steps, batch_size=32), evaluate=False)
     both = train(_PoisonedFrom(proj([0, 1]), run=1, at=5), [0, 1], 20)
     assert [m["diverged"] for m in both.metrics] == [False, True]
     torch.testing.assert_close(both.w[0], train(proj([0]), [0], 20).w[0])
@@ -307,7 +307,7 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_runs(mnist1
     model = training.build_model(exp, mnist1d, 0, CPU)
     theta0 = models.flatten(model)
     D, d, seeds = len(theta0), 16, [0, 1, 2, 3, 4]
-    spec = subspace.SubspaceTrain(steps=12, batch_size=32, lr=0.02)
+    spec = SubspaceTrain(steps=12, batch_size=32, lr=0.02)
     make = lambda ss: projections.make("fastfood", D, d, ss)
     whole = subspace.train_split(model, mnist1d, theta0, torch.zeros(0), "fastfood", d, make, seeds, spec)
     assert whole.batch == 5
@@ -399,7 +399,7 @@ def test_a_compiled_step_trains_the_same_runs(mnist1d):
     theta0 = models.flatten(model)
     proj = projections.make("fastfood", len(theta0), 24, [0, 1, 2])
     train = lambda mode: subspace.train(model, mnist1d, theta0, torch.zeros(0), proj, [0, 1, 2],
-                                        subspace.SubspaceTrain(steps=6, batch_size=32, compile=mode))
+                                        SubspaceTrain(steps=6, batch_size=32, compile=mode))
     eager, compiled = train("none"), train("default")
     assert eager.w.abs().sum() > 0
     torch.testing.assert_close(compiled.w, eager.w, rtol=1e-4, atol=1e-5)

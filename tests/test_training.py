@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sublevel import models, training
-from sublevel.config import Schedule
+from sublevel.schedule import Schedule
 from conftest import make_experiment
 
 CPU = torch.device("cpu")

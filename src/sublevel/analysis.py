@@ -20,6 +20,8 @@ import math
 import numpy as np
 import polars as pl
 
+from sublevel.config import Threshold
+
 KEYS = ["experiment", "kind", "burnin_step"]
 
 
@@ -43,15 +45,15 @@ def _anchor(group: pl.DataFrame, metric: str) -> float | None:
     return float(group[col].drop_nulls()[0])
 
 
-def success(runs: pl.DataFrame, thresholds: list[dict]) -> pl.DataFrame:
+def success(runs: pl.DataFrame, thresholds: list[Threshold]) -> pl.DataFrame:
     """Rows of the `success` table: P(d) per (experiment, kind, burnin_step, metric, threshold, d)."""
     parts = []
     for t in thresholds:
-        parts.append(runs.with_columns(hit=_hit(runs, t["metric"], t["value"]))
+        parts.append(runs.with_columns(hit=_hit(runs, t.metric, t.value))
                      .group_by(*KEYS, "d")
                      .agg(pl.col("num_params").first(), pl.col("hit").mean().alias("p_success"),
                           pl.len().cast(pl.Int64).alias("n_runs"))
-                     .with_columns(metric=pl.lit(t["metric"]), threshold=pl.lit(float(t["value"]))))
+                     .with_columns(metric=pl.lit(t.metric), threshold=pl.lit(float(t.value))))
     return pl.concat(parts).sort(*KEYS, "metric", "threshold", "d")
 
 
@@ -94,7 +96,7 @@ def dense_test_accuracy(train: pl.DataFrame) -> float:
     return float(final["accuracy"].mean())
 
 
-def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresholds: list[dict],
+def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresholds: list[Threshold],
                samples: int = 1000, level: float = 0.95) -> pl.DataFrame:
     """Rows of the `threshold` table: d*(ε) with its interval, as a fraction of D, Gordon's w², and d_int90."""
     rows = []
@@ -109,22 +111,22 @@ def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresh
         d_int90 = int(reach.min()) if reach.len() and not trivial90 else None
         seeds = sorted(set(group["seed"].to_list()))
         for th in thresholds:
-            g = group.with_columns(hit=_hit(group, th["metric"], th["value"]).cast(pl.Float64))
+            g = group.with_columns(hit=_hit(group, th.metric, th.value).cast(pl.Float64))
             hits = np.full((len(seeds), len(dims)), np.nan)
             for s, dd, h in g.select("seed", "d", "hit").iter_rows():
                 hits[seeds.index(s), np.searchsorted(dims, dd)] = h
             with np.errstate(invalid="ignore"):
                 p = np.nanmean(hits, axis=0)
-            at_anchor = _anchor(group, th["metric"])
-            if _meets(th["metric"], at_anchor, th["value"]):  # in the set before any training: no threshold
+            at_anchor = _anchor(group, th.metric)
+            if _meets(th.metric, at_anchor, th.value):  # in the set before any training: no threshold
                 d_star, (lo, hi), censored = math.nan, (None, None), "anchor"
             else:
                 d_star = crossing(dims, p)
                 lo, hi = bootstrap_interval(hits, dims, samples, level)
                 censored = "above" if math.isnan(d_star) else ("below" if d_star == dims[0] else "none")
             found = not math.isnan(d_star)
-            rows.append(dict(experiment=experiment, kind=kind, burnin_step=int(t), metric=th["metric"],
-                             threshold=float(th["value"]), num_params=D, n_seeds=len(seeds),
+            rows.append(dict(experiment=experiment, kind=kind, burnin_step=int(t), metric=th.metric,
+                             threshold=float(th.value), num_params=D, n_seeds=len(seeds),
                              d_star=d_star if found else None, d_star_lo=lo, d_star_hi=hi,
                              d_star_fraction=d_star / D if found else None,
                              gordon_width_sq=D - d_star if found else None, censored=censored,

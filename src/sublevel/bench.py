@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from sublevel import models, projections, subspace
+from sublevel.config import SubspaceTrain
 from sublevel.datasets import Dataset
 
 DENSE_VARIANTS = {"fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
@@ -202,8 +203,8 @@ def loop(model, data: Dataset, anchor: torch.Tensor, proj: projections.Projectio
     return steps / (time.perf_counter() - begin)
 
 
-def _spec(steps: int, batch_size: int, compile: str) -> subspace.SubspaceTrain:
-    return subspace.SubspaceTrain("adam", 0.01, 0.9, steps, batch_size, eval_batch_size=2048, compile=compile)
+def _spec(steps: int, batch_size: int, compile: str) -> SubspaceTrain:
+    return SubspaceTrain("adam", 0.01, 0.9, steps, batch_size, eval_batch_size=2048, compile=compile)
 
 
 def batched(model, data: Dataset, anchor: torch.Tensor, kind: str, d: int, runs: int, steps: int,

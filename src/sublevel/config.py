@@ -19,10 +19,8 @@ from typing import Any
 import yaml
 
 from sublevel import paths
-
-
-class ConfigError(ValueError):
-    """A config that the pipeline refuses before any job runs."""
+from sublevel.errors import ConfigError
+from sublevel.schedule import Schedule, parse_duration
 
 
 def _key_path(parts) -> str:
@@ -117,15 +115,6 @@ def load(path: str | Path) -> dict[str, Any]:
     return validate(raw or {})
 
 
-def parse_duration(value: int | str, steps_per_epoch: int) -> int:
-    """1000 or '1000it' -> 1000 steps; '20ep' -> 20 * steps_per_epoch steps."""
-    if isinstance(value, int):
-        return value
-    if value.endswith("ep"):
-        return int(value[:-2]) * steps_per_epoch
-    return int(value.removesuffix("it"))
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -175,6 +164,15 @@ def seed_blocks(seeds: tuple[int, ...], per_job: int | None) -> list[tuple[int, 
 
 
 @dataclass(frozen=True)
+class DataDietSpec:
+    """Paul et al. 2022: pre-train to the rewind step on the `fraction` of examples to `keep` by `score`."""
+    keep: str                       # easiest, hardest or random
+    fraction: float
+    score: str = "el2n"
+    step: int | str | None = None   # the scored checkpoint (default: the last scored step)
+
+
+@dataclass(frozen=True)
 class ImpSpec:
     fraction: float
     output_fraction: float | None
@@ -182,8 +180,8 @@ class ImpSpec:
     scope: str
     alphas: int
     matching_tolerance: float
-    data_diet: dict | None = None
-    # which jobs exist, not what one computes: absent (None, ()) in a job's spec (Experiment.JOB_SET_KEYS)
+    data_diet: DataDietSpec | None = None
+    # which jobs exist, not what one computes: absent (None, ()) in a job's spec (stages.JOB_SET_KEYS)
     levels: int | None = None
     seeds: tuple[int, ...] = ()
     baselines: tuple[str, ...] = ()
@@ -197,6 +195,34 @@ class ImpSpec:
     def rewinds(self) -> tuple[int | str, ...]:
         """The rewind points as written (one, or a list: one chain per seed and point)."""
         return self.rewind if isinstance(self.rewind, tuple) else (self.rewind,)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A sublevel set: success is a final `metric` >= value (accuracy) or <= value (loss)."""
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class RefineSpec:
+    """Adaptive refinement of a sweep's dims around P(d) = 1/2 (subspace.refine_plan)."""
+    metric: str = "train_accuracy"
+    threshold: float = 0.6
+    ratio: float = 1.2
+    max_rounds: int = 4
+
+
+@dataclass(frozen=True)
+class SubspaceTrain:
+    """How one subspace run trains: the section's optimiser and steps with the dense eval batch size."""
+    optimizer: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    steps: int = 500
+    batch_size: int = 100
+    eval_batch_size: int = 2048
+    compile: str = "none"        # a torch.compile mode for the step's forward and backward, or "none"
 
 
 @dataclass(frozen=True)
@@ -216,10 +242,10 @@ class SubspaceSpec:
     kinds: tuple[str, ...] = ()
     dims: tuple[int, ...] = ()
     burnin: tuple[int | str, ...] = ()
-    thresholds: tuple[dict, ...] = ()
+    thresholds: tuple[Threshold, ...] = ()
     bootstrap: int = 1000
     compile: str = "none"
-    refine: dict | None = None
+    refine: RefineSpec | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "SubspaceSpec":
@@ -228,23 +254,46 @@ class SubspaceSpec:
             lo, hi, num = math.log(dims["min"]), math.log(dims["max"]), dims["num"]
             dims = sorted({round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)})
         return cls(**dict(d, kinds=tuple(d.get("kinds", ())), dims=tuple(sorted(dims)),
-                          burnin=tuple(d.get("burnin", ())), thresholds=tuple(d.get("thresholds", ()))))
+                          burnin=tuple(d.get("burnin", ())),
+                          thresholds=tuple(Threshold(**t) for t in d.get("thresholds", ())),
+                          refine=RefineSpec(**d["refine"]) if d.get("refine") is not None else None))
+
+    def training(self, eval_batch_size: int) -> SubspaceTrain:
+        return SubspaceTrain(self.optimizer, self.lr, self.momentum, self.steps, self.batch_size, eval_batch_size,
+                             self.compile)
 
     def seed_blocks(self) -> list[tuple[int, ...]]:
         """The runs 0..seeds-1 of each point in blocks of `seeds_per_job`, one sweep job each (seed_blocks)."""
         return seed_blocks(tuple(range(self.seeds or 0)), self.seeds_per_job)
 
-    def sweep_dims(self, kind: str, sched: "Schedule") -> list[int]:
+    def sweep_dims(self, kind: str, sched: Schedule) -> list[int]:
         """The configured dims one kind trains: a lottery subspace has at most as many directions as the
         trajectory has displacements θ_s − θ_0 (T − 1 for T checkpoints), so larger d are left out."""
         T = len(sched.checkpoints)
         return [d for d in self.dims if kind != "lottery" or d < T]
 
-    def anchors(self, sched: "Schedule") -> list[tuple[str, int]]:
+    def anchors(self, sched: Schedule) -> list[tuple[str, int]]:
         """(kind, t) of each sweep job: random and lottery at t = 0, burn-in at each t."""
         spe = sched.steps_per_epoch
         return [(k, t) for k in self.kinds for t in
                 ([parse_duration(b, spe) for b in self.burnin] if k == "burnin" else [0])]
+
+
+@dataclass(frozen=True)
+class HessianSpec:
+    """Sharpness: the top_k Hessian eigenvalues by `iterations` Lanczos steps on `examples` training examples."""
+    steps: tuple[int | str, ...] | None = None   # dense checkpoints (default: every stored one)
+    examples: int = 1000
+    iterations: int = 30
+    top_k: int = 1
+    imp: bool = True                             # also at the end of each IMP level
+
+
+@dataclass(frozen=True)
+class ScoresSpec:
+    """EL2N and GraNd at the dense checkpoints `steps`, `chunk` examples per per-example-gradient batch."""
+    steps: tuple[int | str, ...] = (0,)
+    chunk: int = 256
 
 
 @dataclass(frozen=True)
@@ -257,6 +306,8 @@ class Experiment:
     checkpoints: CheckpointSpec
     imp: ImpSpec | None = None
     subspace: SubspaceSpec | None = None
+    hessian: HessianSpec | None = None
+    scores: ScoresSpec | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -269,62 +320,28 @@ class Experiment:
         imp = None
         if "imp" in d:
             rewind = d["imp"].get("rewind", 0)
+            diet = d["imp"].get("data_diet")
             imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d.get("seeds", ()))),
                                  baselines=tuple(d["imp"].get("baselines", ())),
-                                 rewind=tuple(rewind) if isinstance(rewind, list) else rewind))
+                                 rewind=tuple(rewind) if isinstance(rewind, list) else rewind,
+                                 data_diet=DataDietSpec(**diet) if diet else None))
         sub = SubspaceSpec.from_dict(d["subspace"]) if "subspace" in d else None
+        h = d.get("hessian")
+        hessian = HessianSpec(**dict(h, steps=tuple(h["steps"]) if "steps" in h else None)) if h is not None else None
+        sc = d.get("scores")
+        scores = ScoresSpec(**dict(sc, steps=tuple(sc["steps"]))) if sc is not None else None
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
-                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, raw=d)
+                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, hessian=hessian,
+                   scores=scores, raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
-    # stage -> the sections its jobs read. subspace: one sweep job (one d of one kind and t, its d a wildcard);
-    # refine: a refinement plan; tickets: IMP levels as axial subspaces (read from the imp tables)
-    STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",),
-                      "refine": ("subspace",), "analysis": ("subspace",), "hessian": ("hessian",),
-                      "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "tickets": ()}
-    # Keys that decide which jobs exist, or reach a job as an option or an input file of its own, not what
-    # one job computes: no job's spec holds them, so growing them (more levels, seeds, baselines, burn-in
-    # steps, dims) plans only the new jobs. config.stage_specs keeps them for DVC, whose stages run every job.
-    JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability", "seeds_per_job"),
-                    "subspace": ("kinds", "burnin", "dims", "seeds", "seeds_per_job")}
-    # subspace keys each subspace stage does not read
-    SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
-                       "analysis": ()}
-
     def for_stage(self, stage: str, rewind: int | str | None = None) -> "Experiment":
-        """The experiment as one stage's jobs see it: without the other stages' sections and the keys no job
-        of the stage reads, the IMP rewind points explicit checkpoints. Jobs take this as their spec (a
-        Snakemake param), so an edit reruns exactly the jobs whose output it changes. `rewind` (one of
-        imp.rewinds(), as written) is the one rewind point of an IMP chain's jobs: their spec holds that point
-        only, the spec an experiment with that single point gives them."""
-        keep = self.STAGE_SECTIONS[stage]
-        # jobs are per seed: the list of seeds is not part of what any one job computes
-        if stage == "imp" and self.imp and self.imp.data_diet:
-            keep += ("scores",)  # the diet's subset is chosen by the scores
-        raw = {k: v for k, v in self.raw.items()
-               if k not in ("imp", "subspace", "hessian", "scores", "seeds") or k in keep}
-        for section, keys in self.JOB_SET_KEYS.items():
-            if section in raw and stage != "analysis":
-                raw[section] = {k: v for k, v in raw[section].items() if k not in keys}
-        if "subspace" in raw:
-            raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in self.SUBSPACE_UNREAD[stage]}
-        # only dense runs evaluate at checkpoints, and the default leaves every spec as it was before the key
-        if stage != "dense" or raw["checkpoints"].get("evaluate", True):
-            raw["checkpoints"] = {k: v for k, v in raw["checkpoints"].items() if k != "evaluate"}
-        if self.imp is not None:
-            points = self.imp.rewinds()
-            if rewind is not None:
-                if rewind not in points:
-                    raise ConfigError(f"experiment {self.name} has no rewind point {rewind!r}; its points: {list(points)}")
-                points = (rewind,)
-                if "imp" in raw:
-                    raw["imp"] = dict(raw["imp"], rewind=points[0])
-            steps = list(raw["checkpoints"]["steps"])
-            steps += [k for k in points if k not in steps]
-            raw["checkpoints"] = dict(raw["checkpoints"], steps=steps)
-        return Experiment.from_dict(self.name, raw)
+        """The experiment as one stage's jobs see it (sublevel.stages.for_stage: their spec)."""
+        from sublevel import stages
+
+        return stages.for_stage(self, stage, rewind)
 
     @classmethod
     def from_json(cls, text: str) -> "Experiment":
@@ -361,29 +378,28 @@ class Experiment:
             raise ConfigError(f"config error at {where}.imp.seeds: {missing} are not dense seeds {list(self.seeds)}")
 
 
-    def hessian_steps(self, sched: "Schedule") -> list[int]:
-        h = self.raw.get("hessian")
-        if h is None:
+    def hessian_steps(self, sched: Schedule) -> list[int]:
+        if self.hessian is None:
             return []
-        if "steps" not in h:
+        if self.hessian.steps is None:
             return list(sched.checkpoints)
-        return sorted({parse_duration(s, sched.steps_per_epoch) for s in h["steps"]})
+        return sorted({parse_duration(s, sched.steps_per_epoch) for s in self.hessian.steps})
 
-    def score_steps(self, sched: "Schedule") -> list[int]:
-        s = self.raw.get("scores")
-        return sorted({parse_duration(t, sched.steps_per_epoch) for t in s["steps"]}) if s else []
+    def score_steps(self, sched: Schedule) -> list[int]:
+        s = self.scores
+        return sorted({parse_duration(t, sched.steps_per_epoch) for t in s.steps}) if s else []
 
-    def diet_score_step(self, sched: "Schedule") -> int | None:
+    def diet_score_step(self, sched: Schedule) -> int | None:
         """The checkpoint whose scores choose the data diet's subset (None for a random subset)."""
         diet, where = self.imp.data_diet, f"config error at experiments.{self.name}.imp.data_diet"
-        if diet["keep"] == "random":
+        if diet.keep == "random":
             return None
         steps = self.score_steps(sched)
         if not steps:
-            raise ConfigError(f"{where}: keep {diet['keep']!r} needs a scores section to rank examples by")
-        if "step" not in diet:
+            raise ConfigError(f"{where}: keep {diet.keep!r} needs a scores section to rank examples by")
+        if diet.step is None:
             return steps[-1]
-        step = parse_duration(diet["step"], sched.steps_per_epoch)
+        step = parse_duration(diet.step, sched.steps_per_epoch)
         if step not in steps:
             raise ConfigError(f"{where}.step: {step} is not one of scores.steps {steps}")
         return step
@@ -398,7 +414,7 @@ class Experiment:
         with torch.device("meta"):
             return models.Layout.of(models.build_spec(self.model, shape, classes)).D
 
-    def _check_subspace(self, sched: "Schedule") -> None:
+    def _check_subspace(self, sched: Schedule) -> None:
         where, sub = f"config error at experiments.{self.name}.subspace", self.subspace
         D = self.num_params()
         if sub.dims[-1] > D:
@@ -416,105 +432,8 @@ class Experiment:
 MAX_PARAMS = 2**31 - 1  # a sanity bound, not a kernel's: θ alone is then 8 GiB of float32, and every checkpoint,
 # IMP level and ensemble member holds another copy; the seed papers' networks have D < 10^6 (ResNet-20: 0.27 M)
 
-# DVC stage -> the Snakemake stages whose specs decide its jobs (Experiment.for_stage)
-DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace", "refine"),
-              "analysis": ("analysis", "hessian", "hessian_imp")}
-
-
-def stage_specs(config: dict[str, Any]) -> dict[str, dict]:
-    """What each DVC stage's jobs see of a validated config, so DVC reruns a stage only when that changes:
-    an edit to thresholds reruns the analysis, not training. The train stage also sees device and data."""
-    out = {}
-    for dvc_stage, stages in DVC_STAGES.items():
-        spec = {"device": config["device"], "data": config["data"]} if dvc_stage == "train" else {}
-        for name in sorted(config["experiments"]):
-            exp = experiment(config, name)
-            present = {"dense": True, "scores": "scores" in exp.raw, "imp": exp.imp is not None,
-                       "subspace": exp.subspace is not None,
-                       "refine": exp.subspace is not None, "analysis": exp.subspace is not None,
-                       "hessian": "hessian" in exp.raw, "hessian_imp": "hessian" in exp.raw and exp.imp is not None}
-            parts = {s: json.loads(exp.for_stage(s).to_json()) for s in stages if present[s]}
-            if parts:  # for_stage leaves out what decides which jobs exist (the seed lists, JOB_SET_KEYS)
-                seeds = list(exp.imp.seeds) if dvc_stage == "imp" else list(exp.seeds)
-                jobs = {section: {k: exp.raw[section][k] for k in keys if k in exp.raw[section]}
-                        for section, keys in exp.JOB_SET_KEYS.items() if section in exp.raw}
-                spec[name] = dict(parts, seeds=seeds, jobs=jobs)
-        out[dvc_stage] = spec
-    return out
-
-
 def experiment(config: dict[str, Any], name: str) -> Experiment:
     try:
         return Experiment.from_dict(name, config["experiments"][name])
     except KeyError:
         raise ConfigError(f"no experiment {name!r}; the config has {sorted(config['experiments'])}") from None
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """An experiment's durations resolved to steps, once the dataset size is known."""
-
-    steps_per_epoch: int
-    total: int
-    warmup: int
-    milestones: tuple[int, ...]
-    eval_every: int
-    checkpoints: tuple[int, ...]
-    rewinds: tuple[int, ...] = (0,)  # the IMP rewind steps, in the config's order
-    evaluate_checkpoints: bool = True
-
-    @property
-    def rewind(self) -> int:
-        """The rewind step of an experiment (or an IMP job's spec) with one rewind point."""
-        if len(self.rewinds) != 1:
-            raise ValueError(f"{len(self.rewinds)} rewind points {list(self.rewinds)}: ask for Schedule.rewinds")
-        return self.rewinds[0]
-
-    @classmethod
-    def resolve(cls, exp: Experiment, n_train: int) -> "Schedule":
-        spe = n_train // exp.train.batch_size
-        if spe < 1:
-            raise ConfigError(f"config error at experiments.{exp.name}.train.batch_size: "
-                              f"{exp.train.batch_size} exceeds the {n_train} training examples")
-        total = parse_duration(exp.train.steps, spe)
-        ck = exp.checkpoints
-        steps = {0, total} | {parse_duration(s, spe) for s in ck.steps}
-        if ck.log_spaced:
-            steps |= {round(math.exp(i * math.log(total) / max(ck.log_spaced - 1, 1))) for i in range(ck.log_spaced)}
-        every = parse_duration(ck.every, spe)
-        if every:
-            steps |= set(range(0, total + 1, every))
-        beyond = sorted(s for s in steps if s > total)
-        if beyond:
-            raise ConfigError(f"config error at experiments.{exp.name}.checkpoints.steps: {beyond} beyond the "
-                              f"last step {total}")
-        rewinds = tuple(parse_duration(k, spe) for k in exp.imp.rewinds()) if exp.imp else (0,)
-        for k, written in zip(rewinds, exp.imp.rewinds() if exp.imp else ()):
-            if k >= total:
-                raise ConfigError(f"config error at experiments.{exp.name}.imp.rewind: step {k} "
-                                  f"({written}) is not before the end of training at step {total}")
-        if len(set(rewinds)) < len(rewinds):
-            raise ConfigError(f"config error at experiments.{exp.name}.imp.rewind: {list(exp.imp.rewinds())} "
-                              f"name the same step twice (steps {list(rewinds)})")
-        steps |= set(rewinds)  # the trajectory always holds the rewind points
-        return cls(steps_per_epoch=spe, total=total, warmup=parse_duration(exp.train.warmup, spe),
-                   milestones=tuple(sorted(parse_duration(m, spe) for m in exp.train.milestones)),
-                   eval_every=parse_duration(exp.train.eval_every, spe), checkpoints=tuple(sorted(steps)),
-                   rewinds=rewinds, evaluate_checkpoints=ck.evaluate)
-
-    def lr_factor(self, step: int, schedule: str, gamma: float) -> float:
-        """Linear warmup from 0, then constant, step decay at milestones, or cosine to 0 at the end."""
-        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
-        if schedule == "step":
-            return warm * gamma ** sum(step >= m for m in self.milestones)
-        if schedule == "cosine":
-            span = max(self.total - self.warmup, 1)
-            progress = min(max(step - self.warmup, 0) / span, 1.0)
-            return warm * 0.5 * (1 + math.cos(math.pi * progress))
-        return warm
-
-    def eval_steps(self) -> set[int]:
-        """The steps a dense run evaluates the full train and test sets at: every eval_every, the last, and the
-        checkpoints unless checkpoints.evaluate is off."""
-        return (set(range(0, self.total + 1, self.eval_every)) | {self.total}
-                | (set(self.checkpoints) if self.evaluate_checkpoints else set()))

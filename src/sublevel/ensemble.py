@@ -26,7 +26,8 @@ from torch.func import functional_call, vmap
 from tqdm import tqdm
 
 from sublevel import models
-from sublevel.config import Experiment, Schedule
+from sublevel.config import Experiment
+from sublevel.schedule import Schedule
 from sublevel.connectivity import evaluate_many
 from sublevel.datasets import Dataset
 from sublevel.training import (Start, apply_mask, augment, autocast, build_model, compiled, data_generator,

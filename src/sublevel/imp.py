@@ -17,7 +17,8 @@ import torch
 import zarr
 
 from sublevel import connectivity, ensemble, models, pruning, storage
-from sublevel.config import Experiment, Schedule
+from sublevel.config import Experiment
+from sublevel.schedule import Schedule
 from sublevel.datasets import Dataset
 from sublevel.trajectory import Stored
 from sublevel.training import Start, build_model, in_batches, train
@@ -89,11 +90,11 @@ def diet_start(exp: Experiment, data: Dataset, seed: int, scores_path: str | Pat
 
     diet = exp.imp.data_diet
     step = exp.diet_score_step(Schedule.resolve(exp, len(data.y_train)))
-    score = None if step is None else scores.read_mean(scores_path, diet["score"], step)
-    keep = scores.diet_subset(len(data.y_train), diet["keep"], diet["fraction"], seed, score)
+    score = None if step is None else scores.read_mean(scores_path, diet.score, step)
+    keep = scores.diet_subset(len(data.y_train), diet.keep, diet.fraction, seed, score)
     start, diverged = diet_pretrain(exp, data, seed, keep, device)
-    return start, {"keep": diet["keep"], "fraction": diet["fraction"], "examples": len(keep),
-                   "score": diet["score"], "score_step": step, "diverged": diverged,
+    return start, {"keep": diet.keep, "fraction": diet.fraction, "examples": len(keep),
+                   "score": diet.score, "score_step": step, "diverged": diverged,
                    "mean_score": None if score is None else float(np.mean(score[keep]))}
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from sublevel import projections, storage
+from sublevel.config import RefineSpec, SubspaceTrain
 from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
 from sublevel.optimizers import Optimizer
@@ -35,17 +36,6 @@ CHECK_EVERY = 50  # steps between checks whether every run has diverged
 # where it is (Adam: m = 0 gives a zero update whatever v is; SGD: a zero momentum buffer; neither has weight
 # decay here): cheaper than restoring a copy of w after every step, and no host sync.
 MOMENTUM = ("exp_avg", "momentum_buffer")
-
-
-@dataclass(frozen=True)
-class SubspaceTrain:
-    optimizer: str = "adam"
-    lr: float = 0.01
-    momentum: float = 0.9
-    steps: int = 500
-    batch_size: int = 100
-    eval_batch_size: int = 2048
-    compile: str = "none"        # a torch.compile mode for the step's forward and backward, or "none"
 
 
 @dataclass
@@ -276,8 +266,7 @@ def sweep(exp, data: Dataset, traj, kind: str, t: int, dims: list[int], seeds: l
     anchor = torch.from_numpy(traj.params(t)).to(device)
     anchor_buffers = torch.from_numpy(traj.buffers(t)).to(device)
     seeds = list(seeds)
-    spec = SubspaceTrain(sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size,
-                         sub.compile)
+    spec = sub.training(exp.train.eval_batch_size)
     basis = None
     if kind == "lottery":
         all_params = torch.from_numpy(traj.params())
@@ -343,11 +332,11 @@ def success(rows: list[dict], metric: str, threshold: float) -> dict[int, float]
     return {d: sum(v) / len(v) for d, v in sorted(ok.items())}
 
 
-def refine_plan(rows: list[dict], refine: dict, round: int, d_max: int) -> dict:
+def refine_plan(rows: list[dict], refine: RefineSpec, round: int, d_max: int) -> dict:
     """The next round's dimensions: the geometric midpoint of the bracket (lo, hi) around P(d) = 1/2, where hi
     is the smallest d with P >= 1/2 and lo the largest smaller d with P < 1/2. None once hi/lo <= ratio, the
     integers meet, there is no bracket, or max_rounds is reached."""
-    p = success(rows, refine["metric"], refine["threshold"])
+    p = success(rows, refine.metric, refine.threshold)
     plan = {"round": round, "success": {str(d): v for d, v in p.items()}, "dims": [], "bracket": None}
     if not rows:
         return dict(plan, reason="no runs to refine (the sweep was skipped)")
@@ -361,9 +350,9 @@ def refine_plan(rows: list[dict], refine: dict, round: int, d_max: int) -> dict:
     lo = max(below)
     plan["bracket"] = [lo, hi]
     mid = round_half(math.sqrt(lo * hi))
-    if hi / lo <= refine["ratio"] or mid in (lo, hi) or mid > d_max:
+    if hi / lo <= refine.ratio or mid in (lo, hi) or mid > d_max:
         return dict(plan, reason="resolution reached")
-    if round >= refine["max_rounds"]:
+    if round >= refine.max_rounds:
         return dict(plan, reason="max_rounds reached")
     return dict(plan, dims=[mid], reason="bisect")
 

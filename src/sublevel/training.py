@@ -23,7 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sublevel import models
-from sublevel.config import Experiment, Schedule
+from sublevel.config import Experiment
+from sublevel.schedule import Schedule
 from sublevel.datasets import Dataset
 from sublevel.optimizers import Optimizer
 

@@ -79,7 +79,7 @@ def dense_outputs():
     for name in EXPERIMENTS:
         for seed in experiment(config, name).seeds:
             out += [str(paths.trajectory(name, seed)), str(paths.table("train", experiment=name, seed=seed))]
-        if "scores" in experiment(config, name).raw:
+        if experiment(config, name).scores:
             out.append(str(paths.table("scores", experiment=name)))
     return out
 
@@ -147,7 +147,7 @@ def chain_levels_before(name, seeds):
 
 def scores_of(name):
     """The experiment's scores store, when it has a scores section ([] otherwise)."""
-    return [str(paths.scores_store(name))] if "scores" in experiment(config, name).raw else []
+    return [str(paths.scores_store(name))] if experiment(config, name).scores else []
 
 
 def imp_tables(name, rewind_step=None):
@@ -173,8 +173,9 @@ FIGURES = {  # figure -> what an experiment needs for it
 
 
 def figures_of(name, fmt="png"):
-    raw = experiment(config, name).raw
-    return [str(paths.figure(name, f, fmt)) for f, needs in FIGURES.items() if all(k in raw for k in needs)]
+    exp = experiment(config, name)
+    return [str(paths.figure(name, f, fmt)) for f, needs in FIGURES.items()
+            if all(getattr(exp, k) is not None for k in needs)]
 
 
 def imp_outputs():
@@ -203,17 +204,17 @@ def figure_tables(wildcards):
 def hessian_tables(name):
     """The experiment's sharpness tables: every dense seed's checkpoints, every IMP chain's levels."""
     exp = experiment(config, name)
-    if "hessian" not in exp.raw:
+    if exp.hessian is None:
         return []
     out = [str(paths.table("hessian", experiment=name, seed=s, source="dense")) for s in exp.seeds]
-    if exp.imp and exp.raw["hessian"]["imp"]:  # one job per chain and level
+    if exp.imp and exp.hessian.imp:  # one job per chain and level
         out += [str(paths.table("hessian", experiment=name, seed=s, source="imp", rewind_step=k, level=level))
                 for k in rewind_steps(name) for s in exp.imp.seeds for level in range(exp.imp.levels + 1)]
     return out
 
 
 def schedule(name):
-    from sublevel.config import Schedule
+    from sublevel.schedule import Schedule
     from sublevel.datasets import train_size
 
     exp = experiment(config, name)

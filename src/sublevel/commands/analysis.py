@@ -34,25 +34,25 @@ def analyse_subspace(args) -> None:
 def hessian(args) -> None:
     """Sharpness at the dense run's checkpoints (--trajectory) or at the end of each IMP level (--levels)."""
     from sublevel import hessian, imp, storage, trajectory
-    from sublevel.config import Schedule
+    from sublevel.schedule import Schedule
     from sublevel.training import build_model
 
     exp, device, data = setup(args)
-    h = exp.raw["hessian"]
-    n = min(h["examples"], len(data.y_train))
+    h = exp.hessian
+    n = min(h.examples, len(data.y_train))
     sched = Schedule.resolve(exp, len(data.y_train))
     points = hessian.dense_points(trajectory.read(args.trajectory), exp.hessian_steps(sched)) if args.trajectory \
         else hessian.level_points([imp.Level.read(p) for p in args.levels], sched.total)
     model = build_model(exp, data, args.seed, device)  # its weights are replaced by each network's
     rows = hessian.sharpness_rows(exp.name, args.seed, model, points, data.x_train[:n], data.y_train[:n],
-                                  h["iterations"], h["top_k"], report=say)
+                                  h.iterations, h.top_k, report=say)
     storage.write_table("hessian", rows, args.table)
 
 
 def scores(args) -> None:
     """EL2N and GraNd of every training example at the configured checkpoints of every dense seed."""
     from sublevel import scores, storage, trajectory
-    from sublevel.config import Schedule
+    from sublevel.schedule import Schedule
     from sublevel.training import build_model
 
     exp, device, data = setup(args)
@@ -64,7 +64,7 @@ def scores(args) -> None:
         raise storage.Skipped(reason)
     seeds = [int(t.attrs["seed"]) for t in trajs]
     model = build_model(exp, data, 0, device)
-    el2n, grand = scores.at_checkpoints(model, trajs, steps, data.x_train, data.y_train, exp.raw["scores"]["chunk"])
+    el2n, grand = scores.at_checkpoints(model, trajs, steps, data.x_train, data.y_train, exp.scores.chunk)
     label = data.y_train.cpu().numpy()
     scores.write_store(args.out, exp.name, steps, seeds, el2n, grand, label)
     storage.write_table("scores", scores.summary_rows(exp.name, steps, seeds, el2n, grand, label), args.table)

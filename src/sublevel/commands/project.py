@@ -18,9 +18,9 @@ def check_config(args) -> None:
 
 def stage_specs(args) -> None:
     """One JSON per DVC stage: what its jobs see of the config (DVC's dependencies instead of raw keys)."""
-    from sublevel import config, storage
+    from sublevel import config, stages, storage
 
-    for stage, spec in config.stage_specs(config.load(args.configfile)).items():
+    for stage, spec in stages.stage_specs(config.load(args.configfile)).items():
         with storage.atomic_path(Path(args.out) / f"{stage}.json") as tmp:
             tmp.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
 
