@@ -1,5 +1,6 @@
 # sublevel: how many degrees of freedom does training a network need?
-# Thin on purpose: config, validation and helpers in workflow/rules/common.smk, one .smk per stage.
+# Thin on purpose: config, validation and adapters in workflow/rules/common.smk, the planning in
+# src/sublevel/plan.py, one .smk per stage.
 #   snakemake --cores all                                   # the default experiment (config/config.yaml)
 #   snakemake --cores all --configfile config/smoke.yaml    # a seconds-long check
 
@@ -23,10 +24,10 @@ include: "workflow/rules/analysis.smk"
 
 rule all:
     input:
-        dense_outputs(),
-        imp_outputs(),
-        subspace_outputs(),
-        analysis_outputs(),
+        PLAN.dense_outputs(),
+        PLAN.imp_outputs(),
+        PLAN.subspace_outputs(),
+        PLAN.analysis_outputs(),
         refine_plans,
     default_target: True
 
@@ -36,8 +37,5 @@ rule all:
 # does, leaving those (polars, duckdb, matplotlib; seconds on a CPU) to a plain `snakemake` afterwards.
 rule compute_all:
     input:
-        dense_outputs(),
-        imp_outputs(),
-        subspace_outputs(),
+        PLAN.compute_outputs(),
         refine_plans,
-        [t for name in EXPERIMENTS for t in hessian_tables(name)],

@@ -1,7 +1,8 @@
 """Figures from the results tables (matplotlib, Agg): what a reader checks first.
 
 Each figure is a function of the tables it needs (polars DataFrames by table name) and is written twice,
-as PNG (shown in the Snakemake report) and SVG (for papers). FIGURES names them for the CLI and the workflow.
+as PNG (shown in the Snakemake report) and SVG (for papers). DRAW holds one function per figure of
+schema.FIGURES, which names them for the CLI and the workflow.
 """
 
 from __future__ import annotations
@@ -272,8 +273,8 @@ def scores(table: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
-FIGURES = {"imp_accuracy": imp_accuracy, "imp_barrier": barrier_vs_level, "subspace_success": subspace_success,
-           "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness, "scores": scores}
+DRAW = {"imp_accuracy": imp_accuracy, "imp_barrier": barrier_vs_level, "subspace_success": subspace_success,
+        "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness, "scores": scores}
 
 
 def render(name: str, tables: dict[str, pl.DataFrame], out: str | Path) -> None:
@@ -286,4 +287,4 @@ def render(name: str, tables: dict[str, pl.DataFrame], out: str | Path) -> None:
         ax.text(0.5, 0.5, f"{name}: no rows to draw\n(the jobs behind it were skipped: `sublevel summary` says why)",
                 ha="center", va="center", transform=ax.transAxes, color="0.4")
         return _save(fig, out)
-    FIGURES[name](*frames, out)
+    DRAW[name](*frames, out)

@@ -207,16 +207,24 @@ TARGETS = Table("targets", pa.schema([
 ]), (), "The seed papers' published numbers, each with the experiment and quantity that reproduce it.")
 
 
-# Every figure (sublevel.figures) and the tables it is drawn from, in the order its function takes them.
-FIGURE_TABLES: dict[str, tuple[str, ...]] = {
-    "imp_accuracy": ("imp",),
-    "imp_barrier": ("barrier",),
-    "subspace_success": ("success",),
-    "dstar_burnin": ("threshold",),
-    "imp_dstar": ("imp", "threshold"),
-    "sharpness": ("hessian",),
-    "scores": ("scores",),
+@dataclass(frozen=True)
+class Figure:
+    tables: tuple[str, ...]     # the tables it is drawn from, in the order its function takes them
+    sections: tuple[str, ...]   # the experiment's config sections it needs (an experiment without one has none)
+
+
+# Every figure (drawn by sublevel.figures); the CLI's choices, the workflow's targets and the figure rule's
+# inputs all come from here.
+FIGURES: dict[str, Figure] = {
+    "imp_accuracy": Figure(("imp",), ("imp",)),
+    "imp_barrier": Figure(("barrier",), ("imp",)),
+    "subspace_success": Figure(("success",), ("subspace",)),
+    "dstar_burnin": Figure(("threshold",), ("subspace",)),
+    "imp_dstar": Figure(("imp", "threshold"), ("imp", "subspace")),
+    "sharpness": Figure(("hessian",), ("hessian",)),
+    "scores": Figure(("scores",), ("scores",)),
 }
+FIGURE_TABLES: dict[str, tuple[str, ...]] = {name: f.tables for name, f in FIGURES.items()}
 
 
 def to_arrow(name: str, rows: list[dict]) -> pa.Table:

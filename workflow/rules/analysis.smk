@@ -7,9 +7,8 @@
 rule analyse_subspace:
     localrule: True
     input:
-        runs=subspace_tables,
-        train=lambda w: [str(paths.table("train", experiment=w.experiment, seed=s))
-                         for s in experiment(config, w.experiment).seeds],
+        runs=lambda w: PLAN.subspace_tables(w.experiment, plan_of),
+        train=lambda w: PLAN.train_tables(w.experiment),
     output:
         success=str(paths.table("success", experiment="{experiment}")),
         threshold=str(paths.table("threshold", experiment="{experiment}")),
@@ -50,7 +49,7 @@ rule hessian_dense:
 rule hessian_imp:
     input:
         data=dataset_of,
-        levels=level_of,
+        levels=lambda w: str(paths.level_store(w.experiment, w.rewind_step, w.seed, "imp", w.level)),
     output:
         table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="imp",
                               rewind_step="{rewind_step}", level="{level}")),
@@ -72,7 +71,7 @@ rule hessian_imp:
 rule scores:
     input:
         data=dataset_of,
-        trajectories=lambda w: [str(paths.trajectory(w.experiment, s)) for s in experiment(config, w.experiment).seeds],
+        trajectories=lambda w: PLAN.trajectories(w.experiment),
     output:
         store=directory(str(paths.scores_store("{experiment}"))),
         table=str(paths.table("scores", experiment="{experiment}")),
@@ -94,7 +93,7 @@ rule scores:
 rule figure:
     localrule: True
     input:
-        unpack(figure_tables),
+        unpack(lambda w: PLAN.figure_tables(w.experiment, w.figure)),
     output:
         png=report(str(paths.figure("{experiment}", "{figure}")), caption="../report/figure.rst",
                    category="{experiment}", labels={"figure": "{figure}"}),
@@ -112,7 +111,7 @@ rule figure:
 rule export:
     localrule: True
     input:
-        tables=result_tables(),
+        tables=PLAN.result_tables(),
     output:
         summary=str(paths.SUMMARY),
         plots=directory(str(paths.PLOTS)),
@@ -127,7 +126,7 @@ rule export:
 rule reproduction:
     localrule: True
     input:
-        tables=result_tables(),
+        tables=PLAN.result_tables(),
         targets=str(paths.TARGETS),
     output:
         report(str(paths.REPRODUCTION), caption="../report/reproduction.rst", category="Reproductions"),
@@ -141,4 +140,4 @@ rule reproduction:
 
 rule analysis_all:
     input:
-        analysis_outputs(),
+        PLAN.analysis_outputs(),

@@ -12,19 +12,18 @@
 # written per block (a rule's outputs cannot depend on a wildcard) and their names carry it:
 # imp_level_<experiment>_block<j>, ... Appending seeds to imp.seeds leaves the full blocks' jobs as they were;
 # appending a method to imp.baselines adds that method's jobs only.
-for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
-                                for j, b in enumerate(experiment(config, n).imp.seed_blocks())):
+for _name, _block, _seeds in PLAN.imp_blocks():
     rule:
         name:
             f"imp_level_{_name}_block{_block}"
         input:
-            data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name, _seeds),
-            previous=chain_levels_before(_name, _seeds),
-            diet=chain_diets(_name, _seeds),
+            data=PLAN.dataset_store(_name),
+            trajectory=PLAN.trajectories(_name, _seeds),
+            previous=PLAN.chain_levels_before(_name, _seeds),
+            diet=PLAN.chain_diets(_name, _seeds),
         output:
-            stores=chain_stores(_name, _seeds, "imp"),
-            tables=chain_tables(_name, _seeds, "imp", "imp"),
+            stores=[directory(p) for p in PLAN.chain_stores(_name, _seeds, "imp")],
+            tables=PLAN.chain_tables(_name, _seeds, "imp", "imp"),
         log:
             str(paths.log("imp", _name, "rewind{rewind_step}", f"block{_block}", "imp", "{level}")),
         params:
@@ -49,13 +48,13 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
         name:
             f"imp_baselines_{_name}_block{_block}"
         input:
-            data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name, _seeds),
-            ticket=chain_levels_at(_name, _seeds),
-            diet=chain_diets(_name, _seeds),
+            data=PLAN.dataset_store(_name),
+            trajectory=PLAN.trajectories(_name, _seeds),
+            ticket=PLAN.chain_levels_at(_name, _seeds),
+            diet=PLAN.chain_diets(_name, _seeds),
         output:
-            stores=chain_stores(_name, _seeds, "baselines", "{method}"),
-            tables=chain_tables(_name, _seeds, "imp", "baselines", "{method}"),
+            stores=[directory(p) for p in PLAN.chain_stores(_name, _seeds, "baselines", "{method}")],
+            tables=PLAN.chain_tables(_name, _seeds, "imp", "baselines", "{method}"),
         log:
             str(paths.log("imp", _name, "rewind{rewind_step}", f"block{_block}", "baselines", "{method}", "{level}")),
         params:
@@ -80,13 +79,13 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
         name:
             f"barrier_instability_{_name}_block{_block}"
         input:
-            data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name, _seeds),
-            dense=chain_levels_at(_name, _seeds, 0),
-            level=chain_levels_at(_name, _seeds),
-            diet=chain_diets(_name, _seeds),
+            data=PLAN.dataset_store(_name),
+            trajectory=PLAN.trajectories(_name, _seeds),
+            dense=PLAN.chain_levels_at(_name, _seeds, 0),
+            level=PLAN.chain_levels_at(_name, _seeds),
+            diet=PLAN.chain_diets(_name, _seeds),
         output:
-            tables=chain_tables(_name, _seeds, "barrier", "instability"),
+            tables=PLAN.chain_tables(_name, _seeds, "barrier", "instability"),
         log:
             str(paths.log("barrier", _name, "rewind{rewind_step}", f"block{_block}", "instability", "{level}")),
         params:
@@ -110,13 +109,13 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
         name:
             f"barrier_successive_{_name}_block{_block}"
         input:
-            data=dataset_of_name(_name),
-            trajectory=chain_trajectories(_name, _seeds),
-            dense=chain_levels_at(_name, _seeds, 0),
-            previous=chain_levels_before(_name, _seeds),
-            level=chain_levels_at(_name, _seeds),
+            data=PLAN.dataset_store(_name),
+            trajectory=PLAN.trajectories(_name, _seeds),
+            dense=PLAN.chain_levels_at(_name, _seeds, 0),
+            previous=PLAN.chain_levels_before(_name, _seeds),
+            level=PLAN.chain_levels_at(_name, _seeds),
         output:
-            tables=chain_tables(_name, _seeds, "barrier", "imp_successive"),
+            tables=PLAN.chain_tables(_name, _seeds, "barrier", "imp_successive"),
         log:
             str(paths.log("barrier", _name, "rewind{rewind_step}", f"block{_block}", "imp_successive", "{level}")),
         params:
@@ -137,7 +136,7 @@ for _name, _block, _seeds in ((n, j, b) for n in imp_experiments()
 rule data_diet:
     input:
         data=dataset_of,
-        scores=lambda w: scores_of(w.experiment),
+        scores=lambda w: PLAN.scores_store(w.experiment),
     output:
         start=directory(str(paths.diet_start("{experiment}", "{rewind_step}", "{seed}"))),
     log:
@@ -158,4 +157,4 @@ rule data_diet:
 
 rule imp_all:
     input:
-        imp_outputs(),
+        PLAN.imp_outputs(),

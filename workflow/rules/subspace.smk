@@ -10,10 +10,12 @@ rule subspace_sweep:
     input:
         data=dataset_of,
         trajectory=sweep_trajectory,
-        plan=lambda w: [previous_plan(w)] if int(w.round) > 0 else [],
+        plan=lambda w: ([str(paths.refine_plan(w.experiment, w.kind, w.burnin_step, int(w.round) - 1))]
+                      if int(w.round) > 0 else []),
     output:
         store=directory(str(paths.sweep_store("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "{block}"))),
-        table=str(sweep_table("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "{block}")),
+        table=str(paths.table("subspace", experiment="{experiment}", kind="{kind}", burnin_step="{burnin_step}",
+                              round="{round}", d="{d}", block="{block}")),
     log:
         str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "block{block}")),
     wildcard_constraints:
@@ -24,7 +26,7 @@ rule subspace_sweep:
         block=r"\d+",
     params:
         spec=spec_for("subspace"),
-        seeds=sweep_seeds,
+        seeds=lambda w: PLAN.sweep_seeds(w.experiment, w.block),
         device=config["device"],
         projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
     threads: config["threads"]
@@ -44,7 +46,8 @@ checkpoint refine_plan:
     localrule: True
     input:
         trajectory=sweep_trajectory,
-        tables=lambda w: [f for r in range(int(w.round) + 1) for f in round_tables(w.experiment, w.kind, w.burnin_step, r)],
+        tables=lambda w: [f for r in range(int(w.round) + 1)
+                          for f in PLAN.round_tables(w.experiment, w.kind, w.burnin_step, r, plan_of)],
     output:
         plan=str(paths.refine_plan("{experiment}", "{kind}", "{burnin_step}", "{round}")),
     log:
@@ -66,7 +69,7 @@ checkpoint refine_plan:
 rule subspace_tickets:
     localrule: True
     input:
-        imp=lambda w: [f for f in imp_tables(w.experiment, w.burnin_step)["imp"] if "stage=imp" in f],
+        imp=lambda w: [f for f in PLAN.imp_tables(w.experiment, w.burnin_step)["imp"] if "stage=imp" in f],
     output:
         table=str(paths.table("subspace", experiment="{experiment}", kind="ticket", burnin_step="{burnin_step}", round=0)),
     log:
@@ -101,5 +104,5 @@ rule sweep_summary:
 
 rule subspace_all:
     input:
-        subspace_outputs(),
+        PLAN.subspace_outputs(),
         refine_plans,

@@ -25,4 +25,4 @@ rule train_dense:
 
 rule train_all:
     input:
-        dense_outputs(),
+        PLAN.dense_outputs(),
