@@ -93,3 +93,12 @@ def test_bootstrap_interval_covers_the_true_threshold():
         lo, hi = analysis.bootstrap_interval(hits, dims, samples=300, level=0.9, seed=int(rng.integers(1 << 30)))
         covered += (lo or 0) <= 300 <= (hi or math.inf)
     assert covered / 60 >= 0.75
+
+
+def test_the_success_predicate_reads_accuracy_upward_and_loss_downward():
+    acc, loss = Threshold("test_accuracy", 0.5), Threshold("train_loss", 0.5)
+    assert acc.met(0.5) and not acc.met(0.49) and loss.met(0.5) and not loss.met(0.51)
+    assert not any(t.met(x) for t in (acc, loss) for x in (None, math.nan))  # unknown is outside the set
+    frame = pl.DataFrame({"test_accuracy": [0.6, 0.6, None, 0.4], "diverged": [False, True, False, False]})
+    # the column form (analysis.success) agrees with `met`, a diverged run failing whatever its value
+    assert frame.select(analysis._hit(acc))["test_accuracy"].to_list() == [True, False, False, False]

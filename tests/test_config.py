@@ -249,14 +249,29 @@ def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():
     assert "scores" not in make_experiment().for_stage("imp").raw
 
 
-def test_compile_modes_are_the_same_in_the_schema_the_code_and_the_cli(root):
-    from sublevel import cli, training
+def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):
+    """Each choice the config or a command offers is checked against the one registry the code dispatches on."""
+    from sublevel import cli, datasets, imp, models, optimizers, scores, subspace, training
 
     schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    assert tuple(schema["$defs"]["compile"]["enum"]) == training.COMPILE_MODES
-    bench = next(a for a in cli.parser()._subparsers._group_actions[0].choices["bench"]._actions
-                 if a.dest == "compile")
-    assert tuple(bench.choices) == training.COMPILE_MODES
+    defs, exp = schema["$defs"], schema["$defs"]["experiment"]["properties"]
+    assert set(defs["model"]["properties"]["name"]["enum"]) == set(models.REGISTRY)
+    assert set(exp["dataset"]["enum"]) == set(datasets.SHAPES)
+    assert tuple(defs["compile"]["enum"]) == training.COMPILE_MODES
+    imp_section = defs["imp"]["properties"]
+    assert tuple(imp_section["baselines"]["items"]["enum"]) == imp.BASELINES
+    assert tuple(imp_section["data_diet"]["properties"]["score"]["enum"]) == scores.SCORES
+    sub = defs["subspace"]["properties"]
+    assert tuple(sub["kinds"]["items"]["enum"]) == subspace.KINDS
+    assert tuple(sub["optimizer"]["enum"]) == tuple(defs["train"]["properties"]["optimizer"]["enum"]) == optimizers.KINDS
+
+    def choices(command, dest):
+        parser = cli.parser()._subparsers._group_actions[0].choices[command]
+        return tuple(next(a for a in parser._actions if a.dest == dest).choices)
+
+    assert choices("bench", "compile") == training.COMPILE_MODES
+    assert choices("imp-baselines", "methods") == imp.BASELINES
+    assert choices("subspace-sweep", "kind") == choices("refine-plan", "kind") == subspace.KINDS
     exp = config.experiment(check(MINIMAL.replace("{name: mlp}", "{name: mlp}, train: {compile: reduce-overhead}")), "x")
     assert exp.train.compile == "reduce-overhead"
 

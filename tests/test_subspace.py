@@ -9,7 +9,7 @@ import torch
 import zarr
 
 from sublevel import models, projections, subspace, training
-from sublevel.config import ConfigError, RefineSpec, SubspaceTrain
+from sublevel.config import ConfigError, RefineSpec, SubspaceTrain, Threshold
 from conftest import make_experiment
 
 CPU = torch.device("cpu")
@@ -223,9 +223,9 @@ REFINE = RefineSpec("train_accuracy", 0.5, 1.2, 4)
 def test_success_probability_counts_the_sublevel_set():
     r = rows({10: 0.0, 100: 0.25, 1000: 1.0})
     r.append({"d": 1000, "train_accuracy": 0.99, "diverged": True})  # a diverged run never succeeds
-    assert subspace.success(r, "train_accuracy", 0.5) == {10: 0.0, 100: 0.25, 1000: 0.8}
+    assert subspace.success(r, Threshold("train_accuracy", 0.5)) == {10: 0.0, 100: 0.25, 1000: 0.8}
     loss = [{"d": 5, "train_loss": 0.1, "diverged": False}, {"d": 5, "train_loss": 2.0, "diverged": False}]
-    assert subspace.success(loss, "train_loss", 0.5) == {5: 0.5}
+    assert subspace.success(loss, Threshold("train_loss", 0.5)) == {5: 0.5}
 
 
 def test_refinement_bisects_in_log_d_around_one_half():

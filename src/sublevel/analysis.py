@@ -25,16 +25,11 @@ from sublevel.config import Threshold
 KEYS = ["experiment", "kind", "burnin_step"]
 
 
-def _hit(df: pl.DataFrame, metric: str, value: float) -> pl.Expr:
-    reached = pl.col(metric) <= value if metric.endswith("loss") else pl.col(metric) >= value
+def _hit(th: Threshold) -> pl.Expr:
+    """Threshold.met over a frame's rows: the run's final metric in the set, and the run not diverged."""
+    x = pl.col(th.metric)
+    reached = x <= th.value if th.lower_is_better else x >= th.value
     return (reached & ~pl.col("diverged")).fill_null(False)
-
-
-def _meets(metric: str, value: float | None, threshold: float) -> bool:
-    """Whether one value (the anchor's) is in the sublevel set; an unknown value is not."""
-    if value is None or math.isnan(value):
-        return False
-    return value <= threshold if metric.endswith("loss") else value >= threshold
 
 
 def _anchor(group: pl.DataFrame, metric: str) -> float | None:
@@ -49,7 +44,7 @@ def success(runs: pl.DataFrame, thresholds: list[Threshold]) -> pl.DataFrame:
     """Rows of the `success` table: P(d) per (experiment, kind, burnin_step, metric, threshold, d)."""
     parts = []
     for t in thresholds:
-        parts.append(runs.with_columns(hit=_hit(runs, t.metric, t.value))
+        parts.append(runs.with_columns(hit=_hit(t))
                      .group_by(*KEYS, "d")
                      .agg(pl.col("num_params").first(), pl.col("hit").mean().alias("p_success"),
                           pl.len().cast(pl.Int64).alias("n_runs"))
@@ -107,18 +102,18 @@ def thresholds(runs: pl.DataFrame, dense_test_accuracy: dict[str, float], thresh
         mean_test = group.group_by("d").agg(pl.col("test_accuracy").mean()).sort("d")
         target = 0.9 * dense_test_accuracy.get(experiment, math.nan)
         reach = mean_test.filter(pl.col("test_accuracy") >= target)["d"]
-        trivial90 = _meets("test_accuracy", _anchor(group, "test_accuracy"), target)
+        trivial90 = Threshold("test_accuracy", target).met(_anchor(group, "test_accuracy"))
         d_int90 = int(reach.min()) if reach.len() and not trivial90 else None
         seeds = sorted(set(group["seed"].to_list()))
         for th in thresholds:
-            g = group.with_columns(hit=_hit(group, th.metric, th.value).cast(pl.Float64))
+            g = group.with_columns(hit=_hit(th).cast(pl.Float64))
             hits = np.full((len(seeds), len(dims)), np.nan)
             for s, dd, h in g.select("seed", "d", "hit").iter_rows():
                 hits[seeds.index(s), np.searchsorted(dims, dd)] = h
             with np.errstate(invalid="ignore"):
                 p = np.nanmean(hits, axis=0)
             at_anchor = _anchor(group, th.metric)
-            if _meets(th.metric, at_anchor, th.value):  # in the set before any training: no threshold
+            if th.met(at_anchor):  # in the set before any training: no threshold
                 d_star, (lo, hi), censored = math.nan, (None, None), "anchor"
             else:
                 d_star = crossing(dims, p)

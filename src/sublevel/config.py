@@ -199,9 +199,20 @@ class ImpSpec:
 
 @dataclass(frozen=True)
 class Threshold:
-    """A sublevel set: success is a final `metric` >= value (accuracy) or <= value (loss)."""
+    """A sublevel set: success is a final `metric` >= value (accuracy) or <= value (loss). The one success
+    predicate: `met` for one value, `lower_is_better` for the same comparison over a column (analysis)."""
     metric: str
     value: float
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric.endswith("loss")
+
+    def met(self, x: float | None) -> bool:
+        """Whether `x` is in the sublevel set; an unknown value (None, NaN) is not."""
+        if x is None or math.isnan(x):
+            return False
+        return x <= self.value if self.lower_is_better else x >= self.value
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,11 @@ class RefineSpec:
     threshold: float = 0.6
     ratio: float = 1.2
     max_rounds: int = 4
+
+    @property
+    def target(self) -> Threshold:
+        """The sublevel set whose P(d) = 1/2 crossing the rounds bracket."""
+        return Threshold(self.metric, self.threshold)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from sublevel import projections, storage
-from sublevel.config import RefineSpec, SubspaceTrain
+from sublevel.config import RefineSpec, SubspaceTrain, Threshold
 from sublevel.connectivity import evaluate_many, functional_forward
 from sublevel.datasets import Dataset
 from sublevel.optimizers import Optimizer
@@ -31,6 +31,7 @@ from sublevel.projections import Projection
 from sublevel.training import compiled, data_generator, in_batches
 
 
+KINDS = ("random", "burnin", "lottery")  # anchored at θ_0, at a burn-in θ_t, or spanned by the trajectory's PCA
 CHECK_EVERY = 50  # steps between checks whether every run has diverged
 # Optimiser state that moves w without a gradient. With it and the gradient zeroed, a step leaves w exactly
 # where it is (Adam: m = 0 gives a zero update whatever v is; SGD: a zero momentum buffer; neither has weight
@@ -322,13 +323,11 @@ def ticket_rows(exp, imp_rows: list[dict]) -> list[dict]:
             for r in imp_rows if r["method"] == "imp"]
 
 
-def success(rows: list[dict], metric: str, threshold: float) -> dict[int, float]:
-    """P(d): the fraction of runs at each d whose final `metric` reached the sublevel set (a diverged run fails)."""
+def success(rows: list[dict], th: Threshold) -> dict[int, float]:
+    """P(d): the fraction of runs at each d whose final metric reached the sublevel set (a diverged run fails)."""
     ok: dict[int, list[bool]] = {}
     for r in rows:
-        v = r[metric]
-        hit = (v <= threshold if metric.endswith("loss") else v >= threshold) and not r["diverged"]
-        ok.setdefault(r["d"], []).append(bool(hit))
+        ok.setdefault(r["d"], []).append(th.met(r[th.metric]) and not r["diverged"])
     return {d: sum(v) / len(v) for d, v in sorted(ok.items())}
 
 
@@ -336,7 +335,7 @@ def refine_plan(rows: list[dict], refine: RefineSpec, round: int, d_max: int) ->
     """The next round's dimensions: the geometric midpoint of the bracket (lo, hi) around P(d) = 1/2, where hi
     is the smallest d with P >= 1/2 and lo the largest smaller d with P < 1/2. None once hi/lo <= ratio, the
     integers meet, there is no bracket, or max_rounds is reached."""
-    p = success(rows, refine.metric, refine.threshold)
+    p = success(rows, refine.target)
     plan = {"round": round, "success": {str(d): v for d, v in p.items()}, "dims": [], "bracket": None}
     if not rows:
         return dict(plan, reason="no runs to refine (the sweep was skipped)")
