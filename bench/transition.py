@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from sublevel import bench, config, datasets, paths, projections, subspace, trajectory
-from sublevel.training import build_model, seed_everything
+from sublevel.runtime import seed_everything
+from sublevel.training import build_model
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--root", required=True, help="a project whose default pipeline has run (results/)")

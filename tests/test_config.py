@@ -251,15 +251,15 @@ def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():
 
 def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):
     """Each choice the config or a command offers is checked against the one registry the code dispatches on."""
-    from sublevel import cli, datasets, imp, models, optimizers, scores, subspace, training
+    from sublevel import cli, datasets, imp, models, optimizers, runtime, scores, subspace
 
     schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
     defs, exp = schema["$defs"], schema["$defs"]["experiment"]["properties"]
     assert set(defs["model"]["properties"]["name"]["enum"]) == set(models.REGISTRY)
     assert set(exp["dataset"]["enum"]) == set(datasets.SHAPES)
-    assert tuple(defs["compile"]["enum"]) == training.COMPILE_MODES
+    assert tuple(defs["compile"]["enum"]) == runtime.COMPILE_MODES
     imp_section = defs["imp"]["properties"]
-    assert tuple(imp_section["baselines"]["items"]["enum"]) == imp.BASELINES
+    assert tuple(imp_section["baselines"]["items"]["enum"]) == imp.BASELINES == tuple(imp.BASELINE_RUNS)
     assert tuple(imp_section["data_diet"]["properties"]["score"]["enum"]) == scores.SCORES
     sub = defs["subspace"]["properties"]
     assert tuple(sub["kinds"]["items"]["enum"]) == subspace.KINDS
@@ -269,7 +269,7 @@ def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):
         parser = cli.parser()._subparsers._group_actions[0].choices[command]
         return tuple(next(a for a in parser._actions if a.dest == dest).choices)
 
-    assert choices("bench", "compile") == training.COMPILE_MODES
+    assert choices("bench", "compile") == runtime.COMPILE_MODES
     assert choices("imp-baselines", "methods") == imp.BASELINES
     assert choices("subspace-sweep", "kind") == choices("refine-plan", "kind") == subspace.KINDS
     exp = config.experiment(check(MINIMAL.replace("{name: mlp}", "{name: mlp}, train: {compile: reduce-overhead}")), "x")

@@ -1,6 +1,5 @@
 import gzip
 import pickle
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sublevel import bench, cli, datasets, ensemble, imp, models, pruning, training
+from sublevel import bench, cli, datasets, ensemble, imp, models, pruning, runtime, training
 from sublevel.training import Start
 from conftest import make_experiment
 from test_imp import dense
@@ -13,7 +13,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(autouse=True)
 def _deterministic():
-    training.seed_everything(1)
+    runtime.seed_everything(1)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sublevel import connectivity, imp, models, pruning, trajectory, training
+from sublevel import connectivity, functional, imp, models, pruning, runtime, trajectory, training
 from sublevel.training import Start
 from conftest import make_experiment
 
@@ -12,7 +12,7 @@ IMP = {"levels": 3, "rewind": 5, "alphas": 5}
 
 @pytest.fixture(autouse=True)
 def _deterministic():
-    training.seed_everything(1)
+    runtime.seed_everything(1)
 
 
 def dense(exp, data, tmp_path, seed=0):
@@ -117,7 +117,7 @@ def test_batched_alpha_grid_equals_one_alpha_at_a_time(name, shape, kwargs):
     for a, err, loss in zip(alphas, errors, losses):
         models.load_flat(model, (1 - a) * ta + a * tb)
         models.load_flat_buffers(model, (1 - a) * ba + a * bb)
-        ref_loss, ref_acc = training.evaluate(model, x, y, 20)
+        ref_loss, ref_acc = functional.evaluate(model, x, y, 20)
         assert err == pytest.approx(1 - ref_acc) and loss == pytest.approx(ref_loss, rel=1e-4)
 
 

@@ -47,9 +47,12 @@ def test_a_stopped_job_whose_code_swallows_the_exit_still_ends_and_leaves_no_tem
         with storage.atomic_path({str(final)!r}) as tmp:
             tmp.mkdir()
             (tmp / "chunk").write_bytes(b"half")
-            print("ready", flush=True)
+            ready = False
             while True:
-                try:
+                try:  # "ready" only from inside the swallowing block, so the signal cannot land before it
+                    if not ready:
+                        print("ready", flush=True)
+                        ready = True
                     time.sleep(0.01)
                 except BaseException:
                     pass

@@ -8,7 +8,7 @@ import scipy.linalg
 import torch
 import zarr
 
-from sublevel import models, projections, subspace, training
+from sublevel import models, projections, runtime, subspace, training
 from sublevel.config import ConfigError, RefineSpec, SubspaceTrain, Threshold
 from conftest import make_experiment
 
@@ -17,7 +17,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(autouse=True)
 def _deterministic():
-    training.seed_everything(1)
+    runtime.seed_everything(1)
 
 
 @pytest.mark.parametrize("n", [1, 2, 16, 64, 2048])
@@ -411,7 +411,7 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
     """The pipeline's two jobs in-process (dense training, a Fastfood sweep); `rebuild` regenerates P from the
     store and θ_0 + P w scores exactly what the sweep recorded; another projections version is refused."""
     from sublevel import cli, paths, storage, trajectory
-    from sublevel.connectivity import evaluate_many
+    from sublevel.functional import evaluate_many
 
     exp = make_experiment(**{"subspace.projection": "fastfood", "subspace.dims": [40, 64]})
     spec, traj = exp.for_stage("subspace").to_json(), tmp_path / paths.trajectory("smoke", 0)

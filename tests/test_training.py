@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sublevel import models, training
+from sublevel import batching, models, runtime, training
 from sublevel.schedule import Schedule
 from conftest import make_experiment
 
@@ -16,7 +16,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(autouse=True)
 def _deterministic():
-    training.seed_everything(1)
+    runtime.seed_everything(1)
 
 
 def run(exp, data, init_seed=0, data_seed=0):
@@ -77,15 +77,30 @@ def test_adam_cosine_warmup_and_momentum_options_train(mnist1d):
 def test_augment_keeps_shape_and_content():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 32, 32)
-    y = training.augment(x, gen)
+    y = batching.augment(x, gen)
     assert y.shape == x.shape
     # every output is a shifted (and maybe flipped) window of the zero-padded input
     assert not torch.equal(x, y) and (y.abs().sum((1, 2, 3)) <= x.abs().sum((1, 2, 3)) + 1e-4).all()
 
 
-def test_pick_device():
-    assert training.pick_device("cpu").type == "cpu"
-    assert training.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+def test_a_named_device_is_taken_as_named_and_auto_prefers_cuda(monkeypatch):
+    for name in ("cpu", "cuda:1", "mps"):
+        assert runtime.pick_device(name) == torch.device(name)
+    for visible, expected in ((False, "cpu"), (True, "cuda")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: visible)
+        assert runtime.pick_device("auto") == torch.device(expected)
+
+
+def test_the_batch_at_a_step_depends_on_the_data_seed_and_the_step_alone():
+    n, bs, spe = 50, 8, 6  # 6 full batches an epoch, 2 examples dropped
+    full = batching.EpochOrders([3, 4], n, bs, spe, CPU)
+    seen = [full(step) for step in range(2 * spe)]
+    restarted = batching.EpochOrders([4], n, bs, spe, CPU)  # run 1 alone, from a rewind point mid-epoch
+    for step in range(spe + 2, 2 * spe):
+        assert torch.equal(restarted(step)[0], seen[step][1])
+    epoch = torch.cat([seen[s][0] for s in range(spe)])
+    assert len(set(epoch.tolist())) == spe * bs  # an epoch draws each example at most once
+    assert not torch.equal(seen[0][0], seen[0][1]) and not torch.equal(seen[0][0], seen[spe][0])
 
 
 def test_stopping_early_reproduces_the_full_run_up_to_that_step(mnist1d):
@@ -116,12 +131,12 @@ def test_a_subset_follows_the_full_schedule_with_its_own_epochs(mnist1d):
 def test_cuda_jobs_ask_for_deterministic_kernels_and_a_fixed_cublas_workspace(monkeypatch):
     """What a job on a GPU sets before its first matmul (run here without a GPU: only the settings), without
     importing the compiler unless a step is compiled, which then gets the compiler's flag too."""
-    check = ("import os, sys, torch; from sublevel import training; "
-             "training.seed_everything(1, torch.device('cuda')); "
+    check = ("import os, sys, torch; from sublevel import runtime; "
+             "runtime.seed_everything(1, torch.device('cuda')); "
              "assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled(); "
              "assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'; "
              "assert 'torch._inductor' not in sys.modules; "
-             "training.compiled(lambda x: x + 1, 'default'); "
+             "runtime.compiled(lambda x: x + 1, 'default'); "
              "import torch._inductor.config as c; assert c.deterministic")
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
     subprocess.run([sys.executable, "-c", check], check=True, env=env)

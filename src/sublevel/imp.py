@@ -21,10 +21,11 @@ from sublevel.config import Experiment
 from sublevel.schedule import Schedule
 from sublevel.datasets import Dataset
 from sublevel.trajectory import Stored
-from sublevel.training import Start, build_model, in_batches, train
+from sublevel.runtime import in_batches
+from sublevel.training import Start, build_model, train
 
 METHODS = ("imp", "random_prune", "random_reinit", "oneshot", "init_magnitude")
-BASELINES = METHODS[1:]  # the config's imp.baselines choices
+BASELINES = METHODS[1:]  # BASELINE_RUNS' keys, in this order
 OTHER_DATA_ORDER = 10_000   # copy B of instability analysis orders data by seed + this
 OTHER_INIT = 1_000_000      # random reinitialisation draws its weights with seed + this
 
@@ -183,30 +184,47 @@ def imp_level(exp: Experiment, data: Dataset, traj: Stored, seed: int, level: in
     return imp_levels(exp, data, [Chain(seed, traj, previous, diet)], level, device, progress)[0]
 
 
+def _random_prune(exp, data, chain, start, layout, gen):
+    """A random mask, rewound weights."""
+    return pruning.matched(torch.rand(layout.D, generator=gen), chain.network.mask, layout), start
+
+
+def _random_reinit(exp, data, chain, start, layout, gen):
+    """The IMP mask, fresh weights."""
+    fresh = build_model(exp, data, chain.seed + OTHER_INIT, torch.device("cpu"))
+    return chain.network.mask, Start(start.step, models.flatten(fresh), models.flatten_buffers(fresh))
+
+
+def _oneshot(exp, data, chain, start, layout, gen):
+    """Magnitude of the dense network's final weights, in one shot."""
+    traj = chain.trajectory
+    return pruning.matched(torch.from_numpy(traj.params(int(traj.steps[-1]))).abs(), chain.network.mask, layout), start
+
+
+def _init_magnitude(exp, data, chain, start, layout, gen):
+    """Magnitude at initialisation."""
+    return pruning.matched(torch.from_numpy(chain.trajectory.params(0)).abs(), chain.network.mask, layout), start
+
+
+# method -> (mask, start) of the baseline run at a chain's ticket; the config's imp.baselines choices
+BASELINE_RUNS = {"random_prune": _random_prune, "random_reinit": _random_reinit, "oneshot": _oneshot,
+                 "init_magnitude": _init_magnitude}
+
+
 def baselines(methods: list[str], exp: Experiment, data: Dataset, chains: list[Chain], device,
               progress: bool = True) -> list[Level]:
     """Every baseline of every chain at the per-layer sparsity of the chain's IMP mask `chain.network` (the
     ticket), all trained together; ordered chain by chain, method by method."""
+    if unknown := [m for m in methods if m not in BASELINE_RUNS]:
+        raise ValueError(f"unknown baseline {unknown[0]!r}; known: {BASELINES}")
     layout = _layout(exp, data)
     jobs = []
     for c in chains:
-        ticket, traj, start = c.network, c.trajectory, rewind_point(exp, data, c.trajectory, c.diet)
+        start = rewind_point(exp, data, c.trajectory, c.diet)
         for method in methods:
-            gen = torch.Generator().manual_seed(c.seed * 1009 + ticket.level)
-            s = start
-            if method == "random_prune":      # a random mask, rewound weights
-                mask = pruning.matched(torch.rand(layout.D, generator=gen), ticket.mask, layout)
-            elif method == "random_reinit":   # the IMP mask, fresh weights
-                mask = ticket.mask
-                fresh = build_model(exp, data, c.seed + OTHER_INIT, torch.device("cpu"))
-                s = Start(start.step, models.flatten(fresh), models.flatten_buffers(fresh))
-            elif method == "oneshot":         # magnitude of the dense network's final weights, in one shot
-                mask = pruning.matched(torch.from_numpy(traj.params(int(traj.steps[-1]))).abs(), ticket.mask, layout)
-            elif method == "init_magnitude":  # magnitude at initialisation
-                mask = pruning.matched(torch.from_numpy(traj.params(0)).abs(), ticket.mask, layout)
-            else:
-                raise ValueError(f"unknown baseline {method!r}; known: {BASELINES}")
-            jobs.append(_Job(c, c.seed, s, mask, method, ticket.level))
+            gen = torch.Generator().manual_seed(c.seed * 1009 + c.network.level)
+            mask, s = BASELINE_RUNS[method](exp, data, c, start, layout, gen)
+            jobs.append(_Job(c, c.seed, s, mask, method, c.network.level))
     return _train_masked(exp, data, jobs, device, progress)
 
 

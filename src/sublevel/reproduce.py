@@ -86,9 +86,12 @@ TOLERANCE_TYPES = ("ratio", "absolute")
 def read_targets(path=None) -> pa.Table:
     """The targets table (the shipped one unless `path`), typed by schema.TARGETS and checked: unique ids, a
     known quantity, the selectors that quantity needs, a tolerance with a type and a basis."""
+    # one thread: arrow's CSV thread pool, started after torch's, can abort the process at exit (~1 in 5 exits
+    # of `sublevel views` on a loaded 2-core machine: "terminate called without an active exception")
     with open(paths.TARGETS if path is None else path, "rb") as f:
-        table = pa.csv.read_csv(f, convert_options=pa.csv.ConvertOptions(
-            column_types=schema.TARGETS.schema, strings_can_be_null=True))
+        table = pa.csv.read_csv(f, read_options=pa.csv.ReadOptions(use_threads=False),
+                                convert_options=pa.csv.ConvertOptions(column_types=schema.TARGETS.schema,
+                                                                      strings_can_be_null=True))
     if table.schema.names != schema.TARGETS.schema.names:
         raise ValueError(f"targets: columns {table.schema.names}, expected {schema.TARGETS.schema.names}")
     rows = table.to_pylist()

@@ -89,6 +89,10 @@ class Schedule:
             return warm * 0.5 * (1 + math.cos(math.pi * progress))
         return warm
 
+    def lr(self, step: int, train) -> float:
+        """The learning rate at `step` of a run trained by `train` (a TrainSpec)."""
+        return train.lr * self.lr_factor(step, train.schedule, train.gamma)
+
     def eval_steps(self) -> set[int]:
         """The steps a dense run evaluates the full train and test sets at: every eval_every, the last, and the
         checkpoints unless checkpoints.evaluate is off."""

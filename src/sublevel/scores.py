@@ -27,7 +27,7 @@ from torch.func import grad, vmap
 from tqdm import tqdm
 
 from sublevel import storage
-from sublevel.connectivity import functional_forward
+from sublevel.functional import functional_forward
 
 SCORES = ("el2n", "grand")
 

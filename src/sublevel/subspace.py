@@ -24,11 +24,12 @@ from torch.func import vmap
 
 from sublevel import projections, storage
 from sublevel.config import RefineSpec, SubspaceTrain, Threshold
-from sublevel.connectivity import evaluate_many, functional_forward
+from sublevel.batching import EpochOrders
+from sublevel.functional import functional_forward, split_metrics
 from sublevel.datasets import Dataset
 from sublevel.optimizers import Optimizer
 from sublevel.projections import Projection
-from sublevel.training import compiled, data_generator, in_batches
+from sublevel.runtime import compiled, in_batches
 
 
 KINDS = ("random", "burnin", "lottery")  # anchored at θ_0, at a burn-in θ_t, or spanned by the trajectory's PCA
@@ -67,16 +68,12 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
 
     losses_of = compiled(losses_of, spec.compile)  # one graph per (d, R): a sweep compiles once per dimension
     n, bs = len(data.y_train), spec.batch_size
-    spe = n // bs
+    batches = EpochOrders(data_seeds, n, bs, n // bs, device)
     alive = torch.ones(R, dtype=torch.bool, device=device)
-    orders = None
     begin = time.perf_counter()
     model.train()
     for step in tqdm(range(spec.steps), desc=label, disable=label is None, mininterval=5.0, unit="step"):
-        epoch, within = divmod(step, spe)
-        if orders is None or within == 0:
-            orders = torch.stack([torch.randperm(n, generator=data_generator(s, epoch)) for s in data_seeds]).to(device)
-        idx = orders[:, within * bs:(within + 1) * bs]                     # [R, B]
+        idx = batches(step)                                                # [R, B]
         losses = losses_of(w, data.x_train[idx], data.y_train[idx])
         alive &= torch.isfinite(losses.detach())
         if step % CHECK_EVERY == CHECK_EVERY - 1 and not alive.any():  # a host sync: not every step
@@ -96,12 +93,11 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
     with torch.no_grad():
         theta = anchor + proj(w)
         metrics = [{"diverged": not bool(a)} for a in alive.tolist()]
-        for split in ("train", "test") if evaluate else ():
-            err, loss = evaluate_many(model, theta, buffers, *data.split(split), spec.eval_batch_size,
-                                      batch_stats=buffers.shape[-1] > 0)
-            for m, e, l in zip(metrics, err.tolist(), loss.tolist()):
-                m[f"{split}_loss"], m[f"{split}_accuracy"] = l, 1 - e
-                m["diverged"] |= not math.isfinite(l)
+        if evaluate:
+            split = split_metrics(model, theta, buffers, data, spec.eval_batch_size, batch_stats=buffers.shape[-1] > 0)
+            for m, s in zip(metrics, split):
+                m.update(s, diverged=m["diverged"] or not (math.isfinite(s["train_loss"])
+                                                           and math.isfinite(s["test_loss"])))
     return Result(w.detach(), metrics, seconds)
 
 
@@ -302,12 +298,8 @@ def anchor_metrics(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, 
     """θ_t's own loss and accuracy on both splits (w = 0, evaluated as `train` evaluates the runs): a sweep
     whose anchor already meets ε has no threshold to measure (analysis censors it as `anchor`)."""
     buffers = anchor_buffers[None].float()
-    out = {}
-    for split in ("train", "test"):
-        err, loss = evaluate_many(model, anchor[None], buffers, *data.split(split), eval_batch_size,
-                                  batch_stats=buffers.shape[-1] > 0)
-        out[f"anchor_{split}_loss"], out[f"anchor_{split}_accuracy"] = float(loss[0]), 1 - float(err[0])
-    return out
+    metrics = split_metrics(model, anchor[None], buffers, data, eval_batch_size, batch_stats=buffers.shape[-1] > 0)
+    return {f"anchor_{k}": v for k, v in metrics[0].items()}
 
 
 def ticket_rows(exp, imp_rows: list[dict]) -> list[dict]:

@@ -24,7 +24,7 @@ def setup(args):
     """The experiment, device and on-device dataset every training command starts from."""
     from sublevel import datasets
     from sublevel.config import Experiment
-    from sublevel.training import pick_device, seed_everything
+    from sublevel.runtime import pick_device, seed_everything
 
     exp = Experiment.from_json(args.spec)
     device = pick_device(args.device)

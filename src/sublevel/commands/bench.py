@@ -10,7 +10,7 @@ COMPILE_MODES = ["none", "default", "reduce-overhead", "max-autotune-no-cudagrap
 
 def bench(args) -> None:
     from sublevel import bench
-    from sublevel.training import pick_device, seed_everything
+    from sublevel.runtime import pick_device, seed_everything
 
     device = pick_device(args.device)
     seed_everything(device=device)  # the settings a pipeline job trains under (deterministic kernels on CUDA)
