@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 CORES  ?= all
 BIN    := $(VENV)/bin
 
-.PHONY: run report pull test venv lint clean-results
+.PHONY: run report pull test venv lint docs clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ pull: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# The benchmark tables from bench/results/*.json (docs/results.md comes from `sublevel reproduce --format markdown`)
+docs: venv
+	{ echo "# Benchmark tables"; echo; echo "Every \`sublevel bench\` report under bench/results/, as \`make docs\` renders it (\`sublevel bench-table\`)."; \
+	  echo; $(BIN)/sublevel bench-table bench/results/*.json; } > docs/benchmark-tables.md.tmp
+	mv docs/benchmark-tables.md.tmp docs/benchmark-tables.md
 
 lint: venv
 	$(BIN)/snakemake -n

@@ -23,13 +23,13 @@ include: "workflow/rules/analysis.smk"
 
 
 rule all:
+    default_target: True
     input:
         PLAN.dense_outputs(),
         PLAN.imp_outputs(),
         PLAN.subspace_outputs(),
         PLAN.analysis_outputs(),
         refine_plans,
-    default_target: True
 
 
 # Every job that runs a network (dense training, scores, IMP with its baselines and barriers, the sweeps with

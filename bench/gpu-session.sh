@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the README on a lent GPU machine (no registry there; its Python has torch).
-# Here first:  ../shared/tools/gpu-wheels.sh .whl   (and "/.whl/" in .git/info/exclude)
-# Then, through the device tool, with carry [".whl"], one part per call (each fits a 10-minute call), each
-# command starting with SUBLEVEL_COMMIT=$(git rev-parse --short HEAD) as typed here (the device's copy of
-# .git can be older than the tree it runs; without it the JSON says "+dirty" then):
+# Every GPU measurement of docs/benchmarks.md, on a GPU machine whose Python has torch but no package registry.
+# On a machine with one, gather the other wheels first:  ../shared/tools/gpu-wheels.sh .whl
+# Then, on the GPU machine, from a copy of the tree with .whl/ in it, one part per command (each within
+# 10 minutes), each prefixed with SUBLEVEL_COMMIT=$(git rev-parse --short HEAD) where the copy has no .git of
+# its tree (the JSON says "+dirty" otherwise):
 #   bash bench/gpu-session.sh bench      # start-up costs, subspace suite (Fastfood, dense) + profile: ~8 min
 #   bash bench/gpu-session.sh fastfood   # the subspace suite's Fastfood rows + profile only: ~3 min
 #   bash bench/gpu-session.sh suites     # Fastfood under TF32, dense ResNet-20, IMP runs: ~3 min
@@ -11,12 +11,12 @@
 #   bash bench/gpu-session.sh cudagraphs # the same in mode reduce-overhead (CUDA graphs)
 #   bash bench/gpu-session.sh pipeline   # the default config with --resources gpu=1, timed (resumes if cut);
 #                                        # GPU_SLOTS=4 lets four jobs share the one GPU
-#   bash bench/gpu-session.sh acceptance # #6's two open checks in one call, for a 15-minute device budget:
-#                                        # the Fastfood rows, then the pipeline for the rest of ~9.5 minutes
-# Each bench JSON is written straight to $OUT (so a call cut at its limit still brings back what finished),
+#   bash bench/gpu-session.sh acceptance # the Fastfood rows at every d, then the pipeline for the rest of
+#                                        # ~9.5 minutes
+# Each bench JSON is written straight to $OUT (so a command cut at its limit still leaves what finished),
 # everything printed to $OUT/session-<part>.txt, and the pipeline's snakemake output, job logs and Snakemake's
-# job records to $OUT/ (a device call brings back 8 files at most). Here, afterwards:
-#   mkdir -p /tmp/gpu/.snakemake && tar xzf <files_at>/metadata.tgz -C /tmp/gpu/.snakemake
+# job records to $OUT/ as three files. Back on the CPU machine:
+#   mkdir -p /tmp/gpu/.snakemake && tar xzf <OUT>/metadata.tgz -C /tmp/gpu/.snakemake
 #   .venv/bin/sublevel jobs --root /tmp/gpu      # what each GPU job took, per rule, beside `sublevel jobs` here
 set -uo pipefail
 part=${1:-bench}
@@ -44,10 +44,10 @@ bench="python3 -m sublevel bench"
 startup() {  # what each pipeline job pays before its first step: imports, CUDA context, deterministic mode
   python3 - <<'PY' 2>&1 | tee -a "$log"
 import time; t0 = time.perf_counter()
-import torch, zarr, sublevel.training as tr; t1 = time.perf_counter()
+import torch, zarr, sublevel.training, sublevel.runtime as rt; t1 = time.perf_counter()
 import torch._dynamo; t2 = time.perf_counter()  # torch.optim and torch.func.vmap import it on first use
 torch.zeros(1, device="cuda"); torch.cuda.synchronize(); t3 = time.perf_counter()
-tr.seed_everything(1, torch.device("cuda")); (torch.ones(64, 64, device="cuda") @ torch.ones(64, 64, device="cuda")).sum().item()
+rt.seed_everything(1, torch.device("cuda")); (torch.ones(64, 64, device="cuda") @ torch.ones(64, 64, device="cuda")).sum().item()
 t4 = time.perf_counter()
 print(f"startup: imports {t1 - t0:.2f} s, torch._dynamo {t2 - t1:.2f} s, CUDA context {t3 - t2:.2f} s, "
       f"deterministic mode + first matmul {t4 - t3:.2f} s")
@@ -55,11 +55,10 @@ PY
 }
 
 pipeline() {  # the default config on the GPU for at most $1 seconds
-  # polars and duckdb do not fit the carry: target compute_all, every job that runs a network (the analysis
+  # target compute_all, every job that runs a network, so polars and duckdb need not be there (the analysis
   # tables and figures run on the CPU afterwards; --omit-from analyse_subspace would also drop the refinement
-  # rounds, which are decided after a checkpoint). A call cut at its limit leaves results/ on the machine, which
-  # stays warm for only 30 s after a call: the same part called again at once resumes (--rerun-incomplete),
-  # and the wall times of the calls add up.
+  # rounds, which are decided after a checkpoint). A command cut at its limit leaves results/ behind: the same
+  # part run again resumes (--rerun-incomplete), and the wall times of the runs add up.
   local start=$(date +%s)
   timeout "$1" snakemake compute_all --cores 16 --resources gpu=${GPU_SLOTS:-1} --rerun-incomplete \
     > "$out/snakemake.txt" 2>&1
@@ -70,7 +69,7 @@ pipeline() {  # the default config on the GPU for at most $1 seconds
 }
 case $part in
 bench)
-  startup; startup  # twice: the first process after the install also writes the carried packages' bytecode
+  startup; startup  # twice: the first process after the install also writes the installed packages' bytecode
   TIMEFORMAT="startup: python -m sublevel --help %R s"; { time python3 -m sublevel --help > /dev/null; } 2>&1 \
     | tee -a "$log"
   $bench --projections fastfood dense --steps 40 --loop-steps 60 --profile-steps 20 --out "$json.json" 2>&1 \

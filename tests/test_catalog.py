@@ -202,3 +202,17 @@ def test_imp_files_of_the_layout_before_rewind_steps_are_left_out_and_named(proj
     assert "2 IMP table file(s) of the layout before rewind_step=<k> left out" in found.damage_line()
     cli.main(["query", "select count(*) from imp", "--root", str(project)])
     assert "left out of every view" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback(tmp_path):
+    """`sublevel views | head -1`: the closed pipe is the reader's choice, not an error to report."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "sublevel"), "views", "--root", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the command has written a line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE and "Traceback" not in err, err

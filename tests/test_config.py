@@ -324,3 +324,14 @@ def test_check_config_gives_one_line_and_exit_2_never_a_traceback(tmp_path, caps
     assert cli.main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sublevel check-config: config error") and message in err and "\n" not in err, err
+
+
+def test_config_readme_names_every_preset_and_every_key_group(root):
+    text = (root / "config" / "README.md").read_text()
+    presets = sorted(str(p.relative_to(root / "config")) for p in (root / "config").rglob("*.yaml"))
+    assert [p for p in presets if f"`{p}`" not in text] == []
+    for p in presets:
+        config.load(root / "config" / p)  # every preset it describes is a valid config
+    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    groups = list(schema["properties"]) + list(schema["$defs"]["experiment"]["properties"])
+    assert [g for g in groups if f"`{g}`" not in text] == []

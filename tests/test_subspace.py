@@ -365,8 +365,12 @@ def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path, capsys):
     table = bench.markdown(saved).splitlines()
     assert table[2].startswith("| projection | d |") and len(table) == 4 + 2
     assert table[4].startswith("| fastfood | 4 |") and "of bandwidth" not in table[4]  # no peak known for a CPU
-    assert cli.main(["bench-table", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == "\n".join(table)
+    other = tmp_path / "transition.json"  # another script's JSON beside it is named and left out
+    other.write_text(json.dumps({"suite": "transition", "device_name": "cpu", "rows": []}))
+    assert cli.main(["bench-table", str(out), str(other)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.strip() == "`bench.json`: " + "\n".join(table)
+    assert "transition.json: not a `sublevel bench` report" in printed.err
 
 
 def test_bench_profile_uses_one_projection_and_survives_a_halved_batch(monkeypatch):

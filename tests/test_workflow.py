@@ -35,6 +35,13 @@ def test_default_config_dry_run_and_lint_are_clean():
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
+def test_the_snakefiles_are_formatted_by_snakefmt():
+    """The snakemake-workflows convention, at pyproject.toml's [tool.snakefmt] line length."""
+    fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
 @pytest.mark.slow
 def test_report_shows_every_figure_in_a_real_browser(smoke_run):
     """snakemake --report: one self-contained HTML file; headless Chromium decodes every figure in it."""

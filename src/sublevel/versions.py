@@ -2,6 +2,4 @@
 them: a rule passes its version as a param, and Snakemake reruns a job whose stored outputs an older version
 wrote (params are one of its rerun triggers)."""
 
-PROJECTIONS = 3  # seed -> P (sublevel.projections); 2 (2026-11-23): Fastfood's blocks share H B w, and their
-# permutations are drawn by one argsort per run; 3 (2026-12-03): a dense P is drawn in row blocks, each by its own
-# generator, on all threads, and normalised with float64 column sums (Fastfood's P is unchanged from 2)
+PROJECTIONS = 3  # seed -> P (sublevel.projections); what each version changed: CHANGELOG.md

@@ -5,7 +5,6 @@
 
 
 rule analyse_subspace:
-    localrule: True
     input:
         runs=lambda w: PLAN.subspace_tables(w.experiment, plan_of),
         train=lambda w: PLAN.train_tables(w.experiment),
@@ -14,10 +13,11 @@ rule analyse_subspace:
         threshold=str(paths.table("threshold", experiment="{experiment}")),
     log:
         str(paths.log("analysis", "{experiment}", "subspace")),
-    params:
-        spec=spec_for("analysis"),
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("analysis"),
     shell:
         "python -m sublevel analyse-subspace --spec {params.spec:q} --runs {input.runs:q} --train {input.train:q}"
         " --success {output.success:q} --threshold {output.threshold:q} > {log:q} 2>&1"
@@ -31,14 +31,14 @@ rule hessian_dense:
         table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="dense")),
     log:
         str(paths.log("hessian", "{experiment}", "{seed}", "dense")),
-    params:
-        spec=spec_for("hessian"),
-        device=config["device"],
+    conda:
+        "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("hessian"),
+        device=config["device"],
     shell:
         "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " --trajectory {input.trajectory:q} --table {output.table:q} --device {params.device:q} --threads {threads}"
@@ -51,18 +51,26 @@ rule hessian_imp:
         data=dataset_of,
         levels=lambda w: str(paths.level_store(w.experiment, w.rewind_step, w.seed, "imp", w.level)),
     output:
-        table=str(paths.table("hessian", experiment="{experiment}", seed="{seed}", source="imp",
-                              rewind_step="{rewind_step}", level="{level}")),
+        table=str(
+            paths.table(
+                "hessian",
+                experiment="{experiment}",
+                seed="{seed}",
+                source="imp",
+                rewind_step="{rewind_step}",
+                level="{level}",
+            )
+        ),
     log:
         str(paths.log("hessian", "{experiment}", "{seed}", "imp", "rewind{rewind_step}", "{level}")),
-    params:
-        spec=spec_for("hessian_imp"),
-        device=config["device"],
+    conda:
+        "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("hessian_imp"),
+        device=config["device"],
     shell:
         "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " --levels {input.levels:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
@@ -77,39 +85,42 @@ rule scores:
         table=str(paths.table("scores", experiment="{experiment}")),
     log:
         str(paths.log("scores", "{experiment}")),
-    params:
-        spec=spec_for("scores"),
-        device=config["device"],
+    conda:
+        "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("scores"),
+        device=config["device"],
     shell:
         "python -m sublevel scores --spec {params.spec:q} --data {input.data:q} --trajectories {input.trajectories:q}"
         " --out {output.store:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule figure:
-    localrule: True
     input:
         unpack(lambda w: PLAN.figure_tables(w.experiment, w.figure)),
     output:
-        png=report(str(paths.figure("{experiment}", "{figure}")), caption="../report/figure.rst",
-                   category="{experiment}", labels={"figure": "{figure}"}),
+        png=report(
+            str(paths.figure("{experiment}", "{figure}")),
+            caption="../report/figure.rst",
+            category="{experiment}",
+            labels={"figure": "{figure}"},
+        ),
         svg=str(paths.figure("{experiment}", "{figure}", "svg")),
     log:
         str(paths.log("figures", "{experiment}", "{figure}")),
-    params:
-        tables=lambda w, input: [word for name, files in input.items() for word in (f"--{name}", *files)],
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
+    params:
+        tables=lambda w, input: [word for name, files in input.items() for word in (f"--{name}", *files)],
     shell:
         "python -m sublevel figure {wildcards.figure:q} --out {output.png:q} {params.tables:q} > {log:q} 2>&1"
 
 
 rule export:
-    localrule: True
     input:
         tables=PLAN.result_tables(),
     output:
@@ -117,6 +128,7 @@ rule export:
         plots=directory(str(paths.PLOTS)),
     log:
         str(paths.log("export", "summary")),
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
     shell:
@@ -124,7 +136,6 @@ rule export:
 
 
 rule reproduction:
-    localrule: True
     input:
         tables=PLAN.result_tables(),
         targets=str(paths.TARGETS),
@@ -132,6 +143,7 @@ rule reproduction:
         report(str(paths.REPRODUCTION), caption="../report/reproduction.rst", category="Reproductions"),
     log:
         str(paths.log("export", "reproduction")),
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
     shell:

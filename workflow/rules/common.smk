@@ -19,6 +19,7 @@ try:
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
+
 # Jobs run `python -m sublevel` with the interpreter that runs snakemake first on PATH (a conda
 # env from --sdm conda still comes first), so they see the same install without an activated venv.
 envvars:

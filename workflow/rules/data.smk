@@ -3,14 +3,14 @@
 
 
 rule prepare_data:
-    localrule: True
     output:
         store=directory(str(paths.dataset_store("{dataset}"))),
     log:
         str(paths.log("data", "{dataset}")),
-    params:
-        spec=json.dumps(config["data"], sort_keys=True),
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
+    params:
+        spec=json.dumps(config["data"], sort_keys=True),
     shell:
         "python -m sublevel prepare-data {wildcards.dataset:q} --spec {params.spec:q} --out {output.store:q} > {log:q} 2>&1"

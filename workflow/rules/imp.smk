@@ -13,6 +13,7 @@
 # imp_level_<experiment>_block<j>, ... Appending seeds to imp.seeds leaves the full blocks' jobs as they were;
 # appending a method to imp.baselines adds that method's jobs only.
 for _name, _block, _seeds in PLAN.imp_blocks():
+
     rule:
         name:
             f"imp_level_{_name}_block{_block}"
@@ -26,19 +27,19 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             tables=PLAN.chain_tables(_name, _seeds, "imp", "imp"),
         log:
             str(paths.log("imp", _name, "rewind{rewind_step}", f"block{_block}", "imp", "{level}")),
+        conda:
+            "../envs/sublevel.yaml"
+        threads: config["threads"]
+        resources:
+            gpu=GPU,
+            runtime=240,  # minutes, for cluster executors (profiles/slurm)
+            mem_mb=8000,
         params:
             seeds=[str(s) for s in _seeds],
             diet=optional_flag("--diet", "diet"),
             previous=optional_flag("--previous", "previous"),
             spec=spec_for("imp", _name),
             device=config["device"],
-        threads: config["threads"]
-        resources:
-            gpu=GPU,
-            runtime=240,  # minutes, for cluster executors (profiles/slurm)
-            mem_mb=8000,
-        conda:
-            "../envs/sublevel.yaml"
         shell:
             "python -m sublevel imp-level --spec {params.spec:q} --seeds {params.seeds:q} --level {wildcards.level:q}"
             " --data {input.data:q} --trajectory {input.trajectory:q} {params.previous:q} --out {output.stores:q}"
@@ -57,18 +58,18 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             tables=PLAN.chain_tables(_name, _seeds, "imp", "baselines", "{method}"),
         log:
             str(paths.log("imp", _name, "rewind{rewind_step}", f"block{_block}", "baselines", "{method}", "{level}")),
-        params:
-            seeds=[str(s) for s in _seeds],
-            diet=optional_flag("--diet", "diet"),
-            spec=spec_for("imp", _name),
-            device=config["device"],
+        conda:
+            "../envs/sublevel.yaml"
         threads: config["threads"]
         resources:
             gpu=GPU,
             runtime=480,  # minutes, for cluster executors (profiles/slurm)
             mem_mb=8000,
-        conda:
-            "../envs/sublevel.yaml"
+        params:
+            seeds=[str(s) for s in _seeds],
+            diet=optional_flag("--diet", "diet"),
+            spec=spec_for("imp", _name),
+            device=config["device"],
         shell:
             "python -m sublevel imp-baselines --methods {wildcards.method:q} --spec {params.spec:q}"
             " --seeds {params.seeds:q} --data {input.data:q} --trajectory {input.trajectory:q} --ticket {input.ticket:q}"
@@ -88,18 +89,18 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             tables=PLAN.chain_tables(_name, _seeds, "barrier", "instability"),
         log:
             str(paths.log("barrier", _name, "rewind{rewind_step}", f"block{_block}", "instability", "{level}")),
-        params:
-            seeds=[str(s) for s in _seeds],
-            diet=optional_flag("--diet", "diet"),
-            spec=spec_for("imp", _name),
-            device=config["device"],
+        conda:
+            "../envs/sublevel.yaml"
         threads: config["threads"]
         resources:
             gpu=GPU,
             runtime=240,  # minutes, for cluster executors (profiles/slurm)
             mem_mb=8000,
-        conda:
-            "../envs/sublevel.yaml"
+        params:
+            seeds=[str(s) for s in _seeds],
+            diet=optional_flag("--diet", "diet"),
+            spec=spec_for("imp", _name),
+            device=config["device"],
         shell:
             "python -m sublevel barrier --kind instability --spec {params.spec:q} --seeds {params.seeds:q}"
             " --data {input.data:q} --trajectory {input.trajectory:q} --dense {input.dense:q} --a {input.level:q}"
@@ -118,15 +119,15 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             tables=PLAN.chain_tables(_name, _seeds, "barrier", "imp_successive"),
         log:
             str(paths.log("barrier", _name, "rewind{rewind_step}", f"block{_block}", "imp_successive", "{level}")),
+        conda:
+            "../envs/sublevel.yaml"
+        threads: config["threads"]
+        resources:
+            gpu=GPU,
         params:
             seeds=[str(s) for s in _seeds],
             spec=spec_for("imp", _name),
             device=config["device"],
-        threads: config["threads"]
-        resources:
-            gpu=GPU,
-        conda:
-            "../envs/sublevel.yaml"
         shell:
             "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {params.seeds:q}"
             " --data {input.data:q} --trajectory {input.trajectory:q} --dense {input.dense:q} --a {input.previous:q}"
@@ -141,15 +142,15 @@ rule data_diet:
         start=directory(str(paths.diet_start("{experiment}", "{rewind_step}", "{seed}"))),
     log:
         str(paths.log("imp", "{experiment}", "rewind{rewind_step}", "{seed}", "diet")),
+    conda:
+        "../envs/sublevel.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
     params:
         spec=spec_for("imp"),
         device=config["device"],
         scores=optional_flag("--scores", "scores"),
-    threads: config["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
     shell:
         "python -m sublevel data-diet --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " {params.scores:q} --out {output.start:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"

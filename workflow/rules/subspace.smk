@@ -10,12 +10,22 @@ rule subspace_sweep:
     input:
         data=dataset_of,
         trajectory=sweep_trajectory,
-        plan=lambda w: ([str(paths.refine_plan(w.experiment, w.kind, w.burnin_step, int(w.round) - 1))]
-                      if int(w.round) > 0 else []),
+        plan=lambda w: (
+            [str(paths.refine_plan(w.experiment, w.kind, w.burnin_step, int(w.round) - 1))] if int(w.round) > 0 else []
+        ),
     output:
         store=directory(str(paths.sweep_store("{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "{block}"))),
-        table=str(paths.table("subspace", experiment="{experiment}", kind="{kind}", burnin_step="{burnin_step}",
-                              round="{round}", d="{d}", block="{block}")),
+        table=str(
+            paths.table(
+                "subspace",
+                experiment="{experiment}",
+                kind="{kind}",
+                burnin_step="{burnin_step}",
+                round="{round}",
+                d="{d}",
+                block="{block}",
+            )
+        ),
     log:
         str(paths.log("subspace", "{experiment}", "{kind}", "{burnin_step}", "{round}", "{d}", "block{block}")),
     wildcard_constraints:
@@ -24,16 +34,16 @@ rule subspace_sweep:
         round=r"\d+",
         d=r"\d+",
         block=r"\d+",
+    conda:
+        "../envs/sublevel.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
     params:
         spec=spec_for("subspace"),
         seeds=lambda w: PLAN.sweep_seeds(w.experiment, w.block),
         device=config["device"],
         projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
-    threads: config["threads"]
-    resources:
-        gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
     shell:
         "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind:q}"
         " --burnin-step {wildcards.burnin_step:q} --round {wildcards.round:q} --dims {wildcards.d:q}"
@@ -43,11 +53,13 @@ rule subspace_sweep:
 
 
 checkpoint refine_plan:
-    localrule: True
     input:
         trajectory=sweep_trajectory,
-        tables=lambda w: [f for r in range(int(w.round) + 1)
-                          for f in PLAN.round_tables(w.experiment, w.kind, w.burnin_step, r, plan_of)],
+        tables=lambda w: [
+            f
+            for r in range(int(w.round) + 1)
+            for f in PLAN.round_tables(w.experiment, w.kind, w.burnin_step, r, plan_of)
+        ],
     output:
         plan=str(paths.refine_plan("{experiment}", "{kind}", "{burnin_step}", "{round}")),
     log:
@@ -56,10 +68,11 @@ checkpoint refine_plan:
         kind="random|burnin|lottery",
         burnin_step=r"\d+",
         round=r"\d+",
-    params:
-        spec=spec_for("refine"),
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("refine"),
     shell:
         "python -m sublevel refine-plan --spec {params.spec:q} --kind {wildcards.kind:q}"
         " --trajectory {input.trajectory:q} --round {wildcards.round:q} --tables {input.tables:q} --out {output.plan:q}"
@@ -67,24 +80,25 @@ checkpoint refine_plan:
 
 
 rule subspace_tickets:
-    localrule: True
     input:
         imp=lambda w: [f for f in PLAN.imp_tables(w.experiment, w.burnin_step)["imp"] if "stage=imp" in f],
     output:
-        table=str(paths.table("subspace", experiment="{experiment}", kind="ticket", burnin_step="{burnin_step}", round=0)),
+        table=str(
+            paths.table("subspace", experiment="{experiment}", kind="ticket", burnin_step="{burnin_step}", round=0)
+        ),
     log:
         str(paths.log("subspace", "{experiment}", "ticket", "{burnin_step}")),
-    params:
-        spec=spec_for("tickets"),
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("tickets"),
     shell:
         "python -m sublevel subspace-tickets --spec {params.spec:q} --imp {input.imp:q} --table {output.table:q}"
         " > {log:q} 2>&1"
 
 
 rule sweep_summary:
-    localrule: True
     input:
         tables=lambda w: sweep_rounds(w)["tables"],
         plans=lambda w: sweep_rounds(w)["plans"],
@@ -95,6 +109,7 @@ rule sweep_summary:
     wildcard_constraints:
         kind="random|burnin|lottery",
         burnin_step=r"\d+",
+    localrule: True
     conda:
         "../envs/sublevel.yaml"
     shell:

@@ -9,14 +9,14 @@ rule train_dense:
         table=str(paths.table("train", experiment="{experiment}", seed="{seed}")),
     log:
         str(paths.log("train", "{experiment}", "{seed}")),
-    params:
-        spec=spec_for("dense"),
-        device=config["device"],
+    conda:
+        "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("dense"),
+        device=config["device"],
     shell:
         "python -m sublevel train --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " --trajectory {output.trajectory:q} --table {output.table:q} --device {params.device:q} --threads {threads}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 COMPILE_MODES = ["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"]
@@ -32,9 +33,18 @@ def bench(args) -> None:
 
 
 def bench_table(args) -> None:
+    """The reports of `sublevel bench`'s suites as markdown tables; another script's JSON (bench/*.py) is named
+    and left out."""
     from sublevel import bench
 
-    print("\n\n".join(bench.markdown(json.loads(Path(f).read_text())) for f in args.reports))
+    tables = []
+    for f in args.reports:
+        report = json.loads(Path(f).read_text())
+        if "device_name" in report and report.get("suite", "subspace") in bench.SUITES:
+            tables.append(f"`{Path(f).name}`: " + bench.markdown(report))
+        else:
+            print(f"{f}: not a `sublevel bench` report (suite {report.get('suite')!r}): left out", file=sys.stderr)
+    print("\n\n".join(tables))
 
 
 def register(sub) -> None:
