@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sublevel import config, datasets, paths
@@ -38,6 +39,23 @@ def mnist1d_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mnist1d(mnist1d_store):
     return datasets.load(mnist1d_store)
+
+
+def train_row(**over):
+    """One row of the `train` table, with `over` replacing columns."""
+    base = dict(experiment="e", dataset="mnist1d", model="mlp", num_params=10, seed=0, data_seed=0, step=0,
+                epoch=0.0, split="train", loss=1.0, accuracy=0.5, lr=0.1, diverged=False, device="cpu")
+    return {**base, **over}
+
+
+def dense_trajectory(exp, data, tmp_path, seed=0):
+    """A dense run of `exp` on the CPU, stored and read back as a trajectory."""
+    from sublevel import training, trajectory
+
+    _, run = training.train(exp, data, seed, seed, torch.device("cpu"), progress=False)
+    path = tmp_path / f"traj{seed}.zarr"
+    trajectory.write(path, steps=run.steps, params=run.params, buffers=run.buffers, attrs={})
+    return trajectory.read(path)
 
 
 def make_experiment(**overrides):
@@ -151,3 +169,10 @@ def smoke_copy(smoke_run, tmp_path):
     copy = tmp_path / "work"
     shutil.copytree(work, copy, symlinks=True)
     return copy, cfg
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs the whole pipeline run (the smoke_run fixture, or a copy of it) is slow, marked or not."""
+    for item in items:
+        if {"smoke_run", "smoke_copy"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

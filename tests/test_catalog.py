@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sublevel import catalog, cli, paths, schema, storage
-from test_storage import row
+from conftest import train_row
 
 
 @pytest.fixture
@@ -54,15 +54,15 @@ def test_jobs_view_is_empty_before_snakemake_ran_then_one_row_per_job(project):
 
 
 def test_views_union_all_jobs_files(project):
-    write(project, "a", 0, [row(experiment="a"), row(experiment="a", step=10)])
-    write(project, "b", 1, [row(experiment="b", seed=1)])
+    write(project, "a", 0, [train_row(experiment="a"), train_row(experiment="a", step=10)])
+    write(project, "b", 1, [train_row(experiment="b", seed=1)])
     df = catalog.query("select experiment, count(*) n from train group by 1 order by 1", project)
     assert df.rows() == [("a", 2), ("b", 1)]
 
 
 def test_union_by_name_tolerates_an_older_file_without_a_column(project):
-    write(project, "a", 0, [row(experiment="a")])
-    old = pa.Table.from_pylist([{k: v for k, v in row(experiment="old").items() if k != "device"}])
+    write(project, "a", 0, [train_row(experiment="a")])
+    old = pa.Table.from_pylist([{k: v for k, v in train_row(experiment="old").items() if k != "device"}])
     path = project / paths.table("train", experiment="old", seed=0)
     path.parent.mkdir(parents=True)
     pq.write_table(old, path)
@@ -71,7 +71,7 @@ def test_union_by_name_tolerates_an_older_file_without_a_column(project):
 
 
 def test_half_written_files_are_not_read(project):
-    write(project, "a", 0, [row(experiment="a")])
+    write(project, "a", 0, [train_row(experiment="a")])
     tmp = project / paths.table("train", experiment="b", seed=0)
     tmp = tmp.with_name(f".{tmp.name}.tmp-123")
     tmp.parent.mkdir(parents=True)
@@ -80,7 +80,7 @@ def test_half_written_files_are_not_read(project):
 
 
 def test_cli_query_formats(project, capsys, monkeypatch):
-    write(project, "a", 0, [row(experiment="a", accuracy=0.25), row(experiment="a", step=3, accuracy=0.75)])
+    write(project, "a", 0, [train_row(experiment="a", accuracy=0.25), train_row(experiment="a", step=3, accuracy=0.75)])
     monkeypatch.chdir(project / "workflow")  # the root is found from a subdirectory
     assert cli.main(["query", "select step, accuracy from train order by step", "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["step,accuracy", "0,0.25", "3,0.75"]
@@ -100,7 +100,7 @@ def test_cli_query_bad_sql_exits_non_zero_with_duckdbs_message(project):
 def test_views_sql_runs_in_a_plain_duckdb(project, capsys):
     import duckdb
 
-    write(project, "a", 0, [row(experiment="a")])
+    write(project, "a", 0, [train_row(experiment="a")])
     cli.main(["views", "--root", str(project)])
     con = duckdb.connect()
     con.execute(capsys.readouterr().out)
@@ -121,7 +121,7 @@ def test_summary_on_a_project_with_no_results(project, capsys):
     "explain analyze create table t as select 1", "call pragma_version()",
 ])
 def test_query_refuses_every_statement_that_is_not_a_read_and_changes_nothing(project, sql):
-    write(project, "a", 0, [row(experiment="a")])
+    write(project, "a", 0, [train_row(experiment="a")])
     before = {p: p.read_bytes() for p in (project / "results").rglob("*") if p.is_file()}
     with pytest.raises(SystemExit) as e:
         cli.main(["query", sql, "--root", str(project)])
@@ -133,7 +133,7 @@ def test_query_refuses_every_statement_that_is_not_a_read_and_changes_nothing(pr
 @pytest.mark.parametrize("sql", ["describe train", "summarize train", "show tables", "from train",
                                  "explain analyze select count(*) from train", "with a as (select 1) select * from a"])
 def test_query_runs_every_kind_of_read(project, sql):
-    write(project, "a", 0, [row(experiment="a")])
+    write(project, "a", 0, [train_row(experiment="a")])
     assert catalog.query(sql, project).height > 0
 
 

@@ -5,8 +5,7 @@ import torch
 
 from sublevel import bench, cli, datasets, ensemble, imp, models, pruning, runtime, training
 from sublevel.training import Start
-from conftest import make_experiment
-from test_imp import dense
+from conftest import dense_trajectory, make_experiment
 
 CPU = torch.device("cpu")
 
@@ -114,7 +113,7 @@ def test_runs_trained_together_share_their_first_step(mnist1d):
 
 def test_imp_chains_baselines_and_copies_of_two_seeds_equal_each_chain_alone(mnist1d, tmp_path):
     exp = make_experiment(imp={"levels": 1, "rewind": 5, "alphas": 3, "baselines": ["random_prune", "oneshot"]})
-    trajs = {s: dense(exp, mnist1d, tmp_path, seed=s) for s in (0, 1)}
+    trajs = {s: dense_trajectory(exp, mnist1d, tmp_path, seed=s) for s in (0, 1)}
     zero = imp.imp_levels(exp, mnist1d, [imp.Chain(s, trajs[s]) for s in (0, 1)], 0, CPU, progress=False)
     one = imp.imp_levels(exp, mnist1d, [imp.Chain(s, trajs[s], z) for s, z in zip((0, 1), zero)], 1, CPU,
                          progress=False)
@@ -194,7 +193,7 @@ def test_bench_suites_for_dense_precision_and_imp_runs_on_cpu():
 
 def test_imp_runs_that_run_out_of_memory_together_are_split(mnist1d, tmp_path, monkeypatch):
     exp = make_experiment(imp={"levels": 1, "rewind": 5, "baselines": ["random_prune", "oneshot"]})
-    traj = dense(exp, mnist1d, tmp_path)
+    traj = dense_trajectory(exp, mnist1d, tmp_path)
     ticket = imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)
     chains = [imp.Chain(0, traj, ticket)]
     whole = imp.baselines(["random_prune", "oneshot"], exp, mnist1d, chains, CPU, progress=False)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from sublevel import connectivity, functional, imp, models, pruning, runtime, trajectory, training
+from sublevel import connectivity, functional, imp, models, pruning, runtime, training
 from sublevel.training import Start
-from conftest import make_experiment
+from conftest import dense_trajectory, make_experiment
 
 CPU = torch.device("cpu")
 IMP = {"levels": 3, "rewind": 5, "alphas": 5}
@@ -13,13 +13,6 @@ IMP = {"levels": 3, "rewind": 5, "alphas": 5}
 @pytest.fixture(autouse=True)
 def _deterministic():
     runtime.seed_everything(1)
-
-
-def dense(exp, data, tmp_path, seed=0):
-    _, run = training.train(exp, data, seed, seed, CPU, progress=False)
-    path = tmp_path / f"traj{seed}.zarr"
-    trajectory.write(path, steps=run.steps, params=run.params, buffers=run.buffers, attrs={})
-    return trajectory.read(path)
 
 
 def test_pruned_weights_are_exactly_zero_after_training(mnist1d):
@@ -45,7 +38,7 @@ def test_restarting_from_a_checkpoint_replays_the_dense_run(mnist1d):
 
 def test_level_zero_without_rewinding_is_the_dense_run(mnist1d, tmp_path):
     exp = make_experiment(imp={"levels": 1, "rewind": 0})
-    traj = dense(exp, mnist1d, tmp_path)
+    traj = dense_trajectory(exp, mnist1d, tmp_path)
     zero = imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)
     # the same run, trained through the batched trainer: equal up to float rounding
     torch.testing.assert_close(zero.weights, torch.from_numpy(traj.params(int(traj.steps[-1]))), rtol=0, atol=1e-5)
@@ -54,7 +47,7 @@ def test_level_zero_without_rewinding_is_the_dense_run(mnist1d, tmp_path):
 
 def test_chain_levels_baselines_and_a_resumed_chain(mnist1d, tmp_path):
     exp = make_experiment(imp=IMP)
-    traj = dense(exp, mnist1d, tmp_path)
+    traj = dense_trajectory(exp, mnist1d, tmp_path)
     chain = [imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)]
     for level in range(1, 4):
         chain.append(imp.imp_level(exp, mnist1d, traj, 0, level, chain[-1], CPU, progress=False))
@@ -123,7 +116,7 @@ def test_batched_alpha_grid_equals_one_alpha_at_a_time(name, shape, kwargs):
 
 def test_instability_and_successive_rows(mnist1d, tmp_path):
     exp = make_experiment(imp=IMP)
-    traj = dense(exp, mnist1d, tmp_path)
+    traj = dense_trajectory(exp, mnist1d, tmp_path)
     zero = imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, progress=False)
     one = imp.imp_level(exp, mnist1d, traj, 0, 1, zero, CPU, progress=False)
     [rows] = imp.instability(exp, mnist1d, [imp.Chain(0, traj, one)], [zero], CPU, progress=False)

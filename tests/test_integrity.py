@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sublevel import cli, integrity, paths, storage, trajectory
-from test_storage import row
+from conftest import train_row
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def project(tmp_path):
                          params=[np.ones(500, np.float32), np.zeros(500, np.float32)],
                          buffers=[np.zeros(0), np.zeros(0)], attrs={})
     for seed in (0, 1):
-        storage.write_table("train", [row(seed=seed)], tmp_path / paths.table("train", experiment="e", seed=seed))
+        storage.write_table("train", [train_row(seed=seed)], tmp_path / paths.table("train", experiment="e", seed=seed))
     plan = tmp_path / paths.refine_plan("e", "random", 0, 0)
     plan.parent.mkdir(parents=True, exist_ok=True)
     plan.write_text('{"dims": []}')

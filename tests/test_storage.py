@@ -10,12 +10,7 @@ import pytest
 import zarr
 
 from sublevel import schema, storage, trajectory
-
-
-def row(**over):
-    base = dict(experiment="e", dataset="mnist1d", model="mlp", num_params=10, seed=0, data_seed=0, step=0,
-                epoch=0.0, split="train", loss=1.0, accuracy=0.5, lr=0.1, diverged=False, device="cpu")
-    return {**base, **over}
+from conftest import train_row
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
@@ -72,13 +67,13 @@ def test_a_stopped_job_whose_code_swallows_the_exit_still_ends_and_leaves_no_tem
 
 def test_write_table_enforces_the_schema(tmp_path):
     path = tmp_path / "train.parquet"
-    storage.write_table("train", [row(), row(step=5, split="test")], path)
+    storage.write_table("train", [train_row(), train_row(step=5, split="test")], path)
     table = pq.read_table(path)
     assert table.schema.equals(schema.TRAIN.schema) and table.num_rows == 2
     with pytest.raises(ValueError, match=r"missing columns \['loss'\]"):
-        storage.write_table("train", [{k: v for k, v in row().items() if k != "loss"}], path)
+        storage.write_table("train", [{k: v for k, v in train_row().items() if k != "loss"}], path)
     with pytest.raises(ValueError, match=r"unknown columns \['colour'\]"):
-        storage.write_table("train", [row(colour="red")], path)
+        storage.write_table("train", [train_row(colour="red")], path)
     assert pq.read_table(path).num_rows == 2  # the failed writes left the file alone
 
 

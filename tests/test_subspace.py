@@ -328,12 +328,21 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_runs(mnist1
                                                                      abs=1e-5)
 
 
-def test_runs_that_fit_follow_the_projection_size():
-    cpu = torch.device("cpu")
-    D = 266_610
+def test_a_batch_plans_within_its_share_of_free_memory_and_never_below_one_run(monkeypatch):
+    cpu, D, gib = torch.device("cpu"), 266_610, 1 << 30
     assert subspace.projection_bytes("dense", D, 10_000) == 4 * D * 10_000
-    assert subspace.runs_that_fit("dense", D, 10_000, cpu) < subspace.runs_that_fit("fastfood", D, 10_000, cpu)
-    assert subspace.runs_that_fit("dense", D, 10, cpu) >= 1
+    for free in (2 * gib, 16 * gib):
+        monkeypatch.setattr(subspace, "free_bytes", lambda device, free=free: free)
+        for kind, d in (("fastfood", 10), ("fastfood", 10_000), ("dense", 100)):
+            runs = subspace.runs_that_fit(kind, D, d, cpu, share=0.5)
+            per_run = subspace.projection_bytes(kind, D, d)
+            assert runs >= 2 and runs * per_run <= 0.5 * free  # the projections alone stay within the share
+        # one dense P at d = 10,000 (10.7 GB) exceeds either share: the batch still trains one run
+        assert subspace.runs_that_fit("dense", D, 10_000, cpu) == 1
+    monkeypatch.setattr(subspace, "free_bytes", lambda device: 2 * gib)
+    small = subspace.runs_that_fit("fastfood", D, 10, cpu)
+    monkeypatch.setattr(subspace, "free_bytes", lambda device: 16 * gib)
+    assert subspace.runs_that_fit("fastfood", D, 10, cpu) >= 7 * small  # eight times the memory, ~eight times the runs
 
 
 def test_huge_dense_projections_multiply_run_by_run_with_the_same_result(monkeypatch):

@@ -18,7 +18,7 @@ import torch
 import yaml
 import zarr
 
-from sublevel import catalog, datasets, imp, paths, subspace, training, trajectory
+from sublevel import catalog, config, datasets, imp, paths, subspace, training, trajectory
 from sublevel.config import Experiment
 from sublevel.functional import evaluate_many
 import headless as browser
@@ -79,9 +79,10 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
             assert (work / paths.trajectory(exp, seed) / "zarr.json").is_file()
             assert (work / paths.table("train", experiment=exp, seed=seed)).is_file()
             assert (work / paths.log("train", exp, seed)).is_file()
+    smoke = config.experiment(config.load(cfg), "smoke")
     t = trajectory.read(work / paths.trajectory("smoke", 0))
-    assert t.steps[0] == 0 and t.steps[-1] == 40 and t.params().shape == (len(t.steps), t.attrs["D"])
-    assert t.attrs["D"] == 40 * 16 + 16 + 16 * 10 + 10 and t.attrs["diverged"] is False
+    assert t.steps[0] == 0 and t.steps[-1] == smoke.train.steps and t.params().shape == (len(t.steps), t.attrs["D"])
+    assert t.attrs["D"] == smoke.num_params() and t.attrs["diverged"] is False
 
     con = catalog.connect(work)
     n, = con.execute("select count(*) from train where experiment = 'smoke'").fetchall()[0]
@@ -91,11 +92,13 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert flags == [("blowup", True, True), ("diet", False, False), ("rewinds", False, False), ("smoke", False, False)]
     assert trajectory.read(work / paths.trajectory("blowup", 0)).attrs["diverged"] is True
 
-    # IMP: levels 0..2 and four baselines per pruned level, barriers, figures (smoke.yaml: levels 2, seed 0)
+    # IMP: levels 0..L and every baseline per pruned level, barriers, figures, for each chain of smoke.yaml
     rows = con.execute("select method, level, round(sparsity, 4) from imp where experiment = 'smoke' "
                        "order by 1, 2").fetchall()
-    assert [r for r in rows if r[0] == "imp"] == [("imp", 0, 0.0), ("imp", 1, 0.2), ("imp", 2, 0.36)]
-    assert len(rows) == 3 + 4 * 2
+    imp = smoke.imp
+    assert [r for r in rows if r[0] == "imp"] == [("imp", lv, round(1 - (1 - imp.fraction) ** lv, 4))
+                                                  for lv in range(imp.levels + 1)]
+    assert len(rows) == len(imp.seeds) * (imp.levels + 1 + len(imp.baselines) * imp.levels)
     assert con.execute("select count(distinct sparsity) from imp where level = 2").fetchall() == [(1,)]
     kinds = con.execute("select kind, list(distinct level order by level) from barrier where experiment = 'smoke' "
                         "group by 1 order by 1").fetchall()
