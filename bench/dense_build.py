@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from sublevel import bench, projections
+import harness as bench  # bench/harness.py, beside this script
+from sublevel import projections
 
 
 def v2(D: int, d: int, seed: int) -> torch.Tensor:

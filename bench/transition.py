@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from sublevel import bench, config, datasets, paths, projections, subspace, trajectory
+import harness as bench  # bench/harness.py, beside this script
+from sublevel import config, datasets, paths, projections, subspace, trajectory
 from sublevel.runtime import seed_everything
 from sublevel.training import build_model
 
@@ -35,7 +36,7 @@ sub = exp.subspace
 traj = trajectory.read(root / paths.trajectory(exp.name, sub.dense_seed))
 model = build_model(exp, data, sub.dense_seed, torch.device("cpu"))
 anchor = torch.from_numpy(traj.params(0))
-# as subspace.sweep builds it, spelled out so the script also runs on checkouts whose class lived in subspace
+# as sweep.sweep builds it, spelled out so the script also runs on checkouts whose class lived in subspace
 spec = getattr(config, "SubspaceTrain", getattr(subspace, "SubspaceTrain", None))(
     sub.optimizer, sub.lr, sub.momentum, sub.steps, sub.batch_size, exp.train.eval_batch_size, sub.compile)
 seeds = list(range(args.seeds))

@@ -8,7 +8,7 @@ import scipy.linalg
 import torch
 import zarr
 
-from sublevel import models, projections, runtime, subspace, training
+from sublevel import models, projections, runtime, subspace, sweep, training
 from sublevel.config import ConfigError, RefineSpec, SubspaceTrain, Threshold
 from conftest import make_experiment
 
@@ -171,7 +171,7 @@ def test_more_dimensions_train_better(mnist1d):
 def test_lottery_basis_is_orthonormal_and_spans_the_trajectory():
     torch.manual_seed(0)
     params = torch.randn(6, 300)
-    V = subspace.lottery_basis(params, 5)
+    V = sweep.lottery_basis(params, 5)
     assert torch.allclose(V.T @ V, torch.eye(5), atol=1e-5)
     disp = params[1:] - params[:1]
     assert torch.allclose((disp @ V) @ V.T, disp, atol=1e-4)
@@ -180,7 +180,7 @@ def test_lottery_basis_is_orthonormal_and_spans_the_trajectory():
 
 def test_a_lottery_projection_is_one_shared_basis_whose_columns_are_the_top_directions():
     torch.manual_seed(0)
-    basis = subspace.lottery_basis(torch.randn(9, 300), 8)
+    basis = sweep.lottery_basis(torch.randn(9, 300), 8)
     pkind, make = subspace.projection_maker("lottery", "auto", 300, 5, basis, torch.device("cpu"))
     proj = make([0, 1, 2])
     assert pkind == "pca" and proj.tensors["P"].shape == (300, 5)  # one P, not one copy per run
@@ -223,21 +223,21 @@ REFINE = RefineSpec("train_accuracy", 0.5, 1.2, 4)
 def test_success_probability_counts_the_sublevel_set():
     r = rows({10: 0.0, 100: 0.25, 1000: 1.0})
     r.append({"d": 1000, "train_accuracy": 0.99, "diverged": True})  # a diverged run never succeeds
-    assert subspace.success(r, Threshold("train_accuracy", 0.5)) == {10: 0.0, 100: 0.25, 1000: 0.8}
+    assert sweep.success(r, Threshold("train_accuracy", 0.5)) == {10: 0.0, 100: 0.25, 1000: 0.8}
     loss = [{"d": 5, "train_loss": 0.1, "diverged": False}, {"d": 5, "train_loss": 2.0, "diverged": False}]
-    assert subspace.success(loss, Threshold("train_loss", 0.5)) == {5: 0.5}
+    assert sweep.success(loss, Threshold("train_loss", 0.5)) == {5: 0.5}
 
 
 def test_refinement_bisects_in_log_d_around_one_half():
-    plan = subspace.refine_plan(rows({10: 0.0, 100: 0.25, 1000: 1.0, 10000: 1.0}), REFINE, 0, 15210)
+    plan = sweep.refine_plan(rows({10: 0.0, 100: 0.25, 1000: 1.0, 10000: 1.0}), REFINE, 0, 15210)
     assert plan["bracket"] == [100, 1000] and plan["dims"] == [316]
-    plan = subspace.refine_plan(rows({100: 0.0, 316: 0.75, 1000: 1.0}), REFINE, 1, 15210)
+    plan = sweep.refine_plan(rows({100: 0.0, 316: 0.75, 1000: 1.0}), REFINE, 1, 15210)
     assert plan["bracket"] == [100, 316] and plan["dims"] == [178]
-    done = subspace.refine_plan(rows({100: 0.0, 110: 1.0}), REFINE, 3, 15210)
+    done = sweep.refine_plan(rows({100: 0.0, 110: 1.0}), REFINE, 3, 15210)
     assert done["dims"] == [] and done["reason"] == "resolution reached"
-    assert subspace.refine_plan(rows({100: 0.0, 1000: 1.0}), REFINE, 4, 15210)["reason"] == "max_rounds reached"
-    assert subspace.refine_plan(rows({100: 0.0, 1000: 0.25}), REFINE, 0, 15210)["dims"] == []
-    assert subspace.refine_plan(rows({100: 0.5, 1000: 1.0}), REFINE, 0, 15210)["dims"] == []
+    assert sweep.refine_plan(rows({100: 0.0, 1000: 1.0}), REFINE, 4, 15210)["reason"] == "max_rounds reached"
+    assert sweep.refine_plan(rows({100: 0.0, 1000: 0.25}), REFINE, 0, 15210)["dims"] == []
+    assert sweep.refine_plan(rows({100: 0.5, 1000: 1.0}), REFINE, 0, 15210)["dims"] == []
 
 
 def test_batchnorm_subspace_runs_normalise_with_batch_statistics():
@@ -357,7 +357,10 @@ def test_huge_dense_projections_multiply_run_by_run_with_the_same_result(monkeyp
 
 
 def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path, capsys):
-    from sublevel import bench, cli
+    from sublevel import cli
+    from sublevel.commands.bench import harness
+
+    bench = harness()
 
     report = bench.run(torch.device("cpu"), dims=(4,), kinds=("fastfood", "dense"), runs=3, steps=3, loop_steps=3,
                        batch_size=16, widths=(8,), progress=lambda line: None)
@@ -384,7 +387,9 @@ def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path, capsys):
 
 def test_bench_profile_uses_one_projection_and_survives_a_halved_batch(monkeypatch):
     """The profile builds P once, outside the profiled steps; a batch halved for memory gets its own rows of it."""
-    from sublevel import bench
+    from sublevel.commands.bench import harness
+
+    bench = harness()
 
     train, sizes = subspace.train, []
 
@@ -440,7 +445,7 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
     model = training.build_model(exp, mnist1d, 0, CPU)
     theta0 = torch.from_numpy(trajectory.read(traj).params(0))
     for d in (40, 64):  # d = 64's two blocks rebuild in seed order
-        theta, seeds = subspace.rebuild("smoke", "random", 0, 0, d, root=tmp_path)
+        theta, seeds = sweep.rebuild("smoke", "random", 0, 0, d, root=tmp_path)
         assert theta.shape == (2, len(theta0)) and seeds == [0, 1]
         assert not torch.allclose(theta[0], theta0) and not torch.allclose(theta[0], theta[1])
         err, loss = evaluate_many(model, theta, torch.zeros(2, 0), *mnist1d.split("train"))
@@ -449,11 +454,11 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
                             for s, e, l in zip(seeds, err.tolist(), loss.tolist())]
     (tmp_path / paths.sweep_store("smoke", "random", 0, 0, 7, 0)).parent.with_name("d=7.zarr").mkdir()  # old layout
     with pytest.raises(KeyError, match="stored: \\[40, 64\\]"):
-        subspace.rebuild("smoke", "random", 0, 0, 50, root=tmp_path)
+        sweep.rebuild("smoke", "random", 0, 0, 50, root=tmp_path)
     store = tmp_path / paths.sweep_store("smoke", "random", 0, 0, 40, 0)
     zarr.open_group(str(store), mode="r+").attrs["projections_version"] = projections.VERSION - 1
     with pytest.raises(ValueError, match="rerun the sweep"):
-        subspace.rebuild("smoke", "random", 0, 0, 40, root=tmp_path)
+        sweep.rebuild("smoke", "random", 0, 0, 40, root=tmp_path)
 
 
 def test_the_sweep_summary_removes_the_blocks_an_earlier_seeds_per_job_left_and_keeps_runs_found_nowhere_else(
@@ -483,3 +488,11 @@ def test_the_sweep_summary_removes_the_blocks_an_earlier_seeds_per_job_left_and_
     assert all(t.exists() for t in current + [own]) and paths.sweep_store("e", "random", 0, 0, 16, 1).exists()
     assert paths.sweep_store("e", "random", 0, 0, 8, 0).exists()
     assert json.loads(Path("summary.json").read_text())["runs"] == 7
+
+
+def test_the_bench_commands_load_the_harness_beside_the_benchmarks(root):
+    from sublevel.commands.bench import harness
+
+    bench = harness()
+    assert bench.__file__ == str(root / "bench" / "harness.py") and harness() is bench  # loaded once
+    assert not (root / "src" / "sublevel" / "bench.py").exists()  # the library holds no harness

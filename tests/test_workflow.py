@@ -18,7 +18,7 @@ import torch
 import yaml
 import zarr
 
-from sublevel import catalog, config, datasets, imp, paths, subspace, training, trajectory
+from sublevel import catalog, config, datasets, imp, paths, sweep, training, trajectory
 from sublevel.config import Experiment
 from sublevel.functional import evaluate_many
 import headless as browser
@@ -120,7 +120,7 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     data = datasets.load(work / paths.dataset_store(spec.dataset))
     model = training.build_model(spec, data, 0, torch.device("cpu"))
     for kind, t, d in (("random", 0, 32), ("burnin", 5, 8), ("lottery", 0, 2)):
-        theta, seeds = subspace.rebuild("smoke", kind, t, 0, d, root=work)
+        theta, seeds = sweep.rebuild("smoke", kind, t, 0, d, root=work)
         err, _ = evaluate_many(model, theta, torch.zeros(len(theta), 0), *data.split("train"), batch_stats=False)
         want = con.execute(f"select seed, train_accuracy from subspace where kind = '{kind}' and burnin_step = {t} "
                            f"and d = {d} and round = 0 order by seed").fetchall()

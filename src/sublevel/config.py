@@ -4,7 +4,9 @@ The JSON Schema (workflow/schemas/config.schema.yaml) is the single definition o
 what a config may hold and of its defaults; :func:`validate` applies it (through
 snakemake.utils.validate) and turns the first violation into one line naming the key.
 The dataclasses below only give the validated dict names and types, as OpenLTH's
-hyperparameter classes do.
+hyperparameter classes do. It is longer than the other modules because it is the one typed config: a
+dataclass per section and the cross-field checks of the experiment they make up, declarative and in one
+place (the schedule is sublevel.schedule, each stage's slice of a spec sublevel.stages).
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ class Threshold:
 
 @dataclass(frozen=True)
 class RefineSpec:
-    """Adaptive refinement of a sweep's dims around P(d) = 1/2 (subspace.refine_plan)."""
+    """Adaptive refinement of a sweep's dims around P(d) = 1/2 (sweep.refine_plan)."""
     metric: str = "train_accuracy"
     threshold: float = 0.6
     ratio: float = 1.2

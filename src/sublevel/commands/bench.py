@@ -1,4 +1,7 @@
-"""The benchmarks: throughput of the subspace sweep, dense training and IMP, as JSON under bench/results/."""
+"""The benchmarks: throughput of the subspace sweep, dense training and IMP, as JSON under bench/results/.
+
+The harness is bench/harness.py, beside the benchmarks and their results, not in the library: these commands
+load it from the source checkout the package runs from (an editable install)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,24 @@ from pathlib import Path
 COMPILE_MODES = ["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 
 
+def harness():
+    """bench/harness.py of the checkout this package runs from, loaded as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "harness.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no benchmark harness at {path}: `sublevel bench` runs from a source checkout "
+                                "installed with pip install -e .")
+    if (module := sys.modules.get("sublevel_bench_harness")) is None:
+        spec = importlib.util.spec_from_file_location("sublevel_bench_harness", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
 def bench(args) -> None:
-    from sublevel import bench
+    bench = harness()
     from sublevel.runtime import pick_device, seed_everything
 
     device = pick_device(args.device)
@@ -35,8 +54,7 @@ def bench(args) -> None:
 def bench_table(args) -> None:
     """The reports of `sublevel bench`'s suites as markdown tables; another script's JSON (bench/*.py) is named
     and left out."""
-    from sublevel import bench
-
+    bench = harness()
     tables = []
     for f in args.reports:
         report = json.loads(Path(f).read_text())

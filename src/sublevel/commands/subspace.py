@@ -11,12 +11,12 @@ KINDS = ["random", "burnin", "lottery"]
 
 
 def subspace_sweep(args) -> None:
-    from sublevel import storage, subspace, trajectory
+    from sublevel import storage, sweep, trajectory
 
     exp, device, data = setup(args)
-    rows, coords, attrs = subspace.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
+    rows, coords, attrs = sweep.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
                                          args.dims, args.seeds, device, progress=not args.quiet, round=args.round)
-    subspace.write_sweep_store(args.out, coords, attrs)
+    sweep.write_sweep_store(args.out, coords, attrs)
     storage.write_table("subspace", rows, args.table)
     for d in sorted(coords):
         accs = [r["train_accuracy"] for r in rows if r["d"] == d]
@@ -24,27 +24,27 @@ def subspace_sweep(args) -> None:
 
 
 def refine_plan(args) -> None:
-    from sublevel import storage, subspace, trajectory
+    from sublevel import storage, sweep, trajectory
     from sublevel.config import Experiment
 
     exp = Experiment.from_json(args.spec)
     rows = storage.read_rows(args.tables)
     d_max = len(trajectory.read(args.trajectory).steps) - 1 if args.kind == "lottery" else exp.num_params()
-    plan = subspace.refine_plan(rows, exp.subspace.refine, args.round, d_max)
+    plan = sweep.refine_plan(rows, exp.subspace.refine, args.round, d_max)
     with storage.atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(plan, indent=1))
     say(f"round {args.round}: bracket {plan['bracket']}, next dims {plan['dims']} ({plan['reason']})")
 
 
 def sweep_summary(args) -> None:
-    from sublevel import storage, subspace
+    from sublevel import storage, sweep
 
     # every block of the sweep is finished and no job writes a superseded one: removing it here cannot race
-    for table, store in subspace.superseded_blocks(args.tables):
+    for table, store in sweep.superseded_blocks(args.tables):
         storage.remove(table.parent)
         storage.remove(store)
         say(f"removed {table.parent} and {store}: runs of an earlier subspace.seeds_per_job, trained again")
-    summary = subspace.sweep_summary(storage.read_rows(args.tables),
+    summary = sweep.sweep_summary(storage.read_rows(args.tables),
                                      [json.loads(Path(p).read_text()) for p in args.plans])
     with storage.atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
@@ -52,14 +52,14 @@ def sweep_summary(args) -> None:
 
 
 def subspace_tickets(args) -> None:
-    from sublevel import storage, subspace
+    from sublevel import storage, sweep
     from sublevel.config import Experiment
 
     exp = Experiment.from_json(args.spec)
     imp_rows = storage.read_rows(args.imp)
     if not imp_rows and (reason := storage.skip_reason(args.imp)):
         raise storage.Skipped(reason)
-    storage.write_table("subspace", subspace.ticket_rows(exp, imp_rows), args.table)
+    storage.write_table("subspace", sweep.ticket_rows(exp, imp_rows), args.table)
 
 
 def register(sub) -> None:
