@@ -32,7 +32,8 @@ from sublevel.datasets import Dataset
 from sublevel.functional import split_metrics
 from sublevel.runtime import autocast, compiled
 from sublevel.schedule import Schedule
-from sublevel.training import Start, apply_mask, make_optimizer, network
+from sublevel.optimizers import Optimizer
+from sublevel.training import Start, apply_mask, network
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
                             .to(device, torch.float32) for r in runs])                         # [R, D]
         masks = list(layout.unflatten(flat).values())                                      # [R, *shape] each
         apply_mask(list(params.values()), masks)
-    opt = make_optimizer(exp, params.values())
+    opt = Optimizer.of(exp.train, params.values())
     forward = compiled(vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, 0)),
                        exp.train.compile)
     batches = EpochOrders([r.data_seed for r in runs], len(data.y_train), exp.train.batch_size,

@@ -34,6 +34,14 @@ class Optimizer:
             momentum, nesterov, tuple(betas), eps, weight_decay)
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {p: {} for p in self.params}
 
+    @classmethod
+    def of(cls, spec, params: Iterable[torch.Tensor]) -> "Optimizer":
+        """The optimiser a config spec names: train (TrainSpec) or a subspace run's (SubspaceTrain, which has
+        no Nesterov, betas or weight decay: the defaults)."""
+        return cls(spec.optimizer, params, lr=spec.lr, momentum=spec.momentum,
+                   nesterov=getattr(spec, "nesterov", False), betas=getattr(spec, "betas", (0.9, 0.999)),
+                   weight_decay=getattr(spec, "weight_decay", 0.0))
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             if set_to_none:

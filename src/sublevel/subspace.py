@@ -57,7 +57,7 @@ def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_bu
     device = anchor.device
     R, d = len(data_seeds), proj.d
     w = torch.zeros(R, d, device=device, requires_grad=True)
-    opt = Optimizer(spec.optimizer, [w], lr=spec.lr, momentum=spec.momentum)
+    opt = Optimizer.of(spec, [w])
     buffers = anchor_buffers.to(device).float().expand(R, -1).clone()
     forward = vmap(functional_forward(model), in_dims=(0, 0, 0))
 

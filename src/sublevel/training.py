@@ -47,13 +47,6 @@ def network(exp: Experiment, data: Dataset, init_seed: int, device: torch.device
     return model
 
 
-def make_optimizer(exp: Experiment, parameters) -> Optimizer:
-    """The configured optimiser (sublevel.optimizers: torch's fused update without the class's start-up)."""
-    t = exp.train
-    return Optimizer(t.optimizer, parameters, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, betas=t.betas,
-                     weight_decay=t.weight_decay)
-
-
 @dataclass
 class Start:
     """Where a run starts: step k with parameters θ_k (and buffers), as IMP's rewinding needs."""
@@ -100,7 +93,7 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
         layout = models.Layout.of(model)
         masks = [m.to(device, torch.float32) for m in layout.unflatten(mask.to(torch.float32)).values()]
         apply_mask(params, masks)
-    opt = make_optimizer(exp, model.parameters())
+    opt = Optimizer.of(exp.train, model.parameters())
     step_model = compiled(model, exp.train.compile)  # the same parameters; evaluation runs `model` eagerly
     first = start.step if start is not None else 0
     ckpt_steps = {s for s in sched.checkpoints if s <= last} | {last} if checkpoints else {last}
