@@ -95,10 +95,10 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     # IMP: levels 0..L and every baseline per pruned level, barriers, figures, for each chain of smoke.yaml
     rows = con.execute("select method, level, round(sparsity, 4) from imp where experiment = 'smoke' "
                        "order by 1, 2").fetchall()
-    imp = smoke.imp
-    assert [r for r in rows if r[0] == "imp"] == [("imp", lv, round(1 - (1 - imp.fraction) ** lv, 4))
-                                                  for lv in range(imp.levels + 1)]
-    assert len(rows) == len(imp.seeds) * (imp.levels + 1 + len(imp.baselines) * imp.levels)
+    spec = smoke.imp
+    assert [r for r in rows if r[0] == "imp"] == [("imp", lv, round(1 - (1 - spec.fraction) ** lv, 4))
+                                                  for lv in range(spec.levels + 1)]
+    assert len(rows) == len(spec.seeds) * (spec.levels + 1 + len(spec.baselines) * spec.levels)
     assert con.execute("select count(distinct sparsity) from imp where level = 2").fetchall() == [(1,)]
     kinds = con.execute("select kind, list(distinct level order by level) from barrier where experiment = 'smoke' "
                         "group by 1 order by 1").fetchall()
