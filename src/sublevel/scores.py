@@ -52,19 +52,19 @@ def per_example(model: nn.Module, theta: torch.Tensor, buffers: torch.Tensor, x:
     return torch.cat(el2n), torch.cat(grand_norm)
 
 
-def scored_trajectories(trajs: list, steps: list[int]) -> tuple[list, str | None]:
-    """The dense runs that stored every scored step, and why the last one left out was (a run that diverged
+def scored_trajectories(trajs: list, steps: list[int]) -> tuple[list, list[str]]:
+    """The dense runs that stored every scored step, and why each other one was left out (a run that diverged
     before a scored step has no network there)."""
-    kept, reason = [], None
+    kept, reasons = [], []
     for traj in trajs:
         try:
             for step in steps:
                 traj.index(step)
         except storage.Skipped as e:
-            reason = str(e)
+            reasons.append(str(e))
             continue
         kept.append(traj)
-    return kept, reason
+    return kept, reasons
 
 
 def at_checkpoints(model: nn.Module, trajs: list, steps: list[int], x: torch.Tensor, y: torch.Tensor,

@@ -57,11 +57,11 @@ def scores(args) -> None:
 
     exp, device, data = setup(args)
     steps = exp.score_steps(Schedule.resolve(exp, len(data.y_train)))
-    trajs, reason = scores.scored_trajectories([trajectory.read(p) for p in args.trajectories], steps)
-    if reason:
+    trajs, reasons = scores.scored_trajectories([trajectory.read(p) for p in args.trajectories], steps)
+    for reason in reasons:
         say(f"left out: {reason}")
     if not trajs:
-        raise storage.Skipped(reason)
+        raise storage.Skipped(reasons[-1])
     seeds = [int(t.attrs["seed"]) for t in trajs]
     model = build_model(exp, data, 0, device)
     el2n, grand = scores.at_checkpoints(model, trajs, steps, data.x_train, data.y_train, exp.scores.chunk)
