@@ -24,8 +24,6 @@ from sublevel.trajectory import Stored
 from sublevel.runtime import in_batches
 from sublevel.training import Start, build_model, train
 
-METHODS = ("imp", "random_prune", "random_reinit", "oneshot", "init_magnitude")
-BASELINES = METHODS[1:]  # BASELINE_RUNS' keys, in this order
 OTHER_DATA_ORDER = 10_000   # copy B of instability analysis orders data by seed + this
 OTHER_INIT = 1_000_000      # random reinitialisation draws its weights with seed + this
 
@@ -209,6 +207,8 @@ def _init_magnitude(exp, data, chain, start, layout, gen):
 # method -> (mask, start) of the baseline run at a chain's ticket; the config's imp.baselines choices
 BASELINE_RUNS = {"random_prune": _random_prune, "random_reinit": _random_reinit, "oneshot": _oneshot,
                  "init_magnitude": _init_magnitude}
+BASELINES = tuple(BASELINE_RUNS)  # the config's imp.baselines choices
+METHODS = ("imp", *BASELINES)     # the `method` column of the imp table
 
 
 def baselines(methods: list[str], exp: Experiment, data: Dataset, chains: list[Chain], device,

@@ -28,6 +28,7 @@ class Plan:
         self.names = sorted(config["experiments"])
         self._experiments = {name: experiment(config, name) for name in self.names}
         self._schedules: dict[str, Schedule] = {}
+        self._specs: dict[tuple, str] = {}  # Snakemake asks once per job; many jobs share a spec
 
     # -- the experiments ---------------------------------------------------------------------------------------
     def experiment(self, name: str) -> Experiment:
@@ -48,8 +49,11 @@ class Plan:
     def spec(self, stage: str, name: str, rewind_step: int | str | None = None) -> str:
         """The experiment as one stage's jobs see it (sublevel.stages.for_stage), as JSON; a job of one IMP
         chain sees its rewind point only."""
-        rewind = None if rewind_step is None else self.rewind_point(name, rewind_step)
-        return self.experiment(name).for_stage(stage, rewind=rewind).to_json()
+        key = (stage, name, None if rewind_step is None else int(rewind_step))
+        if key not in self._specs:
+            rewind = None if rewind_step is None else self.rewind_point(name, rewind_step)
+            self._specs[key] = self.experiment(name).for_stage(stage, rewind=rewind).to_json()
+        return self._specs[key]
 
     def rewind_steps(self, name: str) -> tuple[int, ...]:
         """The experiment's IMP rewind steps, resolved, in the config's order."""
