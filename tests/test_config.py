@@ -192,6 +192,27 @@ def test_analysis_settings_do_not_rerun_sweeps():
     assert b.for_stage("analysis").subspace.bootstrap == 10
 
 
+def test_the_theory_and_fraction_sweep_specs_touch_no_other_job():
+    sub = {"dims": [4, 8], "kinds": ["random", "burnin"], "burnin": [5]}
+    a = make_experiment(imp={"rewind": 7}, subspace=sub)
+    b = make_experiment(imp={"rewind": 7, "fraction_sweep": {"levels": [1], "fractions": [0.5]}}, subspace=sub,
+                        theory={"probes": 4})
+    for stage in ("dense", "imp", "subspace", "refine", "analysis", "hessian"):
+        assert a.for_stage(stage).to_json() == b.for_stage(stage).to_json(), stage
+    theory = b.for_stage("theory")
+    assert theory.theory.probes == 4 and theory.subspace.burnin == (5,) and theory.imp is None
+    more_dims = make_experiment(imp={"rewind": 7}, subspace=dict(sub, dims=[4, 16, 64]), theory={"probes": 4})
+    assert theory.to_json() == more_dims.for_stage("theory").to_json()  # more dims: the prediction does not rerun
+    sweep = b.for_stage("prune_sweep")
+    assert sweep.imp.fraction_sweep.fractions == (0.5,) and sweep.imp.fraction_sweep.levels is None
+    more = make_experiment(imp={"rewind": 7, "fraction_sweep": {"levels": [0, 1], "fractions": [0.5]}})
+    assert more.for_stage("prune_sweep").to_json() == sweep.to_json()  # another level: only its job is new
+    with pytest.raises(ConfigError, match=r"imp.fraction_sweep.levels: \[5\] beyond imp.levels = 2"):
+        make_experiment(imp={"levels": 2, "fraction_sweep": {"levels": [1, 5], "fractions": [0.5]}})
+    with pytest.raises(ConfigError, match="theory: predicts the subspace sweeps' d"):
+        make_experiment(subspace=None, theory={})
+
+
 def test_hessian_steps_must_be_stored_checkpoints():
     exp = make_experiment(hessian={"steps": [0, 40]})
     assert exp.hessian_steps(Schedule.resolve(exp, 480)) == [0, 40]

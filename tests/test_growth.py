@@ -57,6 +57,15 @@ def block_jobs(block: int, levels) -> set[tuple[str, str]]:
     return jobs
 
 
+def prune_jobs(block: int) -> set[tuple[str, str]]:
+    """The fraction sweep of one block of chains (smoke.yaml: imp.fraction_sweep.levels [1])."""
+    return {(f"prune_sweep_smoke_block{block}", "rewind_step=5, level=1")}
+
+
+# the prediction of d* reads every sweep's anchor and threshold: its one job reruns when they grow
+THEORY = {("theory", "experiment=smoke")}
+
+
 def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
     return {("hessian_imp", f"experiment=smoke, seed={s}, rewind_step=5, level={level}") for s in seeds
             for level in levels}
@@ -69,19 +78,21 @@ def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
     # seeds_per_job 1: the finished block [0] is full, so the new seed is a block of its own (the setting itself
     # is in no job's params)
     ("an IMP seed, blocks full", lambda e: e["imp"].update(seeds=[0, 1], seeds_per_job=1),
-     block_jobs(1, [0, 1, 2]) | hessian_jobs([1], [0, 1, 2])),
+     block_jobs(1, [0, 1, 2]) | hessian_jobs([1], [0, 1, 2]) | prune_jobs(1)),
     # the default 8: the new seed joins the unfilled block [0], whose jobs rerun with it (and rewrite seed 0's
     # levels, which its sharpness job reads)
     ("an IMP seed, block not full", lambda e: e["imp"].update(seeds=[0, 1]),
-     block_jobs(0, [0, 1, 2]) | hessian_jobs([0, 1], [0, 1, 2])),
+     block_jobs(0, [0, 1, 2]) | hessian_jobs([0, 1], [0, 1, 2]) | prune_jobs(0)),
     # each method has its own jobs, and the list is in no job's params: the others stay as they are (adding one:
     # test_adding_a_baseline_plans_only_its_jobs; reordering them: test_reordering_the_baselines_plans_nothing)
     ("a baseline dropped", lambda e: e["imp"].update(baselines=BASELINES[:2]), set()),
+    ("a fraction-sweep level", lambda e: e["imp"]["fraction_sweep"].update(levels=[1, 2]),
+     {("prune_sweep_smoke_block0", "rewind_step=5, level=2")}),
     ("a dense seed", lambda e: e.update(seeds=[0, 1, 2]),
      {("train_dense", "experiment=smoke, seed=2"), ("hessian_dense", "experiment=smoke, seed=2"),
       ("scores", "experiment=smoke")}),
     ("a burn-in step", lambda e: e["subspace"].update(burnin=[5, 12]),
-     {sweep_job("burnin", 12, d) for d in (2, 8, 32)}),
+     {sweep_job("burnin", 12, d) for d in (2, 8, 32)} | THEORY),
     ("a sweep dimension", lambda e: e["subspace"].update(dims=[2, 8, 32, 64]),  # lottery: 64 > its directions
      {sweep_job(k, t, 64) for k, t in (("random", 0), ("burnin", 5))}),
     # smoke.yaml: 2 runs per point; seeds_per_job 2 leaves the finished block [0, 1] full
@@ -91,7 +102,7 @@ def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
      {sweep_job(k, t, d) for k, t, d in ROUND0}),
     ("a threshold", lambda e: e["subspace"].update(thresholds=[{"metric": "train_accuracy", "value": 0.6},
                                                                {"metric": "train_accuracy", "value": 0.3}]),
-     set()),
+     THEORY),
 ])
 def test_growing_an_experiment_plans_only_the_new_jobs(smoke_run, tmp_path, growth, change, network_jobs):
     work, cfg = smoke_run

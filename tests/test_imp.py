@@ -126,3 +126,49 @@ def test_instability_and_successive_rows(mnist1d, tmp_path):
     for r in rows:
         assert r["level"] == 1 and len(r["alpha"]) == len(r["error"]) == 5 and r["barrier"] >= 0
         assert r["matching"] == (one.row["test_accuracy"] >= zero.row["test_accuracy"] - 0.01)
+
+
+def test_fraction_sweep_prunes_within_the_level_and_records_a_barrier_per_fraction(mnist1d, tmp_path):
+    exp = make_experiment(imp=dict(IMP, levels=1, fraction_sweep={"levels": [1], "fractions": [0.3, 0.9]}))
+    traj = dense_trajectory(exp, mnist1d, tmp_path)
+    level1 = imp.imp_level(exp, mnist1d, traj, 0, 1, imp.imp_level(exp, mnist1d, traj, 0, 0, None, CPU, False),
+                           CPU, progress=False)
+    chain = imp.Chain(0, traj, level1)
+    layout = models.Layout.of(training.build_model(exp, mnist1d, 0, CPU))
+    masks = imp.sweep_masks(exp, mnist1d, chain)
+    assert [(m, p) for m, p, _ in masks] == [("magnitude", 0.3), ("random", 0.3), ("magnitude", 0.9), ("random", 0.9)]
+    for method, p, mask in masks:
+        assert (mask <= level1.mask).all()  # only the level's remaining weights are pruned
+        assert pruning.counts(mask, layout) == pruning.counts(masks[0 if p == 0.3 else 2][2], layout)
+        kept = sum(pruning.counts(mask, layout))
+        assert kept == pytest.approx((1 - p) * sum(pruning.counts(level1.mask, layout)), abs=len(layout.shapes))
+    magnitude = masks[0][2]  # magnitude keeps the largest |w| of the level's network
+    removed = level1.mask & ~magnitude
+    assert level1.weights[removed].abs().max() <= level1.weights[magnitude & layout.prunable_mask()].abs().min()
+
+    (rows,) = imp.fraction_sweep(exp, mnist1d, [chain], CPU, progress=False)
+    assert len(rows) == 4 * 2 and {r["split"] for r in rows} == {"train", "test"}
+    by = {(r["method"], r["fraction"], r["split"]): r for r in rows}
+    for r in rows:
+        assert r["level"] == 1 and r["barrier"] >= 0 and r["connected"] == (r["barrier"] <= 0.02)
+        assert r["sparsity"] > r["sparsity_before"] == level1.row["sparsity"]
+        assert (r["loss_rise"] is None) == (r["split"] == "test")
+    # pruning more costs more loss, measured and to second order, and magnitude costs less than random
+    for method in ("magnitude", "random"):
+        assert by[method, 0.9, "train"]["loss_rise"] > by[method, 0.3, "train"]["loss_rise"]
+        assert by[method, 0.9, "train"]["loss_rise_quadratic"] > by[method, 0.3, "train"]["loss_rise_quadratic"]
+    assert by["magnitude", 0.3, "train"]["loss_rise"] < by["random", 0.3, "train"]["loss_rise"]
+    top = hessian_top(exp, mnist1d, level1)
+    assert rows[0]["top_eigenvalue"] == pytest.approx(top, rel=1e-3)
+
+
+def hessian_top(exp, data, level) -> float:
+    """The level's top eigenvalue from its explicit (masked) Hessian."""
+    from sublevel import hessian
+
+    model = training.build_model(exp, data, 0, CPU)
+    models.load_flat_buffers(model, level.buffers)
+    loss, theta, x = hessian.mean_loss(model, level.weights, data.x_train, data.y_train)
+    H = torch.autograd.functional.hessian(lambda t: loss(t, x, data.y_train), theta)
+    m = level.mask.double()
+    return float(torch.linalg.eigvalsh(m[:, None] * H * m[None, :]).max())

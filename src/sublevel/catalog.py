@@ -129,9 +129,35 @@ def view_statements(root: Path | Scan | None = None, targets: Path | None = None
         stmts.append(f"CREATE OR REPLACE VIEW skipped AS SELECT * FROM (VALUES {rows}) AS s({', '.join(SKIPPED_COLUMNS)});")
     else:
         stmts.append(_empty_view("skipped", SKIPPED_COLUMNS))
+    stmts.append(f"CREATE OR REPLACE VIEW dstar_predicted AS {DSTAR_PREDICTED};")
+    stmts.append(f"CREATE OR REPLACE VIEW prune_fraction AS {PRUNE_FRACTION};")
     stmts.append(_jobs_statement(found.root))
     stmts += reproduce.view_statements(reproduce.read_targets(targets))  # targets (shipped) and reproduction (each target measured, judged)
     return stmts
+
+
+# View `dstar_predicted`: every sweep's measured d*(ε) beside the two predictions of the theory table (the
+# quadratic-well bound and the well's own threshold; null with its note where there is none), on (experiment,
+# kind, t, metric, ε).
+DSTAR_PREDICTED = """
+    select m.experiment, m.kind, m.burnin_step, m.metric, m.threshold, m.num_params,
+           m.d_star, m.d_star_lo, m.d_star_hi, m.censored,
+           p.d_star_bound, p.d_star_bound_lo, p.d_star_bound_hi, p.d_star_bound / m.d_star as bound_over_measured,
+           p.d_star_well, p.d_star_well_lo, p.d_star_well_hi, p.d_star_well / m.d_star as well_over_measured,
+           p.distance, m.anchor_value, p.quadratic_anchor_loss, p.epsilon, p.loss_min, p.grad_norm,
+           p.top_eigenvalue, p.note
+    from threshold m join theory p using (experiment, kind, burnin_step, metric, threshold)"""
+
+
+# View `prune_fraction`: per chain and swept IMP level, the largest fraction (of the level's remaining weights)
+# whose test-error barrier stays within the tolerance, by magnitude and at random, with the level's sharpness
+# (Paul et al. 2023); 0 where no fraction tried is connected.
+PRUNE_FRACTION = """
+    select experiment, rewind_step, seed, level, method, any_value(sparsity_before) as sparsity,
+           coalesce(max(fraction) filter (where connected and not diverged), 0.0) as largest_connected_fraction,
+           min(fraction) as fraction_min, max(fraction) as fraction_max, count(*) as fractions,
+           any_value(top_eigenvalue) as top_eigenvalue, any_value(tolerance) as tolerance
+    from prune_sweep where split = 'test' group by experiment, rewind_step, seed, level, method"""
 
 
 # View `skipped`: one row per output file of a job that had nothing to compute from (its dense run diverged
@@ -238,6 +264,23 @@ SUMMARY = {
                round(d_star_lo, 1) as lo, round(d_star_hi, 1) as hi, round(d_star_fraction, 4) as "d*/D",
                censored, round(anchor_value, 3) as at_anchor, d_int90
         from threshold order by experiment, metric, eps, kind, t""",
+    "theory": """
+        select experiment, kind, burnin_step as t, metric, threshold as eps,
+               round(d_star, 1) as d_star, round(d_star_lo, 1) as lo, round(d_star_hi, 1) as hi,
+               round(d_star_bound, 1) as bound, round(bound_over_measured, 2) as "bound/d*",
+               round(d_star_well, 1) as well, round(d_star_well_lo, 1) as well_lo, round(d_star_well_hi, 1) as well_hi,
+               round(well_over_measured, 2) as "well/d*",
+               round(distance, 2) as R, round(anchor_value, 3) as loss_at_anchor,
+               round(quadratic_anchor_loss, 3) as well_loss_at_anchor, coalesce(note, '') as note
+        from dstar_predicted where metric = 'train_loss' and kind in ('random', 'burnin')
+        order by experiment, metric, eps, kind, t""",
+    "prune_fraction": """
+        select experiment, rewind_step, level, method, round(avg(sparsity), 4) as sparsity,
+               round(avg(largest_connected_fraction), 3) as largest_connected_fraction,
+               round(min(largest_connected_fraction), 3) as lo, round(max(largest_connected_fraction), 3) as hi,
+               round(avg(top_eigenvalue), 4) as top_eigenvalue, count(*) as chains, any_value(fraction_max) as tried_up_to
+        from prune_fraction group by experiment, rewind_step, level, method
+        order by experiment, rewind_step, level, method""",
     "tickets": """
         with lvl as (select experiment, rewind_step, seed, level, sparsity, test_accuracy,
                             first_value(test_accuracy) over (partition by experiment, rewind_step, seed

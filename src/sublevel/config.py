@@ -175,6 +175,20 @@ class DataDietSpec:
 
 
 @dataclass(frozen=True)
+class FractionSweepSpec:
+    """Paul et al. 2023's largest prune per level: `fractions` of level ℓ's remaining weights, at each ℓ in
+    `levels`, by magnitude (and at random among them, `random`); connected when the test-error barrier is at
+    most `tolerance`."""
+    fractions: tuple[float, ...]
+    random: bool = True
+    tolerance: float = 0.02
+    levels: tuple[int, ...] | None = None   # which jobs exist: absent from a job's spec (stages.for_stage)
+
+    def methods(self) -> tuple[str, ...]:
+        return ("magnitude", "random") if self.random else ("magnitude",)
+
+
+@dataclass(frozen=True)
 class ImpSpec:
     fraction: float
     output_fraction: float | None
@@ -183,6 +197,7 @@ class ImpSpec:
     alphas: int
     matching_tolerance: float
     data_diet: DataDietSpec | None = None
+    fraction_sweep: FractionSweepSpec | None = None
     # which jobs exist, not what one computes: absent (None, ()) in a job's spec (stages.JOB_SET_KEYS)
     levels: int | None = None
     seeds: tuple[int, ...] = ()
@@ -315,6 +330,16 @@ class ScoresSpec:
 
 
 @dataclass(frozen=True)
+class TheorySpec:
+    """The threshold dimension predicted from the landscape (sublevel.theory): the Hessian's spectral density
+    at the sweep's dense run's final network, by `probes` stochastic Lanczos quadratures of `iterations` steps,
+    on the first `examples` training examples (None: all of them, the loss the sweeps' train_loss is of)."""
+    probes: int = 8
+    iterations: int = 40
+    examples: int | None = None
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     dataset: str
@@ -326,6 +351,7 @@ class Experiment:
     subspace: SubspaceSpec | None = None
     hessian: HessianSpec | None = None
     scores: ScoresSpec | None = None
+    theory: TheorySpec | None = None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -339,18 +365,23 @@ class Experiment:
         if "imp" in d:
             rewind = d["imp"].get("rewind", 0)
             diet = d["imp"].get("data_diet")
+            fs = d["imp"].get("fraction_sweep")
+            if fs:
+                fs = FractionSweepSpec(**dict(fs, fractions=tuple(fs["fractions"]),
+                                              levels=tuple(fs["levels"]) if "levels" in fs else None))
             imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d.get("seeds", ()))),
                                  baselines=tuple(d["imp"].get("baselines", ())),
                                  rewind=tuple(rewind) if isinstance(rewind, list) else rewind,
-                                 data_diet=DataDietSpec(**diet) if diet else None))
+                                 data_diet=DataDietSpec(**diet) if diet else None, fraction_sweep=fs or None))
         sub = SubspaceSpec.from_dict(d["subspace"]) if "subspace" in d else None
         h = d.get("hessian")
         hessian = HessianSpec(**dict(h, steps=tuple(h["steps"]) if "steps" in h else None)) if h is not None else None
         sc = d.get("scores")
         scores = ScoresSpec(**dict(sc, steps=tuple(sc["steps"]))) if sc is not None else None
+        theory = TheorySpec(**d["theory"]) if "theory" in d else None
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
                    train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, hessian=hessian,
-                   scores=scores, raw=d)
+                   scores=scores, theory=theory, raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
@@ -383,10 +414,17 @@ class Experiment:
         sched = Schedule.resolve(self, n_train)
         if self.subspace:
             self._check_subspace(sched)
+        elif self.theory:
+            raise ConfigError(f"config error at {where}.theory: predicts the subspace sweeps' d*; the experiment "
+                              f"has no subspace section")
         for section, steps in (("hessian", self.hessian_steps(sched)), ("scores", self.score_steps(sched))):
             if missing := sorted(set(steps) - set(sched.checkpoints)):
                 raise ConfigError(f"config error at {where}.{section}.steps: {missing} are not stored "
                                   f"checkpoints; stored steps: {list(sched.checkpoints)}")
+        if self.imp and (fs := self.imp.fraction_sweep) and fs.levels is not None:
+            if too_deep := [lv for lv in fs.levels if lv > self.imp.levels]:
+                raise ConfigError(f"config error at {where}.imp.fraction_sweep.levels: {too_deep} beyond imp.levels "
+                                  f"= {self.imp.levels}")
         if self.imp and self.imp.data_diet:
             if len(sched.rewinds) > 1:
                 raise ConfigError(f"config error at {where}.imp.rewind: a data diet pre-trains up to one rewind "

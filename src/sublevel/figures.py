@@ -132,15 +132,36 @@ def barrier_vs_level(barrier: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
-def subspace_success(success: pl.DataFrame, out: str | Path) -> None:
-    """P(d) vs d (log x): one panel per threshold ε, one curve per subspace kind and burn-in step."""
+def _predicted(theory: pl.DataFrame, metric: str, threshold: float) -> pl.DataFrame:
+    """The theory table's predictions for one threshold (none where the table is absent or has none)."""
+    if not theory.height:
+        return pl.DataFrame()
+    return theory.filter((pl.col("metric") == metric) & (pl.col("threshold") == threshold)
+                         & pl.col("d_star_bound").is_not_null()).sort("burnin_step")
+
+
+def subspace_success(success: pl.DataFrame, theory: pl.DataFrame, out: str | Path) -> None:
+    """P(d) vs d (log x): one panel per threshold ε, one curve per subspace kind and burn-in step; where the
+    theory table predicts d* for the curve (a train_loss ε, random and burn-in subspaces), a dashed vertical
+    line at the quadratic-well bound and a dotted one at the well's own threshold from θ_t, in the curve's
+    colour. Agreement: the curve crosses 1/2 at the dotted line, the dashed one at or right of it (a bound);
+    a crossing far from both says the loss is not that quadratic well out to θ_t."""
     experiment = _experiment(success)
     panels = success.select("metric", "threshold").unique().sort("metric", "threshold").rows() or [("", 0.0)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False, sharey=True)
     for ax, (metric, threshold) in zip(axes[0], panels):
         part = success.filter((pl.col("metric") == metric) & (pl.col("threshold") == threshold))
+        predicted = _predicted(theory, metric, threshold)
         for (kind, t), g in part.sort("d").group_by("kind", "burnin_step", maintain_order=True):
-            ax.plot(g["d"], g["p_success"], marker="o", ms=3, label=_anchor_label(kind, t))
+            line, = ax.plot(g["d"], g["p_success"], marker="o", ms=3, label=_anchor_label(kind, t))
+            if predicted.height:
+                for r in predicted.filter((pl.col("kind") == kind) & (pl.col("burnin_step") == t)).iter_rows(named=True):
+                    ax.axvline(r["d_star_bound"], color=line.get_color(), ls="--", lw=1.0)
+                    if r["d_star_well"]:
+                        ax.axvline(r["d_star_well"], color=line.get_color(), ls=":", lw=1.2)
+        if predicted.height:
+            ax.plot([], [], color="0.3", ls="--", lw=1.0, label="d* bound (quadratic well, Gordon)")
+            ax.plot([], [], color="0.3", ls=":", lw=1.2, label="d* of the quadratic well from θ_t")
         ax.axhline(0.5, color="k", ls=":", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("subspace dimension d")
@@ -153,9 +174,12 @@ def subspace_success(success: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
-def dstar_burnin(threshold: pl.DataFrame, out: str | Path) -> None:
+def dstar_burnin(threshold: pl.DataFrame, theory: pl.DataFrame, out: str | Path) -> None:
     """d*(ε) vs burn-in step t (random subspaces are t = 0), bootstrap intervals; lottery and tickets as
-    single markers. Open markers: censored (P ≥ 1/2 already at the smallest d tested)."""
+    single markers. Open markers: censored (P ≥ 1/2 already at the smallest d tested). From the theory table,
+    with bands of ±1.96 standard errors over the SLQ probes: dashed, the quadratic-well bound; dotted, the
+    well's own threshold from θ_t. Agreement: the measured points on the dotted line and below the dashed
+    one, falling with t as they do (θ_t nearer the minimum)."""
     experiment = _experiment(threshold)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, ((metric, th), g) in enumerate(threshold.sort("burnin_step").group_by("metric", "threshold",
@@ -175,6 +199,15 @@ def dstar_burnin(threshold: pl.DataFrame, out: str | Path) -> None:
         ax.scatter(above["burnin_step"], above["d_max"], marker="^", s=50, facecolors="none", edgecolors=color,
                    label=f"not reached by the largest d tested, {label or _threshold_label(metric, th)}"
                    if above.height else None)
+        predicted = _predicted(theory, metric, th)
+        if predicted.height:
+            for col, ls, what in (("d_star_bound", "--", "bound"), ("d_star_well", ":", "well's own")):
+                p = predicted.filter(pl.col(col) > 0)  # 0: θ_t inside the well's set, no threshold to draw
+                mid = p[col]
+                ax.plot(p["burnin_step"], mid, color=color, ls=ls, lw=1.2,
+                        label=f"predicted ({what}), {_threshold_label(metric, th)}")
+                ax.fill_between(p["burnin_step"], p[f"{col}_lo"].fill_null(mid), p[f"{col}_hi"].fill_null(mid),
+                                color=color, alpha=0.12)
         for kind, marker in (("lottery", "*"), ("ticket", "D")):
             k = g.filter((pl.col("kind") == kind) & pl.col("d_star").is_not_null())
             if k.height:
@@ -253,6 +286,34 @@ def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
+def prune_fraction(sweep: pl.DataFrame, out: str | Path) -> None:
+    """Test-error barrier vs the fraction of a level's remaining weights pruned (mean ± std over chains), one
+    colour per level with its sharpness, magnitude solid and random dashed; the tolerance dotted. Paul et al.
+    2023's reading: the largest fraction still under the tolerance is what one level can prune, larger at a
+    flatter level (smaller top eigenvalue), and larger by magnitude than at random."""
+    experiment = _experiment(sweep)
+    test = sweep.filter(pl.col("split") == "test")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, ((level,), g) in enumerate(test.sort("level").group_by("level", maintain_order=True)):
+        label = (f"level {level} (sparsity {g['sparsity_before'].mean():.2f}, "
+                 f"top eigenvalue {g['top_eigenvalue'].mean():.3g})")
+        for method, ls in (("magnitude", "-"), ("random", "--")):
+            m = g.filter(pl.col("method") == method).group_by("fraction").agg(*_mean_sd("barrier")).sort("fraction")
+            if m.height:
+                ax.errorbar(m["fraction"], m["m"], yerr=m["sd"], color=f"C{i}", ls=ls, marker="o", ms=3, capsize=2,
+                            label=label if method == "magnitude" else None)
+    if test.height:
+        ax.axhline(float(test["tolerance"][0]), color="k", ls=":", lw=0.8, label="tolerance (connected below)")
+        ax.plot([], [], color="0.3", ls="--", label="random pruning among the remaining weights")
+    else:
+        _empty(ax, "fraction sweeps")
+    ax.set_xlabel("fraction of the level's remaining weights pruned")
+    ax.set_ylabel("test error barrier, level l projected -> level l+1")
+    ax.set_title(f"{experiment}: how much one level can prune")
+    ax.legend(fontsize=7)
+    _save(fig, out)
+
+
 def scores(table: pl.DataFrame, out: str | Path) -> None:
     """The distribution of EL2N at each scored checkpoint, and GraNd against EL2N at the last one."""
     experiment = _experiment(table)
@@ -274,7 +335,8 @@ def scores(table: pl.DataFrame, out: str | Path) -> None:
 
 
 DRAW = {"imp_accuracy": imp_accuracy, "imp_barrier": barrier_vs_level, "subspace_success": subspace_success,
-        "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness, "scores": scores}
+        "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness, "scores": scores,
+        "prune_fraction": prune_fraction}
 
 
 def render(name: str, tables: dict[str, pl.DataFrame], out: str | Path) -> None:

@@ -3,7 +3,8 @@
 H·v comes from forward-over-reverse differentiation (torch.func.jvp of torch.func.grad) of the mean
 cross-entropy over a fixed set of examples, in float64 and eval mode, so the operator is exactly symmetric
 and deterministic. Lanczos with full reorthogonalisation then gives the extreme eigenvalues in a few dozen
-products (Paul et al. 2023 relate the top one to how much IMP can prune per level).
+products (Paul et al. 2023 relate the top one to how much IMP can prune per level), and stochastic Lanczos
+quadrature over several probes the whole spectral density (sublevel.theory reads the bulk from it).
 """
 
 from __future__ import annotations
@@ -21,21 +22,28 @@ from sublevel import models
 from sublevel.models import Layout
 
 
-def hvp_operator(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                 buffers: dict[str, torch.Tensor] | None = None, chunk: int = 1024, dtype=torch.float64,
-                 mask: torch.Tensor | None = None):
-    """v -> H(θ)·v for the mean loss over (x, y), evaluated in chunks of examples. With a pruning `mask`,
-    v -> P H P v (P = diag(mask)): the Hessian of the sparse network in the coordinates it still trains."""
+def mean_loss(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+              buffers: dict[str, torch.Tensor] | None = None, dtype=torch.float64):
+    """(loss, θ, x): loss(t, xb, yb) is a chunk's share of the mean cross-entropy over (x, y) at flat
+    parameters t, in `dtype` and eval mode, the model's buffers fixed; θ and x converted to `dtype`."""
     model = copy.deepcopy(model).to(dtype).eval()
     layout = Layout.of(model)
-    theta = theta.to(dtype)
     bufs = {n: b.to(dtype) if b.is_floating_point() else b for n, b in (buffers or dict(model.named_buffers())).items()}
-    x = x.to(dtype)
     n = len(y)
 
     def loss(t, xb, yb):
         return F.cross_entropy(functional_call(model, (layout.unflatten(t), bufs), (xb,)), yb, reduction="sum") / n
 
+    return loss, theta.to(dtype), x.to(dtype)
+
+
+def hvp_operator(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                 buffers: dict[str, torch.Tensor] | None = None, chunk: int = 1024, dtype=torch.float64,
+                 mask: torch.Tensor | None = None):
+    """v -> H(θ)·v for the mean loss over (x, y), evaluated in chunks of examples. With a pruning `mask`,
+    v -> P H P v (P = diag(mask)): the Hessian of the sparse network in the coordinates it still trains."""
+    loss, theta, x = mean_loss(model, theta, x, y, buffers, dtype)
+    n = len(y)
     p = None if mask is None else mask.to(theta.device, dtype)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
@@ -49,13 +57,25 @@ def hvp_operator(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torc
     return hvp
 
 
-def lanczos(hvp, D: int, iterations: int = 30, k: int = 1, seed: int = 0, dtype=torch.float64,
-            device=None) -> torch.Tensor:
-    """The k largest eigenvalues (descending) of the symmetric operator `hvp` on R^D."""
+def loss_and_gradient(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                      buffers: dict[str, torch.Tensor] | None = None, chunk: int = 1024,
+                      dtype=torch.float64) -> tuple[float, torch.Tensor]:
+    """The mean loss over (x, y) at θ and its gradient (in `dtype`)."""
+    loss, theta, x = mean_loss(model, theta, x, y, buffers, dtype)
+    total, g = 0.0, torch.zeros_like(theta)
+    for i in range(0, len(y), chunk):
+        gi, li = torch.func.grad_and_value(loss)(theta, x[i:i + chunk], y[i:i + chunk])
+        g += gi
+        total += float(li)
+    return total, g
+
+
+def tridiagonal(hvp, q: torch.Tensor, iterations: int) -> torch.Tensor:
+    """The Lanczos tridiagonal T [m, m] of the symmetric operator `hvp` from the unit start vector q, m =
+    `iterations` steps with full reorthogonalisation, or fewer where the Krylov space closes (an invariant
+    subspace: T's eigenvalues are then exact eigenvalues)."""
+    D, dtype, device = len(q), q.dtype, q.device
     m = min(iterations, D)
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(D, generator=g, dtype=dtype).to(device)
-    q /= q.norm()
     Q = torch.zeros(m, D, dtype=dtype, device=device)
     alpha = torch.zeros(m, dtype=dtype)
     beta = torch.zeros(m, dtype=dtype)
@@ -72,8 +92,66 @@ def lanczos(hvp, D: int, iterations: int = 30, k: int = 1, seed: int = 0, dtype=
                 break
             beta[j] = b
             q = w / b
-    T = torch.diag(alpha[:m]) + torch.diag(beta[:m - 1], 1) + torch.diag(beta[:m - 1], -1)
+    return torch.diag(alpha[:m]) + torch.diag(beta[:m - 1], 1) + torch.diag(beta[:m - 1], -1)
+
+
+def start_vector(D: int, seed: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """A unit Gaussian vector, the same for a seed on every device (drawn on the CPU)."""
+    q = torch.randn(D, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
+    return q / q.norm()
+
+
+def lanczos(hvp, D: int, iterations: int = 30, k: int = 1, seed: int = 0, dtype=torch.float64,
+            device=None) -> torch.Tensor:
+    """The k largest eigenvalues (descending) of the symmetric operator `hvp` on R^D."""
+    T = tridiagonal(hvp, start_vector(D, seed, dtype, device), iterations)
     return torch.linalg.eigvalsh(T).flip(0)[:k]
+
+
+@dataclass(frozen=True)
+class Density:
+    """The spectral density by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017; for network Hessians
+    Ghorbani, Krishnan & Xiao 2019): for each probe v (a unit Gaussian vector), m Lanczos steps from v give
+    nodes θ_k (T's eigenvalues) and weights τ_k (the squared first components of T's eigenvectors), and
+    vᵀ f(H) v ≈ Σ_k τ_k f(θ_k). A random unit v has E[vᵀ f(H) v] = tr f(H) / D, so each probe's quadrature
+    is an unbiased-in-the-probe estimate of the mean of f over H's D eigenvalues; the spread over probes is
+    its error bar. The nodes resolve the extremes (outliers converge first) and represent the bulk by a few
+    heavily weighted nodes, which is what smooth f need."""
+    nodes: np.ndarray     # [probes, m] (a probe whose Krylov space closed early pads with weight 0)
+    weights: np.ndarray   # [probes, m], each row sums to 1
+    D: int
+
+    def mean_of(self, f) -> np.ndarray:
+        """Per probe, the quadrature estimate of (1/D) Σ_i f(λ_i): [probes]."""
+        return (self.weights * f(self.nodes)).sum(-1)
+
+    def histogram(self, edges: np.ndarray) -> np.ndarray:
+        """The density's mass per bin [probes, bins]: the fraction of the D eigenvalues in each bin."""
+        idx = np.clip(np.searchsorted(edges, self.nodes, side="right") - 1, 0, len(edges) - 2)
+        out = np.zeros((len(self.nodes), len(edges) - 1))
+        for p in range(len(self.nodes)):
+            np.add.at(out[p], idx[p], self.weights[p])
+        return out
+
+
+def quadrature(hvp, v: torch.Tensor, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss quadrature of the spectral measure of the unit vector v: nodes θ_k and weights τ_k (summing to 1)
+    with vᵀ f(H) v ≈ Σ_k τ_k f(θ_k), from `iterations` Lanczos steps started at v."""
+    evals, evecs = torch.linalg.eigh(tridiagonal(hvp, v, iterations))
+    return evals.numpy(), (evecs[0] ** 2).numpy()
+
+
+def slq(hvp, D: int, iterations: int, probes: int, seed: int = 0, dtype=torch.float64, device=None) -> Density:
+    """The spectral density of the symmetric operator `hvp` on R^D from `probes` Lanczos runs of `iterations`
+    steps, probe j started from seed + j."""
+    m = min(iterations, D)
+    nodes, weights = np.zeros((probes, m)), np.zeros((probes, m))
+    for j in range(probes):
+        x, w = quadrature(hvp, start_vector(D, seed + j, dtype, device), iterations)
+        k = len(x)
+        nodes[j, :k], weights[j, :k] = x, w
+        nodes[j, k:] = x[-1]  # padding: weight 0 at an existing node
+    return Density(nodes, weights, D)
 
 
 def top_eigenvalues(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iterations: int,

@@ -268,3 +268,69 @@ def successive(exp: Experiment, data: Dataset, seed: int, a: Level, b: Level, de
     The row's level is ℓ+1 (the sparser network, whose accuracy decides `matching`)."""
     pruned = Level(a.method, a.level, b.mask, a.weights * b.mask, a.buffers, a.row)
     return barrier_rows(exp, data, "imp_successive", seed, b.level, pruned, b, dense, b.row["rewind_step"], device, b)
+
+
+def sweep_masks(exp: Experiment, data: Dataset, chain: Chain) -> list[tuple[str, float, torch.Tensor]]:
+    """(method, fraction, mask) of every run of a chain's fraction sweep at its level `chain.network`: each
+    fraction of the level's remaining weights removed by magnitude, and (imp.fraction_sweep.random) at random
+    among them at the magnitude mask's per-layer counts."""
+    fs, layout, net = exp.imp.fraction_sweep, _layout(exp, data), chain.network
+    out = []
+    for i, p in enumerate(fs.fractions):
+        magnitude = pruning.prune(net.weights, net.mask, layout, p, exp.imp.scope, None)
+        out.append(("magnitude", p, magnitude))
+        if fs.random:
+            gen = torch.Generator().manual_seed(chain.seed * 1009 + net.level * 101 + i)
+            scores = torch.rand(layout.D, generator=gen) + 2.0 * net.mask.float()  # the survivors first
+            out.append(("random", p, pruning.matched(scores, magnitude, layout)))
+    return out
+
+
+def fraction_sweep(exp: Experiment, data: Dataset, chains: list[Chain], device, progress: bool = True,
+                   lanczos_iterations: int = 20) -> list[list[dict]]:
+    """Paul et al. 2023: how much one level can prune. For each chain's level ℓ network θ_ℓ (mask m_ℓ), every
+    (method, fraction) mask m is rewound to θ_k and trained (all runs of all chains together); the row records
+    the error barrier between θ_ℓ ⊙ m (θ_ℓ projected onto the new mask) and the new network on each split, the
+    loss the projection costs (measured on the training split, and to second order, gᵀΔ + ½ΔᵀHΔ with
+    Δ = θ_ℓ ⊙ m − θ_ℓ and H the Hessian of the sparse network at θ_ℓ), and θ_ℓ's top Hessian eigenvalue.
+    Returns each chain's rows of the `prune_sweep` table."""
+    from sublevel import hessian
+
+    fs, layout = exp.imp.fraction_sweep, _layout(exp, data)
+    runs = [(c, method, p, mask) for c in chains for method, p, mask in sweep_masks(exp, data, c)]
+    jobs = [_Job(c, c.seed, rewind_point(exp, data, c.trajectory, c.diet), mask, "imp", c.network.level + 1)
+            for c, _, _, mask in runs]
+    trained = _train_masked(exp, data, jobs, device, progress)
+    model = build_model(exp, data, chains[0].seed, device)
+    x, y = data.split("train")
+    per_chain = {c.seed: [] for c in chains}
+    curvature = {}
+    for (c, method, p, mask), new in zip(runs, trained):
+        net = c.network
+        if c.seed not in curvature:  # θ_ℓ's loss, gradient and H·v (of the sparse network), once per chain
+            models.load_flat_buffers(model, net.buffers.to(device))
+            theta = net.weights.to(device)
+            hvp = hessian.hvp_operator(model, theta, x, y, dict(model.named_buffers()), mask=net.mask.to(device))
+            _, g = hessian.loss_and_gradient(model, theta, x, y, dict(model.named_buffers()))
+            top = float(hessian.lanczos(hvp, layout.D, lanczos_iterations, 1, seed=c.seed, device=device)[0])
+            curvature[c.seed] = (hvp, g * net.mask.to(device), top)
+        hvp, g, top = curvature[c.seed]
+        projected = net.weights * mask
+        delta = (projected - net.weights).to(device, torch.float64)
+        quadratic = float(g @ delta) + 0.5 * float(delta @ hvp(delta))
+        sparsity, remaining = pruning.sparsity(mask, layout)
+        for split in ("train", "test"):
+            xs, ys = data.split(split)
+            alphas, errors, losses = connectivity.interpolation_curve(
+                model, projected, new.weights, xs, ys, exp.imp.alphas, net.buffers, new.buffers,
+                exp.train.eval_batch_size)
+            b = connectivity.barrier(alphas, errors)
+            per_chain[c.seed].append(dict(
+                experiment=exp.name, seed=c.seed, rewind_step=new.row["rewind_step"], level=net.level,
+                method=method, fraction=float(p), sparsity_before=net.row["sparsity"], sparsity=sparsity,
+                remaining=remaining, split=split, barrier=b, connected=bool(b <= fs.tolerance),
+                tolerance=fs.tolerance, projected_error=float(errors[0]), new_error=float(errors[-1]),
+                loss_rise=float(losses[0]) - net.row["train_loss"] if split == "train" else None,
+                loss_rise_quadratic=quadratic, top_eigenvalue=top, test_accuracy=new.row["test_accuracy"],
+                diverged=bool(new.row["diverged"])))
+    return [per_chain[c.seed] for c in chains]

@@ -22,6 +22,16 @@ from sublevel.schema import FIGURES
 PlanOf = Callable[[str, str, int | str, int], str]
 
 
+def section_of(exp: Experiment, path: str):
+    """The experiment's config section at a dotted path ("imp.fraction_sweep"), None where absent."""
+    node = exp
+    for key in path.split("."):
+        node = getattr(node, key, None)
+        if node is None:
+            return None
+    return node
+
+
 class Plan:
     def __init__(self, config: dict[str, Any]):
         self.config = config
@@ -144,12 +154,24 @@ class Plan:
                     barrier_files += [self.imp_table(name, k, seed, "barrier", kind, level) for kind in kinds]
         return {"imp": imp_files, "barrier": barrier_files}
 
+    @staticmethod
+    def prune_sweep_table(name: str, rewind_step, seed, level) -> str:
+        return str(paths.table("prune_sweep", experiment=name, rewind_step=rewind_step, seed=seed, level=level))
+
+    def prune_sweep_tables(self, name: str) -> list[str]:
+        """Every chain's fraction-sweep table at every swept level (none without imp.fraction_sweep)."""
+        imp = self.experiment(name).imp
+        if imp is None or imp.fraction_sweep is None:
+            return []
+        return [self.prune_sweep_table(name, k, s, level) for k in self.rewind_steps(name) for s in imp.seeds
+                for level in imp.fraction_sweep.levels]
+
     def imp_outputs(self) -> list[str]:
-        """Every IMP table (levels, baselines, barriers) and data-diet rewind point."""
+        """Every IMP table (levels, baselines, barriers, fraction sweeps) and data-diet rewind point."""
         out = []
         for name in self.with_section("imp"):
             t = self.imp_tables(name)
-            out += t["imp"] + t["barrier"]
+            out += t["imp"] + t["barrier"] + self.prune_sweep_tables(name)
             if self.experiment(name).imp.data_diet:
                 out += [str(paths.diet_start(name, k, s)) for k in self.rewind_steps(name)
                         for s in self.experiment(name).imp.seeds]
@@ -229,10 +251,17 @@ class Plan:
                     for k in self.rewind_steps(name) for s in exp.imp.seeds for level in range(exp.imp.levels + 1)]
         return out
 
+    def theory_tables(self, name: str) -> dict[str, list[str]]:
+        """The predicted d* and the spectral density it is read from (an experiment with theory and subspace)."""
+        exp = self.experiment(name)
+        if exp.theory is None or exp.subspace is None:
+            return {"theory": [], "spectrum": []}
+        return {t: [str(paths.table(t, experiment=name))] for t in ("theory", "spectrum")}
+
     def figures(self, name: str) -> list[str]:
         """The figures an experiment has the sections for (schema.FIGURES)."""
         exp = self.experiment(name)
-        return [f for f, fig in FIGURES.items() if all(getattr(exp, s) is not None for s in fig.sections)]
+        return [f for f, fig in FIGURES.items() if all(section_of(exp, s) is not None for s in fig.sections)]
 
     def figure_files(self, name: str, fmt: str = "png") -> list[str]:
         return [str(paths.figure(name, f, fmt)) for f in self.figures(name)]
@@ -241,7 +270,8 @@ class Plan:
         """The table files one figure of one experiment is drawn from, by table name."""
         files = {"success": [str(paths.table("success", experiment=name))],
                  "threshold": [str(paths.table("threshold", experiment=name))],
-                 "hessian": self.hessian_tables(name), "scores": [str(paths.table("scores", experiment=name))]}
+                 "hessian": self.hessian_tables(name), "scores": [str(paths.table("scores", experiment=name))],
+                 "theory": self.theory_tables(name)["theory"], "prune_sweep": self.prune_sweep_tables(name)}
         if self.experiment(name).imp:
             files.update(self.imp_tables(name))
         return {t: files[t] for t in FIGURES[figure].tables}
@@ -252,7 +282,7 @@ class Plan:
         for name in self.names:
             if self.experiment(name).subspace:
                 out += [str(paths.table(t, experiment=name)) for t in ("success", "threshold")]
-            out += self.hessian_tables(name) + self.figure_files(name)
+            out += self.hessian_tables(name) + sum(self.theory_tables(name).values(), []) + self.figure_files(name)
         return out + [str(paths.SUMMARY), str(paths.PLOTS), str(paths.REPRODUCTION)]
 
     def result_tables(self) -> list[str]:
@@ -263,4 +293,4 @@ class Plan:
     def compute_outputs(self) -> list[str]:
         """Every output of a job that runs a network, without the analysis tables, figures and exports."""
         return (self.dense_outputs() + self.imp_outputs() + self.subspace_outputs()
-                + [t for name in self.names for t in self.hessian_tables(name)])
+                + [t for name in self.names for t in self.hessian_tables(name) + sum(self.theory_tables(name).values(), [])])

@@ -154,6 +154,33 @@ THRESHOLD = _table(
 )
 
 
+PRUNE_SWEEP = _table(
+    "prune_sweep", ("experiment", "rewind_step", "seed", "level"),
+    "How much one IMP level can prune (Paul et al. 2023): level l's network loses a fraction of its remaining "
+    "weights (by magnitude or at random among them), is rewound and trained; the error barrier between l's "
+    "network projected onto the new mask and the new network, and the loss the projection costs.",
+    ("experiment", pa.string()),
+    ("seed", pa.int64()),
+    ("rewind_step", pa.int64()),
+    ("level", pa.int64()),           # l: the network pruned further (0 = dense)
+    ("method", pa.string()),         # magnitude, or random (among the remaining weights, magnitude's per-layer counts)
+    ("fraction", pa.float64()),      # of l's remaining prunable weights removed
+    ("sparsity_before", pa.float64()),
+    ("sparsity", pa.float64()),      # of the new mask
+    ("remaining", pa.int64()),
+    ("split", pa.string()),
+    ("barrier", pa.float64()),       # error barrier along θ_l ⊙ m -> the new network
+    ("connected", pa.bool_()),       # barrier <= tolerance
+    ("tolerance", pa.float64()),
+    ("projected_error", pa.float64()),  # error of θ_l ⊙ m (the path's start)
+    ("new_error", pa.float64()),     # error of the new network (its end)
+    ("loss_rise", pa.float64()),     # train split: L(θ_l ⊙ m) − L(θ_l), measured; null on test
+    ("loss_rise_quadratic", pa.float64()),  # gᵀΔ + ½ΔᵀHΔ at θ_l (H of the sparse network, float64 HVPs)
+    ("top_eigenvalue", pa.float64()),  # θ_l's largest Hessian eigenvalue (Lanczos, sparse network)
+    ("test_accuracy", pa.float64()),  # of the new network
+    ("diverged", pa.bool_()),
+)
+
 HESSIAN = _table(
     "hessian", ("experiment", "seed", "source", "rewind_step", "level"),
     "Top eigenvalues of the training-loss Hessian (Lanczos on Hessian-vector products).",
@@ -168,6 +195,56 @@ HESSIAN = _table(
     ("eigenvalue", pa.float64()),
     ("examples", pa.int64()),       # training examples in the loss (the first n of the training split)
     ("iterations", pa.int64()),
+)
+
+THEORY = _table(
+    "theory", ("experiment",),
+    "d*(ε) predicted from the Hessian's spectral density at the trained network and the anchor's displacement "
+    "from it: Larsen et al. 2022's quadratic-well bound under Gordon's escape theorem, and the quadratic well's "
+    "own threshold (sublevel.theory states both formulas and their assumptions): one row per sweep (kind, t) "
+    "and threshold, null with a note where it does not apply.",
+    ("experiment", pa.string()),
+    ("kind", pa.string()),           # random or burnin (uniformly random subspaces); others get a note
+    ("burnin_step", pa.int64()),     # t: the subspace's anchor θ_t
+    ("metric", pa.string()),
+    ("threshold", pa.float64()),     # ε, as in the threshold table
+    ("num_params", pa.int64()),      # D
+    ("seed", pa.int64()),            # the dense run: the sweep's dense seed
+    ("minimum_step", pa.int64()),    # θ*: that run's final checkpoint, taken as the well's minimum
+    ("distance", pa.float64()),      # R = ||θ_t − θ*||
+    ("quadratic_anchor_loss", pa.float64()),  # the well's own loss at θ_t, L* + ½δᵀHδ (δ = θ_t − θ*):
+    # far above the true loss at θ_t (the threshold table's anchor_value for train_loss) = not quadratic out there
+    ("loss_min", pa.float64()),      # L*: the training loss at θ* over the examples the Hessian is of
+    ("grad_norm", pa.float64()),     # ||∇L(θ*)||: how far θ* is from a critical point
+    ("epsilon", pa.float64()),       # ε' = ε − L*, the well's loss budget; null: no prediction
+    ("top_eigenvalue", pa.float64()),  # the largest quadrature node over the probes
+    ("d_star_bound", pa.float64()),  # the well's bound Σ λR²/(λR² + 2ε') over the density, mean over probes
+    ("d_star_bound_lo", pa.float64()),  # mean ± 1.96 standard errors over probes
+    ("d_star_bound_hi", pa.float64()),
+    ("width_sq", pa.float64()),      # D − d_star_bound: the squared Gaussian width the bound gives
+    ("d_star_well", pa.float64()),   # the well's own threshold from θ_t's direction: Σ λ/(λ + κ*), ½ Σ δ²λκ*/(λ + κ*) = ε'
+    ("d_star_well_lo", pa.float64()),
+    ("d_star_well_hi", pa.float64()),
+    ("probes", pa.int64()),
+    ("iterations", pa.int64()),      # Lanczos steps per probe
+    ("examples", pa.int64()),        # training examples in the loss (the first n of the training split)
+    ("note", pa.string()),           # why a row has no prediction; null when it has one
+)
+
+SPECTRUM = _table(
+    "spectrum", ("experiment",),
+    "The training-loss Hessian's spectral density at the trained network by stochastic Lanczos quadrature: "
+    "per probe, nodes (Ritz values) and weights summing to 1; the mean of f over H's eigenvalues is "
+    "Σ weight·f(eigenvalue), averaged over probes.",
+    ("experiment", pa.string()),
+    ("seed", pa.int64()),
+    ("step", pa.int64()),
+    ("probe", pa.int64()),
+    ("node", pa.int64()),            # 0 = the smallest
+    ("eigenvalue", pa.float64()),
+    ("weight", pa.float64()),
+    ("num_params", pa.int64()),
+    ("examples", pa.int64()),
 )
 
 SCORES = _table(
@@ -210,7 +287,8 @@ TARGETS = Table("targets", pa.schema([
 @dataclass(frozen=True)
 class Figure:
     tables: tuple[str, ...]     # the tables it is drawn from, in the order its function takes them
-    sections: tuple[str, ...]   # the experiment's config sections it needs (an experiment without one has none)
+    sections: tuple[str, ...]   # the experiment's config sections it needs (an experiment without one has none;
+    # "imp.fraction_sweep": a key inside a section)
 
 
 # Every figure (drawn by sublevel.figures); the CLI's choices, the workflow's targets and the figure rule's
@@ -218,11 +296,12 @@ class Figure:
 FIGURES: dict[str, Figure] = {
     "imp_accuracy": Figure(("imp",), ("imp",)),
     "imp_barrier": Figure(("barrier",), ("imp",)),
-    "subspace_success": Figure(("success",), ("subspace",)),
-    "dstar_burnin": Figure(("threshold",), ("subspace",)),
+    "subspace_success": Figure(("success", "theory"), ("subspace",)),
+    "dstar_burnin": Figure(("threshold", "theory"), ("subspace",)),
     "imp_dstar": Figure(("imp", "threshold"), ("imp", "subspace")),
     "sharpness": Figure(("hessian",), ("hessian",)),
     "scores": Figure(("scores",), ("scores",)),
+    "prune_fraction": Figure(("prune_sweep",), ("imp.fraction_sweep",)),
 }
 FIGURE_TABLES: dict[str, tuple[str, ...]] = {name: f.tables for name, f in FIGURES.items()}
 

@@ -2,8 +2,8 @@
 output it changes (Snakemake compares each job's params), and the same slices per DVC stage.
 
 Snakemake stages: dense (training), imp (IMP levels, baselines, barriers, the diet), subspace (one sweep job),
-refine (a refinement plan), analysis (P(d) and d*), hessian and hessian_imp (sharpness), scores, tickets
-(IMP levels as axial subspaces, read from the imp tables).
+refine (a refinement plan), analysis (P(d) and d*), hessian and hessian_imp (sharpness), scores, theory (d*
+predicted from the spectral density), prune_sweep (imp.fraction_sweep), tickets (IMP levels as axial subspaces, read from the imp tables).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from sublevel.config import ConfigError, Experiment
 # refine: a refinement plan; tickets: IMP levels as axial subspaces (read from the imp tables)
 STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",),
                   "refine": ("subspace",), "analysis": ("subspace",), "hessian": ("hessian",),
-                  "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "tickets": ()}
+                  "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "theory": ("subspace", "theory"),
+                  "prune_sweep": ("imp",),
+                  "tickets": ()}
 # Keys that decide which jobs exist, or reach a job as an option or an input file of its own, not what
 # one job computes: no job's spec holds them, so growing them (more levels, seeds, baselines, burn-in
 # steps, dims) plans only the new jobs. stage_specs keeps them for DVC, whose stages run every job.
@@ -26,7 +28,9 @@ JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability", "seeds_pe
                 "subspace": ("kinds", "burnin", "dims", "seeds", "seeds_per_job")}
 # subspace keys each subspace stage does not read
 SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
-                   "analysis": ()}
+                   "analysis": (), "theory": ("bootstrap", "refine", "dims", "seeds", "seeds_per_job")}
+# stages whose one job covers every sweep of an experiment: they read the kinds and burn-in steps
+WHOLE_SWEEP = ("analysis", "theory")
 
 
 def for_stage(exp: Experiment, stage: str, rewind: int | str | None = None) -> Experiment:
@@ -40,12 +44,17 @@ def for_stage(exp: Experiment, stage: str, rewind: int | str | None = None) -> E
     if stage == "imp" and exp.imp and exp.imp.data_diet:
         keep += ("scores",)  # the diet's subset is chosen by the scores
     raw = {k: v for k, v in exp.raw.items()
-           if k not in ("imp", "subspace", "hessian", "scores", "seeds") or k in keep}
+           if k not in ("imp", "subspace", "hessian", "scores", "theory", "seeds") or k in keep}
     for section, keys in JOB_SET_KEYS.items():
-        if section in raw and stage != "analysis":
+        if section in raw and stage not in WHOLE_SWEEP:
             raw[section] = {k: v for k, v in raw[section].items() if k not in keys}
     if "subspace" in raw:
         raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in SUBSPACE_UNREAD[stage]}
+    if "imp" in raw and "fraction_sweep" in raw["imp"]:  # read by its own jobs only, which of them exist aside
+        sweep = {k: v for k, v in raw["imp"]["fraction_sweep"].items() if k != "levels"}
+        raw["imp"] = {k: v for k, v in raw["imp"].items() if k != "fraction_sweep"}
+        if stage == "prune_sweep":
+            raw["imp"]["fraction_sweep"] = sweep
     # only dense runs evaluate at checkpoints, and the default leaves every spec as it was before the key
     if stage != "dense" or raw["checkpoints"].get("evaluate", True):
         raw["checkpoints"] = {k: v for k, v in raw["checkpoints"].items() if k != "evaluate"}
@@ -64,8 +73,8 @@ def for_stage(exp: Experiment, stage: str, rewind: int | str | None = None) -> E
 
 
 # DVC stage -> the Snakemake stages whose specs decide its jobs (for_stage)
-DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp",), "subspace": ("subspace", "refine"),
-              "analysis": ("analysis", "hessian", "hessian_imp")}
+DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp", "prune_sweep"), "subspace": ("subspace", "refine"),
+              "analysis": ("analysis", "hessian", "hessian_imp", "theory")}
 
 
 def stage_specs(cfg: dict[str, Any]) -> dict[str, dict]:
@@ -79,12 +88,16 @@ def stage_specs(cfg: dict[str, Any]) -> dict[str, dict]:
             present = {"dense": True, "scores": exp.scores is not None, "imp": exp.imp is not None,
                        "subspace": exp.subspace is not None,
                        "refine": exp.subspace is not None, "analysis": exp.subspace is not None,
-                       "hessian": exp.hessian is not None, "hessian_imp": exp.hessian is not None and exp.imp is not None}
+                       "hessian": exp.hessian is not None, "hessian_imp": exp.hessian is not None and exp.imp is not None,
+                       "theory": exp.theory is not None and exp.subspace is not None,
+                       "prune_sweep": exp.imp is not None and exp.imp.fraction_sweep is not None}
             parts = {s: json.loads(for_stage(exp, s).to_json()) for s in stages if present[s]}
             if parts:  # for_stage leaves out what decides which jobs exist (the seed lists, JOB_SET_KEYS)
                 seeds = list(exp.imp.seeds) if dvc_stage == "imp" else list(exp.seeds)
                 jobs = {section: {k: exp.raw[section][k] for k in keys if k in exp.raw[section]}
                         for section, keys in JOB_SET_KEYS.items() if section in exp.raw}
+                if present["prune_sweep"]:
+                    jobs["imp"]["fraction_sweep_levels"] = exp.raw["imp"]["fraction_sweep"]["levels"]
                 spec[name] = dict(parts, seeds=seeds, jobs=jobs)
         out[dvc_stage] = spec
     return out

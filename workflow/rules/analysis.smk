@@ -1,5 +1,6 @@
 # Stage 5: analysis. Success probability P(d) and threshold dimension d*(ε) over every sweep round;
-# sharpness (top Hessian eigenvalues) at dense checkpoints and IMP levels; per-example data difficulty;
+# sharpness (top Hessian eigenvalues) at dense checkpoints and IMP levels; d* predicted from the Hessian's
+# spectral density (theory); per-example data difficulty;
 # every figure (PNG for the report, SVG beside it). The rules that only read tables are local rules (see
 # subspace.smk): analyse_subspace, figure, export, reproduction.
 
@@ -74,6 +75,29 @@ rule hessian_imp:
     shell:
         "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " --levels {input.levels:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule theory:
+    input:
+        data=dataset_of,
+        trajectory=sweep_trajectory,
+    output:
+        theory=str(paths.table("theory", experiment="{experiment}")),
+        spectrum=str(paths.table("spectrum", experiment="{experiment}")),
+    log:
+        str(paths.log("theory", "{experiment}")),
+    conda:
+        "../envs/sublevel.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        spec=spec_for("theory"),
+        device=config["device"],
+    shell:
+        "python -m sublevel theory --spec {params.spec:q} --data {input.data:q} --trajectory {input.trajectory:q}"
+        " --theory {output.theory:q} --spectrum {output.spectrum:q} --device {params.device:q} --threads {threads}"
+        " > {log:q} 2>&1"
 
 
 rule scores:

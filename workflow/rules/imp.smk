@@ -11,7 +11,8 @@
 # chain's result does not depend on which others share its batch. Outputs stay per seed, so these rules are
 # written per block (a rule's outputs cannot depend on a wildcard) and their names carry it:
 # imp_level_<experiment>_block<j>, ... Appending seeds to imp.seeds leaves the full blocks' jobs as they were;
-# appending a method to imp.baselines adds that method's jobs only.
+# appending a method to imp.baselines adds that method's jobs only. With imp.fraction_sweep, one job per block
+# and swept level trains every (method, fraction) of it (prune_sweep_<experiment>_block<j>).
 for _name, _block, _seeds in PLAN.imp_blocks():
 
     rule:
@@ -132,6 +133,37 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {params.seeds:q}"
             " --data {input.data:q} --trajectory {input.trajectory:q} --dense {input.dense:q} --a {input.previous:q}"
             " --b {input.level:q} --table {output.tables:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+
+    if PLAN.experiment(_name).imp.fraction_sweep:
+
+        rule:
+            name:
+                f"prune_sweep_{_name}_block{_block}"
+            input:
+                data=PLAN.dataset_store(_name),
+                trajectory=PLAN.trajectories(_name, _seeds),
+                network=PLAN.chain_levels_at(_name, _seeds),
+                diet=PLAN.chain_diets(_name, _seeds),
+            output:
+                tables=[PLAN.prune_sweep_table(_name, "{rewind_step}", s, "{level}") for s in _seeds],
+            log:
+                str(paths.log("imp", _name, "rewind{rewind_step}", f"block{_block}", "prune_sweep", "{level}")),
+            conda:
+                "../envs/sublevel.yaml"
+            threads: config["threads"]
+            resources:
+                gpu=GPU,
+                runtime=480,  # minutes, for cluster executors (profiles/slurm)
+                mem_mb=8000,
+            params:
+                seeds=[str(s) for s in _seeds],
+                diet=optional_flag("--diet", "diet"),
+                spec=spec_for("prune_sweep", _name),
+                device=config["device"],
+            shell:
+                "python -m sublevel prune-sweep --spec {params.spec:q} --seeds {params.seeds:q} --data {input.data:q}"
+                " --trajectory {input.trajectory:q} --network {input.network:q} --table {output.tables:q}"
+                " {params.diet:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule data_diet:

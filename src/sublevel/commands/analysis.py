@@ -49,6 +49,48 @@ def hessian(args) -> None:
     storage.write_table("hessian", rows, args.table)
 
 
+def theory(args) -> None:
+    """d*(ε) predicted from the Hessian's spectral density at the sweep's dense run's final network."""
+    import torch
+
+    from sublevel import hessian, models, storage, theory, trajectory
+    from sublevel.schedule import Schedule
+    from sublevel.training import build_model
+
+    exp, device, data = setup(args)
+    sub, spec = exp.subspace, exp.theory
+    sched = Schedule.resolve(exp, len(data.y_train))
+    traj = trajectory.read(args.trajectory)
+    final = traj.params(sched.total)  # a run that diverged before its end has no minimum: Skipped
+    n = len(data.y_train) if spec.examples is None else min(spec.examples, len(data.y_train))
+    x, y = data.x_train[:n], data.y_train[:n]
+    model = build_model(exp, data, sub.dense_seed, device)
+    models.load_flat_buffers(model, torch.as_tensor(traj.buffers(sched.total)).to(device))
+    buffers = dict(model.named_buffers())
+    theta = torch.as_tensor(final).to(device)
+    loss_min, gradient = hessian.loss_and_gradient(model, theta, x, y, buffers)
+    say(f"θ* (step {sched.total}): training loss {loss_min:.4f} over {n} examples, gradient norm "
+        f"{float(gradient.norm()):.3g}")
+    hvp = hessian.hvp_operator(model, theta, x, y, buffers)
+    density = hessian.slq(hvp, len(theta), spec.iterations, spec.probes, device=device)
+    anchors = {}
+    for kind, t in sub.anchors(sched):
+        delta = torch.as_tensor(traj.params(t)).to(device, torch.float64) - theta.double()
+        R = float(delta.norm())
+        nodes, weights = hessian.quadrature(hvp, delta / R, spec.iterations)
+        anchors[kind, t] = theory.Anchor(R, loss_min + 0.5 * float(delta @ hvp(delta)), nodes, weights)
+    rows = theory.rows(exp.name, sub.dense_seed, sched.total, density, anchors, loss_min, float(gradient.norm()),
+                       list(sub.thresholds), n, spec.iterations)
+    storage.write_table("theory", rows, args.theory)
+    storage.write_table("spectrum", theory.spectrum_rows(exp.name, sub.dense_seed, sched.total, density, n),
+                        args.spectrum)
+    for r in rows:
+        what = r["note"] or (f"d* bound {r['d_star_bound']:.1f} [{r['d_star_bound_lo']:.1f}, "
+                             f"{r['d_star_bound_hi']:.1f}], the well's own {r['d_star_well']:.1f}")
+        say(f"{r['kind']} t={r['burnin_step']} R={r['distance']:.3f} (quadratic model's loss there "
+            f"{r['quadratic_anchor_loss']:.3g}) {r['metric']} {r['threshold']:g}: {what}")
+
+
 def scores(args) -> None:
     """EL2N and GraNd of every training example at the configured checkpoints of every dense seed."""
     from sublevel import scores, storage, trajectory
@@ -137,6 +179,12 @@ def register(sub) -> None:
     where.add_argument("--trajectory", help="the dense run: every configured hessian step")
     where.add_argument("--levels", nargs="+", help="IMP level stores: each level's final, masked network")
     s.add_argument("--table", required=True)
+
+    s = job(sub, "theory", "d*(ε) predicted from the Hessian's spectral density (Gordon's escape theorem)", theory)
+    s.set_defaults(outputs={"theory": "theory", "spectrum": "spectrum"})
+    s.add_argument("--trajectory", required=True, help="the subspace sweeps' dense run")
+    s.add_argument("--theory", required=True, help="Parquet file of the `theory` table")
+    s.add_argument("--spectrum", required=True, help="Parquet file of the `spectrum` table")
 
     s = job(sub, "scores", "EL2N and GraNd per training example at dense checkpoints", scores)
     s.set_defaults(outputs={"out": "zarr", "table": "scores"})

@@ -98,6 +98,23 @@ def barrier(args) -> None:
             say(f"{r['kind']} seed {r['seed']} level {r['level']} {r['split']}: barrier {r['barrier']:.4f}")
 
 
+def prune_sweep(args) -> None:
+    """imp.fraction_sweep at one level of each chain: the barrier per fraction pruned, magnitude and random."""
+    from sublevel import imp, storage
+    from sublevel.config import ConfigError
+
+    exp, data, found, device = chains(args, "network")
+    if exp.imp.fraction_sweep is None:
+        raise ConfigError(f"experiment {exp.name} has no imp.fraction_sweep")
+    for rows, table in zip(imp.fraction_sweep(exp, data, found, device, progress=not args.quiet), args.table):
+        storage.write_table("prune_sweep", rows, table)
+        for r in rows:
+            if r["split"] == "test":
+                say(f"seed {r['seed']} level {r['level']} {r['method']} prune {r['fraction']:g}: test barrier "
+                    f"{r['barrier']:.4f} ({'connected' if r['connected'] else 'not connected'}), loss rise "
+                    f"{r['loss_rise_quadratic']:.4f} to second order, top eigenvalue {r['top_eigenvalue']:.3f}")
+
+
 def data_diet(args) -> None:
     """The data-diet rewind point: the first k steps from the seed's initialisation on a scored subset."""
     from sublevel import imp
@@ -139,6 +156,11 @@ def register(sub) -> None:
     s.add_argument("--dense", nargs="+", required=True, help="level-0 stores (the dense reference for `matching`)")
     s.add_argument("--a", nargs="+", required=True, help="the level stores (instability) or level l-1 (imp_successive)")
     s.add_argument("--b", nargs="+", help="level l stores (imp_successive)")
+
+    s = stage(sub, "prune-sweep", "how much one IMP level can prune: a barrier per fraction (imp.fraction_sweep)",
+              prune_sweep)
+    s.set_defaults(outputs={"table": "prune_sweep"})
+    s.add_argument("--network", nargs="+", required=True, help="the IMP level stores to prune further, per seed")
 
     s = job(sub, "data-diet", "pre-train on an easy, hard or random subset up to the rewind step", data_diet)
     s.set_defaults(outputs={"out": "zarr"})

@@ -7,8 +7,13 @@ import sys
 from sublevel.commands.base import plain_tables, results_parent, say_damage
 
 SUMMARY_TITLES = {"dense": "Dense networks", "threshold": "Threshold training dimension d*(eps) (P(d) >= 1/2)",
+                  "theory": "d*(eps) measured beside the quadratic-well prediction (Larsen et al. 2022; view dstar_predicted)",
+                  "prune_fraction": "How much one IMP level can prune: the largest fraction still linearly connected "
+                                    "(Paul et al. 2023; view prune_fraction)",
                   "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy",
                   "skipped": "Skipped jobs (nothing to compute from; their outputs hold no rows)"}
+
+OPTIONAL_SECTIONS = ("theory", "prune_fraction", "skipped")  # printed only when they have rows
 
 
 def query(args) -> None:
@@ -64,7 +69,7 @@ def summary(args) -> None:
     say_damage(found)
     with plain_tables():
         for name, frame in catalog.summary(con=con).items():
-            if name != "skipped" or frame.height:
+            if name not in OPTIONAL_SECTIONS or frame.height:
                 print(f"{SUMMARY_TITLES[name]}\n{frame if frame.height else '(no rows yet)'}\n")
 
 

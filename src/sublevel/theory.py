@@ -1,0 +1,168 @@
+"""The threshold training dimension predicted from the loss landscape (Larsen, Fort, Becker & Ganguli 2022).
+
+Gordon's escape theorem, as Larsen et al. apply it: a random d-dimensional affine subspace through θ_t
+meets the sublevel set S(ε) = {θ : L(θ) ≤ ε} with high probability once d + w²(S_t) > D, where S_t is S(ε)
+projected onto the unit sphere around θ_t and w² its squared Gaussian width; so d*(ε) ≈ D − w²(S_t).
+
+The quadratic well (their bound in terms of the Hessian spectrum and the distance to the minimum): around a
+minimum θ* with Hessian eigenvalues λ_i, L ≈ L* + ½ (θ − θ*)ᵀ H (θ − θ*), S(ε) is the ellipsoid with
+semi-axes r_i = √(2ε'/λ_i), ε' = ε − L*, centred R = ‖θ_t − θ*‖ from θ_t. Seen from θ_t, axis i spans the
+angle whose sine is r_i / √(R² + r_i²), so S_t contains (to this order) the ellipsoid of those semi-axes on
+the sphere, whose squared width is their sum of squares:
+
+    w²(S_t) ≳ Σ_i r_i² / (R² + r_i²) = Σ_i 2ε' / (2ε' + λ_i R²)
+    d*(ε)   ≲ D − w²  = Σ_{λ_i > 0} λ_i R² / (λ_i R² + 2ε')
+
+(a direction with λ_i ≤ 0 leaves S unbounded along it: it adds 1 to w² and nothing to d*). Each direction
+counts towards d* by how much its curvature over the distance, λ_i R² / 2, exceeds the loss budget ε'. The
+bound is tight where every curved direction has r_i ≪ R (a sharp, distant well) and loose where r_i ≳ R: a
+ball of radius r at distance R projects to a cap of angular radius arcsin(r/R), squared width D r²/R²,
+against the bound's D r²/(R² + r²) (tests/test_theory.py measures both against exact subspace minima).
+
+The bound takes θ_t's direction from θ* as generic. The quadratic model's own threshold uses the direction
+it has: for a Gaussian P with d columns, P (PᵀHP)⁻¹ Pᵀ has the deterministic equivalent (H + κI)⁻¹ with κ
+fixed by d = Σ_i λ_i / (λ_i + κ) (the sketched-inverse equivalent of random-projection theory), so the
+well's minimum over the subspace θ_t + span(P) is
+
+    ½ Σ_i δ_i² λ_i κ / (λ_i + κ),     δ = θ_t − θ* in H's eigenbasis,
+
+and d*(ε) = Σ_i λ_i / (λ_i + κ*) at the κ* where that minimum equals ε' (0 where θ_t is already inside
+the well's set). With δ spread evenly over the eigenbasis (δ_i² = R²/D) this gives the ball's exact D (1 −
+r²/R²), and κ* = (2ε'/R²)(D/d) > 2ε'/R², the bound's κ: the bound is the upper one. A trajectory that moves
+along flat directions leaves δ there, where the bound counts curvature δ never sees: d_star_well below
+d_star_bound. This threshold is derived here, not in the paper; tests/test_theory.py measures both.
+
+At a trained network the sum over D eigenvalues is a spectral-density integral, D ∫ ρ(λ) f(λ) dλ, read from
+stochastic Lanczos quadrature (sublevel.hessian.slq); its error bar is the spread over probes. δ's own
+spectral measure (Σ_i δ_i² f(λ_i) / R²) is one Lanczos quadrature started at δ / R.
+
+Assumptions each prediction carries (the `theory` table's docs): θ* is the dense run's final network (the
+subspace sweep's dense seed) and a minimum of the training loss (its gradient norm g is recorded; the
+linear term gᵀδ, at most g·R, is left out of both predictions and of the well's loss at θ_t); the loss is
+quadratic with that Hessian over the whole distance R (at initialisation it is not: the prediction is a
+bound of the well's geometry, not of the path to it); the sublevel set is of the training loss, so only a
+`train_loss` threshold is predicted; subspaces are uniformly random (random at θ_0 and burn-in at θ_t; the
+lottery subspace and IMP tickets are not, and get no prediction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sublevel.config import Threshold
+from sublevel.hessian import Density
+
+PREDICTED_KINDS = ("random", "burnin")  # uniformly random subspaces: Gordon's theorem is about those
+Z = 1.96  # the interval: mean ± Z standard errors over the probes
+
+
+def curved_fraction(eigenvalues: np.ndarray, R: float, eps: float) -> np.ndarray:
+    """f(λ) = λR² / (λR² + 2ε') for λ > 0, else 0: each eigen-direction's share of the predicted d*."""
+    lam = np.clip(eigenvalues, 0.0, None)
+    return lam * R * R / (lam * R * R + 2.0 * eps)
+
+
+def dstar_bound(eigenvalues: np.ndarray, R: float, eps: float) -> float:
+    """The quadratic well's bound on d*(ε) from an explicit spectrum (all D eigenvalues)."""
+    return float(curved_fraction(np.asarray(eigenvalues, float), R, eps).sum())
+
+
+def dstar_from_density(density: Density, R: float, eps: float) -> np.ndarray:
+    """The bound per SLQ probe: D · Σ_k τ_k f(θ_k), [probes]."""
+    return density.D * density.mean_of(lambda x: curved_fraction(x, R, eps))
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A sweep's anchor θ_t as the well sees it: its distance R from θ*, the well's loss at it, L* + ½ δᵀHδ
+    with δ = θ_t − θ* (beside the true loss at θ_t: how far the well is quadratic out there), and the
+    quadrature of δ / R's spectral measure (nodes, weights)."""
+    distance: float
+    quadratic_loss: float
+    nodes: np.ndarray
+    weights: np.ndarray
+
+
+def dimension_at(density: Density, kappa: float) -> np.ndarray:
+    """d(κ) = Σ_i λ_i / (λ_i + κ) per probe (λ ≤ 0 counts 0): the subspace dimension whose sketch has ridge κ."""
+    return density.D * density.mean_of(lambda x: (lam := np.clip(x, 0.0, None)) / (lam + kappa))
+
+
+def well_kappa(nodes: np.ndarray, weights: np.ndarray, R: float, eps: float) -> float:
+    """κ* where the well's subspace minimum ½ R² Σ_k w_k θ_k κ/(θ_k + κ) (δ's measure) equals ε'; inf when θ_t
+    is inside the well's set already (that minimum is at most ½ δᵀHδ, reached as κ → ∞)."""
+    lam = np.clip(nodes, 0.0, None)
+    residual = lambda k: 0.5 * R * R * float((weights * lam * k / (lam + k)).sum())
+    if 0.5 * R * R * float((weights * lam).sum()) <= eps:
+        return math.inf
+    lo, hi = 1e-30, 1e30  # residual rises with κ from 0: bisect in log κ
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if residual(mid) > eps else (mid, hi)
+    return math.sqrt(lo * hi)
+
+
+def interval(per_probe: np.ndarray, D: int) -> tuple[float, float | None, float | None]:
+    """Mean over probes and mean ± Z standard errors, clipped to [0, D] (no interval from one probe)."""
+    m = float(per_probe.mean())
+    if len(per_probe) < 2:
+        return m, None, None
+    se = float(per_probe.std(ddof=1) / math.sqrt(len(per_probe)))
+    return m, max(0.0, m - Z * se), min(float(D), m + Z * se)
+
+
+NO_PREDICTION = dict(d_star_bound=None, d_star_bound_lo=None, d_star_bound_hi=None, width_sq=None,
+                     d_star_well=None, d_star_well_lo=None, d_star_well_hi=None)
+
+
+def predict(density: Density, anchor: Anchor, eps: float) -> dict:
+    """Both predictions of d*(ε) for ε' = `eps` > 0, each with its interval over probes, and w² = D − bound."""
+    D = density.D
+    bound, lo, hi = interval(dstar_from_density(density, anchor.distance, eps), D)
+    kappa = well_kappa(anchor.nodes, anchor.weights, anchor.distance, eps)
+    well = interval(np.zeros(len(density.nodes)) if math.isinf(kappa) else dimension_at(density, kappa), D)
+    return dict(d_star_bound=bound, d_star_bound_lo=lo, d_star_bound_hi=hi, width_sq=D - bound,
+                d_star_well=well[0], d_star_well_lo=well[1], d_star_well_hi=well[2])
+
+
+def why_not(kind: str, th: Threshold, loss_min: float) -> str | None:
+    """Why a (kind, threshold) has no prediction, or None when it has one."""
+    if kind not in PREDICTED_KINDS:
+        return f"{kind} subspaces are not uniformly random: Gordon's theorem does not apply"
+    if th.metric != "train_loss":
+        return f"the Hessian is of the training loss: a {th.metric} sublevel set has no quadratic-well prediction"
+    if th.value <= loss_min:
+        return f"ε = {th.value:g} is not above the minimum's own training loss {loss_min:.4g}: the well's set is empty"
+    return None
+
+
+def rows(experiment: str, seed: int, step: int, density: Density, anchors: dict[tuple[str, int], Anchor],
+         loss_min: float, grad_norm: float, thresholds: list[Threshold], examples: int,
+         iterations: int) -> list[dict]:
+    """Rows of the `theory` table: one per sweep (kind, t) and threshold, predicted or with the reason not."""
+    top = float(density.nodes.max())
+    out = []
+    for (kind, t), anchor in anchors.items():
+        R = anchor.distance
+        for th in thresholds:
+            note = why_not(kind, th, loss_min)
+            eps = th.value - loss_min
+            pred = predict(density, anchor, eps) if note is None else NO_PREDICTION
+            out.append(dict(experiment=experiment, kind=kind, burnin_step=int(t), metric=th.metric,
+                            threshold=float(th.value), num_params=density.D, seed=seed, minimum_step=step,
+                            distance=R, quadratic_anchor_loss=anchor.quadratic_loss, loss_min=loss_min,
+                            grad_norm=grad_norm,
+                            epsilon=eps if note is None else None, top_eigenvalue=top, **pred,
+                            probes=len(density.nodes), iterations=iterations, examples=examples, note=note))
+    return out
+
+
+def spectrum_rows(experiment: str, seed: int, step: int, density: Density, examples: int) -> list[dict]:
+    """Rows of the `spectrum` table: every probe's quadrature nodes and weights (zero-weight padding left out)."""
+    return [dict(experiment=experiment, seed=seed, step=step, probe=p, node=k, eigenvalue=float(x),
+                 weight=float(w), num_params=density.D, examples=examples)
+            for p in range(len(density.nodes))
+            for k, (x, w) in enumerate(zip(density.nodes[p], density.weights[p])) if w > 0]
