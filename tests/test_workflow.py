@@ -51,7 +51,8 @@ def test_report_shows_every_figure_in_a_real_browser(smoke_run):
     assert res.returncode == 0, res.stderr[-3000:]
     every = ["imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar", "sharpness", "scores"]
     # blowup's figures say that their jobs were skipped (its dense run diverged): still decoded images
-    figures = {"smoke": every, "diet": ["imp_accuracy", "imp_barrier", "scores"], "blowup": every,
+    # smoke alone sweeps the fraction one IMP level prunes (imp.fraction_sweep)
+    figures = {"smoke": every + ["prune_fraction"], "diet": ["imp_accuracy", "imp_barrier", "scores"], "blowup": every,
                "rewinds": ["imp_accuracy", "imp_barrier", "sharpness"]}
     for exp, names in figures.items():
         for name in names:
