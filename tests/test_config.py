@@ -51,7 +51,7 @@ def test_bad_input_gives_one_error_naming_the_key(text, key):
 
 
 def test_every_shipped_config_is_valid(root):
-    for path in sorted((root / "config").glob("*.yaml")):
+    for path in sorted((root / "config").rglob("*.yaml")):  # the reproduction presets under repro/ too
         cfg = config.load(path)
         assert cfg["experiments"], path
 
@@ -199,10 +199,15 @@ def test_the_theory_and_fraction_sweep_specs_touch_no_other_job():
                         theory={"probes": 4})
     for stage in ("dense", "imp", "subspace", "refine", "analysis", "hessian"):
         assert a.for_stage(stage).to_json() == b.for_stage(stage).to_json(), stage
-    theory = b.for_stage("theory")
-    assert theory.theory.probes == 4 and theory.subspace.burnin == (5,) and theory.imp is None
+    spectrum = b.for_stage("spectrum")
+    assert spectrum.theory.probes == 4 and spectrum.subspace.burnin == (5,) and spectrum.imp is None
     more_dims = make_experiment(imp={"rewind": 7}, subspace=dict(sub, dims=[4, 16, 64]), theory={"probes": 4})
-    assert theory.to_json() == more_dims.for_stage("theory").to_json()  # more dims: the prediction does not rerun
+    assert spectrum.to_json() == more_dims.for_stage("spectrum").to_json()  # more dims: the spectrum does not rerun
+    more_eps = make_experiment(imp={"rewind": 7}, subspace=dict(sub, thresholds=[{"metric": "train_loss", "value": 1}]),
+                               theory={"probes": 4})
+    assert spectrum.to_json() == more_eps.for_stage("spectrum").to_json()  # nor does a threshold
+    more_t = make_experiment(imp={"rewind": 7}, subspace=dict(sub, burnin=[5, 12]), theory={"probes": 4})
+    assert more_t.for_stage("spectrum").subspace.burnin == (5, 12)  # a burn-in step is an anchor more
     sweep = b.for_stage("prune_sweep")
     assert sweep.imp.fraction_sweep.fractions == (0.5,) and sweep.imp.fraction_sweep.levels is None
     more = make_experiment(imp={"rewind": 7, "fraction_sweep": {"levels": [0, 1], "fractions": [0.5]}})

@@ -17,7 +17,7 @@ from sublevel import catalog, imp, paths, storage
 from conftest import ROOT, jobs_of, rules_of, snakemake
 
 BIN = Path(sys.executable).parent
-SKIPPED = {"imp", "barrier", "subspace", "hessian", "scores", "success", "threshold"}
+SKIPPED = {"imp", "barrier", "subspace", "hessian", "scores", "success", "threshold", "spectrum", "theory"}
 
 
 def sublevel(*args: str, root: Path) -> subprocess.CompletedProcess:

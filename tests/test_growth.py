@@ -12,8 +12,8 @@ from conftest import jobs_of, snakemake
 from sublevel import paths, storage
 
 # Jobs that only read tables: rerun whenever what they summarise grows
-ANALYSIS = {"refine_plan", "sweep_summary", "subspace_tickets", "analyse_subspace", "figure", "export", "reproduction",
-            "all"}
+ANALYSIS = {"refine_plan", "sweep_summary", "subspace_tickets", "analyse_subspace", "theory", "figure", "export",
+            "reproduction", "all"}
 
 
 def planned_jobs(work, cfg: dict, tmp_path) -> list[tuple[str, str]]:
@@ -62,8 +62,9 @@ def prune_jobs(block: int) -> set[tuple[str, str]]:
     return {(f"prune_sweep_smoke_block{block}", "rewind_step=5, level=1")}
 
 
-# the prediction of d* reads every sweep's anchor and threshold: its one job reruns when they grow
-THEORY = {("theory", "experiment=smoke")}
+# the spectrum job quadratures every sweep's anchor: a burn-in step reruns it; a threshold reruns only the
+# predictions (the local rule theory, with the analysis)
+SPECTRUM = {("spectrum", "experiment=smoke")}
 
 
 def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
@@ -92,7 +93,7 @@ def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
      {("train_dense", "experiment=smoke, seed=2"), ("hessian_dense", "experiment=smoke, seed=2"),
       ("scores", "experiment=smoke")}),
     ("a burn-in step", lambda e: e["subspace"].update(burnin=[5, 12]),
-     {sweep_job("burnin", 12, d) for d in (2, 8, 32)} | THEORY),
+     {sweep_job("burnin", 12, d) for d in (2, 8, 32)} | SPECTRUM),
     ("a sweep dimension", lambda e: e["subspace"].update(dims=[2, 8, 32, 64]),  # lottery: 64 > its directions
      {sweep_job(k, t, 64) for k, t in (("random", 0), ("burnin", 5))}),
     # smoke.yaml: 2 runs per point; seeds_per_job 2 leaves the finished block [0, 1] full
@@ -102,7 +103,7 @@ def hessian_jobs(seeds, levels) -> set[tuple[str, str]]:
      {sweep_job(k, t, d) for k, t, d in ROUND0}),
     ("a threshold", lambda e: e["subspace"].update(thresholds=[{"metric": "train_accuracy", "value": 0.6},
                                                                {"metric": "train_accuracy", "value": 0.3}]),
-     THEORY),
+     set()),
 ])
 def test_growing_an_experiment_plans_only_the_new_jobs(smoke_run, tmp_path, growth, change, network_jobs):
     work, cfg = smoke_run
@@ -110,6 +111,16 @@ def test_growing_an_experiment_plans_only_the_new_jobs(smoke_run, tmp_path, grow
     assert {j for j in jobs if j[0] not in ANALYSIS} == network_jobs, growth
     assert len(jobs) == len(set(jobs))
     assert ("export", "") in jobs and ("all", "") in jobs
+
+
+@pytest.mark.slow
+def test_a_threshold_repredicts_d_star_from_the_stored_spectrum(smoke_run, tmp_path):
+    """The d* predictions are redone for a new ε (a local rule); the Hessian's spectrum is not recomputed."""
+    work, cfg = smoke_run
+    jobs = planned_jobs(work, grown(yaml.safe_load(cfg.read_text()), lambda e: e["subspace"].update(
+        thresholds=[{"metric": "train_loss", "value": 2.0}, {"metric": "train_loss", "value": 1.5}])), tmp_path)
+    assert ("theory", "experiment=smoke") in jobs and ("analyse_subspace", "experiment=smoke") in jobs
+    assert not [j for j in jobs if j[0] == "spectrum"]
 
 
 @pytest.mark.slow

@@ -186,3 +186,23 @@ def test_rows_predict_random_and_burnin_train_loss_thresholds_only():
     assert "train_accuracy sublevel set" in rows["random", 0, "train_accuracy", 0.9]["note"]
     assert "not above the minimum's own training loss" in rows["random", 0, "train_loss", 0.05]["note"]
     assert all(r["d_star_bound"] is None and r["d_star_well"] is None for r in rows.values() if r["note"])
+
+
+def test_predictions_from_the_stored_spectrum_equal_those_from_the_quadratures(tmp_path):
+    """The spectrum job stores every quadrature; the theory rule predicts from the table alone, the same rows."""
+    from sublevel import storage
+
+    lam = np.r_[np.linspace(0.5, 6.0, 12), np.zeros(20)]
+    hvp, _ = diagonal_operator(lam)
+    density = hessian.slq(hvp, len(lam), iterations=40, probes=3)  # 32 dimensions: the Krylov spaces close early
+    assert (density.weights == 0).any()
+    x, w = hessian.quadrature(hvp, torch.ones(len(lam), dtype=torch.float64) / math.sqrt(len(lam)), 40)
+    anchors = {("random", 0): theory.Anchor(3.0, 22.6, x, w), ("burnin", 10): theory.Anchor(1.0, 2.6, x, w)}
+    ths = [Threshold("train_loss", 0.5), Threshold("train_loss", 1.5), Threshold("test_accuracy", 0.5)]
+    direct = theory.rows("e", 1, 100, density, anchors, 0.1, 1e-3, ths, examples=50, iterations=40)
+    path = tmp_path / "spectrum.parquet"
+    storage.write_table("spectrum", theory.spectrum_rows("e", 1, 100, density, anchors, 0.1, 1e-3, 50, 40), path)
+    stored = theory.Spectrum.from_rows(storage.read_frame([path]).to_dicts())
+    assert stored.density.D == 32 and set(stored.anchors) == set(anchors)
+    assert stored.rows(ths) == direct
+    assert sum(r["d_star_bound"] is not None for r in direct) == 4

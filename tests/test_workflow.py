@@ -140,12 +140,14 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
             p = {int(d): v for d, v in plan["success"].items()}
             assert p[lo] < 0.5 <= p[hi] and all(2 < d < 32 for (d,) in added)
 
-    # analysis: P(d) for every tested point, d* per sweep (smoke.yaml's default threshold: train accuracy 0.6)
+    # analysis: P(d) for every tested point and threshold, d* per sweep and threshold (smoke.yaml: train accuracy
+    # 0.6 and train loss 2.3)
     n_points = con.execute("select count(*) from (select distinct kind, burnin_step, d from subspace)").fetchall()
-    assert con.execute("select count(*) from success").fetchall() == n_points
-    kinds = con.execute("select kind, metric, censored from threshold order by kind").fetchall()
-    assert [k for k, _, _ in kinds] == ["burnin", "lottery", "random", "ticket"]
-    assert all(m == "train_accuracy" and c in ("none", "below", "above", "anchor") for _, m, c in kinds)
+    assert con.execute("select count(*) / 2 from success").fetchall() == n_points
+    kinds = con.execute("select kind, metric, censored from threshold order by kind, metric").fetchall()
+    assert [(k, m) for k, m, _ in kinds] == [(k, m) for k in ("burnin", "lottery", "random", "ticket")
+                                             for m in ("train_accuracy", "train_loss")]
+    assert all(c in ("none", "below", "above", "anchor") for _, _, c in kinds)
     # every sweep row carries its anchor θ_t's own metrics, the same for all rows of a sweep
     anchors = con.execute("select kind, burnin_step, count(distinct anchor_train_accuracy), "
                           "bool_and(anchor_train_accuracy between 0 and 1), bool_and(anchor_test_loss > 0) "
@@ -170,6 +172,31 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert [(lv, round(sp, 2), r) for lv, sp, r, _ in eig] == [(lv, sp, r) for lv, sp in ((0, 0.0), (1, 0.2), (2, 0.36))
                                                               for r in (1, 2)]
     assert all(e > 0 for *_, e in eig)
+
+    # d* predicted (smoke.yaml's theory: 3 probes of 8 Lanczos steps at seed 0's final network): the spectrum
+    # holds each probe's and each sweep anchor's quadrature, weights summing to 1; the theory table a row per
+    # sweep and threshold, predicted for the random and burn-in subspaces' train-loss set only
+    quads = con.execute("select vector, kind, burnin_step, probe, count(*), sum(weight), max(distance) "
+                        "from spectrum where experiment = 'smoke' group by all order by all").fetchall()
+    assert [q[:4] for q in quads] == [("anchor", "burnin", 5, None), ("anchor", "lottery", 0, None),
+                                      ("anchor", "random", 0, None)] + [("probe", None, None, p) for p in range(3)]
+    assert all(n == 8 and w == pytest.approx(1.0) for *_, n, w, _ in quads)
+    dense0 = trajectory.read(work / paths.trajectory("smoke", 0))
+    theta0, theta5, final = (dense0.params(s) for s in (0, 5, smoke.train.steps))
+    assert [q[-1] for q in quads[:3]] == pytest.approx([float(np.linalg.norm(a - final)) for a in (theta5, theta0, theta0)])
+    rows = con.execute("select kind, metric, note is null, d_star_bound, d_star_well, d_star_bound_lo, "
+                       "d_star_bound_hi, num_params from theory where experiment = 'smoke' order by all").fetchall()
+    assert [r[:3] for r in rows] == [(k, m, k != "lottery" and m == "train_loss")
+                                     for k in ("burnin", "lottery", "random") for m in ("train_accuracy", "train_loss")]
+    for _, _, predicted, bound, well, lo, hi, D in rows:
+        assert (bound is not None) == predicted == (well is not None)
+        if predicted:
+            assert 0 <= lo <= bound <= hi <= D and 0 <= well <= D
+    # how much one level can prune (smoke.yaml: level 1, fractions 0.3 and 0.6, by magnitude and at random)
+    sweep_rows = con.execute("select method, fraction, count(*), bool_and(sparsity > sparsity_before), "
+                             "bool_and(barrier >= 0) from prune_sweep where experiment = 'smoke' and level = 1 "
+                             "group by all order by all").fetchall()
+    assert sweep_rows == [(m, f, 2, True, True) for m in ("magnitude", "random") for f in (0.3, 0.6)]  # test, train
 
     # EL2N / GraNd per training example at each scored checkpoint, and the Zarr store behind them
     got = con.execute("select experiment, step, count(*), count(distinct el2n_rank), min(n_seeds), "
@@ -201,7 +228,10 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
 
     summary = catalog.summary(work)
     assert summary["dense"]["experiment"].to_list() == ["diet", "rewinds", "smoke"]  # diverged runs are left out
-    assert summary["threshold"].height == 4 and summary["tickets"]["chains"].to_list() == [2, 1, 1, 1]
+    assert summary["threshold"].height == 8 and summary["tickets"]["chains"].to_list() == [2, 1, 1, 1]
+    assert summary["theory"].select("kind", "t", "metric").rows() == [
+        (k, t, m) for m in ("train_accuracy", "train_loss") for k, t in (("burnin", 5), ("random", 0))]
+    assert summary["prune_fraction"].select("level", "method").rows() == [(1, "magnitude"), (1, "random")]
     assert summary["tickets"].select("experiment", "rewind_step").rows() == [("diet", 5), ("rewinds", 0),
                                                                              ("rewinds", 5), ("smoke", 5)]
 

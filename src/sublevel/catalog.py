@@ -270,9 +270,9 @@ SUMMARY = {
                round(d_star_bound, 1) as bound, round(bound_over_measured, 2) as "bound/d*",
                round(d_star_well, 1) as well, round(d_star_well_lo, 1) as well_lo, round(d_star_well_hi, 1) as well_hi,
                round(well_over_measured, 2) as "well/d*",
-               round(distance, 2) as R, round(anchor_value, 3) as loss_at_anchor,
+               round(distance, 2) as R, round(anchor_value, 3) as at_anchor,
                round(quadratic_anchor_loss, 3) as well_loss_at_anchor, coalesce(note, '') as note
-        from dstar_predicted where metric = 'train_loss' and kind in ('random', 'burnin')
+        from dstar_predicted where kind in ('random', 'burnin')
         order by experiment, metric, eps, kind, t""",
     "prune_fraction": """
         select experiment, rewind_step, level, method, round(avg(sparsity), 4) as sparsity,

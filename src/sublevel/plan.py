@@ -252,7 +252,8 @@ class Plan:
         return out
 
     def theory_tables(self, name: str) -> dict[str, list[str]]:
-        """The predicted d* and the spectral density it is read from (an experiment with theory and subspace)."""
+        """The predicted d* (table theory, an analysis rule's) and the spectrum it is read from (a job that
+        evaluates the network): an experiment with theory and subspace sections has both."""
         exp = self.experiment(name)
         if exp.theory is None or exp.subspace is None:
             return {"theory": [], "spectrum": []}
@@ -293,4 +294,4 @@ class Plan:
     def compute_outputs(self) -> list[str]:
         """Every output of a job that runs a network, without the analysis tables, figures and exports."""
         return (self.dense_outputs() + self.imp_outputs() + self.subspace_outputs()
-                + [t for name in self.names for t in self.hessian_tables(name) + sum(self.theory_tables(name).values(), [])])
+                + [t for name in self.names for t in self.hessian_tables(name) + self.theory_tables(name)["spectrum"]])

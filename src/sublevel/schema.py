@@ -233,18 +233,28 @@ THEORY = _table(
 
 SPECTRUM = _table(
     "spectrum", ("experiment",),
-    "The training-loss Hessian's spectral density at the trained network by stochastic Lanczos quadrature: "
-    "per probe, nodes (Ritz values) and weights summing to 1; the mean of f over H's eigenvalues is "
-    "Σ weight·f(eigenvalue), averaged over probes.",
+    "The training-loss Hessian at the trained network θ* by Lanczos quadrature, what the `theory` table's "
+    "predictions are computed from: per start vector, nodes (Ritz values) and weights summing to 1, with "
+    "vᵀf(H)v ≈ Σ weight·f(eigenvalue). Random probes give the spectral density (the mean of f over H's "
+    "eigenvalues, averaged over probes; stochastic Lanczos quadrature); an anchor's displacement δ/R from θ* "
+    "gives δ's own spectral measure.",
     ("experiment", pa.string()),
-    ("seed", pa.int64()),
-    ("step", pa.int64()),
-    ("probe", pa.int64()),
+    ("seed", pa.int64()),            # the dense run: the sweep's dense seed
+    ("step", pa.int64()),            # θ*: that run's final checkpoint
+    ("vector", pa.string()),         # probe (a random unit vector) or anchor (δ/R, δ = θ_t − θ*)
+    ("probe", pa.int64()),           # the probe's index; null for an anchor
+    ("kind", pa.string()),           # an anchor's sweep kind (random, burnin, ...); null for a probe
+    ("burnin_step", pa.int64()),     # an anchor's t; null for a probe
+    ("distance", pa.float64()),      # an anchor's R = ||θ_t − θ*||; null for a probe
+    ("quadratic_anchor_loss", pa.float64()),  # L* + ½δᵀHδ; null for a probe
     ("node", pa.int64()),            # 0 = the smallest
     ("eigenvalue", pa.float64()),
     ("weight", pa.float64()),
-    ("num_params", pa.int64()),
-    ("examples", pa.int64()),
+    ("num_params", pa.int64()),      # D
+    ("examples", pa.int64()),        # training examples in the loss (the first n of the training split)
+    ("iterations", pa.int64()),      # Lanczos steps per start vector
+    ("loss_min", pa.float64()),      # L*: the training loss at θ*
+    ("grad_norm", pa.float64()),     # ||∇L(θ*)||
 )
 
 SCORES = _table(

@@ -2,8 +2,8 @@
 output it changes (Snakemake compares each job's params), and the same slices per DVC stage.
 
 Snakemake stages: dense (training), imp (IMP levels, baselines, barriers, the diet), subspace (one sweep job),
-refine (a refinement plan), analysis (P(d) and d*), hessian and hessian_imp (sharpness), scores, theory (d*
-predicted from the spectral density), prune_sweep (imp.fraction_sweep), tickets (IMP levels as axial subspaces, read from the imp tables).
+refine (a refinement plan), analysis (P(d) and d*), hessian and hessian_imp (sharpness), scores, spectrum (the
+Hessian's spectral density the d* predictions are read from), prune_sweep (imp.fraction_sweep), tickets (IMP levels as axial subspaces, read from the imp tables).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sublevel.config import ConfigError, Experiment
 # refine: a refinement plan; tickets: IMP levels as axial subspaces (read from the imp tables)
 STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",),
                   "refine": ("subspace",), "analysis": ("subspace",), "hessian": ("hessian",),
-                  "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "theory": ("subspace", "theory"),
+                  "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "spectrum": ("subspace", "theory"),
                   "prune_sweep": ("imp",),
                   "tickets": ()}
 # Keys that decide which jobs exist, or reach a job as an option or an input file of its own, not what
@@ -28,9 +28,10 @@ JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability", "seeds_pe
                 "subspace": ("kinds", "burnin", "dims", "seeds", "seeds_per_job")}
 # subspace keys each subspace stage does not read
 SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
-                   "analysis": (), "theory": ("bootstrap", "refine", "dims", "seeds", "seeds_per_job")}
+                   "analysis": (),
+                   "spectrum": ("thresholds", "bootstrap", "refine", "dims", "seeds", "seeds_per_job")}
 # stages whose one job covers every sweep of an experiment: they read the kinds and burn-in steps
-WHOLE_SWEEP = ("analysis", "theory")
+WHOLE_SWEEP = ("analysis", "spectrum")
 
 
 def for_stage(exp: Experiment, stage: str, rewind: int | str | None = None) -> Experiment:
@@ -74,7 +75,7 @@ def for_stage(exp: Experiment, stage: str, rewind: int | str | None = None) -> E
 
 # DVC stage -> the Snakemake stages whose specs decide its jobs (for_stage)
 DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp", "prune_sweep"), "subspace": ("subspace", "refine"),
-              "analysis": ("analysis", "hessian", "hessian_imp", "theory")}
+              "analysis": ("analysis", "hessian", "hessian_imp", "spectrum")}
 
 
 def stage_specs(cfg: dict[str, Any]) -> dict[str, dict]:
@@ -89,7 +90,7 @@ def stage_specs(cfg: dict[str, Any]) -> dict[str, dict]:
                        "subspace": exp.subspace is not None,
                        "refine": exp.subspace is not None, "analysis": exp.subspace is not None,
                        "hessian": exp.hessian is not None, "hessian_imp": exp.hessian is not None and exp.imp is not None,
-                       "theory": exp.theory is not None and exp.subspace is not None,
+                       "spectrum": exp.theory is not None and exp.subspace is not None,
                        "prune_sweep": exp.imp is not None and exp.imp.fraction_sweep is not None}
             parts = {s: json.loads(for_stage(exp, s).to_json()) for s in stages if present[s]}
             if parts:  # for_stage leaves out what decides which jobs exist (the seed lists, JOB_SET_KEYS)

@@ -160,9 +160,55 @@ def rows(experiment: str, seed: int, step: int, density: Density, anchors: dict[
     return out
 
 
-def spectrum_rows(experiment: str, seed: int, step: int, density: Density, examples: int) -> list[dict]:
-    """Rows of the `spectrum` table: every probe's quadrature nodes and weights (zero-weight padding left out)."""
-    return [dict(experiment=experiment, seed=seed, step=step, probe=p, node=k, eigenvalue=float(x),
-                 weight=float(w), num_params=density.D, examples=examples)
-            for p in range(len(density.nodes))
-            for k, (x, w) in enumerate(zip(density.nodes[p], density.weights[p])) if w > 0]
+def spectrum_rows(experiment: str, seed: int, step: int, density: Density, anchors: dict[tuple[str, int], Anchor],
+                  loss_min: float, grad_norm: float, examples: int, iterations: int) -> list[dict]:
+    """Rows of the `spectrum` table: every quadrature's nodes and weights (the density's probes and each
+    anchor's displacement), with what the predictions need beside them."""
+    common = dict(experiment=experiment, seed=seed, step=step, num_params=density.D, examples=examples,
+                  iterations=iterations, loss_min=loss_min, grad_norm=grad_norm)
+    quadratures = [(dict(vector="probe", probe=p, kind=None, burnin_step=None, distance=None,
+                         quadratic_anchor_loss=None), density.nodes[p], density.weights[p])
+                   for p in range(len(density.nodes))]
+    quadratures += [(dict(vector="anchor", probe=None, kind=kind, burnin_step=int(t), distance=a.distance,
+                          quadratic_anchor_loss=a.quadratic_loss), a.nodes, a.weights)
+                    for (kind, t), a in anchors.items()]
+    return [dict(common, **which, node=k, eigenvalue=float(x), weight=float(w))
+            for which, nodes, weights in quadratures for k, (x, w) in enumerate(zip(nodes, weights))]
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """A `spectrum` table read back: the density, the anchors and the minimum they were measured at."""
+    experiment: str
+    seed: int
+    step: int
+    density: Density
+    anchors: dict[tuple[str, int], Anchor]
+    loss_min: float
+    grad_norm: float
+    examples: int
+    iterations: int
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> "Spectrum":
+        """The inverse of spectrum_rows."""
+        first = rows[0]
+        per: dict[tuple, list[dict]] = {}
+        for r in rows:
+            key = ("probe", r["probe"]) if r["vector"] == "probe" else ("anchor", r["kind"], r["burnin_step"])
+            per.setdefault(key, []).append(r)
+        for quad in per.values():
+            quad.sort(key=lambda r: r["node"])
+        column = lambda quads, c: np.array([[r[c] for r in q] for q in quads])
+        probes = [per[k] for k in sorted(k for k in per if k[0] == "probe")]  # slq: the same nodes per probe
+        anchors = {(k[1], int(k[2])): Anchor(q[0]["distance"], q[0]["quadratic_anchor_loss"],
+                                             column([q], "eigenvalue")[0], column([q], "weight")[0])
+                   for k, q in per.items() if k[0] == "anchor"}
+        density = Density(column(probes, "eigenvalue"), column(probes, "weight"), first["num_params"])
+        return cls(first["experiment"], first["seed"], first["step"], density,
+                   anchors, first["loss_min"], first["grad_norm"], first["examples"], first["iterations"])
+
+    def rows(self, thresholds: list[Threshold]) -> list[dict]:
+        """The `theory` table's rows for these thresholds."""
+        return rows(self.experiment, self.seed, self.step, self.density, self.anchors, self.loss_min,
+                    self.grad_norm, thresholds, self.examples, self.iterations)

@@ -1,8 +1,8 @@
 # Stage 5: analysis. Success probability P(d) and threshold dimension d*(ε) over every sweep round;
 # sharpness (top Hessian eigenvalues) at dense checkpoints and IMP levels; d* predicted from the Hessian's
-# spectral density (theory); per-example data difficulty;
+# spectral density (spectrum, then theory); per-example data difficulty;
 # every figure (PNG for the report, SVG beside it). The rules that only read tables are local rules (see
-# subspace.smk): analyse_subspace, figure, export, reproduction.
+# subspace.smk): analyse_subspace, theory, figure, export, reproduction.
 
 
 rule analyse_subspace:
@@ -77,26 +77,42 @@ rule hessian_imp:
         " --levels {input.levels:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
-rule theory:
+# the spectrum does not depend on the thresholds: adding one reruns only the local rule theory
+rule spectrum:
     input:
         data=dataset_of,
         trajectory=sweep_trajectory,
     output:
-        theory=str(paths.table("theory", experiment="{experiment}")),
         spectrum=str(paths.table("spectrum", experiment="{experiment}")),
     log:
-        str(paths.log("theory", "{experiment}")),
+        str(paths.log("spectrum", "{experiment}")),
     conda:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
         gpu=GPU,
     params:
-        spec=spec_for("theory"),
+        spec=spec_for("spectrum"),
         device=config["device"],
     shell:
-        "python -m sublevel theory --spec {params.spec:q} --data {input.data:q} --trajectory {input.trajectory:q}"
-        " --theory {output.theory:q} --spectrum {output.spectrum:q} --device {params.device:q} --threads {threads}"
+        "python -m sublevel spectrum --spec {params.spec:q} --data {input.data:q} --trajectory {input.trajectory:q}"
+        " --spectrum {output.spectrum:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule theory:
+    input:
+        spectrum=str(paths.table("spectrum", experiment="{experiment}")),
+    output:
+        theory=str(paths.table("theory", experiment="{experiment}")),
+    log:
+        str(paths.log("analysis", "{experiment}", "theory")),
+    localrule: True
+    conda:
+        "../envs/sublevel.yaml"
+    params:
+        spec=spec_for("analysis"),
+    shell:
+        "python -m sublevel theory --spec {params.spec:q} --spectrum {input.spectrum:q} --theory {output.theory:q}"
         " > {log:q} 2>&1"
 
 

@@ -49,8 +49,9 @@ def hessian(args) -> None:
     storage.write_table("hessian", rows, args.table)
 
 
-def theory(args) -> None:
-    """d*(ε) predicted from the Hessian's spectral density at the sweep's dense run's final network."""
+def spectrum(args) -> None:
+    """The Hessian's spectral density at the sweep's dense run's final network θ*, and each sweep anchor's
+    displacement from θ* as the well sees it: everything the d* predictions need but the thresholds."""
     import torch
 
     from sublevel import hessian, models, storage, theory, trajectory
@@ -73,22 +74,36 @@ def theory(args) -> None:
         f"{float(gradient.norm()):.3g}")
     hvp = hessian.hvp_operator(model, theta, x, y, buffers)
     density = hessian.slq(hvp, len(theta), spec.iterations, spec.probes, device=device)
+    say(f"spectral density: {spec.probes} probes of {spec.iterations} Lanczos steps, top node "
+        f"{float(density.nodes.max()):.4g}")
     anchors = {}
     for kind, t in sub.anchors(sched):
         delta = torch.as_tensor(traj.params(t)).to(device, torch.float64) - theta.double()
         R = float(delta.norm())
         nodes, weights = hessian.quadrature(hvp, delta / R, spec.iterations)
         anchors[kind, t] = theory.Anchor(R, loss_min + 0.5 * float(delta @ hvp(delta)), nodes, weights)
-    rows = theory.rows(exp.name, sub.dense_seed, sched.total, density, anchors, loss_min, float(gradient.norm()),
-                       list(sub.thresholds), n, spec.iterations)
-    storage.write_table("theory", rows, args.theory)
-    storage.write_table("spectrum", theory.spectrum_rows(exp.name, sub.dense_seed, sched.total, density, n),
+        say(f"{kind} t={t}: R = {R:.3f}, the well's loss there {anchors[kind, t].quadratic_loss:.3g}")
+    storage.write_table("spectrum", theory.spectrum_rows(exp.name, sub.dense_seed, sched.total, density, anchors,
+                                                        loss_min, float(gradient.norm()), n, spec.iterations),
                         args.spectrum)
-    for r in rows:
+
+
+def theory(args) -> None:
+    """d*(ε) predicted for every sweep and threshold from the stored spectrum (no network is evaluated)."""
+    from sublevel import storage
+    from sublevel.config import Experiment
+    from sublevel.theory import Spectrum
+
+    exp = Experiment.from_json(args.spec)
+    rows = storage.read_frame([args.spectrum]).to_dicts()
+    if not rows:  # the spectrum job was skipped (its dense run diverged): nothing to predict from
+        raise storage.Skipped(storage.skip_reason([args.spectrum]) or "the spectrum table holds no rows")
+    predicted = Spectrum.from_rows(rows).rows(list(exp.subspace.thresholds))
+    storage.write_table("theory", predicted, args.theory)
+    for r in predicted:
         what = r["note"] or (f"d* bound {r['d_star_bound']:.1f} [{r['d_star_bound_lo']:.1f}, "
                              f"{r['d_star_bound_hi']:.1f}], the well's own {r['d_star_well']:.1f}")
-        say(f"{r['kind']} t={r['burnin_step']} R={r['distance']:.3f} (quadratic model's loss there "
-            f"{r['quadratic_anchor_loss']:.3g}) {r['metric']} {r['threshold']:g}: {what}")
+        say(f"{r['kind']} t={r['burnin_step']} R={r['distance']:.3f} {r['metric']} {r['threshold']:g}: {what}")
 
 
 def scores(args) -> None:
@@ -180,11 +195,17 @@ def register(sub) -> None:
     where.add_argument("--levels", nargs="+", help="IMP level stores: each level's final, masked network")
     s.add_argument("--table", required=True)
 
-    s = job(sub, "theory", "d*(ε) predicted from the Hessian's spectral density (Gordon's escape theorem)", theory)
-    s.set_defaults(outputs={"theory": "theory", "spectrum": "spectrum"})
+    s = job(sub, "spectrum", "the Hessian's spectral density at the sweep's trained network, and each anchor's "
+            "displacement from it (what the d* predictions are computed from)", spectrum)
+    s.set_defaults(outputs={"spectrum": "spectrum"})
     s.add_argument("--trajectory", required=True, help="the subspace sweeps' dense run")
-    s.add_argument("--theory", required=True, help="Parquet file of the `theory` table")
     s.add_argument("--spectrum", required=True, help="Parquet file of the `spectrum` table")
+
+    s = sub.add_parser("theory", help="d*(ε) predicted from the stored spectrum (Gordon's escape theorem)")
+    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s.add_argument("--spectrum", required=True, help="the experiment's `spectrum` table file")
+    s.add_argument("--theory", required=True, help="Parquet file of the `theory` table")
+    s.set_defaults(func=theory, outputs={"theory": "theory"})
 
     s = job(sub, "scores", "EL2N and GraNd per training example at dense checkpoints", scores)
     s.set_defaults(outputs={"out": "zarr", "table": "scores"})
