@@ -206,3 +206,19 @@ def test_predictions_from_the_stored_spectrum_equal_those_from_the_quadratures(t
     assert stored.density.D == 32 and set(stored.anchors) == set(anchors)
     assert stored.rows(ths) == direct
     assert sum(r["d_star_bound"] is not None for r in direct) == 4
+
+
+def test_an_anchor_at_the_minimum_itself_needs_no_dimension():
+    """A burn-in at the dense run's last step: R = 0, and both predictions say d* = 0 (no NaN from δ/R)."""
+    lam = np.r_[np.full(6, 2.0), np.zeros(10)]
+    hvp, _ = diagonal_operator(lam)
+    density = hessian.slq(hvp, len(lam), iterations=16, probes=3)
+    at_min = theory.anchor(hvp, torch.zeros(len(lam), dtype=torch.float64), loss_min=0.1, iterations=16)
+    delta = torch.ones(len(lam), dtype=torch.float64)
+    away = theory.anchor(hvp, delta, loss_min=0.1, iterations=16)
+    assert at_min.distance == 0.0 and at_min.quadratic_loss == 0.1
+    assert away.distance == pytest.approx(4.0) and away.quadratic_loss == pytest.approx(0.1 + 0.5 * float(delta @ hvp(delta)))
+    assert away.weights.sum() == pytest.approx(1.0)
+    got = theory.predict(density, at_min, eps=0.2)
+    assert got["d_star_bound"] == 0.0 and got["d_star_well"] == 0.0
+    assert theory.predict(density, away, eps=0.2)["d_star_well"] > 0

@@ -86,6 +86,19 @@ class Anchor:
     weights: np.ndarray
 
 
+def anchor(hvp, delta, loss_min: float, iterations: int) -> Anchor:
+    """θ_t as the well sees it, from δ = θ_t − θ* (float64) and the Hessian-vector product at θ*. An anchor at
+    θ* itself (a burn-in at the run's last step) has R = 0 and no direction: a unit mass at 0, which gives
+    both predictions d* = 0."""
+    from sublevel import hessian
+
+    R = float(delta.norm())
+    if R == 0.0:
+        return Anchor(0.0, loss_min, np.zeros(1), np.ones(1))
+    nodes, weights = hessian.quadrature(hvp, delta / R, iterations)
+    return Anchor(R, loss_min + 0.5 * float(delta @ hvp(delta)), nodes, weights)
+
+
 def dimension_at(density: Density, kappa: float) -> np.ndarray:
     """d(κ) = Σ_i λ_i / (λ_i + κ) per probe (λ ≤ 0 counts 0): the subspace dimension whose sketch has ridge κ."""
     return density.D * density.mean_of(lambda x: (lam := np.clip(x, 0.0, None)) / (lam + kappa))

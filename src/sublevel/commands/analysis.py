@@ -79,10 +79,8 @@ def spectrum(args) -> None:
     anchors = {}
     for kind, t in sub.anchors(sched):
         delta = torch.as_tensor(traj.params(t)).to(device, torch.float64) - theta.double()
-        R = float(delta.norm())
-        nodes, weights = hessian.quadrature(hvp, delta / R, spec.iterations)
-        anchors[kind, t] = theory.Anchor(R, loss_min + 0.5 * float(delta @ hvp(delta)), nodes, weights)
-        say(f"{kind} t={t}: R = {R:.3f}, the well's loss there {anchors[kind, t].quadratic_loss:.3g}")
+        anchors[kind, t] = a = theory.anchor(hvp, delta, loss_min, spec.iterations)
+        say(f"{kind} t={t}: R = {a.distance:.3f}, the well's loss there {a.quadratic_loss:.3g}")
     storage.write_table("spectrum", theory.spectrum_rows(exp.name, sub.dense_seed, sched.total, density, anchors,
                                                         loss_min, float(gradient.norm()), n, spec.iterations),
                         args.spectrum)
