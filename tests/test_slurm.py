@@ -15,13 +15,14 @@ from sublevel import catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 # Jobs that run no network and take seconds: they run where Snakemake runs instead of waiting in the queue.
-LOCAL_RULES = {"prepare_data", "refine_plan", "subspace_tickets", "sweep_summary", "analyse_subspace", "figure",
-               "export", "reproduction"}
+LOCAL_RULES = {"prepare_data", "refine_plan", "subspace_tickets", "sweep_summary", "analyse_subspace", "theory",
+               "figure", "export", "reproduction"}
 QUERIES = {
     "train": "select experiment, seed, step, split, loss, accuracy from train order by all",
     "imp": "select method, level, seed, sparsity, test_accuracy from imp order by all",
     "subspace": "select kind, burnin_step, d, seed, round, train_loss from subspace order by all",
     "threshold": "select kind, metric, d_star, censored from threshold order by all",
+    "theory": "select kind, burnin_step, metric, threshold, d_star_bound, d_star_well from theory order by all",
 }
 
 
