@@ -2,8 +2,9 @@
 output it changes (Snakemake compares each job's params), and the same slices per DVC stage.
 
 Snakemake stages: dense (training), imp (IMP levels, baselines, barriers, the diet), subspace (one sweep job),
-refine (a refinement plan), analysis (P(d) and d*), hessian and hessian_imp (sharpness), scores, spectrum (the
-Hessian's spectral density the d* predictions are read from), prune_sweep (imp.fraction_sweep), tickets (IMP levels as axial subspaces, read from the imp tables).
+refine (a refinement plan), analysis (P(d) and d*, and the d* predicted from the spectrum), hessian and
+hessian_imp (sharpness), scores, spectrum (the Hessian's spectral density and each sweep anchor's quadrature),
+prune_sweep (imp.fraction_sweep), tickets (IMP levels as axial subspaces, read from the imp tables).
 """
 
 from __future__ import annotations
