@@ -44,3 +44,20 @@ def test_imp_figures_render_two_rewind_points(tmp_path):
     figures.imp_accuracy(imp, tmp_path / "a.png")
     figures.barrier_vs_level(barrier, tmp_path / "b.png")
     assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("a.png", "b.png"))
+
+
+def test_the_spectral_density_renders_from_the_spectrum_table(tmp_path):
+    """What the spectrum job writes (sublevel.theory.spectrum_rows), drawn: the density and each anchor's δ."""
+    import numpy as np
+
+    from sublevel import hessian, theory
+
+    nodes = np.array([[-0.01, 0.0, 0.5, 4.0], [-0.02, 0.001, 0.7, 4.1]])
+    weights = np.array([[0.3, 0.6, 0.08, 0.02], [0.2, 0.7, 0.09, 0.01]])
+    density = hessian.Density(nodes, weights, 1000)
+    anchors = {("random", 0): theory.Anchor(3.0, 2.0, np.array([0.001, 0.5]), np.array([0.9, 0.1])),
+               ("burnin", 5): theory.Anchor(0.0, 0.1, np.zeros(1), np.ones(1))}  # an anchor at θ* itself
+    rows = theory.spectrum_rows("e", 0, 40, density, anchors, 0.1, 1e-3, 100, 4)
+    out = tmp_path / "spectral_density.png"
+    figures.spectral_density(pl.DataFrame(rows), out)
+    assert out.read_bytes()[:4] == b"\x89PNG" and b"<svg" in out.with_suffix(".svg").read_bytes()[:2000]

@@ -51,9 +51,9 @@ def test_report_shows_every_figure_in_a_real_browser(smoke_run):
     assert res.returncode == 0, res.stderr[-3000:]
     every = ["imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar", "sharpness", "scores"]
     # blowup's figures say that their jobs were skipped (its dense run diverged): still decoded images
-    # smoke alone sweeps the fraction one IMP level prunes (imp.fraction_sweep)
-    figures = {"smoke": every + ["prune_fraction"], "diet": ["imp_accuracy", "imp_barrier", "scores"], "blowup": every,
-               "rewinds": ["imp_accuracy", "imp_barrier", "sharpness"]}
+    # smoke alone sweeps the fraction one IMP level prunes (imp.fraction_sweep); smoke and blowup predict d*
+    figures = {"smoke": every + ["prune_fraction", "spectral_density"], "diet": ["imp_accuracy", "imp_barrier", "scores"],
+               "blowup": every + ["spectral_density"], "rewinds": ["imp_accuracy", "imp_barrier", "sharpness"]}
     for exp, names in figures.items():
         for name in names:
             assert (work / paths.figure(exp, name)).read_bytes()[:4] == b"\x89PNG"

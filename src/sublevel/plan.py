@@ -272,7 +272,7 @@ class Plan:
         files = {"success": [str(paths.table("success", experiment=name))],
                  "threshold": [str(paths.table("threshold", experiment=name))],
                  "hessian": self.hessian_tables(name), "scores": [str(paths.table("scores", experiment=name))],
-                 "theory": self.theory_tables(name)["theory"], "prune_sweep": self.prune_sweep_tables(name)}
+                 "prune_sweep": self.prune_sweep_tables(name), **self.theory_tables(name)}
         if self.experiment(name).imp:
             files.update(self.imp_tables(name))
         return {t: files[t] for t in FIGURES[figure].tables}

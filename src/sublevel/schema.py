@@ -312,6 +312,7 @@ FIGURES: dict[str, Figure] = {
     "sharpness": Figure(("hessian",), ("hessian",)),
     "scores": Figure(("scores",), ("scores",)),
     "prune_fraction": Figure(("prune_sweep",), ("imp.fraction_sweep",)),
+    "spectral_density": Figure(("spectrum",), ("theory",)),
 }
 FIGURE_TABLES: dict[str, tuple[str, ...]] = {name: f.tables for name, f in FIGURES.items()}
 
