@@ -76,11 +76,12 @@ def spectrum(args) -> None:
     density = hessian.slq(hvp, len(theta), spec.iterations, spec.probes, device=device)
     say(f"spectral density: {spec.probes} probes of {spec.iterations} Lanczos steps, top node "
         f"{float(density.nodes.max()):.4g}")
-    anchors = {}
-    for kind, t in sub.anchors(sched):
+    at_step = {}  # random and lottery sweeps share θ_0: one quadrature per anchor step
+    for t in sorted({t for _, t in sub.anchors(sched)}):
         delta = torch.as_tensor(traj.params(t)).to(device, torch.float64) - theta.double()
-        anchors[kind, t] = a = theory.anchor(hvp, delta, loss_min, spec.iterations)
-        say(f"{kind} t={t}: R = {a.distance:.3f}, the well's loss there {a.quadratic_loss:.3g}")
+        at_step[t] = a = theory.anchor(hvp, delta, loss_min, spec.iterations)
+        say(f"t={t}: R = {a.distance:.3f}, the well's loss there {a.quadratic_loss:.3g}")
+    anchors = {(kind, t): at_step[t] for kind, t in sub.anchors(sched)}
     storage.write_table("spectrum", theory.spectrum_rows(exp.name, sub.dense_seed, sched.total, density, anchors,
                                                         loss_min, float(gradient.norm()), n, spec.iterations),
                         args.spectrum)
