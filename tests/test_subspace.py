@@ -177,6 +177,24 @@ def test_lottery_basis_is_orthonormal_and_spans_the_trajectory():
     assert torch.allclose((disp @ V) @ V.T, disp, atol=1e-4)
 
 
+def test_lottery_basis_is_the_papers_top_directions_of_the_successive_displacements():
+    """Larsen et al.'s lottery_subspace.py: rows θ_{s+5} − θ_s, U from svd(rowsᵀ), M = U[:, :d]ᵀ. A trajectory
+    that drifts along e_0 while oscillating with a larger step along e_1 and e_2: the successive displacements'
+    top direction is the oscillation, the cumulative displacements' (the old basis) the drift."""
+    import numpy as np
+
+    D, T = 50, 41
+    e = np.eye(D)
+    params = np.stack([0.5 * s * e[0] + 3.0 * (-1) ** s * e[1] + 0.2 * np.cos(s) * e[2] for s in range(T)])
+    steps = params[1:] - params[:-1]
+    U, _, _ = np.linalg.svd(steps.T, full_matrices=False)  # the released code's call, in float64
+    V = sweep.lottery_basis(torch.from_numpy(params).float(), 3).double().numpy()
+    for k in range(3):  # each column the same direction up to sign
+        assert abs(abs(V[:, k] @ U[:, k]) - 1) < 1e-5
+    assert abs(V[:, 0] @ e[1]) > 0.99  # the oscillation first
+    cumulative_top = np.linalg.svd(params[1:] - params[:1], full_matrices=False)[2][0]
+    assert abs(cumulative_top @ e[0]) > 0.9 and abs(V[:, 0] @ e[0]) < 0.1
+
 
 def test_a_lottery_projection_is_one_shared_basis_whose_columns_are_the_top_directions():
     torch.manual_seed(0)
@@ -496,3 +514,30 @@ def test_the_bench_commands_load_the_harness_beside_the_benchmarks(root):
     bench = harness()
     assert bench.__file__ == str(root / "bench" / "harness.py") and harness() is bench  # loaded once
     assert not (root / "src" / "sublevel" / "bench.py").exists()  # the library holds no harness
+
+
+def test_nested_lottery_subspaces_never_end_worse_at_larger_d_once_the_runs_can_reach_their_minimum(mnist1d, tmp_path):
+    """The lottery subspaces are nested (the top 1, 2, 4, ... directions), so a run that reaches its subspace's
+    minimum ends no higher at a larger d. The runs start at θ_0 and the trajectory's θ_T lies mostly along the
+    top direction, far from θ_0; Adam moves each coordinate about lr per step, so a run whose lr·steps is
+    short of that distance stops on the way, and where it stops depends on the path, not on d: the same
+    sweep at PyTorch Adam's lr 0.01 for 400 steps ends worse at d = 2, 4 than at d = 1. With the paper's
+    optimiser at its lr (0.05) the runs arrive, and the final loss falls with d for every run."""
+    from conftest import dense_trajectory
+
+    dims = [1, 2, 4, 8, 16, 32]
+
+    def final_losses(optimizer, lr, steps):
+        exp = make_experiment(train={"lr": 0.05, "batch_size": 32, "steps": 200, "eval_every": 100},
+                              checkpoints={"every": 5, "log_spaced": 0},
+                              subspace={"kinds": ["lottery"], "dims": dims, "seeds": 2, "optimizer": optimizer,
+                                        "lr": lr, "steps": steps, "batch_size": 32})
+        traj = dense_trajectory(exp, mnist1d, tmp_path / optimizer)
+        rows, coords, _ = sweep.sweep(exp, mnist1d, traj, "lottery", 0, dims, [0, 1], CPU, progress=False)
+        return {s: [next(r["train_loss"] for r in rows if r["d"] == d and r["seed"] == s) for d in dims] for s in (0, 1)}
+
+    for seed, losses in final_losses("adam_constant_correction", 0.05, 400).items():
+        assert all(b <= a + 1e-3 for a, b in zip(losses, losses[1:])), (seed, losses)
+        assert losses[-1] < losses[0] - 0.2
+    short = final_losses("adam", 0.01, 400)
+    assert any(b > a + 0.02 for losses in short.values() for a, b in zip(losses, losses[1:])), short

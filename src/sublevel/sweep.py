@@ -93,8 +93,12 @@ def superseded_blocks(tables: list[str | Path]) -> list[tuple[Path, Path]]:
 
 
 def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
-    """Top-d principal directions [D, d] of the trajectory's displacements θ_s − θ_0 (orthonormal columns)."""
-    M = (params[1:] - params[:1]).double()
+    """The lottery subspace's directions [D, d] (orthonormal columns): the top-d right singular vectors of the
+    successive displacements θ_{s_i+1} − θ_{s_i} between the trajectory's checkpoints [T, D], as Larsen et al.'s
+    released code takes them (lottery_subspace.py: a displacement every 5 steps, the top singular vectors of
+    their matrix). The cumulative displacements θ_s − θ_0 span the same space, but their top direction is
+    nearly θ_T − θ_0 itself, a d = 1 subspace that holds the trained network."""
+    M = (params[1:] - params[:-1]).double()
     _, _, Vh = torch.linalg.svd(M, full_matrices=False)
     return Vh[:d].T.float()
 

@@ -2,4 +2,4 @@
 them: a rule passes its version as a param, and Snakemake reruns a job whose stored outputs an older version
 wrote (params are one of its rerun triggers)."""
 
-PROJECTIONS = 3  # seed -> P (sublevel.projections); what each version changed: CHANGELOG.md
+PROJECTIONS = 4  # seed -> P, and the lottery basis (sublevel.projections); what each version changed: CHANGELOG.md
