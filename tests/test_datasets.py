@@ -31,6 +31,26 @@ def test_digits_store(tmp_path):
     assert group["x_train"].dtype == np.uint8 and group.attrs["scale"] == pytest.approx(1 / 16)
 
 
+def test_pixel_mean_inputs_are_the_raw_pixels_less_the_training_mean_image(tmp_path):
+    """Larsen et al.'s generate_data.py: x / 255 (here x * scale), minus the training split's per-pixel mean
+    image, nothing divided; the test split loses the same (training) mean image."""
+    datasets.prepare("digits", tmp_path / "digits.zarr")
+    group = zarr.open_group(tmp_path / "digits.zarr", mode="r")
+    scale = group.attrs["scale"]
+    raw_train = group["x_train"][:].astype(np.float64) * scale
+    raw_test = group["x_test"][:].astype(np.float64) * scale
+    d = datasets.load(tmp_path / "digits.zarr", inputs="pixel_mean")
+    mean_image = raw_train.mean(axis=0)
+    assert mean_image.std() > 0.1  # a per-pixel mean, not one number
+    np.testing.assert_allclose(d.x_train.numpy(), raw_train - mean_image, atol=1e-5)
+    np.testing.assert_allclose(d.x_test.numpy(), raw_test - mean_image, atol=1e-5)
+    assert np.abs(d.x_train.numpy().mean(axis=0)).max() < 1e-5
+    standard = datasets.load(tmp_path / "digits.zarr")
+    assert not torch.allclose(standard.x_train, d.x_train, atol=1e-2)
+    with pytest.raises(ValueError, match="'zca'"):
+        datasets.load(tmp_path / "digits.zarr", inputs="zca")
+
+
 def test_preparing_twice_gives_identical_data(tmp_path):
     for name in ("a", "b"):
         datasets.prepare("mnist1d", tmp_path / f"{name}.zarr", mnist1d_samples=100)

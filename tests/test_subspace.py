@@ -541,3 +541,51 @@ def test_nested_lottery_subspaces_never_end_worse_at_larger_d_once_the_runs_can_
         assert losses[-1] < losses[0] - 0.2
     short = final_losses("adam", 0.01, 400)
     assert any(b > a + 0.02 for losses in short.values() for a, b in zip(losses, losses[1:])), short
+
+
+def test_per_run_anchors_equal_separate_sweeps_one_per_dense_run(mnist1d, tmp_path):
+    """subspace.anchor: per_run anchors run r at dense seed r mod n: one sweep of runs 0..3 over dense runs 0 and 1
+    gives, run for run, the rows and coordinates of two sweeps each anchored at one dense run (runs 0, 2 and 1, 3),
+    records the anchoring seed, and `rebuild` regenerates each run's θ from its own anchor."""
+    from conftest import dense_trajectory
+    from sublevel import paths
+
+    exp = make_experiment(seeds=[0, 1], subspace={"kinds": ["burnin", "lottery"], "burnin": [5], "dims": [2, 4],
+                                                  "seeds": 4, "anchor": "per_run", "steps": 15, "batch_size": 32})
+    assert exp.subspace.anchor_seeds([0, 1, 2, 3], list(exp.seeds)) == [0, 1, 0, 1]
+    trajs = {s: dense_trajectory(exp, mnist1d, tmp_path, seed=s) for s in (0, 1)}
+    for kind, t in (("burnin", 5), ("lottery", 0)):
+        rows, coords, attrs = sweep.sweep(exp, mnist1d, trajs, kind, t, [2, 4], [0, 1, 2, 3], CPU, progress=False,
+                                          anchor_seeds=[0, 1, 0, 1])
+        assert [r["dense_seed"] for r in rows] == [0, 1, 0, 1] * 2 and attrs["dense_seeds"] == [0, 1, 0, 1]
+        assert len({r["anchor_train_loss"] for r in rows}) == 2  # each dense run's θ_t evaluated
+        for dense in (0, 1):
+            alone = make_experiment(seeds=[0, 1], subspace={"kinds": [kind], "burnin": [5], "dims": [2, 4],
+                                                            "seeds": 4, "dense_seed": dense, "steps": 15,
+                                                            "batch_size": 32})
+            runs = [dense, dense + 2]
+            rows1, coords1, _ = sweep.sweep(alone, mnist1d, trajs[dense], kind, t, [2, 4], runs, CPU, progress=False)
+            for r1 in rows1:
+                r = next(r for r in rows if r["d"] == r1["d"] and r["seed"] == r1["seed"])
+                for k in ("train_loss", "train_accuracy", "test_loss", "anchor_train_loss", "dense_seed"):
+                    assert r[k] == r1[k], (kind, k, r1["seed"])
+            for d in (2, 4):
+                assert torch.equal(coords[d][runs], coords1[d])
+        store = tmp_path / "results" / "subspace" / f"{kind}.zarr"
+        sweep.write_sweep_store(store, coords, attrs)
+        for s in (0, 1):
+            target = tmp_path / paths.trajectory(exp.name, s)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(trajs[s].path)
+        point = tmp_path / paths.sweep_store(exp.name, kind, t, 0, 4, 0)
+        point.parent.mkdir(parents=True, exist_ok=True)
+        store.rename(point)
+        theta, seeds = sweep.rebuild(exp.name, kind, t, 0, 4, root=tmp_path)
+        assert seeds == [0, 1, 2, 3]
+        for i, s in enumerate(seeds):
+            dense = s % 2
+            basis = sweep.lottery_basis(torch.from_numpy(trajs[dense].params()), 4) if kind == "lottery" else None
+            _, make = subspace.projection_maker(kind, "auto", len(theta[i]), 4, basis, CPU)
+            expected = torch.from_numpy(trajs[dense].params(t)) + make([s])(coords[4][i:i + 1])[0]
+            assert torch.allclose(theta[i], expected, atol=1e-6)

@@ -33,11 +33,15 @@ def _hit(th: Threshold) -> pl.Expr:
 
 
 def _anchor(group: pl.DataFrame, metric: str) -> float | None:
-    """θ_t's own value of `metric` for one sweep (the rows all carry it), or None where it was not evaluated."""
+    """θ_t's own value of `metric` for one sweep, or None where it was not evaluated: with runs anchored at
+    several dense runs (subspace.anchor: per_run), the median over the runs' anchors, so that an anchor value
+    inside the sublevel set means at least half the runs start in it (P >= 1/2 before any training)."""
     col = f"anchor_{metric}"
     if col not in group.columns or group[col].is_null().all():
         return None
-    return float(group[col].drop_nulls()[0])
+    values = group.group_by("seed").agg(pl.col(col).first())[col].drop_nulls().to_numpy()
+    lower = Threshold(metric, 0).lower_is_better  # of an even count, the middle value further from the set
+    return float(np.quantile(values, 0.5, method="higher" if lower else "lower"))
 
 
 def success(runs: pl.DataFrame, thresholds: list[Threshold]) -> pl.DataFrame:

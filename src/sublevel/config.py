@@ -122,9 +122,12 @@ class ModelSpec:
     name: str
     widths: tuple[int, ...] | None = None
     width: int | None = None
+    init: str | None = None   # models.INITS; None: PyTorch's default (a spec without the key is unchanged)
 
     def kwargs(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name" and getattr(self, f.name) is not None}
+        """The builder's options: everything but the name and the initialisation (models.initialise)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("name", "init") and getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,7 @@ class SubspaceSpec:
     bootstrap: int = 1000
     compile: str = "none"
     refine: RefineSpec | None = None
+    anchor: str = "dense_seed"   # dense_seed: every run at dense_seed's θ_t; per_run: run r at the r-th dense seed
 
     @classmethod
     def from_dict(cls, d: dict) -> "SubspaceSpec":
@@ -299,9 +303,17 @@ class SubspaceSpec:
         """The runs 0..seeds-1 of each point in blocks of `seeds_per_job`, one sweep job each (seed_blocks)."""
         return seed_blocks(tuple(range(self.seeds or 0)), self.seeds_per_job)
 
+    def anchor_seeds(self, runs, dense_seeds) -> list[int]:
+        """The dense seed whose run anchors each run seed: `dense_seed` for all (anchor: dense_seed), or run r
+        at dense_seeds[r mod n] (anchor: per_run), so runs 0..n-1 each start from their own initialisation and
+        burn-in, as every run of Larsen et al.'s code does."""
+        if self.anchor == "per_run":
+            return [dense_seeds[int(r) % len(dense_seeds)] for r in runs]
+        return [self.dense_seed] * len(runs)
+
     def sweep_dims(self, kind: str, sched: Schedule) -> list[int]:
         """The configured dims one kind trains: a lottery subspace has at most as many directions as the
-        trajectory has displacements θ_s − θ_0 (T − 1 for T checkpoints), so larger d are left out."""
+        trajectory has displacements between checkpoints (T − 1 for T checkpoints), so larger d are left out."""
         T = len(sched.checkpoints)
         return [d for d in self.dims if kind != "lottery" or d < T]
 
@@ -352,6 +364,7 @@ class Experiment:
     hessian: HessianSpec | None = None
     scores: ScoresSpec | None = None
     theory: TheorySpec | None = None
+    inputs: str | None = None   # datasets.INPUTS; None: standardised (a spec without the key is unchanged)
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -381,7 +394,7 @@ class Experiment:
         theory = TheorySpec(**d["theory"]) if "theory" in d else None
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
                    train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, hessian=hessian,
-                   scores=scores, theory=theory, raw=d)
+                   scores=scores, theory=theory, inputs=d.get("inputs"), raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)

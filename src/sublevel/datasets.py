@@ -199,12 +199,24 @@ def subset(data: Dataset, indices) -> Dataset:
     return Dataset(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.num_classes)
 
 
-def load(path: str | Path, device: torch.device | str = "cpu") -> Dataset:
+INPUTS = ("standardise", "pixel_mean")  # the schema's experiment `inputs`
+
+
+def load(path: str | Path, device: torch.device | str = "cpu", inputs: str = "standardise") -> Dataset:
+    """The store's splits on `device`, as `inputs` says: `standardise`, (raw·scale − mean[c]) / std[c] with the
+    training split's per-channel statistics; `pixel_mean`, raw·scale − the training split's mean image, no
+    division (Larsen et al.'s generate_data.py: x/255, then subtract_pixel_mean)."""
+    if inputs not in INPUTS:
+        raise ValueError(f"unknown inputs {inputs!r}; known: {INPUTS}")
     group = storage.open_group(path, "dataset store")
     a = group.attrs.asdict()
     shape = (1, -1) + (1,) * (len(a["in_shape"]) - 1)
     mean = torch.tensor(a["mean"], dtype=torch.float32).view(shape)
     std = torch.tensor(a["std"], dtype=torch.float32).view(shape)
+    if inputs == "pixel_mean":
+        raw = storage.read(group, "x_train", what="dataset store")
+        mean = torch.from_numpy(raw.mean(axis=0, dtype=np.float64) * a["scale"]).float()[None]
+        std = torch.ones(())
 
     def x(key):
         t = torch.from_numpy(storage.read(group, key, what="dataset store")).to(device).float()

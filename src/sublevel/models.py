@@ -44,8 +44,42 @@ def build(name: str, in_shape: tuple[int, ...], num_classes: int, **kwargs) -> n
 
 
 def build_spec(spec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build from a config.ModelSpec (its name and options)."""
-    return build(spec.name, in_shape, num_classes, **spec.kwargs())
+    """Build from a config.ModelSpec (its name, options and initialisation scheme)."""
+    return initialise(build(spec.name, in_shape, num_classes, **spec.kwargs()), spec.init or "default")
+
+
+# flax's truncated normal: a standard normal cut at ±2, rescaled by this to unit variance (jax.nn.initializers)
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+INITS = ("default", "lecun_normal", "glorot_normal", "kaiming_normal")  # the schema's model.init
+
+
+def initialise(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-draw every Conv and Linear layer's weights (and biases) by `scheme`, from torch's global generator,
+    layer by layer, as the seed papers' code initialises them:
+      default         PyTorch's own (Kaiming-uniform with a = √5, uniform biases): nothing re-drawn;
+      lecun_normal    flax's default (Larsen et al.'s code): truncated normal at ±2σ with variance 1/fan_in, zero biases;
+      glorot_normal   Frankle & Carbin 2019: Gaussian, std √(2/(fan_in + fan_out)), zero biases;
+      kaiming_normal  OpenLTH's default: Gaussian, std √(2/fan_in), weights only (biases stay PyTorch's).
+    BatchNorm keeps its (1, 0)."""
+    if scheme not in INITS:
+        raise ValueError(f"unknown initialisation {scheme!r}; known: {INITS}")
+    if scheme == "default":
+        return model
+    with torch.no_grad():
+        for m in model.modules():
+            if not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+                continue
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            if scheme == "lecun_normal":
+                std = math.sqrt(1 / fan_in) / TRUNCATED_NORMAL_STD
+                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            elif scheme == "glorot_normal":
+                nn.init.normal_(m.weight, std=math.sqrt(2 / (fan_in + fan_out)))
+            else:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None and scheme != "kaiming_normal":
+                nn.init.zeros_(m.bias)
+    return model
 
 
 @register("mlp")

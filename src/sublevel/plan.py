@@ -183,7 +183,17 @@ class Plan:
         return self.experiment(name).subspace.anchors(self.schedule(name))
 
     def sweep_trajectory(self, name: str) -> str:
+        """subspace.dense_seed's trajectory: the spectrum's θ*, and the checkpoint count a lottery plan reads."""
         return str(paths.trajectory(name, self.experiment(name).subspace.dense_seed))
+
+    def sweep_anchor_seeds(self, name: str, block: int | str) -> list[str]:
+        """The dense seed anchoring each run of one sweep job (subspace.anchor), in the order of its seeds."""
+        exp = self.experiment(name)
+        return [str(s) for s in exp.subspace.anchor_seeds(self.sweep_seeds(name, block), list(exp.seeds))]
+
+    def sweep_trajectories(self, name: str, block: int | str) -> list[str]:
+        """The trajectories one sweep job's runs are anchored on, one per dense seed in ascending order."""
+        return [str(paths.trajectory(name, s)) for s in sorted({int(s) for s in self.sweep_anchor_seeds(name, block)})]
 
     def sweep_seeds(self, name: str, block: int | str) -> list[str]:
         """The run seeds of one sweep job: its block of 0..subspace.seeds-1 (subspace.seeds_per_job each)."""

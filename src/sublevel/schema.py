@@ -99,6 +99,7 @@ SUBSPACE = _table(
     ("burnin_step", pa.int64()),    # t of the anchor θ_t (the rewind step for tickets)
     ("d", pa.int64()),              # degrees of freedom trained
     ("seed", pa.int64()),           # projection and data-order seed (the chain seed for tickets)
+    ("dense_seed", pa.int64()),     # the dense run whose θ_t anchored the run (its initialisation and burn-in)
     ("projection", pa.string()),    # dense, fastfood, pca, axial
     ("steps", pa.int64()),
     ("round", pa.int64()),          # 0: the configured dims; r > 0: added by adaptive refinement

@@ -21,8 +21,8 @@ from sublevel.subspace import projection_maker, train_split
 def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, root: Path | None = None,
             device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, list[int]]:
     """(θ [R, D], seeds): the final parameters θ_t + P w of a sweep's runs at dimension d (every block of
-    seeds, in seed order), from the stored coordinates w_<d>, each store's attrs and the dense trajectory it
-    was anchored on: P is regenerated, so a store written under another `projections.VERSION` is refused
+    seeds, in seed order), from the stored coordinates w_<d>, each store's attrs and the dense trajectory each
+    run was anchored on: P is regenerated, so a store written under another `projections.VERSION` is refused
     rather than rebuilt wrongly."""
     from sublevel import paths, trajectory
 
@@ -39,13 +39,17 @@ def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, ro
         if a.get("projections_version") != projections.VERSION:
             raise ValueError(f"{path} was written with projections version {a.get('projections_version')}; this "
                              f"code regenerates version {projections.VERSION}: rerun the sweep (snakemake does)")
-        traj = trajectory.read(root / paths.trajectory(experiment, a["dense_seed"]))
-        basis = lottery_basis(torch.from_numpy(traj.params()), d).to(device) if kind == "lottery" else None
-        _, make = projection_maker(kind, a["projection"], a["D"], d, basis, device)
         w = torch.from_numpy(storage.read(store, f"w_{d}", what="sweep")).to(device)
-        with torch.no_grad():
-            thetas.append(torch.from_numpy(traj.params(burnin_step)).to(device) + make(a["seeds"])(w))
-        seeds += a["seeds"]
+        anchored = a.get("dense_seeds") or [a["dense_seed"]] * len(a["seeds"])
+        for dense_seed in sorted(set(anchored)):
+            where = [i for i, s in enumerate(anchored) if s == dense_seed]
+            traj = trajectory.read(root / paths.trajectory(experiment, dense_seed))
+            basis = lottery_basis(torch.from_numpy(traj.params()), d).to(device) if kind == "lottery" else None
+            _, make = projection_maker(kind, a["projection"], a["D"], d, basis, device)
+            with torch.no_grad():
+                thetas.append(torch.from_numpy(traj.params(burnin_step)).to(device)
+                              + make([a["seeds"][i] for i in where])(w[where]))
+            seeds += [a["seeds"][i] for i in where]
     order = sorted(range(len(seeds)), key=seeds.__getitem__)
     return torch.cat(thetas)[order], [seeds[i] for i in order]
 
@@ -103,48 +107,60 @@ def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
     return Vh[:d].T.float()
 
 
-def sweep(exp, data: Dataset, traj, kind: str, t: int, dims: list[int], seeds: list[int], device,
-          progress: bool = True, round: int = 0):
-    """Every (d, seed) point of one (kind, t) at the given dims and run seeds, R = len(seeds) runs at a time
-    (the workflow's jobs train one d and one block of seeds each: growing the configured dims or seeds then
-    plans only the new jobs).
+def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: list[int], device,
+          progress: bool = True, round: int = 0, anchor_seeds: list[int] | None = None):
+    """Every (d, seed) point of one (kind, t) at the given dims and run seeds (the workflow's jobs train one d
+    and one block of seeds each: growing the configured dims or seeds then plans only the new jobs). Run
+    seeds[i] starts from θ_t of dense run anchor_seeds[i] (default: subspace.dense_seed for all), whose
+    trajectory is trajs[that seed] (a single trajectory: every run's); the runs of one anchor train together.
 
-    Returns (rows of the `subspace` table, {d: w [R, d]}, attrs)."""
+    Returns (rows of the `subspace` table, {d: w [R, d]} in the order of `seeds`, attrs)."""
     from sublevel import models
     from sublevel.training import build_model
 
     sub = exp.subspace
-    model = build_model(exp, data, sub.dense_seed, device)
-    D = models.Layout.of(model).D
-    anchor = torch.from_numpy(traj.params(t)).to(device)
-    anchor_buffers = torch.from_numpy(traj.buffers(t)).to(device)
     seeds = list(seeds)
+    anchor_seeds = list(anchor_seeds or [sub.dense_seed] * len(seeds))
+    if not isinstance(trajs, dict):
+        trajs = {s: trajs for s in set(anchor_seeds)}
+    model = build_model(exp, data, sub.dense_seed, device)  # its structure only: θ is each run's anchor + P w
+    D = models.Layout.of(model).D
     spec = sub.training(exp.train.eval_batch_size)
-    basis = None
-    if kind == "lottery":
-        all_params = torch.from_numpy(traj.params())
-        if too_many := [d for d in dims if d >= len(all_params)]:
-            why = (f"lottery d = {too_many}: the trajectory {traj.path} holds {len(all_params)} checkpoints, "
-                   f"{len(all_params) - 1} directions")
-            if traj.attrs.get("diverged"):
-                raise storage.Skipped(f"{why} (its dense run diverged)")
-            raise ValueError(why)
-        basis = lottery_basis(all_params, max(dims)).to(device)
-    at_anchor = anchor_metrics(model, data, anchor, anchor_buffers, exp.train.eval_batch_size)
-    rows, coords = [], {}
-    for i, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
-        pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
-        label = f"{exp.name} {kind} t={t} d={d}" + (f" [{i + 1}/{len(dims)}]" if len(dims) > 1 else "")
-        result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, seeds, spec,
-                             label=label if progress else None)
-        coords[d] = result.w.cpu()
-        for seed, m in zip(seeds, result.metrics):
-            rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind=kind,
-                             burnin_step=t, d=d, seed=seed, projection=pkind, steps=sub.steps, round=round,
-                             wall_seconds=result.seconds / len(seeds), **m, **at_anchor))
-    attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, seeds=seeds, D=D,
-                 projection=sub.projection, projections_version=projections.VERSION,
-                 note="P is regenerated from (seed, projection, d) by sublevel.projections at projections_version")
+    groups = {a: [i for i, s in enumerate(anchor_seeds) if s == a] for a in sorted(set(anchor_seeds))}
+    rows, coords = [], {d: torch.zeros(len(seeds), d) for d in dims}
+    for a, where in groups.items():
+        traj = trajs[a]
+        anchor = torch.from_numpy(traj.params(t)).to(device)
+        anchor_buffers = torch.from_numpy(traj.buffers(t)).to(device)
+        basis = None
+        if kind == "lottery":
+            all_params = torch.from_numpy(traj.params())
+            if too_many := [d for d in dims if d >= len(all_params)]:
+                why = (f"lottery d = {too_many}: the trajectory {traj.path} holds {len(all_params)} checkpoints, "
+                       f"{len(all_params) - 1} directions")
+                if traj.attrs.get("diverged"):
+                    raise storage.Skipped(f"{why} (its dense run diverged)")
+                raise ValueError(why)
+            basis = lottery_basis(all_params, max(dims)).to(device)
+        at_anchor = anchor_metrics(model, data, anchor, anchor_buffers, exp.train.eval_batch_size)
+        group_seeds = [seeds[i] for i in where]
+        for j, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
+            pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
+            label = (f"{exp.name} {kind} t={t} d={d}" + (f" anchor={a}" if len(groups) > 1 else "")
+                     + (f" [{j + 1}/{len(dims)}]" if len(dims) > 1 else ""))
+            result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, group_seeds, spec,
+                                 label=label if progress else None)
+            coords[d][where] = result.w.cpu()
+            for seed, m in zip(group_seeds, result.metrics):
+                rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D,
+                                 kind=kind, burnin_step=t, d=d, seed=seed, dense_seed=a, projection=pkind,
+                                 steps=sub.steps, round=round, wall_seconds=result.seconds / len(group_seeds),
+                                 **m, **at_anchor))
+    rows.sort(key=lambda r: (dims.index(r["d"]), seeds.index(r["seed"])))
+    attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, dense_seeds=anchor_seeds,
+                 seeds=seeds, D=D, projection=sub.projection, projections_version=projections.VERSION,
+                 note="P is regenerated from (seed, projection, d) by sublevel.projections at projections_version; "
+                      "run seeds[i] is anchored at dense run dense_seeds[i]")
     return rows, coords, attrs
 
 
@@ -164,7 +180,7 @@ def ticket_rows(exp, imp_rows: list[dict]) -> list[dict]:
     D = exp.num_params()
     return [dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind="ticket",
                  burnin_step=r["rewind_step"], d=r["remaining"] + D - r["prunable"], seed=r["seed"],
-                 projection="axial", steps=None, round=0, train_loss=r["train_loss"], train_accuracy=r["train_accuracy"],
+                 projection="axial", steps=None, round=0, dense_seed=r["seed"], train_loss=r["train_loss"], train_accuracy=r["train_accuracy"],
                  test_loss=r["test_loss"], test_accuracy=r["test_accuracy"], diverged=r["diverged"],
                  wall_seconds=None, anchor_train_loss=None, anchor_train_accuracy=None, anchor_test_loss=None,
                  anchor_test_accuracy=None)

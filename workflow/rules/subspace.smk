@@ -9,7 +9,7 @@
 rule subspace_sweep:
     input:
         data=dataset_of,
-        trajectory=sweep_trajectory,
+        trajectories=lambda w: PLAN.sweep_trajectories(w.experiment, w.block),
         plan=lambda w: (
             [str(paths.refine_plan(w.experiment, w.kind, w.burnin_step, int(w.round) - 1))] if int(w.round) > 0 else []
         ),
@@ -42,13 +42,14 @@ rule subspace_sweep:
     params:
         spec=spec_for("subspace"),
         seeds=lambda w: PLAN.sweep_seeds(w.experiment, w.block),
+        anchor_seeds=lambda w: PLAN.sweep_anchor_seeds(w.experiment, w.block),
         device=config["device"],
         projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
     shell:
         "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind:q}"
         " --burnin-step {wildcards.burnin_step:q} --round {wildcards.round:q} --dims {wildcards.d:q}"
-        " --seeds {params.seeds:q}"
-        " --data {input.data:q} --trajectory {input.trajectory:q} --out {output.store:q} --table {output.table:q}"
+        " --seeds {params.seeds:q} --anchor-seeds {params.anchor_seeds:q}"
+        " --data {input.data:q} --trajectory {input.trajectories:q} --out {output.store:q} --table {output.table:q}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 

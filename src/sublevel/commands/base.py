@@ -29,7 +29,7 @@ def setup(args):
     exp = Experiment.from_json(args.spec)
     device = pick_device(args.device)
     seed_everything(args.threads, device)
-    return exp, device, datasets.load(args.data, device)
+    return exp, device, datasets.load(args.data, device, exp.inputs or "standardise")
 
 
 def results_parent() -> argparse.ArgumentParser:

@@ -14,8 +14,13 @@ def subspace_sweep(args) -> None:
     from sublevel import storage, sweep, trajectory
 
     exp, device, data = setup(args)
-    rows, coords, attrs = sweep.sweep(exp, data, trajectory.read(args.trajectory), args.kind, args.burnin_step,
-                                         args.dims, args.seeds, device, progress=not args.quiet, round=args.round)
+    anchor_seeds = args.anchor_seeds or [exp.subspace.dense_seed] * len(args.seeds)
+    if len(anchor_seeds) != len(args.seeds) or len(args.trajectory) != len(set(anchor_seeds)):
+        raise SystemExit(f"subspace-sweep: {len(args.seeds)} seeds need as many --anchor-seeds ({len(anchor_seeds)}), "
+                         f"and one --trajectory per distinct anchor seed in ascending order ({len(args.trajectory)})")
+    trajs = {s: trajectory.read(t) for s, t in zip(sorted(set(anchor_seeds)), args.trajectory)}
+    rows, coords, attrs = sweep.sweep(exp, data, trajs, args.kind, args.burnin_step, args.dims, args.seeds,
+                                      device, progress=not args.quiet, round=args.round, anchor_seeds=anchor_seeds)
     sweep.write_sweep_store(args.out, coords, attrs)
     storage.write_table("subspace", rows, args.table)
     for d in sorted(coords):
@@ -68,7 +73,10 @@ def register(sub) -> None:
     s.set_defaults(outputs={"out": "zarr", "table": "subspace"})
     s.add_argument("--kind", required=True, choices=KINDS)
     s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
-    s.add_argument("--trajectory", required=True, help="the dense run's trajectory")
+    s.add_argument("--trajectory", nargs="+", required=True,
+                   help="the anchoring dense runs' trajectories, one per distinct --anchor-seeds value, ascending")
+    s.add_argument("--anchor-seeds", type=int, nargs="+",
+                   help="the dense seed anchoring each run seed (default: subspace.dense_seed for all)")
     s.add_argument("--out", required=True, help="Zarr store of the trained coordinates")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.add_argument("--dims", type=int, nargs="+", required=True, help="the dimensions d to train")
