@@ -54,10 +54,10 @@ def test_the_spectral_density_renders_from_the_spectrum_table(tmp_path):
 
     nodes = np.array([[-0.01, 0.0, 0.5, 4.0], [-0.02, 0.001, 0.7, 4.1]])
     weights = np.array([[0.3, 0.6, 0.08, 0.02], [0.2, 0.7, 0.09, 0.01]])
-    density = hessian.Density(nodes, weights, 1000)
+    probes = [hessian.Quadrature(x, w, x[1:], w[1:] / w[1:].sum(), 4, 0.004, True) for x, w in zip(nodes, weights)]
     anchors = {("random", 0): theory.Anchor(3.0, 2.0, np.array([0.001, 0.5]), np.array([0.9, 0.1])),
                ("burnin", 5): theory.Anchor(0.0, 0.1, np.zeros(1), np.ones(1))}  # an anchor at θ* itself
-    rows = theory.spectrum_rows("e", 0, 40, density, anchors, 0.1, 1e-3, 100, 4)
+    rows = theory.spectrum_rows("e", 0, 40, probes, anchors, 0.1, 1e-3, 100, 1000)
     out = tmp_path / "spectral_density.png"
     figures.spectral_density(pl.DataFrame(rows), out)
     assert out.read_bytes()[:4] == b"\x89PNG" and b"<svg" in out.with_suffix(".svg").read_bytes()[:2000]

@@ -189,23 +189,37 @@ def test_rows_predict_random_and_burnin_train_loss_thresholds_only():
 
 
 def test_predictions_from_the_stored_spectrum_equal_those_from_the_quadratures(tmp_path):
-    """The spectrum job stores every quadrature; the theory rule predicts from the table alone, the same rows."""
+    """The spectrum job stores every quadrature (and each one extension shorter); the theory rule predicts from
+    the table alone, the same rows, each interval widened by its prediction's change over the last extension."""
     from sublevel import storage
 
-    lam = np.r_[np.linspace(0.5, 6.0, 12), np.zeros(20)]
+    rng = np.random.default_rng(2)
+    lam = np.r_[10 ** rng.uniform(-4, 0.8, 300), np.zeros(100)]
     hvp, _ = diagonal_operator(lam)
-    density = hessian.slq(hvp, len(lam), iterations=40, probes=3)  # 32 dimensions: the Krylov spaces close early
-    assert (density.weights == 0).any()
-    x, w = hessian.quadrature(hvp, torch.ones(len(lam), dtype=torch.float64) / math.sqrt(len(lam)), 40)
-    anchors = {("random", 0): theory.Anchor(3.0, 22.6, x, w), ("burnin", 10): theory.Anchor(1.0, 2.6, x, w)}
+    probes = hessian.converged_slq(hvp, len(lam), iterations=10, max_iterations=200, tolerance=0.01, probes=3)
+    assert all(q.converged and q.iterations > 10 for q in probes)
+    density = hessian.Density.stack([(q.nodes, q.weights) for q in probes], len(lam))
+    previous = hessian.Density.stack([(q.previous_nodes, q.previous_weights) for q in probes], len(lam))
+    delta = torch.ones(len(lam), dtype=torch.float64)
+    a = theory.anchor(hvp, 3.0 * delta / delta.norm(), 0.1, 10, 200, 0.01)
+    anchors = {("random", 0): a, ("burnin", 10): theory.anchor(hvp, delta / delta.norm(), 0.1, 10, 200, 0.01)}
     ths = [Threshold("train_loss", 0.5), Threshold("train_loss", 1.5), Threshold("test_accuracy", 0.5)]
-    direct = theory.rows("e", 1, 100, density, anchors, 0.1, 1e-3, ths, examples=50, iterations=40)
+    longest = max(q.iterations for q in probes)
+    direct = theory.rows("e", 1, 100, density, anchors, 0.1, 1e-3, ths, examples=50, iterations=longest,
+                         previous=previous, converged=True)
     path = tmp_path / "spectrum.parquet"
-    storage.write_table("spectrum", theory.spectrum_rows("e", 1, 100, density, anchors, 0.1, 1e-3, 50, 40), path)
+    storage.write_table("spectrum", theory.spectrum_rows("e", 1, 100, probes, anchors, 0.1, 1e-3, 50, len(lam)), path)
     stored = theory.Spectrum.from_rows(storage.read_frame([path]).to_dicts())
-    assert stored.density.D == 32 and set(stored.anchors) == set(anchors)
+    assert stored.density.D == len(lam) and set(stored.anchors) == set(anchors) and stored.iterations == longest
     assert stored.rows(ths) == direct
-    assert sum(r["d_star_bound"] is not None for r in direct) == 4
+    predicted = [r for r in direct if r["d_star_bound"] is not None]
+    assert len(predicted) == 4 and all(r["converged"] for r in predicted)
+    for r in predicted:  # the interval covers the probes' spread and the quadrature's change
+        assert r["d_star_bound_change"] >= 0 and r["d_star_well_change"] >= 0
+        plain = theory.interval(theory.dstar_from_density(density, r["distance"], r["epsilon"]), len(lam))
+        assert r["d_star_bound_lo"] == pytest.approx(max(0.0, plain[1] - r["d_star_bound_change"]))
+        assert r["d_star_bound_hi"] == pytest.approx(min(len(lam), plain[2] + r["d_star_bound_change"]))
+    assert any(r["d_star_bound_change"] > 0 for r in predicted)
 
 
 def test_an_anchor_at_the_minimum_itself_needs_no_dimension():
@@ -222,3 +236,38 @@ def test_an_anchor_at_the_minimum_itself_needs_no_dimension():
     got = theory.predict(density, at_min, eps=0.2)
     assert got["d_star_bound"] == 0.0 and got["d_star_well"] == 0.0
     assert theory.predict(density, away, eps=0.2)["d_star_well"] > 0
+
+
+def test_a_quadrature_is_extended_until_its_predictions_settle_on_a_known_spectrum():
+    """A spectrum like a network Hessian's (zeros, a few negative, a bulk over six decades, outliers), whose
+    exact spectral measure per probe is known: Σ_i (Qᵀv)_i² f(λ_i). At 40 Lanczos steps the ridge profile
+    Σ λ/(λ + κ) the predictions read is >10% off somewhere on the κ grid; extended until one extension changes
+    it by < 1%, it is within 1% everywhere, and it records its length and last change. A cap too short stops
+    unconverged; a spectrum of few distinct values closes the Krylov space and is exact."""
+    rng = np.random.default_rng(0)
+    D = 1500
+    lam = np.concatenate([np.zeros(300), np.full(100, -1e-3), 10 ** rng.uniform(-6, 0, D - 420),
+                          rng.uniform(5, 20, 20)])
+    hvp, Q = diagonal_operator(lam)
+    for probe in range(2):
+        v = hessian.start_vector(D, probe)
+        measure = (Q.T @ v).numpy() ** 2
+
+        def error(x, w):
+            top = float(x.max())
+            exact = hessian.ridge_profile(lam, measure, top)
+            return float(np.max(np.abs(hessian.ridge_profile(x, w, top) - exact) / exact))
+
+        assert error(*hessian.quadrature(hvp, v, 40)) > 0.1
+        q = hessian.converged_quadrature(hvp, v, iterations=40, max_iterations=400, tolerance=0.01)
+        assert q.converged and 40 < q.iterations < 400 and (q.iterations - 40) % 10 == 0
+        assert q.change <= 0.01 and error(q.nodes, q.weights) < 0.01
+        assert len(q.previous_nodes) == q.iterations - 10 and error(q.previous_nodes, q.previous_weights) > q.change / 2
+        capped = hessian.converged_quadrature(hvp, v, iterations=40, max_iterations=60, tolerance=0.01)
+        assert not capped.converged and capped.iterations == 60 and capped.change > 0.01
+    few = np.repeat([0.0, 1.0, 3.0, 7.0], 25)
+    hvp_few, _ = diagonal_operator(few)
+    exact = hessian.converged_quadrature(hvp_few, hessian.start_vector(100, 0), iterations=40, max_iterations=400,
+                                         tolerance=1e-9)
+    assert exact.converged and exact.change == 0.0 and exact.iterations == 4
+    assert np.allclose(np.sort(exact.nodes), [0.0, 1.0, 3.0, 7.0], atol=1e-8)

@@ -344,11 +344,14 @@ class ScoresSpec:
 @dataclass(frozen=True)
 class TheorySpec:
     """The threshold dimension predicted from the landscape (sublevel.theory): the Hessian's spectral density
-    at the sweep's dense run's final network, by `probes` stochastic Lanczos quadratures of `iterations` steps,
-    on the first `examples` training examples (None: all of them, the loss the sweeps' train_loss is of)."""
+    at the sweep's dense run's final network, by `probes` stochastic Lanczos quadratures from `iterations`
+    steps extended until they converge (or `max_iterations`), on the first `examples` training examples
+    (None: all of them, the loss the sweeps' train_loss is of)."""
     probes: int = 8
-    iterations: int = 40
+    iterations: int = 40                  # the first length; then extended by 10 steps until converged
     examples: int | None = None
+    max_iterations: int = 200             # the cap
+    tolerance: float = 0.01               # converged: one extension moves Σ τ λ/(λ + κ) by at most this, relative
 
 
 @dataclass(frozen=True)

@@ -324,6 +324,8 @@ def spectral_density(spectrum: pl.DataFrame, out: str | Path) -> None:
     (δᵀHδ/R², the mean eigenvalue): the quadratic-well bound treats δ as generic, the well's own threshold uses
     δ's measure."""
     experiment = _experiment(spectrum)
+    if "previous" in spectrum.columns:  # the quadratures one extension shorter: the error estimate, not drawn
+        spectrum = spectrum.filter(~pl.col("previous").fill_null(False))
     probes = spectrum.filter(pl.col("vector") == "probe").sort("probe", "node")
     anchors = spectrum.filter(pl.col("vector") == "anchor").sort("kind", "burnin_step", "node")
     lo, hi = float(spectrum["eigenvalue"].min()), float(spectrum["eigenvalue"].max())

@@ -10,6 +10,7 @@ quadrature over several probes the whole spectral density (sublevel.theory reads
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,15 @@ def tridiagonal(hvp, q: torch.Tensor, iterations: int) -> torch.Tensor:
     """The Lanczos tridiagonal T [m, m] of the symmetric operator `hvp` from the unit start vector q, m =
     `iterations` steps with full reorthogonalisation, or fewer where the Krylov space closes (an invariant
     subspace: T's eigenvalues are then exact eigenvalues)."""
+    for T in lanczos_steps(hvp, q, iterations):
+        pass
+    return T
+
+
+def lanczos_steps(hvp, q: torch.Tensor, iterations: int):
+    """T_m [m, m] after each Lanczos step m = 1, 2, ... up to `iterations` (or until the Krylov space closes),
+    with full reorthogonalisation: T_m is the leading block of every later T, so a quadrature can be extended
+    step by step until it has converged."""
     D, dtype, device = len(q), q.dtype, q.device
     m = min(iterations, D)
     Q = torch.zeros(m, D, dtype=dtype, device=device)
@@ -86,13 +96,74 @@ def tridiagonal(hvp, q: torch.Tensor, iterations: int) -> torch.Tensor:
         w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)          # full reorthogonalisation (twice is enough)
         w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
         b = w.norm()
+        yield torch.diag(alpha[:j + 1]) + torch.diag(beta[:j], 1) + torch.diag(beta[:j], -1)
         if j + 1 < m:
             if b < 1e-10:
-                m = j + 1
-                break
+                return
             beta[j] = b
             q = w / b
-    return torch.diag(alpha[:m]) + torch.diag(beta[:m - 1], 1) + torch.diag(beta[:m - 1], -1)
+
+
+# The ridges κ (× the top node) at which a quadrature's convergence is judged: the theory's predictions are
+# Σ τ λ/(λ + κ) at κ = 2ε'/R² (the bound) or at the κ* the anchor's Σ τ λκ/(λ + κ) sets (the well), for
+# every ε a config may ask, so the quadrature must hold over this whole range, not at one ε.
+KAPPA_GRID = 10.0 ** -np.arange(1.0, 5.25, 0.25)
+
+
+def ridge_profile(nodes: np.ndarray, weights: np.ndarray, top: float) -> np.ndarray:
+    """Σ_k τ_k λ_k/(λ_k + κ) at κ = KAPPA_GRID · top (λ ≤ 0 counts 0). Of the density it is d(κ)/D, which both
+    predictions read; of an anchor's measure, its well minimum per unit κ, whose root sets κ*."""
+    lam = np.clip(nodes, 0.0, None)[None]
+    return (weights[None] * lam / (lam + (KAPPA_GRID * top)[:, None])).sum(-1)
+
+
+def _change(now: tuple[np.ndarray, np.ndarray], before: tuple[np.ndarray, np.ndarray]) -> float:
+    """The largest relative change of the ridge profile between two quadratures, at the later one's scale."""
+    top = max(float(now[0].max()), 1e-300)
+    a, b = ridge_profile(*now, top), ridge_profile(*before, top)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-300)))
+
+
+@dataclass(frozen=True)
+class Quadrature:
+    """A Lanczos quadrature extended until its ridge profile settled: nodes and weights at the length used,
+    and at the check before it (what the last extension changed: the predictions' quadrature error)."""
+    nodes: np.ndarray
+    weights: np.ndarray
+    previous_nodes: np.ndarray
+    previous_weights: np.ndarray
+    iterations: int
+    change: float        # the profile's largest relative change over the last extension (0: exact; nan: one check)
+    converged: bool      # change <= tolerance, or the Krylov space closed (exact)
+
+
+def converged_quadrature(hvp, v: torch.Tensor, iterations: int, max_iterations: int, tolerance: float,
+                         every: int = 10) -> Quadrature:
+    """Gauss quadrature of the unit vector v's spectral measure, from `iterations` Lanczos steps extended by
+    `every` until the ridge profile changes by at most `tolerance` (relative, at every κ of KAPPA_GRID) over
+    one extension; at `max_iterations` it stops unconverged, and where the Krylov space closes it is exact."""
+    cap = min(max(max_iterations, iterations), len(v))
+    checks: list[tuple[np.ndarray, np.ndarray]] = []
+    change = math.nan
+    for T in lanczos_steps(hvp, v, cap):
+        m = len(T)
+        if m < cap and (m < iterations or (m - iterations) % every):
+            continue
+        checks.append(_gauss(T))
+        if len(checks) > 1:
+            change = _change(checks[-1], checks[-2])
+            if change <= tolerance:
+                return Quadrature(*checks[-1], *checks[-2], m, change, True)
+    if len(T) < cap:  # the Krylov space closed: T's nodes are exact eigenvalues and the measure exact
+        x, w = _gauss(T)
+        return Quadrature(x, w, x, w, len(T), 0.0, True)
+    return Quadrature(*checks[-1], *checks[-2 if len(checks) > 1 else -1], len(T), change, False)
+
+
+def _gauss(T: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes (T's eigenvalues) and weights (the squared first components of its eigenvectors)."""
+    evals, evecs = torch.linalg.eigh(T)
+    return evals.numpy(), (evecs[0] ** 2).numpy()
 
 
 def start_vector(D: int, seed: int, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -121,6 +192,17 @@ class Density:
     weights: np.ndarray   # [probes, m], each row sums to 1
     D: int
 
+    @classmethod
+    def stack(cls, quadratures: list[tuple[np.ndarray, np.ndarray]], D: int, length: int = 0) -> "Density":
+        """Probes' (nodes, weights) of any lengths as one density of at least `length` nodes per probe, a
+        shorter probe padded with weight 0 at its last node."""
+        m = max(length, *(len(x) for x, _ in quadratures))
+        nodes, weights = np.zeros((len(quadratures), m)), np.zeros((len(quadratures), m))
+        for j, (x, w) in enumerate(quadratures):
+            nodes[j, :len(x)], weights[j, :len(x)] = x, w
+            nodes[j, len(x):] = x[-1]
+        return cls(nodes, weights, D)
+
     def mean_of(self, f) -> np.ndarray:
         """Per probe, the quadrature estimate of (1/D) Σ_i f(λ_i): [probes]."""
         return (self.weights * f(self.nodes)).sum(-1)
@@ -137,21 +219,21 @@ class Density:
 def quadrature(hvp, v: torch.Tensor, iterations: int) -> tuple[np.ndarray, np.ndarray]:
     """Gauss quadrature of the spectral measure of the unit vector v: nodes θ_k and weights τ_k (summing to 1)
     with vᵀ f(H) v ≈ Σ_k τ_k f(θ_k), from `iterations` Lanczos steps started at v."""
-    evals, evecs = torch.linalg.eigh(tridiagonal(hvp, v, iterations))
-    return evals.numpy(), (evecs[0] ** 2).numpy()
+    return _gauss(tridiagonal(hvp, v, iterations))
 
 
 def slq(hvp, D: int, iterations: int, probes: int, seed: int = 0, dtype=torch.float64, device=None) -> Density:
     """The spectral density of the symmetric operator `hvp` on R^D from `probes` Lanczos runs of `iterations`
     steps, probe j started from seed + j."""
-    m = min(iterations, D)
-    nodes, weights = np.zeros((probes, m)), np.zeros((probes, m))
-    for j in range(probes):
-        x, w = quadrature(hvp, start_vector(D, seed + j, dtype, device), iterations)
-        k = len(x)
-        nodes[j, :k], weights[j, :k] = x, w
-        nodes[j, k:] = x[-1]  # padding: weight 0 at an existing node
-    return Density(nodes, weights, D)
+    return Density.stack([quadrature(hvp, start_vector(D, seed + j, dtype, device), iterations)
+                          for j in range(probes)], D, min(iterations, D))
+
+
+def converged_slq(hvp, D: int, iterations: int, max_iterations: int, tolerance: float, probes: int,
+                  seed: int = 0, dtype=torch.float64, device=None) -> list[Quadrature]:
+    """`slq`'s probes, each extended until its quadrature has converged (converged_quadrature)."""
+    return [converged_quadrature(hvp, start_vector(D, seed + j, dtype, device), iterations, max_iterations,
+                                 tolerance) for j in range(probes)]
 
 
 def top_eigenvalues(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iterations: int,

@@ -226,8 +226,11 @@ THEORY = _table(
     ("d_star_well", pa.float64()),   # the well's own threshold from θ_t's direction: Σ λ/(λ + κ*), ½ Σ δ²λκ*/(λ + κ*) = ε'
     ("d_star_well_lo", pa.float64()),
     ("d_star_well_hi", pa.float64()),
+    ("d_star_bound_change", pa.float64()),  # how much the bound moved over the quadratures' last extension:
+    ("d_star_well_change", pa.float64()),   # their error estimate, added to both ends of the interval
     ("probes", pa.int64()),
-    ("iterations", pa.int64()),      # Lanczos steps per probe
+    ("iterations", pa.int64()),      # the longest quadrature used (Lanczos steps), probes and anchor
+    ("converged", pa.bool_()),       # every quadrature used settled within theory.tolerance (null: fixed length)
     ("examples", pa.int64()),        # training examples in the loss (the first n of the training split)
     ("note", pa.string()),           # why a row has no prediction; null when it has one
 )
@@ -238,7 +241,8 @@ SPECTRUM = _table(
     "predictions are computed from: per start vector, nodes (Ritz values) and weights summing to 1, with "
     "vᵀf(H)v ≈ Σ weight·f(eigenvalue). Random probes give the spectral density (the mean of f over H's "
     "eigenvalues, averaged over probes; stochastic Lanczos quadrature); an anchor's displacement δ/R from θ* "
-    "gives δ's own spectral measure.",
+    "gives δ's own spectral measure. Each quadrature is extended until the predictions it gives have settled "
+    "(hessian.converged_quadrature); its rows one extension shorter are kept beside it (previous = true).",
     ("experiment", pa.string()),
     ("seed", pa.int64()),            # the dense run: the sweep's dense seed
     ("step", pa.int64()),            # θ*: that run's final checkpoint
@@ -253,7 +257,10 @@ SPECTRUM = _table(
     ("weight", pa.float64()),
     ("num_params", pa.int64()),      # D
     ("examples", pa.int64()),        # training examples in the loss (the first n of the training split)
-    ("iterations", pa.int64()),      # Lanczos steps per start vector
+    ("iterations", pa.int64()),      # this quadrature's Lanczos steps (extended until it converged)
+    ("change", pa.float64()),        # the ridge profile's largest relative change over its last extension
+    ("converged", pa.bool_()),       # change <= theory.tolerance (or the Krylov space closed: exact)
+    ("previous", pa.bool_()),        # true: the same quadrature one extension shorter (the error estimate)
     ("loss_min", pa.float64()),      # L*: the training loss at θ*
     ("grad_norm", pa.float64()),     # ||∇L(θ*)||
 )

@@ -79,24 +79,43 @@ def dstar_from_density(density: Density, R: float, eps: float) -> np.ndarray:
 class Anchor:
     """A sweep's anchor θ_t as the well sees it: its distance R from θ*, the well's loss at it, L* + ½ δᵀHδ
     with δ = θ_t − θ* (beside the true loss at θ_t: how far the well is quadratic out there), and the
-    quadrature of δ / R's spectral measure (nodes, weights)."""
+    quadrature of δ / R's spectral measure (nodes, weights), with the quadrature one extension shorter
+    (previous_*; None: the same) from which the predictions' quadrature error is read."""
     distance: float
     quadratic_loss: float
     nodes: np.ndarray
     weights: np.ndarray
+    previous_nodes: np.ndarray | None = None
+    previous_weights: np.ndarray | None = None
+    iterations: int | None = None
+    change: float | None = None
+    converged: bool | None = None
+
+    def previous(self) -> "Anchor":
+        """The anchor as the quadrature one extension shorter gives it."""
+        if self.previous_nodes is None:
+            return self
+        return Anchor(self.distance, self.quadratic_loss, self.previous_nodes, self.previous_weights)
 
 
-def anchor(hvp, delta, loss_min: float, iterations: int) -> Anchor:
-    """θ_t as the well sees it, from δ = θ_t − θ* (float64) and the Hessian-vector product at θ*. An anchor at
-    θ* itself (a burn-in at the run's last step) has R = 0 and no direction: a unit mass at 0, which gives
-    both predictions d* = 0."""
+def anchor(hvp, delta, loss_min: float, iterations: int, max_iterations: int | None = None,
+           tolerance: float | None = None) -> Anchor:
+    """θ_t as the well sees it, from δ = θ_t − θ* (float64) and the Hessian-vector product at θ*: its
+    quadrature `iterations` Lanczos steps long, or, with a tolerance, extended until it has converged
+    (hessian.converged_quadrature). An anchor at θ* itself (a burn-in at the run's last step) has R = 0 and no
+    direction: a unit mass at 0, which gives both predictions d* = 0."""
     from sublevel import hessian
 
     R = float(delta.norm())
     if R == 0.0:
-        return Anchor(0.0, loss_min, np.zeros(1), np.ones(1))
-    nodes, weights = hessian.quadrature(hvp, delta / R, iterations)
-    return Anchor(R, loss_min + 0.5 * float(delta @ hvp(delta)), nodes, weights)
+        return Anchor(0.0, loss_min, np.zeros(1), np.ones(1), iterations=0, change=0.0, converged=True)
+    quadratic = loss_min + 0.5 * float(delta @ hvp(delta))
+    if tolerance is None:
+        nodes, weights = hessian.quadrature(hvp, delta / R, iterations)
+        return Anchor(R, quadratic, nodes, weights, iterations=len(nodes))
+    q = hessian.converged_quadrature(hvp, delta / R, iterations, max_iterations or iterations, tolerance)
+    return Anchor(R, quadratic, q.nodes, q.weights, q.previous_nodes, q.previous_weights, q.iterations, q.change,
+                  q.converged)
 
 
 def dimension_at(density: Density, kappa: float) -> np.ndarray:
@@ -128,17 +147,37 @@ def interval(per_probe: np.ndarray, D: int) -> tuple[float, float | None, float 
 
 
 NO_PREDICTION = dict(d_star_bound=None, d_star_bound_lo=None, d_star_bound_hi=None, width_sq=None,
-                     d_star_well=None, d_star_well_lo=None, d_star_well_hi=None)
+                     d_star_well=None, d_star_well_lo=None, d_star_well_hi=None, d_star_bound_change=None,
+                     d_star_well_change=None)
 
 
-def predict(density: Density, anchor: Anchor, eps: float) -> dict:
-    """Both predictions of d*(ε) for ε' = `eps` > 0, each with its interval over probes, and w² = D − bound."""
+def _predictions(density: Density, anchor: Anchor, eps: float):
+    """(bound, well) intervals over probes: each (mean, lo, hi)."""
     D = density.D
-    bound, lo, hi = interval(dstar_from_density(density, anchor.distance, eps), D)
+    bound = interval(dstar_from_density(density, anchor.distance, eps), D)
     kappa = well_kappa(anchor.nodes, anchor.weights, anchor.distance, eps)
     well = interval(np.zeros(len(density.nodes)) if math.isinf(kappa) else dimension_at(density, kappa), D)
-    return dict(d_star_bound=bound, d_star_bound_lo=lo, d_star_bound_hi=hi, width_sq=D - bound,
-                d_star_well=well[0], d_star_well_lo=well[1], d_star_well_hi=well[2])
+    return bound, well
+
+
+def predict(density: Density, anchor: Anchor, eps: float, previous: Density | None = None) -> dict:
+    """Both predictions of d*(ε) for ε' = `eps` > 0, each with its interval over probes, and w² = D − bound.
+    With the quadratures one extension shorter (`previous` density, the anchor's own previous_*), each
+    prediction's change over that extension is its quadrature error: recorded, and added to both ends of
+    its interval, which then covers the probes' spread and the quadrature's error."""
+    D = density.D
+    bound, well = _predictions(density, anchor, eps)
+    pb, pw = _predictions(previous if previous is not None else density, anchor.previous(), eps)
+    changes = abs(bound[0] - pb[0]), abs(well[0] - pw[0])
+
+    def widened(value, change):
+        m, lo, hi = value
+        return (m, None if lo is None else max(0.0, lo - change), None if hi is None else min(float(D), hi + change))
+
+    bound, well = widened(bound, changes[0]), widened(well, changes[1])
+    return dict(d_star_bound=bound[0], d_star_bound_lo=bound[1], d_star_bound_hi=bound[2], width_sq=D - bound[0],
+                d_star_well=well[0], d_star_well_lo=well[1], d_star_well_hi=well[2],
+                d_star_bound_change=changes[0], d_star_well_change=changes[1])
 
 
 def why_not(kind: str, th: Threshold, loss_min: float) -> str | None:
@@ -154,44 +193,59 @@ def why_not(kind: str, th: Threshold, loss_min: float) -> str | None:
 
 def rows(experiment: str, seed: int, step: int, density: Density, anchors: dict[tuple[str, int], Anchor],
          loss_min: float, grad_norm: float, thresholds: list[Threshold], examples: int,
-         iterations: int) -> list[dict]:
-    """Rows of the `theory` table: one per sweep (kind, t) and threshold, predicted or with the reason not."""
+         iterations: int, previous: Density | None = None, converged: bool | None = None) -> list[dict]:
+    """Rows of the `theory` table: one per sweep (kind, t) and threshold, predicted or with the reason not.
+    `iterations`: the longest quadrature the density's probes used; `previous`: the density one extension
+    shorter; `converged`: whether every probe's quadrature converged."""
     top = float(density.nodes.max())
     out = []
     for (kind, t), anchor in anchors.items():
         R = anchor.distance
+        length = max(iterations, anchor.iterations or 0)
+        settled = None if converged is None else bool(converged and anchor.converged is not False)
         for th in thresholds:
             note = why_not(kind, th, loss_min)
             eps = th.value - loss_min
-            pred = predict(density, anchor, eps) if note is None else NO_PREDICTION
+            pred = predict(density, anchor, eps, previous) if note is None else NO_PREDICTION
             out.append(dict(experiment=experiment, kind=kind, burnin_step=int(t), metric=th.metric,
                             threshold=float(th.value), num_params=density.D, seed=seed, minimum_step=step,
                             distance=R, quadratic_anchor_loss=anchor.quadratic_loss, loss_min=loss_min,
                             grad_norm=grad_norm,
                             epsilon=eps if note is None else None, top_eigenvalue=top, **pred,
-                            probes=len(density.nodes), iterations=iterations, examples=examples, note=note))
+                            probes=len(density.nodes), iterations=length, converged=settled, examples=examples,
+                            note=note))
     return out
 
 
-def spectrum_rows(experiment: str, seed: int, step: int, density: Density, anchors: dict[tuple[str, int], Anchor],
-                  loss_min: float, grad_norm: float, examples: int, iterations: int) -> list[dict]:
-    """Rows of the `spectrum` table: every quadrature's nodes and weights (the density's probes and each
-    anchor's displacement), with what the predictions need beside them."""
-    common = dict(experiment=experiment, seed=seed, step=step, num_params=density.D, examples=examples,
-                  iterations=iterations, loss_min=loss_min, grad_norm=grad_norm)
-    quadratures = [(dict(vector="probe", probe=p, kind=None, burnin_step=None, distance=None,
-                         quadratic_anchor_loss=None), density.nodes[p], density.weights[p])
-                   for p in range(len(density.nodes))]
-    quadratures += [(dict(vector="anchor", probe=None, kind=kind, burnin_step=int(t), distance=a.distance,
-                          quadratic_anchor_loss=a.quadratic_loss), a.nodes, a.weights)
-                    for (kind, t), a in anchors.items()]
+def spectrum_rows(experiment: str, seed: int, step: int, probes: list, anchors: dict[tuple[str, int], Anchor],
+                  loss_min: float, grad_norm: float, examples: int, D: int) -> list[dict]:
+    """Rows of the `spectrum` table: every quadrature's nodes and weights (the density's probes, each a
+    hessian.Quadrature, and each anchor's displacement), with its length, its last extension's change and
+    whether it converged, the quadrature one extension shorter beside it (previous = true), and what the
+    predictions need."""
+    common = dict(experiment=experiment, seed=seed, step=step, num_params=D, examples=examples,
+                  loss_min=loss_min, grad_norm=grad_norm)
+    quadratures = []
+    for p, q in enumerate(probes):
+        which = dict(vector="probe", probe=p, kind=None, burnin_step=None, distance=None, quadratic_anchor_loss=None,
+                     iterations=q.iterations, change=q.change, converged=q.converged)
+        quadratures += [(dict(which, previous=False), q.nodes, q.weights),
+                        (dict(which, previous=True), q.previous_nodes, q.previous_weights)]
+    for (kind, t), a in anchors.items():
+        which = dict(vector="anchor", probe=None, kind=kind, burnin_step=int(t), distance=a.distance,
+                     quadratic_anchor_loss=a.quadratic_loss, iterations=a.iterations, change=a.change,
+                     converged=a.converged)
+        before = a.previous()
+        quadratures += [(dict(which, previous=False), a.nodes, a.weights),
+                        (dict(which, previous=True), before.nodes, before.weights)]
     return [dict(common, **which, node=k, eigenvalue=float(x), weight=float(w))
             for which, nodes, weights in quadratures for k, (x, w) in enumerate(zip(nodes, weights))]
 
 
 @dataclass(frozen=True)
 class Spectrum:
-    """A `spectrum` table read back: the density, the anchors and the minimum they were measured at."""
+    """A `spectrum` table read back: the density, the anchors and the minimum they were measured at, and the
+    density one extension shorter (the predictions' quadrature error)."""
     experiment: str
     seed: int
     step: int
@@ -200,7 +254,9 @@ class Spectrum:
     loss_min: float
     grad_norm: float
     examples: int
-    iterations: int
+    iterations: int            # the longest probe quadrature
+    previous: Density | None = None
+    converged: bool | None = None
 
     @classmethod
     def from_rows(cls, rows: list[dict]) -> "Spectrum":
@@ -209,19 +265,34 @@ class Spectrum:
         per: dict[tuple, list[dict]] = {}
         for r in rows:
             key = ("probe", r["probe"]) if r["vector"] == "probe" else ("anchor", r["kind"], r["burnin_step"])
-            per.setdefault(key, []).append(r)
+            per.setdefault((bool(r.get("previous")),) + key, []).append(r)
         for quad in per.values():
             quad.sort(key=lambda r: r["node"])
-        column = lambda quads, c: np.array([[r[c] for r in q] for q in quads])
-        probes = [per[k] for k in sorted(k for k in per if k[0] == "probe")]  # slq: the same nodes per probe
-        anchors = {(k[1], int(k[2])): Anchor(q[0]["distance"], q[0]["quadratic_anchor_loss"],
-                                             column([q], "eigenvalue")[0], column([q], "weight")[0])
-                   for k, q in per.items() if k[0] == "anchor"}
-        density = Density(column(probes, "eigenvalue"), column(probes, "weight"), first["num_params"])
-        return cls(first["experiment"], first["seed"], first["step"], density,
-                   anchors, first["loss_min"], first["grad_norm"], first["examples"], first["iterations"])
+        column = lambda q, c: np.array([r[c] for r in q])
+        D = first["num_params"]
+
+        def density(previous: bool) -> Density | None:
+            probes = [per[k] for k in sorted(k for k in per if k[:2] == (previous, "probe"))]
+            return Density.stack([(column(q, "eigenvalue"), column(q, "weight")) for q in probes], D) if probes else None
+
+        anchors = {}
+        for k, q in per.items():
+            if k[:2] != (False, "anchor"):
+                continue
+            before = per.get((True,) + k[1:])
+            a = q[0]
+            anchors[(k[2], int(k[3]))] = Anchor(
+                a["distance"], a["quadratic_anchor_loss"], column(q, "eigenvalue"), column(q, "weight"),
+                None if before is None else column(before, "eigenvalue"),
+                None if before is None else column(before, "weight"),
+                a["iterations"], a.get("change"), a.get("converged"))
+        probes = [per[k][0] for k in per if k[:2] == (False, "probe")]
+        converged = None if any(r.get("converged") is None for r in probes) else all(r["converged"] for r in probes)
+        return cls(first["experiment"], first["seed"], first["step"], density(False), anchors, first["loss_min"],
+                   first["grad_norm"], first["examples"], max(r["iterations"] for r in probes), density(True),
+                   converged)
 
     def rows(self, thresholds: list[Threshold]) -> list[dict]:
         """The `theory` table's rows for these thresholds."""
         return rows(self.experiment, self.seed, self.step, self.density, self.anchors, self.loss_min,
-                    self.grad_norm, thresholds, self.examples, self.iterations)
+                    self.grad_norm, thresholds, self.examples, self.iterations, self.previous, self.converged)

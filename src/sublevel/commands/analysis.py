@@ -73,17 +73,20 @@ def spectrum(args) -> None:
     say(f"θ* (step {sched.total}): training loss {loss_min:.4f} over {n} examples, gradient norm "
         f"{float(gradient.norm()):.3g}")
     hvp = hessian.hvp_operator(model, theta, x, y, buffers)
-    density = hessian.slq(hvp, len(theta), spec.iterations, spec.probes, device=device)
-    say(f"spectral density: {spec.probes} probes of {spec.iterations} Lanczos steps, top node "
-        f"{float(density.nodes.max()):.4g}")
+    probes = hessian.converged_slq(hvp, len(theta), spec.iterations, spec.max_iterations, spec.tolerance,
+                                   spec.probes, device=device)
+    for j, q in enumerate(probes):
+        say(f"probe {j}: {q.iterations} Lanczos steps, last change {q.change:.2g}"
+            + ("" if q.converged else f" (NOT converged within {spec.max_iterations})") + f", top node {q.nodes.max():.4g}")
     at_step = {}  # random and lottery sweeps share θ_0: one quadrature per anchor step
     for t in sorted({t for _, t in sub.anchors(sched)}):
         delta = torch.as_tensor(traj.params(t)).to(device, torch.float64) - theta.double()
-        at_step[t] = a = theory.anchor(hvp, delta, loss_min, spec.iterations)
-        say(f"t={t}: R = {a.distance:.3f}, the well's loss there {a.quadratic_loss:.3g}")
+        at_step[t] = a = theory.anchor(hvp, delta, loss_min, spec.iterations, spec.max_iterations, spec.tolerance)
+        say(f"t={t}: R = {a.distance:.3f}, the well's loss there {a.quadratic_loss:.3g}, {a.iterations} Lanczos "
+            f"steps, last change {a.change:.2g}")
     anchors = {(kind, t): at_step[t] for kind, t in sub.anchors(sched)}
-    storage.write_table("spectrum", theory.spectrum_rows(exp.name, sub.dense_seed, sched.total, density, anchors,
-                                                        loss_min, float(gradient.norm()), n, spec.iterations),
+    storage.write_table("spectrum", theory.spectrum_rows(exp.name, sub.dense_seed, sched.total, probes, anchors,
+                                                        loss_min, float(gradient.norm()), n, len(theta)),
                         args.spectrum)
 
 
