@@ -236,3 +236,60 @@ def test_the_markdown_shows_measured_published_and_the_verdict(measured):
     assert ("- matching_bound_beyond misses: at least 0.36 (the chains still match at their sparsest level) "
             "against 0.2: at least 0.16 above, beyond the tolerance's 0.05 by at least 0.11.") in page
     assert "censored (sparsest)" in next(x for x in page.splitlines() if x.startswith("| matching_bound |"))
+
+
+def test_larsens_claims_are_measured_over_an_experiments_sweeps_and_judged_one_sided(project, tmp_path):
+    """Each claim's measure on a hand-made threshold, success and theory table, computed by hand below."""
+    th = dict(experiment="L", num_params=20000, n_seeds=4, d_min=2, d_max=4096)
+    d_stars = [  # (kind, t, metric, ε, d*, censored)
+        ("random", 0, "train_accuracy", 0.8, 1000.0, "none"), ("random", 0, "train_accuracy", 0.9, 2000.0, "none"),
+        ("burnin", 16, "train_accuracy", 0.8, 500.0, "none"), ("burnin", 16, "train_accuracy", 0.9, 400.0, "none"),
+        ("burnin", 256, "train_accuracy", 0.8, None, "anchor"), ("burnin", 256, "train_accuracy", 0.9, 300.0, "none"),
+        ("lottery", 0, "train_accuracy", 0.8, 20.0, "none"), ("lottery", 0, "train_accuracy", 0.9, None, "above"),
+        ("random", 0, "train_loss", 0.5, 1200.0, "none"), ("burnin", 16, "train_loss", 0.5, 600.0, "none"),
+        ("burnin", 256, "train_loss", 0.5, None, "anchor"),
+    ]
+    write_rows(project, "threshold", [dict(th, kind=k, burnin_step=t, metric=m, threshold=e, d_star=d, censored=c)
+                                      for k, t, m, e, d, c in d_stars], experiment="L")
+    success = [("random", 0, 0.8, {256: 0.0, 512: 0.05, 1024: 0.5, 2048: 1.0}),  # 0.1 -> 0.9 within 512 -> 2048: 4
+               ("lottery", 0, 0.8, {8: 0.0, 16: 0.1, 32: 1.0}),                  # 16 -> 32: 2
+               ("lottery", 0, 0.9, {8: 0.0, 16: 0.25, 32: 0.5})]                 # never 0.9: no factor
+    write_rows(project, "success", [dict(experiment="L", kind=k, burnin_step=t, metric="train_accuracy", threshold=e,
+                                         d=d, p_success=p, n_runs=4) for k, t, e, ps in success for d, p in ps.items()],
+               experiment="L")
+    write_rows(project, "theory", [dict(experiment="L", kind="random", burnin_step=0, metric="train_loss", threshold=0.5,
+                                        d_star_bound=1500.0),   # above the measured 1200: holds
+                                   dict(experiment="L", kind="burnin", burnin_step=16, metric="train_loss",
+                                        threshold=0.5, d_star_bound=550.0),  # below 600: fails
+                                   dict(experiment="L", kind="burnin", burnin_step=256, metric="train_loss",
+                                        threshold=0.5, d_star_bound=90.0)],  # the anchor is censored: not judged
+               experiment="L")
+    claim = dict(experiment="L", kind=None, burnin_step=None, tolerance=0.0, tolerance_basis="the paper's claim")
+    targets = write_targets(tmp_path / "targets.csv", [
+        target(target="sharp", quantity="transition_factor", published=4.0, tolerance_type="at_most", **claim),
+        target(target="sharper", quantity="transition_factor", published=3.0, tolerance_type="at_most", **claim),
+        target(target="rises", quantity="dstar_rises_as_the_set_tightens", published=1.0, tolerance_type="at_least",
+               **claim),
+        target(target="falls", quantity="dstar_falls_with_burnin", published=1.0, tolerance_type="at_least", **claim),
+        target(target="order", quantity="dstar_lottery_burnin_random_order", published=1.0,
+               tolerance_type="at_least", **claim),
+        target(target="bound", quantity="bound_above_measured", published=1.0, tolerance_type="at_least", **claim),
+        target(target="unrun", quantity="bound_above_measured", published=1.0, tolerance_type="at_least",
+               **dict(claim, experiment="other")),
+    ])
+    got = {r["target"]: r for r in catalog.connect(project, targets).sql("select * from reproduction").pl()
+           .iter_rows(named=True)}
+    expect = {  # measured, n, status
+        "sharp": (4.0, 2, "within"), "sharper": (4.0, 2, "outside"),
+        "rises": (3 / 4, 4, "outside"),    # burn-in 16: 400 at 0.9 below 500 at 0.8
+        "falls": (6 / 6, 6, "within"),     # 1000 > 500 > 0 (anchor), 2000 > 400 > 300, 1200 > 600 > 0
+        "order": (8 / 12, 12, "outside"),  # lottery 20 above the t = 256 anchor's 0; lottery `above` at 0.9 x3
+        "bound": (1 / 2, 2, "outside"),
+    }
+    for name, (m, n, status) in expect.items():
+        assert got[name]["measured"] == pytest.approx(m), name
+        assert got[name]["n_runs"] == n and got[name]["status"] == status, name
+    assert got["sharp"]["measured_lo"] == pytest.approx(2.0)
+    assert got["unrun"]["status"] == "not run"
+    page = reproduce.markdown(catalog.connect(project, targets).sql("select * from reproduction").pl(), "# R")
+    assert "| holds |" in page and "| fails |" in page and "- order misses: 0.6667 lies below the claim's 1" in page

@@ -8,7 +8,8 @@ joined to its target and judged, so `sublevel reproduce` and `sublevel query "se
 give the same rows.
 
 Judging: a ratio tolerance r holds when max(measured / published, published / measured) ≤ r; an absolute one
-when |measured − published| ≤ tolerance. A target whose experiment has no rows is `not run`; a measure that
+when |measured − published| ≤ tolerance; a claim's (CLAIMS: a paper's qualitative statement as a number measured
+over a whole experiment) when measured ≥ published − tolerance (at_least) or ≤ published + tolerance (at_most). A target whose experiment has no rows is `not run`; a measure that
 is null (d* never reached, d_int90 not met at any tested d) is `not reached`; a threshold that is censored
 (P ≥ 1/2 at the smallest d, or the anchor already inside the sublevel set) is `censored`, and so is a matching
 sparsity whose chains still match at their sparsest level (a lower bound), unless that bound already lies beyond
@@ -64,7 +65,53 @@ MEASURES: dict[str, str] = {
         select avg(barrier), min(barrier), max(barrier), count(*), count(*), cast(null as varchar)
         from barrier where experiment = {experiment} and kind = {kind} and level = {level} and split = 'test'
           and ({burnin_step} is null or rewind_step = {burnin_step})""",
+    # Larsen et al. 2022's claims, each a number measured over a whole experiment's sweeps, judged against a
+    # bound (tolerance_type at_least or at_most). d* compares as censored: `above` beyond every tested d
+    # (+inf), `anchor` 0, `below` its smallest tested d (an upper bound, taken as the value).
+    "transition_factor": """
+        with s as (select kind, burnin_step, metric, threshold, d, p_success from success
+                   where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')),
+             hi as (select kind, burnin_step, metric, threshold, min(d) as d_hi from s where p_success >= 0.9
+                    group by all),
+             lo as (select s.kind, s.burnin_step, s.metric, s.threshold, max(s.d) as d_lo, hi.d_hi
+                    from s join hi using (kind, burnin_step, metric, threshold)
+                    where s.p_success <= 0.1 and s.d < hi.d_hi group by all),
+             r as (select d_hi / d_lo as factor from lo)
+        select max(factor), min(factor), max(factor), count(*),
+               (select count(*) from s), cast(null as varchar) from r""",
+    "dstar_rises_as_the_set_tightens": """
+        with t as (select kind, burnin_step, metric, threshold, """ + "{effective}" + """ as e,
+                          case when metric like '%loss' then -threshold else threshold end as tightness
+                   from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')),
+             pairs as (select e, lag(e) over (partition by kind, burnin_step, metric order by tightness) as looser
+                       from t)
+        select avg(cast(e >= looser as double)), cast(null as double), cast(null as double), count(looser),
+               (select count(*) from t), cast(null as varchar) from pairs where looser is not null""",
+    "dstar_falls_with_burnin": """
+        with t as (select burnin_step, metric, threshold, """ + "{effective}" + """ as e
+                   from threshold where experiment = {experiment} and kind in ('random', 'burnin')),
+             pairs as (select e, lag(e) over (partition by metric, threshold order by burnin_step) as earlier from t)
+        select avg(cast(e <= earlier as double)), cast(null as double), cast(null as double), count(earlier),
+               (select count(*) from t), cast(null as varchar) from pairs where earlier is not null""",
+    "dstar_lottery_burnin_random_order": """
+        with t as (select kind, burnin_step, metric, threshold, """ + "{effective}" + """ as e
+                   from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')),
+             pairs as (select cast(a.e <= b.e as double) as holds from t a join t b using (metric, threshold)
+                       where (a.kind = 'lottery' and b.kind in ('burnin', 'random'))
+                          or (a.kind = 'burnin' and b.kind = 'random'))
+        select avg(holds), cast(null as double), cast(null as double), count(*), (select count(*) from t),
+               cast(null as varchar) from pairs""",
+    "bound_above_measured": """
+        with t as (select d_star, d_star_bound from dstar_predicted
+                   where experiment = {experiment} and d_star_bound is not null),
+             judged as (select cast(d_star_bound >= d_star as double) as holds from t
+                        where d_star is not null)
+        select avg(holds), cast(null as double), cast(null as double), count(*), (select count(*) from t),
+               cast(null as varchar) from judged""",
 }
+for _q in ("dstar_rises_as_the_set_tightens", "dstar_falls_with_burnin", "dstar_lottery_burnin_random_order"):
+    MEASURES[_q] = MEASURES[_q].replace("{effective}", "case censored when 'above' then cast('inf' as double) "
+                                        "when 'anchor' then 0.0 else d_star end")
 # IMP quantities read a target's burnin_step as the chains' rewind step (imp.rewind may list several): the
 # chains rewound there, or every chain of the experiment when it is empty.
 REWOUND = ("highest_matching_sparsity", "imp_test_accuracy", "barrier")
@@ -78,9 +125,24 @@ QUANTITIES = {
                                  "(censored `sparsest` when a chain matches at its sparsest level: a lower bound)",
     "imp_test_accuracy": "test accuracy at an IMP level of a method (kind column: imp or a baseline)",
     "barrier": "test-error barrier at an IMP level (kind column: instability or imp_successive)",
+    "transition_factor": "the sharpness of P(d)'s jump: per sweep and threshold, the smallest d with P >= 0.9 "
+                         "over the largest smaller d with P <= 0.1; the largest such factor (interval: its range "
+                         "over sweeps; n: sweeps with both ends tested)",
+    "dstar_rises_as_the_set_tightens": "the fraction of pairs of adjacent thresholds of one sweep and metric in "
+                                       "which the tighter set's d* is at least the looser one's",
+    "dstar_falls_with_burnin": "the fraction of pairs of adjacent anchor steps t (random at 0, then each burn-in) "
+                               "at one threshold in which the later anchor's d* is at most the earlier one's",
+    "dstar_lottery_burnin_random_order": "the fraction of pairs at one threshold, lottery against each burn-in "
+                                         "and random sweep and each burn-in against random, in which the first "
+                                         "needs at most the second's d*",
+    "bound_above_measured": "the fraction of measured d* (not censored) that the quadratic-well bound of the "
+                            "theory table lies at or above",
 }
+# Quantities judged one-sided: the claim holds when the measure is at least (or at most) the published value
+CLAIMS = ("transition_factor", "dstar_rises_as_the_set_tightens", "dstar_falls_with_burnin",
+          "dstar_lottery_burnin_random_order", "bound_above_measured")
 STATUSES = ("within", "outside", "no tolerance", "not reached", "censored", "not run")
-TOLERANCE_TYPES = ("ratio", "absolute")
+TOLERANCE_TYPES = ("ratio", "absolute", "at_least", "at_most")
 
 
 def read_targets(path=None) -> pa.Table:
@@ -160,6 +222,8 @@ def view_statements(targets: pa.Table | None = None) -> list[str]:
                     "cast(null as varchar) as censored where false")
     within = """case when t.tolerance_type = 'ratio'
                                 then greatest(m.measured / t.published, t.published / m.measured) <= t.tolerance
+                     when t.tolerance_type = 'at_least' then m.measured >= t.published - t.tolerance
+                     when t.tolerance_type = 'at_most' then m.measured <= t.published + t.tolerance
                                 else abs(m.measured - t.published) <= t.tolerance end"""  # null: nothing to judge
     judged = f"""
         select target, paper, source, preset, experiment, quantity, kind, burnin_step, metric, threshold, level,
@@ -193,11 +257,15 @@ def markdown(frame, header: str) -> str:
             opening = "(" if r["quantity"] == "d_int90" else "["  # d_int90's lower end is a d that missed
             interval = (f"{opening}{_num(r['measured_lo'])}, {_num(r['measured_hi'])}]"
                         if r["measured_lo"] is not None or r["measured_hi"] is not None else "")
-            tol = (f"x{r['tolerance']:g}" if r["tolerance_type"] == "ratio" else f"±{r['tolerance']:g}") \
-                if r["tolerance"] is not None else "none"
+            tol = ({"ratio": f"x{r['tolerance']:g}", "at_least": f"≥ {_num(r['published'] - r['tolerance'])}",
+                    "at_most": f"≤ {_num(r['published'] + r['tolerance'])}"}.get(r["tolerance_type"],
+                                                                                 f"±{r['tolerance']:g}")
+                   if r["tolerance"] is not None else "none")
             status = r["status"] + (f" ({r['censored']})" if r["status"] == "censored" else
                                     " (a lower bound)" if r["censored"] == "sparsest" else "")
-            if r["status"] in ("within", "outside", "no tolerance"):
+            if r["quantity"] in CLAIMS and r["status"] in ("within", "outside"):
+                status = "holds" if r["status"] == "within" else "fails"
+            elif r["status"] in ("within", "outside", "no tolerance"):
                 status += (f", {r['ratio']:.3f}x published" if r["published"] else  # a ratio to 0 says nothing
                            f", {r['difference']:+.4g} from published")
             lines.append(f"| {r['target']} | {r['source']} | {r['experiment']} | {r['quantity']} | "
@@ -220,6 +288,10 @@ def _miss(r: dict) -> str:
             return lead + f"a factor of at least {r['ratio']:.3f}, beyond the tolerance's {r['tolerance']:g}."
         return lead + (f"at least {r['difference']:.4g} above, beyond the tolerance's {r['tolerance']:g} by at "
                        f"least {r['difference'] - r['tolerance']:.4g}.")
+    if r["tolerance_type"] in ("at_least", "at_most"):
+        side = "below" if r["tolerance_type"] == "at_least" else "above"
+        bound = r["published"] - r["tolerance"] if side == "below" else r["published"] + r["tolerance"]
+        return f"{_num(r['measured'])} lies {side} the claim's {_num(bound)} ({QUANTITIES[r['quantity']]})."
     if r["tolerance_type"] == "ratio":
         off = max(r["ratio"], 1 / r["ratio"])
         return (f"{_num(r['measured'])} against {_num(r['published'])} is a factor {off:.3f}, beyond the "

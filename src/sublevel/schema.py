@@ -296,7 +296,8 @@ TARGETS = Table("targets", pa.schema([
     ("level", pa.int64()),
     ("published", pa.float64()),
     ("tolerance", pa.float64()),      # null: the paper gives no spread to judge by
-    ("tolerance_type", pa.string()),  # ratio (max(m/p, p/m) <= tolerance) or absolute (|m - p| <= tolerance)
+    ("tolerance_type", pa.string()),  # ratio (max(m/p, p/m) <= tolerance), absolute (|m - p| <= tolerance),
+    # at_least (m >= p - tolerance) or at_most (m <= p + tolerance): a claim's one-sided bound
     ("tolerance_basis", pa.string()),  # what the tolerance rests on: the paper's own spread or resolution
     ("note", pa.string()),
 ]), (), "The seed papers' published numbers, each with the experiment and quantity that reproduce it.")
