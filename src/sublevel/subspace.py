@@ -50,15 +50,16 @@ class Result:
 def train(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anchor_buffers: torch.Tensor,
           proj: Projection, data_seeds: list[int], spec: SubspaceTrain, evaluate: bool = True,
           label: str | None = None) -> Result:
-    """R = len(data_seeds) runs θ_t + P·w trained together; `label`: show step progress (and throughput)
-    under that name, as the dense and IMP loops do: at paper scale one d takes minutes."""
+    """R = len(data_seeds) runs θ_t + P·w trained together, θ_t `anchor` [D] for all or [R, D] one per run;
+    `label`: show step progress (and throughput) under that name, as the dense and IMP loops do: at paper
+    scale one d takes minutes."""
     from tqdm import tqdm
 
     device = anchor.device
     R, d = len(data_seeds), proj.d
     w = torch.zeros(R, d, device=device, requires_grad=True)
     opt = Optimizer.of(spec, [w])
-    buffers = anchor_buffers.to(device).float().expand(R, -1).clone()
+    buffers = anchor_buffers.to(device).float().expand(R, -1).clone()  # [B] or one row per run [R, B]
     forward = vmap(functional_forward(model), in_dims=(0, 0, 0))
 
     def losses_of(w, x, y):  # [R] per-run losses of one step
@@ -131,15 +132,19 @@ def train_split(model: torch.nn.Module, data: Dataset, anchor: torch.Tensor, anc
                 evaluate: bool = True, max_runs: int | None = None, label: str | None = None) -> Result:
     """`train` for every seed, in batches of as many runs as fit (`runs_that_fit`, or `max_runs`): a batch that
     runs out of GPU memory anyway is halved and retried, so a sweep never fails for memory. Each run depends
-    only on its own seed, so the split changes no result. `make_projection(seeds)` builds a batch's P."""
-    fit = max_runs or runs_that_fit(kind, len(anchor), d, anchor.device)
+    only on its own seed (and anchor), so the split changes no result. `make_projection(seeds)` builds a
+    batch's P. `anchor` [D] anchors every run, or [R, D] (and `anchor_buffers` [R, B]) one row per seed."""
+    fit = max_runs or runs_that_fit(kind, anchor.shape[-1], d, anchor.device)
+    per_run = anchor.dim() == 2
 
-    def run(seeds: list[int]) -> list[tuple]:  # (w, metrics, share of the batch's seconds) per run
-        r = train(model, data, anchor, anchor_buffers, make_projection(seeds), seeds, spec, evaluate,
+    def run(idx: list[int]) -> list[tuple]:  # (w, metrics, share of the batch's seconds) per run
+        seeds = [data_seeds[i] for i in idx]
+        a, b = (anchor[idx], anchor_buffers[idx]) if per_run else (anchor, anchor_buffers)
+        r = train(model, data, a, b, make_projection(seeds), seeds, spec, evaluate,
                   label=label and f"{label} ({len(seeds)} runs)")
         return [(w, m, r.seconds / len(seeds)) for w, m in zip(r.w, r.metrics)]
 
-    done, batch = in_batches(data_seeds, run, anchor.device, fit)
+    done, batch = in_batches(list(range(len(data_seeds))), run, anchor.device, fit)
     return Result(torch.stack([w for w, _, _ in done]), [m for _, m, _ in done], sum(s for *_, s in done), batch)
 
 

@@ -112,7 +112,7 @@ def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: 
     """Every (d, seed) point of one (kind, t) at the given dims and run seeds (the workflow's jobs train one d
     and one block of seeds each: growing the configured dims or seeds then plans only the new jobs). Run
     seeds[i] starts from θ_t of dense run anchor_seeds[i] (default: subspace.dense_seed for all), whose
-    trajectory is trajs[that seed] (a single trajectory: every run's); the runs of one anchor train together.
+    trajectory is trajs[that seed] (a single trajectory: every run's).
 
     Returns (rows of the `subspace` table, {d: w [R, d]} in the order of `seeds`, attrs)."""
     from sublevel import models
@@ -126,13 +126,12 @@ def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: 
     model = build_model(exp, data, sub.dense_seed, device)  # its structure only: θ is each run's anchor + P w
     D = models.Layout.of(model).D
     spec = sub.training(exp.train.eval_batch_size)
-    groups = {a: [i for i, s in enumerate(anchor_seeds) if s == a] for a in sorted(set(anchor_seeds))}
-    rows, coords = [], {d: torch.zeros(len(seeds), d) for d in dims}
-    for a, where in groups.items():
+    anchors, buffers, at_anchor, bases = {}, {}, {}, {}
+    for a in sorted(set(anchor_seeds)):
         traj = trajs[a]
-        anchor = torch.from_numpy(traj.params(t)).to(device)
-        anchor_buffers = torch.from_numpy(traj.buffers(t)).to(device)
-        basis = None
+        anchors[a] = torch.from_numpy(traj.params(t)).to(device)
+        buffers[a] = torch.from_numpy(traj.buffers(t)).to(device)
+        at_anchor[a] = anchor_metrics(model, data, anchors[a], buffers[a], exp.train.eval_batch_size)
         if kind == "lottery":
             all_params = torch.from_numpy(traj.params())
             if too_many := [d for d in dims if d >= len(all_params)]:
@@ -141,21 +140,30 @@ def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: 
                 if traj.attrs.get("diverged"):
                     raise storage.Skipped(f"{why} (its dense run diverged)")
                 raise ValueError(why)
-            basis = lottery_basis(all_params, max(dims)).to(device)
-        at_anchor = anchor_metrics(model, data, anchor, anchor_buffers, exp.train.eval_batch_size)
-        group_seeds = [seeds[i] for i in where]
-        for j, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
+            bases[a] = lottery_basis(all_params, max(dims)).to(device)
+    # The runs trained together: a random P depends on its seed alone, so runs of every anchor train as one batch
+    # (θ_t per run: [R, D]); a lottery basis is its anchor's trajectory's, so those train one anchor at a time.
+    if kind == "lottery" or len(anchors) == 1:
+        batches = [([i for i, s in enumerate(anchor_seeds) if s == a], anchors[a], buffers[a], bases.get(a))
+                   for a in anchors]
+    else:
+        batches = [(list(range(len(seeds))), torch.stack([anchors[s] for s in anchor_seeds]),
+                    torch.stack([buffers[s] for s in anchor_seeds]), None)]
+    rows, coords = [], {d: torch.zeros(len(seeds), d) for d in dims}
+    for j, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
+        for where, anchor, anchor_buffers, basis in batches:
             pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
-            label = (f"{exp.name} {kind} t={t} d={d}" + (f" anchor={a}" if len(groups) > 1 else "")
+            label = (f"{exp.name} {kind} t={t} d={d}" + (f" anchor={anchor_seeds[where[0]]}" if len(batches) > 1 else "")
                      + (f" [{j + 1}/{len(dims)}]" if len(dims) > 1 else ""))
-            result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, group_seeds, spec,
+            result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, [seeds[i] for i in where], spec,
                                  label=label if progress else None)
             coords[d][where] = result.w.cpu()
-            for seed, m in zip(group_seeds, result.metrics):
+            for i, m in zip(where, result.metrics):
+                a = anchor_seeds[i]
                 rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D,
-                                 kind=kind, burnin_step=t, d=d, seed=seed, dense_seed=a, projection=pkind,
-                                 steps=sub.steps, round=round, wall_seconds=result.seconds / len(group_seeds),
-                                 **m, **at_anchor))
+                                 kind=kind, burnin_step=t, d=d, seed=seeds[i], dense_seed=a, projection=pkind,
+                                 steps=sub.steps, round=round, wall_seconds=result.seconds / len(where),
+                                 **m, **at_anchor[a]))
     rows.sort(key=lambda r: (dims.index(r["d"]), seeds.index(r["seed"])))
     attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, dense_seeds=anchor_seeds,
                  seeds=seeds, D=D, projection=sub.projection, projections_version=projections.VERSION,
