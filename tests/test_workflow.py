@@ -148,16 +148,18 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert [(k, m) for k, m, _ in kinds] == [(k, m) for k in ("burnin", "lottery", "random", "ticket")
                                              for m in ("train_accuracy", "train_loss")]
     assert all(c in ("none", "below", "above", "anchor") for _, _, c in kinds)
-    # every sweep row carries its anchor θ_t's own metrics, the same for all rows of a sweep
-    anchors = con.execute("select kind, burnin_step, count(distinct anchor_train_accuracy), "
-                          "bool_and(anchor_train_accuracy between 0 and 1), bool_and(anchor_test_loss > 0) "
-                          "from subspace where experiment = 'smoke' and kind != 'ticket' group by all "
-                          "order by all").fetchall()
-    assert anchors == [("burnin", 5, 1, True, True), ("lottery", 0, 1, True, True), ("random", 0, 1, True, True)]
-    # ... θ_0 as the anchor of the random and lottery subspaces: one value, where the dense run starts
-    at0 = con.execute("select distinct anchor_train_accuracy from subspace where experiment = 'smoke' "
-                      "and burnin_step = 0 and kind != 'ticket'").fetchall()
-    assert len(at0) == 1
+    # every sweep row carries its anchor θ_t's own metrics; smoke.yaml anchors run r at dense run r (per_run),
+    # so each sweep has two anchors, one per dense seed, the same for all rows of that seed
+    anchors = con.execute("select kind, burnin_step, dense_seed, count(distinct anchor_train_accuracy), "
+                          "bool_and(anchor_train_accuracy between 0 and 1), bool_and(anchor_test_loss > 0), "
+                          "bool_and(seed = dense_seed) from subspace where experiment = 'smoke' and kind != 'ticket' "
+                          "group by all order by all").fetchall()
+    assert anchors == [(k, t, s, 1, True, True, True) for k, t in (("burnin", 5), ("lottery", 0), ("random", 0))
+                       for s in (0, 1)]
+    # ... θ_0 as the anchor of the random and lottery subspaces: one value per dense run, where it starts
+    at0 = con.execute("select dense_seed, count(distinct anchor_train_accuracy) from subspace where "
+                      "experiment = 'smoke' and burnin_step = 0 and kind != 'ticket' group by all").fetchall()
+    assert sorted(at0) == [(0, 1), (1, 1)]
 
     # sharpness at every stored dense checkpoint (smoke.yaml: top 2)
     eig = con.execute("select seed, step, rank, eigenvalue from hessian where source = 'dense' "
@@ -176,11 +178,17 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     # d* predicted (smoke.yaml's theory: 3 probes of 8 Lanczos steps at seed 0's final network): the spectrum
     # holds each probe's and each sweep anchor's quadrature, weights summing to 1; the theory table a row per
     # sweep and threshold, predicted for the random and burn-in subspaces' train-loss set only
-    quads = con.execute("select vector, kind, burnin_step, probe, count(*), sum(weight), max(distance) "
-                        "from spectrum where experiment = 'smoke' group by all order by all").fetchall()
+    quads = con.execute("select vector, kind, burnin_step, probe, count(*), sum(weight), max(iterations), "
+                        "bool_and(converged), max(distance) from spectrum where experiment = 'smoke' "
+                        "and not previous group by all order by all").fetchall()
     assert [q[:4] for q in quads] == [("anchor", "burnin", 5, None), ("anchor", "lottery", 0, None),
                                       ("anchor", "random", 0, None)] + [("probe", None, None, p) for p in range(3)]
-    assert all(n == 8 and w == pytest.approx(1.0) for *_, n, w, _ in quads)
+    # each extended from 8 Lanczos steps until it settled (or the Krylov space closed): its nodes, its length
+    assert all(n == steps and w == pytest.approx(1.0) and ok for *_, n, w, steps, ok, _ in quads)
+    assert all(steps >= 8 for *_, steps, _, _ in quads) and any(steps > 8 for *_, steps, _, _ in quads)
+    shorter = con.execute("select count(distinct (vector, kind, burnin_step, probe)), sum(weight) "
+                          "from spectrum where experiment = 'smoke' and previous").fetchone()
+    assert shorter[0] == 6 and shorter[1] == pytest.approx(6.0)  # one extension shorter, beside each
     dense0 = trajectory.read(work / paths.trajectory("smoke", 0))
     theta0, theta5, final = (dense0.params(s) for s in (0, 5, smoke.train.steps))
     assert [q[-1] for q in quads[:3]] == pytest.approx([float(np.linalg.norm(a - final)) for a in (theta5, theta0, theta0)])
