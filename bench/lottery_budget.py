@@ -39,7 +39,8 @@ traj = trajectory.read(root / paths.trajectory(exp.name, exp.subspace.dense_seed
 params = torch.from_numpy(traj.params()).double()
 basis = sweep.lottery_basis(params.float(), max(args.dims)).double()
 reach = {d: float((basis[:, :d].T @ (params[-1] - params[0])).norm()) for d in args.dims}
-out = {**bench.header(torch.device("cpu"), suite="lottery-budget"), "experiment": exp.name, "distance_to_theta_T": float((params[-1] - params[0]).norm()),
+out = {**bench.header(torch.device("cpu"), suite="lottery-budget"), "experiment": exp.name,
+       "distance_to_theta_T": float((params[-1] - params[0]).norm()),
        "reach_in_subspace": reach, "budgets": {}}
 for budget in args.budgets:
     opt, lr, steps = budget.split(":")

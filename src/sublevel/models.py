@@ -57,7 +57,7 @@ def initialise(model: nn.Module, scheme: str) -> nn.Module:
     """Re-draw every Conv and Linear layer's weights (and biases) by `scheme`, from torch's global generator,
     layer by layer, as the seed papers' code initialises them:
       default         PyTorch's own (Kaiming-uniform with a = √5, uniform biases): nothing re-drawn;
-      lecun_normal    flax's default (Larsen et al.'s code): truncated normal at ±2σ with variance 1/fan_in, zero biases;
+      lecun_normal    flax's default (Larsen et al.'s code): truncated normal at ±2σ, variance 1/fan_in, zero biases;
       glorot_normal   Frankle & Carbin 2019: Gaussian, std √(2/(fan_in + fan_out)), zero biases;
       kaiming_normal  OpenLTH's default: Gaussian, std √(2/fan_in), weights only (biases stay PyTorch's).
     BatchNorm keeps its (1, 0)."""

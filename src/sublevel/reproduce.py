@@ -9,12 +9,12 @@ give the same rows.
 
 Judging: a ratio tolerance r holds when max(measured / published, published / measured) ≤ r; an absolute one
 when |measured − published| ≤ tolerance; a claim's (CLAIMS: a paper's qualitative statement as a number measured
-over a whole experiment) when measured ≥ published − tolerance (at_least) or ≤ published + tolerance (at_most). A target whose experiment has no rows is `not run`; a measure that
-is null (d* never reached, d_int90 not met at any tested d) is `not reached`; a threshold that is censored
-(P ≥ 1/2 at the smallest d, or the anchor already inside the sublevel set) is `censored`, and so is a matching
-sparsity whose chains still match at their sparsest level (a lower bound), unless that bound already lies beyond
-the tolerance, which makes it `outside`; a target without a
-tolerance is `no tolerance`, with its difference still shown.
+over a whole experiment) when measured ≥ published − tolerance (at_least) or ≤ published + tolerance
+(at_most). A target whose experiment has no rows is `not run`; a measure that is null (d* never reached,
+d_int90 not met at any tested d) is `not reached`; a threshold that is censored (P ≥ 1/2 at the smallest d,
+or the anchor already inside the sublevel set) is `censored`, and so is a matching sparsity whose chains
+still match at their sparsest level (a lower bound), unless that bound already lies beyond the tolerance,
+which makes it `outside`; a target without a tolerance is `no tolerance`, with its difference still shown.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ tickets; a summary closes each sweep.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -126,12 +127,52 @@ def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: 
     model = build_model(exp, data, sub.dense_seed, device)  # its structure only: θ is each run's anchor + P w
     D = models.Layout.of(model).D
     spec = sub.training(exp.train.eval_batch_size)
-    anchors, buffers, at_anchor, bases = {}, {}, {}, {}
-    for a in sorted(set(anchor_seeds)):
-        traj = trajs[a]
-        anchors[a] = torch.from_numpy(traj.params(t)).to(device)
-        buffers[a] = torch.from_numpy(traj.buffers(t)).to(device)
-        at_anchor[a] = anchor_metrics(model, data, anchors[a], buffers[a], exp.train.eval_batch_size)
+    anchors = {a: _Anchor.of(model, data, trajs[a], kind, t, dims, exp.train.eval_batch_size, device)
+               for a in sorted(set(anchor_seeds))}
+    # The runs trained together: a random P depends on its seed alone, so runs of every anchor train as one batch
+    # (θ_t per run: [R, D]); a lottery basis is its anchor's trajectory's, so those train one anchor at a time.
+    if kind == "lottery" or len(anchors) == 1:
+        batches = [([i for i, s in enumerate(anchor_seeds) if s == a], x.theta, x.buffers, x.basis)
+                   for a, x in anchors.items()]
+    else:
+        batches = [(list(range(len(seeds))), torch.stack([anchors[s].theta for s in anchor_seeds]),
+                    torch.stack([anchors[s].buffers for s in anchor_seeds]), None)]
+    rows, coords = [], {d: torch.zeros(len(seeds), d) for d in dims}
+    for j, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
+        for where, anchor, anchor_buffers, basis in batches:
+            pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
+            one_anchor = f" anchor={anchor_seeds[where[0]]}" if len(batches) > 1 else ""
+            label = f"{exp.name} {kind} t={t} d={d}{one_anchor}" + (f" [{j + 1}/{len(dims)}]" if len(dims) > 1 else "")
+            result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, [seeds[i] for i in where],
+                                 spec, label=label if progress else None)
+            coords[d][where] = result.w.cpu()
+            for i, m in zip(where, result.metrics):
+                a = anchor_seeds[i]
+                rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D,
+                                 kind=kind, burnin_step=t, d=d, seed=seeds[i], dense_seed=a, projection=pkind,
+                                 steps=sub.steps, round=round, wall_seconds=result.seconds / len(where),
+                                 **m, **anchors[a].metrics))
+    rows.sort(key=lambda r: (dims.index(r["d"]), seeds.index(r["seed"])))
+    attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, dense_seeds=anchor_seeds,
+                 seeds=seeds, D=D, projection=sub.projection, projections_version=projections.VERSION,
+                 note="P is regenerated from (seed, projection, d) by sublevel.projections at projections_version; "
+                      "run seeds[i] is anchored at dense run dense_seeds[i]")
+    return rows, coords, attrs
+
+
+@dataclass
+class _Anchor:
+    """One dense run as a sweep's anchor: θ_t, its buffers, its own metrics and (lottery) its basis [D, max d]."""
+    theta: torch.Tensor
+    buffers: torch.Tensor
+    metrics: dict[str, float]
+    basis: torch.Tensor | None
+
+    @classmethod
+    def of(cls, model, data: Dataset, traj, kind: str, t: int, dims: list[int], eval_batch_size: int, device):
+        theta = torch.from_numpy(traj.params(t)).to(device)
+        buffers = torch.from_numpy(traj.buffers(t)).to(device)
+        basis = None
         if kind == "lottery":
             all_params = torch.from_numpy(traj.params())
             if too_many := [d for d in dims if d >= len(all_params)]:
@@ -140,36 +181,8 @@ def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: 
                 if traj.attrs.get("diverged"):
                     raise storage.Skipped(f"{why} (its dense run diverged)")
                 raise ValueError(why)
-            bases[a] = lottery_basis(all_params, max(dims)).to(device)
-    # The runs trained together: a random P depends on its seed alone, so runs of every anchor train as one batch
-    # (θ_t per run: [R, D]); a lottery basis is its anchor's trajectory's, so those train one anchor at a time.
-    if kind == "lottery" or len(anchors) == 1:
-        batches = [([i for i, s in enumerate(anchor_seeds) if s == a], anchors[a], buffers[a], bases.get(a))
-                   for a in anchors]
-    else:
-        batches = [(list(range(len(seeds))), torch.stack([anchors[s] for s in anchor_seeds]),
-                    torch.stack([buffers[s] for s in anchor_seeds]), None)]
-    rows, coords = [], {d: torch.zeros(len(seeds), d) for d in dims}
-    for j, d in enumerate(dims):  # one progress bar per d, its steps: at paper scale one d takes minutes
-        for where, anchor, anchor_buffers, basis in batches:
-            pkind, make = projection_maker(kind, sub.projection, D, d, basis, device)
-            label = (f"{exp.name} {kind} t={t} d={d}" + (f" anchor={anchor_seeds[where[0]]}" if len(batches) > 1 else "")
-                     + (f" [{j + 1}/{len(dims)}]" if len(dims) > 1 else ""))
-            result = train_split(model, data, anchor, anchor_buffers, pkind, d, make, [seeds[i] for i in where], spec,
-                                 label=label if progress else None)
-            coords[d][where] = result.w.cpu()
-            for i, m in zip(where, result.metrics):
-                a = anchor_seeds[i]
-                rows.append(dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D,
-                                 kind=kind, burnin_step=t, d=d, seed=seeds[i], dense_seed=a, projection=pkind,
-                                 steps=sub.steps, round=round, wall_seconds=result.seconds / len(where),
-                                 **m, **at_anchor[a]))
-    rows.sort(key=lambda r: (dims.index(r["d"]), seeds.index(r["seed"])))
-    attrs = dict(experiment=exp.name, kind=kind, burnin_step=t, dense_seed=sub.dense_seed, dense_seeds=anchor_seeds,
-                 seeds=seeds, D=D, projection=sub.projection, projections_version=projections.VERSION,
-                 note="P is regenerated from (seed, projection, d) by sublevel.projections at projections_version; "
-                      "run seeds[i] is anchored at dense run dense_seeds[i]")
-    return rows, coords, attrs
+            basis = lottery_basis(all_params, max(dims)).to(device)
+        return cls(theta, buffers, anchor_metrics(model, data, theta, buffers, eval_batch_size), basis)
 
 
 @torch.no_grad()
@@ -188,7 +201,8 @@ def ticket_rows(exp, imp_rows: list[dict]) -> list[dict]:
     D = exp.num_params()
     return [dict(experiment=exp.name, dataset=exp.dataset, model=exp.model.name, num_params=D, kind="ticket",
                  burnin_step=r["rewind_step"], d=r["remaining"] + D - r["prunable"], seed=r["seed"],
-                 projection="axial", steps=None, round=0, dense_seed=r["seed"], train_loss=r["train_loss"], train_accuracy=r["train_accuracy"],
+                 projection="axial", steps=None, round=0, dense_seed=r["seed"], train_loss=r["train_loss"],
+                 train_accuracy=r["train_accuracy"],
                  test_loss=r["test_loss"], test_accuracy=r["test_accuracy"], diverged=r["diverged"],
                  wall_seconds=None, anchor_train_loss=None, anchor_train_accuracy=None, anchor_test_loss=None,
                  anchor_test_accuracy=None)

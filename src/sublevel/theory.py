@@ -273,7 +273,9 @@ class Spectrum:
 
         def density(previous: bool) -> Density | None:
             probes = [per[k] for k in sorted(k for k in per if k[:2] == (previous, "probe"))]
-            return Density.stack([(column(q, "eigenvalue"), column(q, "weight")) for q in probes], D) if probes else None
+            if not probes:
+                return None
+            return Density.stack([(column(q, "eigenvalue"), column(q, "weight")) for q in probes], D)
 
         anchors = {}
         for k, q in per.items():

@@ -76,8 +76,9 @@ def spectrum(args) -> None:
     probes = hessian.converged_slq(hvp, len(theta), spec.iterations, spec.max_iterations, spec.tolerance,
                                    spec.probes, device=device)
     for j, q in enumerate(probes):
-        say(f"probe {j}: {q.iterations} Lanczos steps, last change {q.change:.2g}"
-            + ("" if q.converged else f" (NOT converged within {spec.max_iterations})") + f", top node {q.nodes.max():.4g}")
+        unsettled = "" if q.converged else f" (NOT converged within {spec.max_iterations})"
+        say(f"probe {j}: {q.iterations} Lanczos steps, last change {q.change:.2g}{unsettled}, "
+            f"top node {q.nodes.max():.4g}")
     at_step = {}  # random and lottery sweeps share θ_0: one quadrature per anchor step
     for t in sorted({t for _, t in sub.anchors(sched)}):
         delta = torch.as_tensor(traj.params(t)).to(device, torch.float64) - theta.double()
