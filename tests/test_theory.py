@@ -240,9 +240,9 @@ def test_an_anchor_at_the_minimum_itself_needs_no_dimension():
 
 def test_a_quadrature_is_extended_until_its_predictions_settle_on_a_known_spectrum():
     """A spectrum like a network Hessian's (zeros, a few negative, a bulk over six decades, outliers), whose
-    exact spectral measure per probe is known: Σ_i (Qᵀv)_i² f(λ_i). At 40 Lanczos steps the ridge profile
-    Σ λ/(λ + κ) the predictions read is >10% off somewhere on the κ grid; extended until one extension changes
-    it by < 1%, it is within 1% everywhere, and it records its length and last change. A cap too short stops
+    exact spectral measure per probe is known: Σ_i (Qᵀv)_i² f(λ_i). At 20 and 40 Lanczos steps the ridge
+    profile Σ λ/(λ + κ) the predictions read is >10% and >2% off somewhere on the κ grid; extended until one
+    extension changes it by < 1%, it is within 1% everywhere, and it records its length and last change. A cap too short stops
     unconverged; a spectrum of few distinct values closes the Krylov space and is exact."""
     rng = np.random.default_rng(0)
     D = 1500
@@ -258,7 +258,7 @@ def test_a_quadrature_is_extended_until_its_predictions_settle_on_a_known_spectr
             exact = hessian.ridge_profile(lam, measure, top)
             return float(np.max(np.abs(hessian.ridge_profile(x, w, top) - exact) / exact))
 
-        assert error(*hessian.quadrature(hvp, v, 40)) > 0.1
+        assert error(*hessian.quadrature(hvp, v, 20)) > 0.1 and error(*hessian.quadrature(hvp, v, 40)) > 0.02
         q = hessian.converged_quadrature(hvp, v, iterations=40, max_iterations=400, tolerance=0.01)
         assert q.converged and 40 < q.iterations < 400 and (q.iterations - 40) % 10 == 0
         assert q.change <= 0.01 and error(q.nodes, q.weights) < 0.01
