@@ -283,7 +283,7 @@ def test_larsens_claims_are_measured_over_an_experiments_sweeps_and_judged_one_s
         "sharp": (4.0, 2, "within"), "sharper": (4.0, 2, "outside"),
         "rises": (3 / 4, 4, "outside"),    # burn-in 16: 400 at 0.9 below 500 at 0.8
         "falls": (6 / 6, 6, "within"),     # 1000 > 500 > 0 (anchor), 2000 > 400 > 300, 1200 > 600 > 0
-        "order": (8 / 12, 12, "outside"),  # lottery 20 above the t = 256 anchor's 0; lottery `above` at 0.9 x3
+        "order": (6 / 9, 9, "outside"),    # lottery `above` at 0.9, x3; the t = 256 anchors have no pair
         "bound": (1 / 2, 2, "outside"),
     }
     for name, (m, n, status) in expect.items():

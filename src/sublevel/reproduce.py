@@ -95,7 +95,8 @@ MEASURES: dict[str, str] = {
                (select count(*) from t), cast(null as varchar) from pairs where earlier is not null""",
     "dstar_lottery_burnin_random_order": """
         with t as (select kind, burnin_step, metric, threshold, """ + "{effective}" + """ as e
-                   from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')),
+                   from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')
+                     and censored <> 'anchor'),  -- an anchor already in the set has no threshold to compare
              pairs as (select cast(a.e <= b.e as double) as holds from t a join t b using (metric, threshold)
                        where (a.kind = 'lottery' and b.kind in ('burnin', 'random'))
                           or (a.kind = 'burnin' and b.kind = 'random'))
@@ -134,7 +135,8 @@ QUANTITIES = {
                                "at one threshold in which the later anchor's d* is at most the earlier one's",
     "dstar_lottery_burnin_random_order": "the fraction of pairs at one threshold, lottery against each burn-in "
                                          "and random sweep and each burn-in against random, in which the first "
-                                         "needs at most the second's d*",
+                                         "needs at most the second's d* (a sweep whose anchor is already in the "
+                                         "set has no threshold and no pair)",
     "bound_above_measured": "the fraction of measured d* (not censored) that the quadratic-well bound of the "
                             "theory table lies at or above",
 }
