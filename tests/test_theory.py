@@ -271,3 +271,14 @@ def test_a_quadrature_is_extended_until_its_predictions_settle_on_a_known_spectr
                                          tolerance=1e-9)
     assert exact.converged and exact.change == 0.0 and exact.iterations == 4
     assert np.allclose(np.sort(exact.nodes), [0.0, 1.0, 3.0, 7.0], atol=1e-8)
+
+
+def test_a_quadrature_as_long_as_the_dimension_is_exact():
+    """D Lanczos steps span R^D: the quadrature is the exact measure, converged, whatever the tolerance."""
+    lam = np.linspace(0.1, 5.0, 12)
+    hvp, Q = diagonal_operator(lam)
+    v = hessian.start_vector(12, 3)
+    q = hessian.converged_quadrature(hvp, v, iterations=4, max_iterations=40, tolerance=1e-12, every=4)
+    assert q.iterations == 12 and q.converged and q.change == 0.0
+    assert np.allclose(np.sort(q.nodes), lam, atol=1e-8)
+    assert np.allclose(q.weights[np.argsort(q.nodes)], (Q.T @ v).numpy() ** 2, atol=1e-8)
