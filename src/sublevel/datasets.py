@@ -210,17 +210,17 @@ def load(path: str | Path, device: torch.device | str = "cpu", inputs: str = "st
         raise ValueError(f"unknown inputs {inputs!r}; known: {INPUTS}")
     group = storage.open_group(path, "dataset store")
     a = group.attrs.asdict()
+    raw = {key: storage.read(group, key, what="dataset store") for key in ("x_train", "y_train", "x_test", "y_test")}
     shape = (1, -1) + (1,) * (len(a["in_shape"]) - 1)
     mean = torch.tensor(a["mean"], dtype=torch.float32).view(shape)
     std = torch.tensor(a["std"], dtype=torch.float32).view(shape)
     if inputs == "pixel_mean":
-        raw = storage.read(group, "x_train", what="dataset store")
-        mean = torch.from_numpy(raw.mean(axis=0, dtype=np.float64) * a["scale"]).float()[None]
+        mean = torch.from_numpy(raw["x_train"].mean(axis=0, dtype=np.float64) * a["scale"]).float()[None]
         std = torch.ones(())
 
     def x(key):
-        t = torch.from_numpy(storage.read(group, key, what="dataset store")).to(device).float()
+        t = torch.from_numpy(raw[key]).to(device).float()
         return (t * a["scale"] - mean.to(device)) / std.to(device)
 
-    y = lambda key: torch.from_numpy(storage.read(group, key, what="dataset store")).to(device)
+    y = lambda key: torch.from_numpy(raw[key]).to(device)
     return Dataset(a["name"], x("x_train"), y("y_train"), x("x_test"), y("y_test"), a["num_classes"])

@@ -30,6 +30,8 @@ from sublevel import paths, schema
 # the measure's own interval (the bootstrap interval of d*; for d_int90 the grid's: the largest tested d below
 # it, which missed, and itself; the seeds' range otherwise); n: runs or seeds
 # behind it; found: rows the selectors matched (0: not run). Placeholders are the target's columns.
+# A claim's d*, censored ones as the bound they are: `above` beyond every tested d, `anchor` 0 (SQL)
+_EFFECTIVE_D_STAR = "case censored when 'above' then cast('inf' as double) when 'anchor' then 0.0 else d_star end"
 MEASURES: dict[str, str] = {
     "d_int90": """
         with t as (select any_value(d_int90) as d90, any_value(n_seeds) as n, count(*) as found from threshold
@@ -80,7 +82,7 @@ MEASURES: dict[str, str] = {
         select max(factor), min(factor), max(factor), count(*),
                (select count(*) from s), cast(null as varchar) from r""",
     "dstar_rises_as_the_set_tightens": """
-        with t as (select kind, burnin_step, metric, threshold, """ + "{effective}" + """ as e,
+        with t as (select kind, burnin_step, metric, threshold, """ + _EFFECTIVE_D_STAR + """ as e,
                           case when metric like '%loss' then -threshold else threshold end as tightness
                    from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')),
              pairs as (select e, lag(e) over (partition by kind, burnin_step, metric order by tightness) as looser
@@ -88,13 +90,13 @@ MEASURES: dict[str, str] = {
         select avg(cast(e >= looser as double)), cast(null as double), cast(null as double), count(looser),
                (select count(*) from t), cast(null as varchar) from pairs where looser is not null""",
     "dstar_falls_with_burnin": """
-        with t as (select burnin_step, metric, threshold, """ + "{effective}" + """ as e
+        with t as (select burnin_step, metric, threshold, """ + _EFFECTIVE_D_STAR + """ as e
                    from threshold where experiment = {experiment} and kind in ('random', 'burnin')),
              pairs as (select e, lag(e) over (partition by metric, threshold order by burnin_step) as earlier from t)
         select avg(cast(e <= earlier as double)), cast(null as double), cast(null as double), count(earlier),
                (select count(*) from t), cast(null as varchar) from pairs where earlier is not null""",
     "dstar_lottery_burnin_random_order": """
-        with t as (select kind, burnin_step, metric, threshold, """ + "{effective}" + """ as e
+        with t as (select kind, burnin_step, metric, threshold, """ + _EFFECTIVE_D_STAR + """ as e
                    from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')
                      and censored <> 'anchor'),  -- an anchor already in the set has no threshold to compare
              pairs as (select cast(a.e <= b.e as double) as holds from t a join t b using (metric, threshold)
@@ -110,9 +112,6 @@ MEASURES: dict[str, str] = {
         select avg(holds), cast(null as double), cast(null as double), count(*), (select count(*) from t),
                cast(null as varchar) from judged""",
 }
-for _q in ("dstar_rises_as_the_set_tightens", "dstar_falls_with_burnin", "dstar_lottery_burnin_random_order"):
-    MEASURES[_q] = MEASURES[_q].replace("{effective}", "case censored when 'above' then cast('inf' as double) "
-                                        "when 'anchor' then 0.0 else d_star end")
 # IMP quantities read a target's burnin_step as the chains' rewind step (imp.rewind may list several): the
 # chains rewound there, or every chain of the experiment when it is empty.
 REWOUND = ("highest_matching_sparsity", "imp_test_accuracy", "barrier")
