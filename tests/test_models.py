@@ -87,7 +87,8 @@ def test_buffers_round_trip():
         assert torch.equal(a, b), n
 
 
-@pytest.mark.parametrize("scheme", ["default", "lecun_normal", "glorot_normal", "kaiming_normal"])
+@pytest.mark.parametrize("scheme", ["default", "lecun_normal", "glorot_normal", "kaiming_normal",
+                                    "keras_he_normal"])
 def test_each_initialisation_draws_the_papers_weight_statistics(scheme):
     """A 784-1000-500 MLP and a 3x3 conv, each layer's weights against the scheme's law (std within 3%, the
     spread of ~10^5 draws is < 1%), its biases zero or PyTorch's uniform, and the cut of flax's truncated normal."""
@@ -104,17 +105,18 @@ def test_each_initialisation_draws_the_papers_weight_statistics(scheme):
         w, b = layer.weight.detach().flatten().double(), layer.bias.detach()
         expected = {"default": math.sqrt(1 / (3 * fan_in)),  # Kaiming-uniform, a = √5: U(±1/√fan_in)
                     "lecun_normal": math.sqrt(1 / fan_in), "glorot_normal": math.sqrt(2 / (fan_in + fan_out)),
-                    "kaiming_normal": math.sqrt(2 / fan_in)}[scheme]
+                    "kaiming_normal": math.sqrt(2 / fan_in),
+                    "keras_he_normal": models.TRUNCATED_NORMAL_STD * math.sqrt(2 / fan_in)}[scheme]
         assert w.std().item() == pytest.approx(expected, rel=0.03), layer
         assert abs(w.mean().item()) < 0.01 * expected
         kurtosis = ((w - w.mean()) ** 4).mean() / w.var() ** 2
         if scheme == "default":
             assert w.abs().max() <= 1 / math.sqrt(fan_in) and kurtosis < 2  # uniform: 1.8
-        elif scheme == "lecun_normal":  # cut at 2 standard deviations of the underlying normal
+        elif scheme in ("lecun_normal", "keras_he_normal"):  # cut at 2 stds of the underlying normal
             assert w.abs().max() <= 2 * expected / models.TRUNCATED_NORMAL_STD + 1e-9 and 2.2 < kurtosis < 2.7
         else:
             assert 2.9 < kurtosis < 3.1 and w.abs().max() > 3.5 * expected  # Gaussian tails
-        if scheme in ("lecun_normal", "glorot_normal"):
+        if scheme in ("lecun_normal", "glorot_normal", "keras_he_normal"):
             assert torch.count_nonzero(b) == 0
         else:  # PyTorch's bias: U(±1/√fan_in)
             assert b.abs().max() <= 1 / math.sqrt(fan_in) and b.std() > 0.4 / math.sqrt(fan_in)

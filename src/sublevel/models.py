@@ -50,7 +50,7 @@ def build_spec(spec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 # flax's truncated normal: a standard normal cut at ±2, rescaled by this to unit variance (jax.nn.initializers)
 TRUNCATED_NORMAL_STD = 0.87962566103423978
-INITS = ("default", "lecun_normal", "glorot_normal", "kaiming_normal")  # the schema's model.init
+INITS = ("default", "lecun_normal", "glorot_normal", "kaiming_normal", "keras_he_normal")  # the schema's model.init
 
 
 def initialise(model: nn.Module, scheme: str) -> nn.Module:
@@ -59,7 +59,9 @@ def initialise(model: nn.Module, scheme: str) -> nn.Module:
       default         PyTorch's own (Kaiming-uniform with a = √5, uniform biases): nothing re-drawn;
       lecun_normal    flax's default (Larsen et al.'s code): truncated normal at ±2σ, variance 1/fan_in, zero biases;
       glorot_normal   Frankle & Carbin 2019: Gaussian, std √(2/(fan_in + fan_out)), zero biases;
-      kaiming_normal  OpenLTH's default: Gaussian, std √(2/fan_in), weights only (biases stay PyTorch's).
+      kaiming_normal  OpenLTH's default: Gaussian, std √(2/fan_in), weights only (biases stay PyTorch's);
+      keras_he_normal Keras 2.1's he_normal (Li et al.'s code, Keras 2.1.5): a normal of std √(2/fan_in) cut at
+                      ±2 of those stds, with no correction for the cut (its std is 0.88 √(2/fan_in)), zero biases.
     BatchNorm keeps its (1, 0)."""
     if scheme not in INITS:
         raise ValueError(f"unknown initialisation {scheme!r}; known: {INITS}")
@@ -72,6 +74,9 @@ def initialise(model: nn.Module, scheme: str) -> nn.Module:
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
             if scheme == "lecun_normal":
                 std = math.sqrt(1 / fan_in) / TRUNCATED_NORMAL_STD
+                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            elif scheme == "keras_he_normal":
+                std = math.sqrt(2 / fan_in)
                 nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             elif scheme == "glorot_normal":
                 nn.init.normal_(m.weight, std=math.sqrt(2 / (fan_in + fan_out)))
