@@ -127,3 +127,53 @@ def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smo
     assert "imp_level_smoke_block0" in rules_of(rerun) and "train_dense" not in rules_of(rerun)
     assert {name: catalog.query(sql, work).rows() for name, sql in tables.items()} == want
     assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout
+
+
+@pytest.mark.slow
+def test_a_deleted_store_of_any_kind_is_rebuilt_with_exactly_what_reads_it(smoke_copy, tmp_path):
+    """Every output is reachable from the default target: with one store gone (a dataset, an IMP level, a
+    baseline level, a sweep job's runs, the scores, a figure's SVG) a plain run plans the job that writes it
+    and what depends on it: the same jobs as when the table written beside it is gone."""
+    import shutil
+
+    work, cfg = smoke_copy
+    method = "random_reinit"
+    level = lambda stage, m=None: paths.level_store("smoke", 5, 0, stage, 1, m)
+    cases = {  # a store, and its job's table (None: the dataset, whose job writes no table)
+        paths.dataset_store("mnist1d"): None,
+        level("imp"): paths.table("imp", experiment="smoke", rewind_step=5, seed=0, stage="imp", level=1),
+        level("baselines", method): paths.table("imp", experiment="smoke", rewind_step=5, seed=0,
+                                                stage="baselines", level=1, method=method),
+        paths.sweep_store("smoke", "random", 0, 0, 8, 0): paths.table(
+            "subspace", experiment="smoke", kind="random", burnin_step=0, round=0, d=8, block=0),
+        paths.scores_store("smoke"): paths.table("scores", experiment="smoke"),
+        paths.figure("smoke", "subspace_success", "svg"): paths.figure("smoke", "subspace_success", "png"),
+    }
+
+    def planned_without(path: Path) -> set[tuple[str, str]]:
+        aside = tmp_path / "aside"
+        shutil.move(work / path, aside)  # a move keeps its times: put back, the run is finished again
+        try:
+            run = snakemake(work, "-n", configfile=cfg)
+            assert run.returncode == 0, run.stderr[-3000:]
+            return set(jobs_of(run))
+        finally:
+            shutil.move(aside, work / path)
+
+    for store, table in cases.items():
+        assert (work / store).exists(), store
+        jobs = planned_without(store)
+        if table is None:
+            assert {("prepare_data", "dataset=mnist1d"), ("train_dense", "experiment=smoke, seed=0")} <= jobs
+        else:
+            assert jobs and jobs == planned_without(table), store
+    assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout
+
+    # the issue as found: one chunk of a level store damaged, --fix removes it, the next run rebuilds it
+    chunk = next(p for p in sorted((work / level("imp")).rglob("c/*")) if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:3])
+    assert sublevel("check-results", "--fix", root=work).returncode == 0 and not (work / level("imp")).exists()
+    rebuilt = snakemake(work, configfile=cfg)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert (work / level("imp")).is_dir() and "no damage" in sublevel("check-results", root=work).stdout
+    assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout

@@ -43,7 +43,7 @@ def damage(project):
 
 def test_whole_results_have_no_damage(project, capsys, recwarn):
     (project / paths.trajectory("e", 0) / ".snakemake_timestamp").write_text("")  # Snakemake's directory() marker
-    assert integrity.check(project) == ([], 6)
+    assert integrity.check(project) == integrity.Found([], 6, [])
     assert not [w for w in recwarn if "snakemake_timestamp" in str(w.message)]
     assert cli.main(["check-results", "--root", str(project)]) == 0
     assert "6 results under" in capsys.readouterr().out
@@ -51,8 +51,8 @@ def test_whole_results_have_no_damage(project, capsys, recwarn):
 
 def test_every_damage_is_named_and_fix_removes_exactly_it(project, capsys):
     want = damage(project)
-    found, checked = integrity.check(project)
-    assert sorted(d.path.relative_to(project) for d in found) == sorted(want) and checked == 6
+    found = integrity.check(project)
+    assert sorted(d.path.relative_to(project) for d in found.damaged) == sorted(want) and found.checked == 6
     with pytest.raises(SystemExit) as e:
         cli.main(["check-results", "--root", str(project)])
     assert "5 of 6 results damaged" in str(e.value.code)
@@ -61,7 +61,7 @@ def test_every_damage_is_named_and_fix_removes_exactly_it(project, capsys):
     assert not any((project / p).exists() for p in want)
     assert (project / paths.trajectory("e", 2)).is_dir()  # the whole ones stay
     assert (project / paths.table("train", experiment="e", seed=0)).is_file()
-    assert integrity.check(project) == ([], 2)
+    assert integrity.check(project) == integrity.Found([], 2, [])
 
 
 def test_fix_removes_nothing_while_a_run_holds_the_lock(project):
@@ -71,3 +71,31 @@ def test_fix_removes_nothing_while_a_run_holds_the_lock(project):
     with pytest.raises(SystemExit, match="holds this directory's lock"):
         cli.main(["check-results", "--root", str(project), "--fix"])
     assert all((project / p).exists() for p in want)
+
+
+def test_links_under_results_are_neither_followed_nor_removed(project, tmp_path_factory, capsys):
+    """A link out of results/ to a directory holding a damaged store, and a link loop back into the project:
+    both are reported as links, nothing outside is read or removed, and nothing is counted twice."""
+    outside = tmp_path_factory.mktemp("outside")
+    precious = outside / "precious.zarr"
+    precious.mkdir()
+    (precious / "zarr.json").write_text("{not json")  # would be "damaged" if it were checked
+    (project / paths.RESULTS / "link").symlink_to(outside, target_is_directory=True)
+    (project / paths.RESULTS / "loop").symlink_to("..", target_is_directory=True)
+    (project / paths.RESULTS / "file-link.parquet").symlink_to(outside / "nowhere.parquet")
+    found = integrity.check(project)
+    assert found.damaged == [] and found.checked == 6
+    assert sorted(p.name for p in found.links) == ["file-link.parquet", "link", "loop"]
+    assert cli.main(["check-results", "--root", str(project), "--fix"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("not checked: ") == 3 and "6 results under" in out
+    assert (precious / "zarr.json").read_text() == "{not json"
+    assert (project / paths.RESULTS / "link").is_symlink() and (project / paths.RESULTS / "loop").is_symlink()
+
+
+def test_remove_refuses_a_path_outside_results(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere") / "precious.zarr"
+    outside.mkdir()
+    with pytest.raises(ValueError, match="refusing"):
+        integrity.remove([integrity.Damage(outside, "planted")], project)
+    assert outside.is_dir()

@@ -10,6 +10,7 @@ jobs and, their outputs being newer, everything downstream of them.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +28,34 @@ class Damage:
     reason: str
 
 
-def _stores(results: Path) -> list[Path]:
-    """Every Zarr store under results/ (top-level only: a store's subgroups are checked with it)."""
-    out, stack = [], [results]
-    while stack:
-        for p in sorted(stack.pop().iterdir()):
-            if p.is_dir() and p.name.endswith(".zarr"):
-                out.append(p)
-            elif p.is_dir():
-                stack.append(p)
-    return out
+def _walk(results: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+    """The Zarr stores (top-level only: a store's subgroups are checked with it), the other files, the
+    leftovers of interrupted jobs and the links under results/. A link is never entered: it may lead out of
+    results/ (to what is not this project's to check or delete) or back into it (counted twice, or a loop)."""
+    stores, files, leftovers, links = [], [], [], []
+    for here, dirs, names in os.walk(results):  # followlinks=False: a linked directory is listed, not entered
+        here = Path(here)
+        entered = []
+        for name in sorted(dirs):
+            p = here / name
+            if p.is_symlink():
+                links.append(p)
+            elif name.startswith(".") and ".tmp-" in name:
+                leftovers.append(p)
+            elif name.endswith(".zarr"):
+                stores.append(p)
+            else:
+                entered.append(name)
+        dirs[:] = entered
+        for name in sorted(names):
+            p = here / name
+            if p.is_symlink():
+                links.append(p)
+            elif name.startswith(".") and ".tmp-" in name:
+                leftovers.append(p)
+            else:
+                files.append(p)
+    return stores, files, leftovers, links
 
 
 def _check_store(path: Path) -> str | None:
@@ -69,24 +88,28 @@ def _check_file(path: Path) -> str | None:
     return None
 
 
-def check(root: Path) -> tuple[list[Damage], int]:
-    """Every damaged result under root/results, and how many results were checked."""
+@dataclass(frozen=True)
+class Found:
+    damaged: list[Damage]
+    checked: int          # stores and table, plan and summary files read back
+    links: list[Path]     # links under results/, neither followed nor checked
+
+
+def check(root: Path) -> Found:
+    """Every damaged result under root/results, how many results were checked, and the links left alone."""
     results = root / paths.RESULTS
     if not results.is_dir():
-        return [], 0
-    damaged, checked = [], 0
-    for store in _stores(results):
-        checked += 1
+        return Found([], 0, [])
+    stores, files, leftovers, links = _walk(results)
+    damaged = [Damage(p, "temporary leftover of an interrupted job") for p in leftovers]
+    for store in stores:
         if reason := _check_store(store):
             damaged.append(Damage(store, reason))
-    for f in sorted(results.rglob("*")):
-        if f.name.startswith(".") and ".tmp-" in f.name:
-            damaged.append(Damage(f, "temporary leftover of an interrupted job"))
-        elif f.is_file() and f.suffix in (".parquet", ".json") and not any(p.suffix == ".zarr" for p in f.parents):
-            checked += 1
-            if reason := _check_file(f):
-                damaged.append(Damage(f, reason))
-    return damaged, checked
+    tables = [f for f in files if f.suffix in (".parquet", ".json")]
+    for f in tables:
+        if reason := _check_file(f):
+            damaged.append(Damage(f, reason))
+    return Found(sorted(damaged, key=lambda d: d.path), len(stores) + len(tables), links)
 
 
 def running(root: Path) -> bool:
@@ -95,6 +118,12 @@ def running(root: Path) -> bool:
     return locks.is_dir() and any(locks.iterdir())
 
 
-def remove(damaged: list[Damage]) -> None:
+def remove(damaged: list[Damage], root: Path) -> None:
+    """Delete the damaged results, each only if it lies inside root/results and is no link (check never
+    returns others; this is the last guard before a deletion)."""
+    results = (root / paths.RESULTS).resolve()
+    for d in damaged:
+        if d.path.is_symlink() or not d.path.parent.resolve().is_relative_to(results):
+            raise ValueError(f"refusing to remove {d.path}: not inside {results}")
     for d in damaged:
         storage.remove(d.path)

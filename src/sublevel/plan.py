@@ -89,13 +89,13 @@ class Plan:
         return [str(paths.scores_store(name))] if self.experiment(name).scores else []
 
     def dense_outputs(self) -> list[str]:
-        """Every dense run, and the per-example scores computed from them."""
-        out = []
+        """Every dataset store, dense run, and the per-example scores computed from them (table and store)."""
+        out = sorted({self.dataset_store(name) for name in self.names})
         for name in self.names:
             for traj, table in zip(self.trajectories(name), self.train_tables(name)):
                 out += [traj, table]
             if self.experiment(name).scores:
-                out.append(str(paths.table("scores", experiment=name)))
+                out += [str(paths.table("scores", experiment=name)), *self.scores_store(name)]
         return out
 
     # -- IMP ---------------------------------------------------------------------------------------------------
@@ -166,12 +166,19 @@ class Plan:
         return [self.prune_sweep_table(name, k, s, level) for k in self.rewind_steps(name) for s in imp.seeds
                 for level in imp.fraction_sweep.levels]
 
+    def level_stores(self, name: str) -> list[str]:
+        """Every IMP chain's level stores, and its baselines' at each level after the first."""
+        imp = self.experiment(name).imp
+        return [str(paths.level_store(name, k, s, stage, level, method)) for k in self.rewind_steps(name)
+                for s in imp.seeds for level in range(imp.levels + 1)
+                for stage, method in [("imp", None)] + [("baselines", m) for m in (imp.baselines if level else ())]]
+
     def imp_outputs(self) -> list[str]:
-        """Every IMP table (levels, baselines, barriers, fraction sweeps) and data-diet rewind point."""
+        """Every IMP table (levels, baselines, barriers, fraction sweeps), level store and data-diet rewind point."""
         out = []
         for name in self.with_section("imp"):
             t = self.imp_tables(name)
-            out += t["imp"] + t["barrier"] + self.prune_sweep_tables(name)
+            out += t["imp"] + t["barrier"] + self.prune_sweep_tables(name) + self.level_stores(name)
             if self.experiment(name).imp.data_diet:
                 out += [str(paths.diet_start(name, k, s)) for k in self.rewind_steps(name)
                         for s in self.experiment(name).imp.seeds]
@@ -214,21 +221,34 @@ class Plan:
 
     def round_tables(self, name: str, kind: str, t, round: int | str, plan_of: PlanOf) -> list[str]:
         """The tables of one round of a sweep, one per d and block of seeds."""
-        blocks = range(len(self.experiment(name).subspace.seed_blocks()))
-        return [str(paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round, d=d, block=j))
-                for d in self.round_dims(name, kind, t, round, plan_of) for j in blocks]
+        return self._round_files(name, kind, t, round, self.round_dims(name, kind, t, round, plan_of))["tables"]
+
+    def _round_files(self, name: str, kind: str, t, round: int | str, dims: list[int]) -> dict[str, list[str]]:
+        """One round's table and store files at `dims`, one per d and block of seeds."""
+        jobs = [(d, j) for d in dims for j in range(len(self.experiment(name).subspace.seed_blocks()))]
+        return {"tables": [str(paths.table("subspace", experiment=name, kind=kind, burnin_step=t, round=round, d=d,
+                                           block=j)) for d, j in jobs],
+                "stores": [str(paths.sweep_store(name, kind, t, round, d, j)) for d, j in jobs]}
 
     def rounds(self, name: str, kind: str, t, plan_of: PlanOf) -> dict[str, list[str]]:
-        """Every round's tables of one sweep, and the plans between them: round 0, then one more while the
-        previous plan adds dims."""
-        tables, plans = self.round_tables(name, kind, t, 0, plan_of), []
+        """Every round's tables and stores of one sweep, and the plans between them: round 0, then one more
+        while the previous plan adds dims."""
+        files = self._round_files(name, kind, t, 0, self.round_dims(name, kind, t, 0, plan_of))
+        plans = []
         if self.experiment(name).subspace.refine:
             while True:
                 plans.append(plan_of(name, kind, t, len(plans)))
-                if not (more := self.round_tables(name, kind, t, len(plans), plan_of)):
+                if not (dims := self.round_dims(name, kind, t, len(plans), plan_of)):
                     break
-                tables += more
-        return {"tables": tables, "plans": plans}
+                for key, more in self._round_files(name, kind, t, len(plans), dims).items():
+                    files[key] += more
+        return {**files, "plans": plans}
+
+    def sweep_stores(self, plan_of: PlanOf) -> list[str]:
+        """Every sweep job's store, of every round (a target asks for them, as for the plans, so that a store
+        that is gone is rebuilt although the table beside it exists)."""
+        return [store for name in self.with_section("subspace") for kind, t in self.sweep_jobs(name)
+                for store in self.rounds(name, kind, t, plan_of)["stores"]]
 
     def refine_plans(self, plan_of: PlanOf) -> list[str]:
         """Every refinement plan of every sweep (a target asks for them: see common.smk)."""
@@ -293,7 +313,8 @@ class Plan:
         for name in self.names:
             if self.experiment(name).subspace:
                 out += [str(paths.table(t, experiment=name)) for t in ("success", "threshold")]
-            out += self.hessian_tables(name) + sum(self.theory_tables(name).values(), []) + self.figure_files(name)
+            out += (self.hessian_tables(name) + sum(self.theory_tables(name).values(), [])
+                    + self.figure_files(name) + self.figure_files(name, "svg"))
         return out + [str(paths.SUMMARY), str(paths.PLOTS), str(paths.REPRODUCTION)]
 
     def result_tables(self) -> list[str]:

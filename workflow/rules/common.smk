@@ -82,3 +82,8 @@ def refine_plans(w):
     the only jobs reading it are finished: it defers those jobs' inputs until the checkpoint has run. Asked for
     by a target, a missing plan is rebuilt, and the sweep rounds, summaries and analysis that read it follow."""
     return PLAN.refine_plans(plan_of)
+
+
+def sweep_stores(w):
+    """An input function for the targets: every sweep job's store, of every round, for the same reason."""
+    return PLAN.sweep_stores(plan_of)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from sublevel.commands.base import plain_tables, results_parent, say_damage
@@ -83,7 +84,11 @@ def check_results(args) -> None:
     from sublevel import catalog, integrity
 
     root = catalog.resolve_root(args.root)
-    damaged, checked = integrity.check(root)
+    found = integrity.check(root)
+    damaged, checked = found.damaged, found.checked
+    for link in found.links:
+        print(f"not checked: {link.relative_to(root)} is a link (to {os.readlink(link)}); sublevel neither "
+              "follows nor removes links under results/")
     for d in damaged:
         print(f"damaged: {d.path.relative_to(root)}: {d.reason}")
     if not damaged:
@@ -95,7 +100,7 @@ def check_results(args) -> None:
     if integrity.running(root):
         sys.exit("a snakemake run holds this directory's lock (.snakemake/locks): nothing removed; rerun "
                  "--fix once it has ended")
-    integrity.remove(damaged)
+    integrity.remove(damaged, root)
     print(f"removed {len(damaged)} damaged results: `snakemake` rebuilds them and what depends on them")
 
 
