@@ -30,7 +30,7 @@ rule all:
         PLAN.subspace_outputs(),
         PLAN.analysis_outputs(),
         refine_plans,
-        sweep_stores,
+        sweep_files,
 
 
 # Every job that runs a network (dense training, scores, IMP with its baselines and barriers, the sweeps with
@@ -40,4 +40,4 @@ rule compute_all:
     input:
         PLAN.compute_outputs(),
         refine_plans,
-        sweep_stores,
+        sweep_files,

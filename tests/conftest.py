@@ -24,6 +24,18 @@ def root() -> Path:
     return ROOT
 
 
+def make_project(path: Path) -> Path:
+    """An empty sublevel project at `path`: the Snakefile and workflow/ that mark one."""
+    (path / "Snakefile").write_text("")
+    (path / "workflow").mkdir()
+    return path
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    return make_project(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def smoke_config() -> dict:
     return config.load(ROOT / "config" / "smoke.yaml")

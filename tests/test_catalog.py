@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -6,13 +8,6 @@ import pytest
 
 from sublevel import catalog, cli, paths, schema, storage
 from conftest import train_row
-
-
-@pytest.fixture
-def project(tmp_path):
-    (tmp_path / "Snakefile").write_text("")
-    (tmp_path / "workflow").mkdir()
-    return tmp_path
 
 
 def write(project, experiment, seed, rows):
@@ -204,15 +199,96 @@ def test_imp_files_of_the_layout_before_rewind_steps_are_left_out_and_named(proj
     assert "left out of every view" in capsys.readouterr().err
 
 
-def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback(tmp_path):
+def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback(project):
     """`sublevel views | head -1`: the closed pipe is the reader's choice, not an error to report."""
     import signal
     import subprocess
     import sys
     from pathlib import Path
 
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "sublevel"), "views", "--root", str(tmp_path)],
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "sublevel"), "views", "--root", str(project)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # before the command has written a line
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 128 + signal.SIGPIPE and "Traceback" not in err, err
+
+
+def _sublevel(*args, home):
+    """The installed command in a fresh process, with its own HOME (where DuckDB would install extensions)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([str(Path(sys.executable).parent / "sublevel"), *args], capture_output=True, text=True,
+                          env=dict(os.environ, HOME=str(home)), timeout=120)
+
+
+def test_the_query_is_locked_down_before_any_of_its_sql_is_parsed(project, tmp_path_factory):
+    """Nothing of the user's SQL runs on an unrestricted connection: no directory made outside the project, no
+    extension fetched or installed, no file outside results/ read, no link under results/ followed, no
+    temporary directory."""
+    home, outside = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("outside")
+    (outside / "secret-name.csv").write_text("a\n1\n")
+    (project / "results").mkdir()
+    (project / "results" / "link").symlink_to(outside, target_is_directory=True)
+    write(project, "a", 0, [train_row(experiment="a")])
+    export = outside / "exported"
+    for sql in (f"export database '{export}'", "select * from read_csv('https://example.invalid/x.csv')",
+                "select * from sqlite_scan('x.db', 't')", "select * from read_csv('/etc/shadow')",
+                f"select * from read_csv('{project}/results/link/secret-name.csv')",
+                f"select * from glob('{project}/results/link/*')", f"select * from glob('{project}/results/**')"):
+        run = _sublevel("query", sql, "--root", str(project), "--format", "csv", home=home)
+        assert "secret-name" not in run.stdout and "Traceback" not in run.stderr, (sql, run.stderr)
+        assert run.returncode != 0 or "glob" in sql, (sql, run.stdout)
+    assert not export.exists() and not list(home.iterdir())  # nothing written in HOME: no ~/.duckdb/extensions
+    elsewhere = outside / "train.parquet"  # a table linked in from outside is not one of the project's
+    storage.write_table("train", [train_row(experiment="outside")], elsewhere)
+    linked = project / paths.table("train", experiment="outside", seed=0)
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(elsewhere)
+    assert catalog.query("select experiment from train", project)["experiment"].to_list() == ["a"]
+    con = catalog.connect(project)
+    assert con.sql("select current_setting('temp_directory'), current_setting('autoinstall_known_extensions'), "
+                   "current_setting('autoload_known_extensions')").fetchall() == [("", False, False)]
+
+
+@pytest.mark.parametrize("root", ["/", "/etc", "{project}/results", "{project}/workflow"])
+def test_a_root_that_is_not_a_project_is_an_error_not_empty_tables(project, root, capsys):
+    """A project, or a run's working directory (holding results/), is a root; nothing else is."""
+    (project / "results" / "tables").mkdir(parents=True)
+    assert cli.main(["query", "select count(*) from train", "--root", root.format(project=project)]) == 2
+    err = capsys.readouterr().err
+    assert "not a sublevel project" in err and err.count("\n") == 1
+
+
+def test_a_damaged_table_refuses_every_read_direct_or_through_a_view(project, capsys):
+    """One train file truncated: a query reading train refuses, also as the second statement and through
+    the views built on it; the only theory file truncated: dstar_predicted refuses (a threshold row joins it),
+    the only prune_sweep file: prune_fraction refuses, the only imp file: reproduction refuses. Tables with no
+    damage still answer."""
+    for seed in (0, 1):
+        write(project, "a", seed, [train_row(experiment="a", seed=seed)])
+    damaged = project / paths.table("train", experiment="a", seed=1)
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    keys = dict(experiment="a", kind="random", burnin_step=0, metric="train_loss", threshold=1.0)
+    storage.write_table("threshold", [{c: None for c in schema.THRESHOLD.schema.names} | keys],
+                        project / paths.table("threshold", experiment="a"))
+    for name, row, where in (("theory", keys, {}), ("prune_sweep", {}, {}),
+                             ("imp", dict(experiment="frankle2019_lenet300_short", method="imp"),
+                              dict(rewind_step=0, seed=0, stage="imp", level=0))):
+        f = project / paths.table(name, experiment="a", **where)
+        storage.write_table(name, [{c: None for c in schema.TABLES[name].schema.names} | row], f)
+        f.write_bytes(f.read_bytes()[:40])
+    for sql in ("select count(*) as n from train", "select 1 as one; select count(*) as n from train",
+                "select * from query_table('train')", "select * from reproduction",
+                "select count(*) from dstar_predicted", "select count(*) from prune_fraction",
+                "select max(step) from train where step > 10^9"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["query", sql, "--root", str(project)])
+        message = str(e.value.code)
+        assert message.startswith("sublevel query: refused: ") and "check-results --fix" in message, (sql, message)
+        assert "\n" not in message
+    assert "seed=1" in message or "prune_sweep" in message
+    assert catalog.query("select count(*) as n from hessian", project)["n"].to_list() == [0]
+    assert catalog.query("describe train", project).height > 0  # the columns, without reading a row
+    assert cli.main(["summary", "--root", str(project)]) == 1  # the other commands refuse in the same line
+    assert capsys.readouterr().err.splitlines()[-1].startswith("sublevel summary: refused: train would be read")

@@ -1,7 +1,9 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
-from sublevel import config
+from sublevel import cli, config
 from sublevel.config import ConfigError
 from sublevel.schedule import Schedule, parse_duration
 from conftest import make_experiment
@@ -361,3 +363,71 @@ def test_config_readme_names_every_preset_and_every_key_group(root):
     schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
     groups = list(schema["properties"]) + list(schema["$defs"]["experiment"]["properties"])
     assert [g for g in groups if f"`{g}`" not in text] == []
+
+
+SMOKE_YAML = (Path(__file__).resolve().parents[1] / "config" / "smoke.yaml").read_text()
+BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)) + "experiments: {x: {dataset: mnist1d, model: {name: mlp}, seeds: *a8}}\n"
+
+
+@pytest.mark.parametrize("edit, key", [
+    (("lr: 0.05", "lr: .nan"), "experiments.smoke.train.lr"),
+    (("lr: 0.05", "lr: .inf"), "experiments.smoke.train.lr"),
+    (("alphas: 5", "alphas: 5\n      fraction: .nan"), "experiments.smoke.imp.fraction"),
+    (("value: 0.6}", "value: .nan}"), "experiments.smoke.subspace.thresholds.0.value"),
+    (("value: 0.6}", "value: 5.0}"), "experiments.smoke.subspace.thresholds.0.value"),
+    (("value: 0.6}", "value: -1}"), "experiments.smoke.subspace.thresholds.0.value"),
+    (("seeds: [0, 1]", "seeds: [0, 9223372036854775808]"), "experiments.smoke.seeds"),
+    (("seeds: [0, 1]", "seeds: [0, 1180591620717411303424]"), "experiments.smoke.seeds"),
+    (("seeds: [0, 1]", "seeds: [0, 4294967296]"), "experiments.smoke.seeds.1"),
+    (("batch_size: 32\n      refine", "batch_size: 100000\n      refine"), "experiments.smoke.subspace.batch_size"),
+    (("fraction_sweep", "data_diet: {keep: random, fraction: 1.0e-9}\n      fraction_sweep"),
+     "experiments.smoke.imp.data_diet.fraction"),
+    (("steps: 40", "steps: 1.0e15"), "experiments.smoke.train.steps"),
+    (("steps: 40", "steps: 1000000000000000"), "experiments.smoke.train.steps"),
+    (("steps: 40", "steps: 1000000000ep"), "experiments.smoke.train.steps"),
+    (("steps: 40\n      eval_every: 10", "steps: 10000000\n      eval_every: 1"), "experiments.smoke.train.eval_every"),
+    (("alphas: 5", "alphas: 1000000000"), "experiments.smoke.imp.alphas"),
+    (("refine:", "bootstrap: 1000000000000\n      refine:"), "experiments.smoke.subspace.bootstrap"),
+    (("mnist1d_samples: 600", "mnist1d_samples: 1000000000"), "data.mnist1d_samples"),
+    (("dims: [2, 8, 32]", f"dims: {list(range(1, 100001))}"), "experiments.smoke.subspace.dims"),
+    (("seeds: [0, 1]", f"seeds: {list(range(100000))}"), "experiments.smoke.seeds"),
+    (("top_k: 2}", "top_k: 20}"), "experiments.smoke.hessian.top_k"),
+    (("experiments:\n", "experiments:\n  other: {dataset: mnist1d, model: {name: mlp}}\nexperiments:\n"), "in "),
+    (("device: cpu", "device: cpu\ndevice: cuda"), "in "),
+])
+def test_the_issues_bad_configs_are_refused_in_one_line_naming_the_key(tmp_path, capsys, edit, key):
+    """Values every schema bound lets through (NaN), or that hang, exhaust memory or fail only at run time:
+    `sublevel check-config` refuses each in one line naming the key (exit 2), before any job."""
+    old, new = edit
+    assert old in SMOKE_YAML
+    path = tmp_path / "c.yaml"
+    path.write_text(SMOKE_YAML.replace(old, new, 1))
+    assert cli.main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith(f"sublevel check-config: config error {'' if key == 'in ' else 'at '}{key}"), err
+
+
+def test_an_alias_bomb_and_bytes_that_are_not_utf8_are_refused_at_once(tmp_path, capsys):
+    import time
+
+    for name, data, said in (("bomb.yaml", BOMB.encode(), "expands to"),
+                             ("latin1.yaml", SMOKE_YAML.replace("smoke:", "sm\u00f6ke:").encode("latin-1"), "not UTF-8")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        start = time.monotonic()
+        assert cli.main(["check-config", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert said in err and "\n" not in err and time.monotonic() - start < 10, err
+
+
+def test_a_device_this_torch_cannot_use_is_one_line(capsys, monkeypatch):
+    import torch
+
+    from sublevel import runtime
+    from sublevel.errors import DataError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DataError, match=r"^device cuda:0: this torch sees no CUDA device"):
+        runtime.pick_device("cuda:0")

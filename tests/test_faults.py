@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sublevel import catalog, imp, paths, storage
+from sublevel import catalog, config, imp, paths, storage
+from sublevel.plan import Plan
 from conftest import ROOT, jobs_of, rules_of, snakemake
 
 BIN = Path(sys.executable).parent
@@ -130,13 +131,27 @@ def test_a_second_run_is_refused_and_kill_9_then_rerun_gives_the_same_tables(smo
 
 
 @pytest.mark.slow
-def test_a_deleted_store_of_any_kind_is_rebuilt_with_exactly_what_reads_it(smoke_copy, tmp_path):
+def test_a_deleted_store_of_any_kind_is_rebuilt_with_exactly_what_reads_it(smoke_copy, tmp_path, monkeypatch):
     """Every output is reachable from the default target: with one store gone (a dataset, an IMP level, a
     baseline level, a sweep job's runs, the scores, a figure's SVG) a plain run plans the job that writes it
     and what depends on it: the same jobs as when the table written beside it is gone."""
     import shutil
 
     work, cfg = smoke_copy
+    monkeypatch.chdir(work)  # the plans are read where the run's paths are relative to
+    plan = Plan(config.load(cfg))
+    plan_of = lambda e, kind, t, round: str(paths.refine_plan(e, kind, t, round))
+    targets = set(plan.dense_outputs() + plan.imp_outputs() + plan.subspace_outputs() + plan.analysis_outputs()
+                  + plan.refine_plans(plan_of) + plan.sweep_files(plan_of))
+    made = set()  # every file the run made, a store (or the plots folder) as one
+    for here, dirs, files in os.walk(work / paths.RESULTS):
+        here = Path(here).relative_to(work)
+        if here.parts[:2] != ("results", "logs"):
+            whole = [d for d in dirs if d.endswith(".zarr") or here / d == paths.PLOTS]
+            made |= {str(here / name) for name in whole + files}
+            dirs[:] = [d for d in dirs if d not in whole]
+    assert made == targets  # all asks for each (Snakemake rebuilds a missing input only for a job that reruns)
+
     method = "random_reinit"
     level = lambda stage, m=None: paths.level_store("smoke", 5, 0, stage, 1, m)
     cases = {  # a store, and its job's table (None: the dataset, whose job writes no table)
@@ -177,3 +192,45 @@ def test_a_deleted_store_of_any_kind_is_rebuilt_with_exactly_what_reads_it(smoke
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert (work / level("imp")).is_dir() and "no damage" in sublevel("check-results", root=work).stdout
     assert "Nothing to be done" in snakemake(work, "-n", configfile=cfg).stdout
+
+
+@pytest.mark.slow
+def test_a_result_dated_in_the_future_is_named_and_nothing_is_lost(smoke_copy):
+    """A trajectory touched a day ahead (a skewed clock, an archive's times): each run refuses in one line
+    before any job instead of rerunning what reads it and then deleting those outputs; check-results names it
+    and --fix dates it now, after which the run reruns what reads it, once."""
+    work, cfg = smoke_copy
+    trajectory = work / paths.trajectory("smoke", 1)
+    ahead = time.time() + 86400
+    for p in [trajectory, *trajectory.rglob("*")]:
+        os.utime(p, (ahead, ahead))
+    tables = lambda: {p: p.read_bytes() for p in (work / paths.RESULTS).rglob("*") if p.is_file()
+                      and "logs" not in p.parts}
+    before = tables()
+    for _ in range(2):
+        run = snakemake(work, configfile=cfg)
+        said = run.stdout + run.stderr
+        assert run.returncode != 0 and "dated in the future" in said and not rules_of(run), said[-2000:]
+    assert tables() == before
+    found = sublevel("check-results", root=work)
+    assert found.returncode != 0 and "24.0 h ahead" in found.stderr
+    assert sublevel("check-results", "--fix", root=work).returncode == 0
+    assert max(p.stat().st_mtime for p in [trajectory, *trajectory.rglob("*")]) <= time.time()
+    plan = snakemake(work, "-n", configfile=cfg)
+    assert plan.returncode == 0 and "scores" in rules_of(plan) and "train_dense" not in rules_of(plan)
+
+
+@pytest.mark.slow
+def test_no_job_records_an_absolute_path_so_a_moved_project_reruns_nothing(smoke_run):
+    """Snakemake reruns a job whose recorded inputs or params changed: an absolute path among them (the
+    shipped targets.csv was one) would rerun it in every copied or moved project."""
+    import base64
+    import json
+
+    work, _ = smoke_run
+    records = list((work / paths.SNAKEMAKE_METADATA).iterdir())
+    assert len(records) > 50
+    for record in records:
+        job = json.loads(record.read_text())
+        for key in ("input", "params"):
+            assert '"/' not in json.dumps(job.get(key)), (base64.b64decode(record.name).decode(), key)

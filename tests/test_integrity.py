@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from sublevel import cli, integrity, paths, storage, trajectory
-from conftest import train_row
+from conftest import make_project, train_row
 
 
 @pytest.fixture
 def project(tmp_path):
     """Three trajectories, two train tables and a refinement plan, all whole."""
-    (tmp_path / "Snakefile").write_text("")
-    (tmp_path / "workflow").mkdir()
+    make_project(tmp_path)
     for seed in (0, 1, 2):
         trajectory.write(tmp_path / paths.trajectory("e", seed), steps=[0, 1],
                          params=[np.ones(500, np.float32), np.zeros(500, np.float32)],
@@ -99,3 +98,47 @@ def test_remove_refuses_a_path_outside_results(project, tmp_path_factory):
     with pytest.raises(ValueError, match="refusing"):
         integrity.remove([integrity.Damage(outside, "planted")], project)
     assert outside.is_dir()
+
+
+def _flip(path, at):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_a_chunk_or_a_table_page_is_damage(project):
+    """Zarr chunks end in a CRC32C and Parquet pages carry a CRC32: one flipped bit anywhere in a chunk's data
+    or a page's is found (before, it read back as another value)."""
+    import struct
+
+    import pyarrow.parquet as pq
+
+    shard = next(p for p in (project / paths.trajectory("e", 0) / "params").rglob("*")
+                 if p.is_file() and p.name != "zarr.json")
+    _flip(shard, 10)
+    table = project / paths.table("train", experiment="e", seed=0)
+    meta = pq.ParquetFile(table).metadata.row_group(0)
+    column = next(meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == "loss")
+    original = pq.read_table(table)
+    start = column.dictionary_page_offset or column.data_page_offset
+    chunk = table.read_bytes()[start:start + column.total_compressed_size]
+    _flip(table, start + chunk.index(struct.pack("<d", original["loss"][0].as_py())))  # the value's lowest bit
+    assert not pq.read_table(table).equals(original)  # read without the checksums: another value, silently
+    found = integrity.check(project)
+    assert sorted(d.path.relative_to(project) for d in found.damaged) == sorted(
+        [paths.trajectory("e", 0), table.relative_to(project)]), found.damaged
+    assert found.unverified == []
+
+
+def test_results_written_without_checksums_are_listed_not_damaged(project, capsys):
+    import pyarrow.parquet as pq
+    import zarr
+
+    old = project / paths.trajectory("e", 9)
+    zarr.open_group(old, mode="w").create_array("params", data=np.ones((2, 5), np.float32))
+    table = project / paths.table("train", experiment="e", seed=0)
+    pq.write_table(pq.read_table(table).replace_schema_metadata({}), table)
+    found = integrity.check(project)
+    assert found.damaged == [] and sorted(found.unverified) == sorted([old, table])
+    assert cli.main(["check-results", "--root", str(project)]) == 0
+    assert "2 result(s) written without checksums" in capsys.readouterr().out

@@ -10,13 +10,6 @@ from sublevel import catalog, paths, reproduce, schema, storage
 COLUMNS = schema.TARGETS.schema.names
 
 
-@pytest.fixture
-def project(tmp_path):
-    (tmp_path / "Snakefile").write_text("")
-    (tmp_path / "workflow").mkdir()
-    return tmp_path
-
-
 def write_rows(project, name, rows, **partitions):
     """Rows of table `name` with every column the schema has (unset: null)."""
     full = [{c: r.get(c) for c in schema.TABLES[name].schema.names} for r in rows]

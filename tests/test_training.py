@@ -84,8 +84,15 @@ def test_augment_keeps_shape_and_content():
 
 
 def test_a_named_device_is_taken_as_named_and_auto_prefers_cuda(monkeypatch):
+    from sublevel.errors import DataError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     for name in ("cpu", "cuda:1", "mps"):
         assert runtime.pick_device(name) == torch.device(name)
+    with pytest.raises(DataError, match="^device cuda:2: this machine has 2 CUDA device"):
+        runtime.pick_device("cuda:2")
     for visible, expected in ((False, "cpu"), (True, "cuda")):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: visible)
         assert runtime.pick_device("auto") == torch.device(expected)
@@ -140,3 +147,41 @@ def test_cuda_jobs_ask_for_deterministic_kernels_and_a_fixed_cublas_workspace(mo
              "import torch._inductor.config as c; assert c.deterministic")
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
     subprocess.run([sys.executable, "-c", check], check=True, env=env)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 80000000000 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(), torch.OutOfMemoryError("CUDA out of memory"),
+])
+def test_a_batch_that_runs_out_of_memory_halves_on_the_cpu_too(error):
+    """PyTorch's CPU allocator raises a plain RuntimeError: in_batches halves on it as on CUDA's error, with
+    the same results, and re-raises anything else."""
+    from sublevel import runtime
+
+    def fn(items):
+        if len(items) > 2:
+            raise error
+        return [i * i for i in items]
+
+    assert runtime.in_batches(list(range(8)), fn, torch.device("cpu")) == ([i * i for i in range(8)], 2)
+    with pytest.raises(RuntimeError, match="shape"):
+        runtime.in_batches([1, 2, 3], lambda items: (_ for _ in ()).throw(RuntimeError("shape mismatch")),
+                           torch.device("cpu"))
+
+
+@pytest.mark.parametrize("error, said", [
+    (OSError(28, "No space left on device", "results/runs/e/seed=0/trajectory.zarr"), "out of disk space"),
+    (MemoryError(), "out of memory"),
+])
+def test_a_job_out_of_disk_or_memory_ends_in_one_line(monkeypatch, capsys, error, said):
+    from sublevel import cli
+    from sublevel.commands import project
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(project, "check_config", fail)
+    assert cli.main(["check-config", "config/smoke.yaml"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sublevel check-config: {said}") and "\n" not in err, err

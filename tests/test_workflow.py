@@ -330,6 +330,28 @@ def test_unknown_model_fails_before_any_job(tmp_path):
     assert not (work / "results").exists()
 
 
+@pytest.mark.parametrize("edit, said", [
+    (("lr: 0.05", "lr: .nan"), "config error at experiments.smoke.train.lr: nan is not a finite number"),
+    (("experiments:\n", "experiments:\n  other: {dataset: mnist1d, model: {name: mlp}}\nexperiments:\n"),
+     "the key 'experiments' is given twice"),
+    (("device: cpu", "device: cuda:0"), "config error at device: cuda:0: this torch sees no CUDA device"),
+])
+def test_plain_snakemake_refuses_what_check_config_refuses_before_any_job(tmp_path, edit, said):
+    """The same one line from `snakemake` itself: a NaN, a key given twice (Snakemake's YAML keeps the last),
+    a CUDA device on a machine whose torch has none."""
+    import torch
+
+    if edit[1] == "device: cuda:0" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = tmp_path / "c.yaml"
+    config.write_text((ROOT / "config" / "smoke.yaml").read_text().replace(*edit, 1))
+    work = tmp_path / "work"
+    work.mkdir()
+    res = snakemake(work, "-n", configfile=config)
+    assert res.returncode != 0 and said in res.stderr + res.stdout, (res.stdout + res.stderr)[-2000:]
+    assert "Traceback" not in res.stderr and not (work / "results").exists()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnist1d_store, sig):
     """Killed mid-run: neither the trajectory nor the table exists, so Snakemake reruns and readers see nothing;
@@ -338,7 +360,7 @@ def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnis
 
     cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     short = config.experiment(config.validate(cfg), "smoke")
-    cfg["experiments"]["smoke"]["train"]["steps"] = 10_000_000
+    cfg["experiments"]["smoke"]["train"].update(steps=10_000_000, eval_every=1_000_000)
     exp = config.experiment(config.validate(cfg), "smoke")
     out_traj, out_table = tmp_path / "trajectory.zarr", tmp_path / "t" / "train.parquet"
     log = tmp_path / "train.log"
@@ -366,26 +388,26 @@ def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnis
     assert {r["step"] for r in storage.read_rows([out_table])} >= {0, 40}
 
 
-def test_query_never_writes_and_reports_bad_sql_and_files(tmp_path):
+def test_query_never_writes_and_reports_bad_sql_and_files(project):
     """`sublevel query` opens DuckDB in memory: results/ is byte-for-byte unchanged; bad SQL gives DuckDB's message
     and a non-zero exit; a query reading a table with a damaged file is refused (naming the file), while the
     other tables still answer, with the damage in one line on stderr."""
-    table = tmp_path / paths.table("hessian", experiment="e", seed=0, source="dense")
+    table = project / paths.table("hessian", experiment="e", seed=0, source="dense")
     rows = [dict(experiment="e", seed=0, source="dense", level=None, rewind_step=None, sparsity=0.0, step=0, rank=1, eigenvalue=2.5,
                  examples=10, iterations=5)]
     from sublevel import storage
 
     storage.write_table("hessian", rows, table)
-    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results").rglob("*") if p.is_file()}
-    q = lambda sql: subprocess.run([str(BIN / "sublevel"), "query", sql, "--root", str(tmp_path), "--format", "csv"],
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (project / "results").rglob("*") if p.is_file()}
+    q = lambda sql: subprocess.run([str(BIN / "sublevel"), "query", sql, "--root", str(project), "--format", "csv"],
                                    capture_output=True, text=True)
     ok = q("select eigenvalue from hessian")
     assert ok.returncode == 0 and ok.stdout.split() == ["eigenvalue", "2.5"]
     bad = q("selec eigenvalue from hessian")
     assert bad.returncode != 0 and "Parser Error" in bad.stderr
-    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results").rglob("*") if p.is_file()}
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (project / "results").rglob("*") if p.is_file()}
     assert after == before
-    storage.write_table("hessian", [dict(rows[0], seed=1)], tmp_path / paths.table("hessian", experiment="e", seed=1,
+    storage.write_table("hessian", [dict(rows[0], seed=1)], project / paths.table("hessian", experiment="e", seed=1,
                                                                                      source="dense"))
     table.write_bytes(table.read_bytes()[:30])
     corrupt = q("select * from hessian")
@@ -395,12 +417,12 @@ def test_query_never_writes_and_reports_bad_sql_and_files(tmp_path):
     assert other.returncode == 0 and other.stdout.split() == ["n", "0"] and "check-results --fix" in other.stderr
 
 
-def test_documented_duckdb_shell_line_works(tmp_path):
+def test_documented_duckdb_shell_line_works(project):
     """README: duckdb -cmd "$(sublevel views)" opens the interactive shell over the same views."""
     duck = BIN / "duckdb"
     if not duck.exists():
         pytest.skip("duckdb-cli not installed (pip install duckdb-cli)")
-    views = subprocess.run([str(BIN / "sublevel"), "views", "--root", str(tmp_path)], capture_output=True,
+    views = subprocess.run([str(BIN / "sublevel"), "views", "--root", str(project)], capture_output=True,
                            text=True, check=True).stdout
     out = subprocess.run([str(duck), "-csv", "-cmd", views], input="select count(*) as n from train;\n",
                          capture_output=True, text=True)

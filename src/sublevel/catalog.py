@@ -52,9 +52,15 @@ class Scan:
     skipped: list[tuple[str, Path, str]]  # (table, file, reason)
     stale: list[Path] = field(default_factory=list)  # an older layout's files, left out (stale_layout)
 
-    def damaged_tables(self) -> set[str]:
-        """The tables some of whose files were left out."""
-        return {p.relative_to(paths.tables_dir(self.root)).parts[0] for p, _ in self.damaged}
+    def damaged_files(self, table: str) -> list[Path]:
+        """The files of `table` that do not read back."""
+        return [p for p, _ in self.damaged if p.relative_to(paths.tables_dir(self.root)).parts[0] == table]
+
+    def refusal(self, table: str, damaged: list[Path]) -> str:
+        """Why a read of `table` is refused: one line naming its damaged files and the fix."""
+        return (f"refused: {table} would be read without its damaged file(s) {self._listed(damaged, 3)}, an "
+                f"incomplete answer: `sublevel check-results --fix` removes them and the next snakemake run "
+                f"rebuilds them")
 
     def damage_line(self) -> str | None:
         """One line for a command's output when files were left out, or None."""
@@ -86,10 +92,8 @@ def stale_layout(name: str, relative: Path) -> bool:
 
 def resolve_root(root: Path | None = None) -> Path:
     """The project whose results are read: `root` (--root), else $SUBLEVEL_ROOT or the project around the
-    current directory (paths.project_root); a root that is not a directory is an error, not an empty result."""
-    if root is not None and not Path(root).is_dir():
-        raise FileNotFoundError(f"--root {root}: no such directory")
-    return (Path(root) if root is not None else paths.project_root()).resolve()
+    current directory (paths.project_root); a root that is not a project is an error, not an empty result."""
+    return paths.given_root(Path(root)) if root is not None else paths.project_root()
 
 
 def scan(root: Path | None = None) -> Scan:
@@ -98,6 +102,8 @@ def scan(root: Path | None = None) -> Scan:
     for name in schema.TABLES:
         files[name] = []
         for f in sorted((paths.tables_dir(root) / name).rglob("*.parquet")):
+            if f.is_symlink():  # a table is a file a job wrote here; a link may lead anywhere (never read)
+                continue
             if stale_layout(name, f.relative_to(paths.tables_dir(root) / name)):
                 stale.append(f)
                 continue
@@ -117,12 +123,13 @@ def view_statements(root: Path | Scan | None = None, targets: Path | None = None
     found = root if isinstance(root, Scan) else scan(root)
     stmts = []
     for name, table in schema.TABLES.items():
-        if files := found.files[name]:
-            listed = ", ".join(_quote(str(f)) for f in files)
-            source = f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
-            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source};")
+        columns = {f.name: _duck_type(f.type) for f in table.schema}
+        if damaged := found.damaged_files(name):
+            stmts.append(_refusing_view(name, found.files[name], columns, found.refusal(name, damaged)))
+        elif files := found.files[name]:
+            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {_parquet_source(files)};")
         else:
-            stmts.append(_empty_view(name, {f.name: _duck_type(f.type) for f in table.schema}))
+            stmts.append(_empty_view(name, columns))
     if found.skipped:
         rows = ", ".join(f"({_quote(t)}, {_quote(str(f.relative_to(found.root)))}, {_quote(r)})"
                          for t, f, r in found.skipped)
@@ -166,6 +173,23 @@ PRUNE_FRACTION = """
 SKIPPED_COLUMNS = {"table_name": "VARCHAR", "file": "VARCHAR", "reason": "VARCHAR"}
 
 
+def _parquet_source(files: list[Path]) -> str:
+    return f"read_parquet([{', '.join(_quote(str(f)) for f in files)}], union_by_name = true, hive_partitioning = false)"
+
+
+def _refusing_view(name: str, files: list[Path], columns: dict[str, str], message: str) -> str:
+    """A view of a table some of whose files are damaged: reading any row of it, directly or through a view
+    built on it, fails with `message` instead of answering without the damaged files' rows. The whole files
+    stay its source (a cross join with the failing row, which DuckDB cannot prove empty and skip; DESCRIBE
+    still shows the columns); with none whole, one row whose every value fails stands in for them (a row of
+    constants would let DuckDB fold a filter over it to false and answer without reading the row)."""
+    refused = f"error({_quote(message)})"
+    failing = ", ".join(f"CAST({refused} AS {t}) AS {c}" for c, t in columns.items())
+    source = _parquet_source(files) if files else f"(SELECT {failing})"
+    return (f"CREATE OR REPLACE VIEW {name} AS SELECT t.* FROM (SELECT {refused} AS refused) AS r, "
+            f"{source} AS t WHERE r.refused IS NULL;")
+
+
 def _empty_view(name: str, columns: dict[str, str]) -> str:
     """A view with the declared columns (name -> DuckDB type) and no rows: what nothing has written yet."""
     cols = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in columns.items())
@@ -200,18 +224,25 @@ def _jobs_statement(root: Path) -> str:
 
 
 def open_catalog(root: Path | None = None, targets: Path | None = None) -> tuple[duckdb.DuckDBPyConnection, Scan]:
-    """An in-memory DuckDB with the views, locked to reading: file access only under the project's results/
-    and Snakemake's records (DuckDB's allowed_directories with enable_external_access off), the
-    configuration locked so no statement lifts that; and the scan, for its damaged and skipped files."""
+    """An in-memory DuckDB with the views, locked down before any SQL runs (its own views' included): file
+    access only under the project's results/ and Snakemake's records (DuckDB's allowed_directories with
+    enable_external_access off; DuckDB resolves links before it checks), no extension installed or loaded, no
+    temporary directory, the configuration locked so no statement lifts that; and the scan, for its damaged
+    and skipped files."""
     found = scan(root)
-    con = duckdb.connect(":memory:")
-    for stmt in view_statements(found, targets):
-        con.execute(stmt)
-    allowed = [str(found.root / d) + "/" for d in (paths.RESULTS, paths.SNAKEMAKE_METADATA)]
+    con = duckdb.connect(":memory:", config=LOCKED_DOWN)
+    allowed = [str((found.root / d).resolve()) + "/" for d in (paths.RESULTS, paths.SNAKEMAKE_METADATA)]
     con.execute(f"SET allowed_directories = [{', '.join(map(_quote, allowed))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+    for stmt in view_statements(found, targets):
+        con.execute(stmt)
     return con, found
+
+
+# Set when the connection opens, before any SQL: no extension installed or loaded behind a query's back (a
+# read_csv('https://…') would fetch httpfs), no temporary directory (DuckDB's default is .tmp in the cwd).
+LOCKED_DOWN = {"autoinstall_known_extensions": False, "autoload_known_extensions": False, "temp_directory": ""}
 
 
 def connect(root: Path | None = None, targets: Path | None = None) -> duckdb.DuckDBPyConnection:

@@ -7,6 +7,7 @@ and an exit status."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -28,6 +29,25 @@ def _stop(signum, frame) -> None:
 
     storage.exit_removing_temporaries(128 + signum, after=10.0)
     sys.exit(128 + signum)
+
+
+def _refusal(e: Exception) -> str | None:
+    """The line of a DuckDB error raised by a damaged table's view (sublevel.catalog), or None. Matched by
+    module, not imported: the jobs that train run where DuckDB may not be installed."""
+    text = str(e)
+    if type(e).__module__.lstrip("_").split(".")[0] == "duckdb" and "refused: " in text:
+        return text[text.index("refused: "):]
+    return None
+
+
+def _resource_exhausted(e: Exception) -> str | None:
+    """One line for a job that ran out of disk or memory (its outputs are left unwritten: a rerun with room
+    completes), or None."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"out of disk space ({e.strerror}{f': {e.filename}' if e.filename else ''}); nothing was written"
+    if isinstance(e, MemoryError) or "can't allocate memory" in str(e) or type(e).__name__ == "OutOfMemoryError":
+        return f"out of memory ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,4 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped reading (`| head`): exit as a tool killed by SIGPIPE does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 128 + signal.SIGPIPE
+    except Exception as e:
+        if line := _refusal(e) or _resource_exhausted(e):
+            print(f"sublevel {args.command}: {line}", file=sys.stderr)
+            return 1
+        raise
     return 0

@@ -39,7 +39,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
     if not isinstance(config, dict):
         raise ConfigError(f"config error at <config>: the config is a mapping of keys, not a {type(config).__name__}")
-    _refuse_control_characters(config, [])
+    _refuse_unsafe_values(config)
     config = copy.deepcopy(config)
     try:
         schema_validate(config, str(paths.schema_file()), set_default=True)
@@ -85,15 +85,61 @@ def _strict_validator():
     return cls(yaml.safe_load(paths.schema_file().read_text()))
 
 
-def _refuse_control_characters(node, where: list) -> None:
-    """No key or string holds a newline or other control character: the schema's patterns cannot refuse one
-    (a regex `$` matches before a final newline), and such a value breaks file names and shell lines."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in items:
-        for text, at in ((key, where + [repr(key)]), (value, where + [key])):
-            if isinstance(text, str) and any(ord(c) < 32 or ord(c) == 127 for c in text):
-                raise ConfigError(f"config error at {_key_path(at)}: {text!r} holds a newline or control character")
-        _refuse_control_characters(value, where + [key])
+MAX_VALUES = 100_000  # keys and values in a config, counted with YAML aliases expanded (the presets: < 1,000)
+MAX_INT = 2**63 - 1   # Parquet's int64, and torch's seeds
+
+
+def _expanded_sizes(node, sizes: dict[int, int]) -> int:
+    """How many keys and values `node` holds with every YAML alias expanded, each shared container counted
+    once per use but walked once (a 1 KB alias bomb expands to 10^8 values)."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    if id(node) not in sizes:
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        sizes[id(node)] = 1 + sum(_expanded_sizes(c, sizes) for c in children)
+    return sizes[id(node)]
+
+
+def _refuse_unsafe_values(config: dict) -> None:
+    """What the schema's bounds cannot refuse, each in one line naming the key: a config that expands past
+    MAX_VALUES through YAML aliases (refused before anything walks the expanded tree); NaN and infinities
+    (every comparison with NaN is false, so a NaN passes every bound); integers beyond int64; and a newline or
+    other control character in a key or string (a regex `$` matches before a final newline, and such a value
+    breaks file names and shell lines)."""
+    sizes: dict[int, int] = {}
+    if _expanded_sizes(config, sizes) > MAX_VALUES:
+        where, node = [], config
+        while big := [k for k, v in (node.items() if isinstance(node, dict) else enumerate(node))
+                      if isinstance(v, (dict, list)) and sizes[id(v)] > MAX_VALUES]:
+            where.append(big[0])
+            node = node[big[0]]
+        raise ConfigError(f"config error at {_key_path(where)}: expands to {sizes[id(node)]:,} values through YAML "
+                          f"aliases; a config holds at most {MAX_VALUES:,}")
+    seen: set[int] = set()
+    stack: list[tuple[Any, list]] = [(config, [])]
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:  # a shared (aliased) container: checked once
+            continue
+        seen.add(id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            at = where + [key]
+            if isinstance(key, str) and _has_control(key):
+                raise ConfigError(f"config error at {_key_path(where + [repr(key)])}: {key!r} holds a newline or "
+                                  "control character")
+            if isinstance(value, str) and _has_control(value):
+                raise ConfigError(f"config error at {_key_path(at)}: {value!r} holds a newline or control character")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"config error at {_key_path(at)}: {value} is not a finite number")
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+                raise ConfigError(f"config error at {_key_path(at)}: {value} is beyond a 64-bit integer")
+            if isinstance(value, (dict, list)):
+                stack.append((value, at))
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _describe(error) -> str:
@@ -103,18 +149,53 @@ def _describe(error) -> str:
     return error.message
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """A config file, validated; a file that is not YAML is one ConfigError naming where it broke."""
+class _StrictLoader(yaml.SafeLoader):
+    """YAML as PyYAML's safe loader reads it, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last silently: a second `experiments:` would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden here
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in keys:
+                mark = key_node.start_mark
+                raise ConfigError(f"config error in {mark.name}: the key {key!r} is given twice in one mapping "
+                                  f"(line {mark.line + 1}); YAML would keep only the last")
+            keys.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A config file as YAML, unvalidated; a file that is not UTF-8 or not YAML, or that gives a key twice,
+    is one ConfigError naming where it broke."""
+    data = Path(path).read_bytes()
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"config error in {path}: not UTF-8 text (byte {e.start}, line {line}: "
+                          f"{data[e.start:e.start + 1]!r})") from None
+    try:
+        loader = _StrictLoader(text)
+        loader.name = str(path)
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         raise ConfigError(f"config error in {path}: not valid YAML at line {mark.line + 1}, column "
                           f"{mark.column + 1}: {e.problem}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config error in {path}: not valid YAML: {e}") from None
-    return validate(raw or {})
+    return raw or {}
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """A config file, read (read_file) and validated."""
+    return validate(read_file(path))
 
 
 @dataclass(frozen=True)
@@ -441,7 +522,16 @@ class Experiment:
             if too_deep := [lv for lv in fs.levels if lv > self.imp.levels]:
                 raise ConfigError(f"config error at {where}.imp.fraction_sweep.levels: {too_deep} beyond imp.levels "
                                   f"= {self.imp.levels}")
+        if self.subspace and self.subspace.batch_size > n_train:
+            raise ConfigError(f"config error at {where}.subspace.batch_size: {self.subspace.batch_size} exceeds the "
+                              f"{n_train} training examples")
+        if self.hessian and self.hessian.top_k > self.hessian.iterations:
+            raise ConfigError(f"config error at {where}.hessian.top_k: {self.hessian.top_k} eigenvalues need at least "
+                              f"as many Lanczos iterations; iterations is {self.hessian.iterations}")
         if self.imp and self.imp.data_diet:
+            if (kept := round(self.imp.data_diet.fraction * n_train)) < self.train.batch_size:
+                raise ConfigError(f"config error at {where}.imp.data_diet.fraction: {self.imp.data_diet.fraction} of "
+                                  f"{n_train} examples keeps {kept}, fewer than one batch of {self.train.batch_size}")
             if len(sched.rewinds) > 1:
                 raise ConfigError(f"config error at {where}.imp.rewind: a data diet pre-trains up to one rewind "
                                   f"point; {list(self.imp.rewinds())} are several")

@@ -171,7 +171,7 @@ def prepare(name: str, out: str | Path, root: str | Path = "data/raw", download:
             arr = np.ascontiguousarray(d[key])
             if key.startswith("y"):
                 arr = arr.astype(np.int64)
-            group.create_array(key, data=arr, chunks=(min(len(arr), 8192), *arr.shape[1:]))
+            storage.create_array(group, key, data=arr, chunks=(min(len(arr), 8192), *arr.shape[1:]))
 
 
 @dataclass

@@ -57,9 +57,9 @@ def write_levels(path: str | Path, levels: list[Level]) -> None:
         root = zarr.open_group(tmp, mode="w", attributes={"methods": [lv.method for lv in levels]})
         for lv in levels:
             g = root.create_group(lv.method, attributes={"method": lv.method, "level": lv.level, "row": lv.row})
-            g.create_array("mask", data=lv.mask.numpy())
-            g.create_array("weights", data=lv.weights.numpy().astype(np.float32))
-            g.create_array("buffers", data=lv.buffers.numpy().astype(np.float32))
+            storage.create_array(g, "mask", data=lv.mask.numpy())
+            storage.create_array(g, "weights", data=lv.weights.numpy().astype(np.float32))
+            storage.create_array(g, "buffers", data=lv.buffers.numpy().astype(np.float32))
 
 
 def rewind_point(exp: Experiment, data: Dataset, traj: Stored, diet: str | Path | None = None) -> Start:
@@ -100,8 +100,8 @@ def diet_start(exp: Experiment, data: Dataset, seed: int, scores_path: str | Pat
 def write_start(path: str | Path, start: Start, attrs: dict) -> None:
     with storage.atomic_path(path) as tmp:
         g = zarr.open_group(tmp, mode="w", attributes=dict(attrs, step=int(start.step)))
-        g.create_array("params", data=start.theta.numpy().astype(np.float32))
-        g.create_array("buffers", data=start.buffers.numpy().astype(np.float32))
+        storage.create_array(g, "params", data=start.theta.numpy().astype(np.float32))
+        storage.create_array(g, "buffers", data=start.buffers.numpy().astype(np.float32))
 
 
 def read_start(path: str | Path) -> Start:

@@ -2,7 +2,8 @@
 
 Snakemake decides what to rerun from files' presence and times, so a truncated Zarr chunk or Parquet file
 looks finished until a job reads it. :func:`check` reads every result the way its readers do (each Zarr
-array chunk by chunk, with the chunk files counted; each Parquet file whole; each JSON plan and summary);
+array chunk by chunk, with the chunk files counted and each chunk's CRC32C verified; each Parquet file whole,
+each page's CRC32 verified; each JSON plan and summary); results written before checksums are listed;
 :func:`remove` deletes the damaged ones, so that the next `snakemake` run rebuilds exactly those outputs'
 jobs and, their outputs being newer, everything downstream of them.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +60,15 @@ def _walk(results: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]
     return stores, files, leftovers, links
 
 
-def _check_store(path: Path) -> str | None:
+def _checksummed(arr: zarr.Array) -> bool:
+    """Whether each chunk of `arr` carries a CRC32C (inside a shard's codecs, or its own)."""
+    codecs = list(arr.metadata.codecs)
+    for codec in list(codecs):
+        codecs += getattr(codec, "codecs", ())  # a sharding codec's inner chunk codecs
+    return any(isinstance(c, zarr.codecs.Crc32cCodec) for c in codecs)
+
+
+def _check_store(path: Path, unverified: list[Path]) -> str | None:
     try:
         group = zarr.open_group(path, mode="r")
         with warnings.catch_warnings():  # the marker Snakemake leaves in every directory() output
@@ -69,6 +79,8 @@ def _check_store(path: Path) -> str | None:
                 continue
             if n := storage.missing_chunks(arr):
                 return f"array {name}: {n} chunk file(s) missing"
+            if not _checksummed(arr) and path not in unverified:
+                unverified.append(path)
             rows = arr.shape[0] if arr.ndim >= 2 else 1
             for i in range(rows):  # one row (a checkpoint, a run) at a time: bounded memory at any size
                 np.asarray(arr[i] if arr.ndim >= 2 else arr[...])
@@ -77,10 +89,12 @@ def _check_store(path: Path) -> str | None:
     return None
 
 
-def _check_file(path: Path) -> str | None:
+def _check_file(path: Path, unverified: list[Path]) -> str | None:
     try:
         if path.suffix == ".parquet":
-            pq.read_table(path)
+            pq.read_table(path, page_checksum_verification=True)
+            if storage.CHECKSUM_KEY not in (pq.read_schema(path).metadata or {}):
+                unverified.append(path)
         else:
             json.loads(path.read_text())
     except Exception as e:
@@ -93,6 +107,7 @@ class Found:
     damaged: list[Damage]
     checked: int          # stores and table, plan and summary files read back
     links: list[Path]     # links under results/, neither followed nor checked
+    unverified: list[Path] = field(default_factory=list)  # written without checksums: a flipped byte is unseen
 
 
 def check(root: Path) -> Found:
@@ -101,15 +116,48 @@ def check(root: Path) -> Found:
     if not results.is_dir():
         return Found([], 0, [])
     stores, files, leftovers, links = _walk(results)
-    damaged = [Damage(p, "temporary leftover of an interrupted job") for p in leftovers]
+    damaged, unverified = [Damage(p, "temporary leftover of an interrupted job") for p in leftovers], []
     for store in stores:
-        if reason := _check_store(store):
+        if reason := _check_store(store, unverified):
             damaged.append(Damage(store, reason))
     tables = [f for f in files if f.suffix in (".parquet", ".json")]
     for f in tables:
-        if reason := _check_file(f):
+        if reason := _check_file(f, unverified):
             damaged.append(Damage(f, reason))
-    return Found(sorted(damaged, key=lambda d: d.path), len(stores) + len(tables), links)
+    return Found(sorted(damaged, key=lambda d: d.path), len(stores) + len(tables), links, unverified)
+
+
+def future_times(root: Path, slack: float = 5.0) -> list[tuple[Path, float]]:
+    """The results under root/results dated more than `slack` seconds ahead of this machine's clock, with how
+    far ahead: each file, each store and the files at a store's top (its zarr.json and Snakemake's marker,
+    which date it for Snakemake). Snakemake would see every job downstream of one as outdated at every run,
+    rerun it, then fail its clock check and delete the job's correct outputs."""
+    results = root / paths.RESULTS
+    if not results.is_dir():
+        return []
+    stores, files, _, _ = _walk(results)
+    dated = files + stores + [f for s in stores for f in s.iterdir() if f.is_file() and not f.is_symlink()]
+    now = time.time()
+    return sorted(((p, ahead) for p in dated if (ahead := p.stat().st_mtime - now) > slack), key=lambda x: -x[1])
+
+
+def set_times_to_now(found: list[tuple[Path, float]]) -> None:
+    """Date each of `found` now, and everything inside a store among them dated ahead (their content is
+    unchanged; what reads them reruns once, as after an edit)."""
+    now = time.time()
+    for p, _ in found:
+        inside = [Path(here) / n for here, dirs, files in os.walk(p) for n in dirs + files] if p.is_dir() else []
+        for q in inside + [p]:
+            if not q.is_symlink() and q.stat().st_mtime > now:
+                os.utime(q, (now, now))
+
+
+def future_line(found: list[tuple[Path, float]], root: Path) -> str:
+    """One line for a command's output: how many results are dated ahead, the furthest, and the fix."""
+    p, ahead = found[0]
+    return (f"{len(found)} result(s) dated in the future (furthest: {p.relative_to(root)}, {ahead / 3600:.1f} h ahead "
+            f"of this machine's clock): Snakemake would rerun what reads them at every run and delete the outputs; "
+            f"fix the clock, or `sublevel check-results --fix` dates them now")
 
 
 def running(root: Path) -> bool:

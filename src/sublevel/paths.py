@@ -24,15 +24,29 @@ def project_root(start: Path | None = None) -> Path:
     """The project root: $SUBLEVEL_ROOT, else the nearest ancestor of `start` (cwd) holding a Snakefile and
     workflow/. Never the checkout this package was installed from: results are read where the user is."""
     if env := os.environ.get("SUBLEVEL_ROOT"):
-        if not Path(env).is_dir():
-            raise FileNotFoundError(f"SUBLEVEL_ROOT={env}: no such directory")
-        return Path(env).resolve()
+        return given_root(Path(env), "SUBLEVEL_ROOT=")
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        if (d / "Snakefile").is_file() and (d / "workflow").is_dir():
+        if is_project(d):
             return d
     raise FileNotFoundError(f"no sublevel project (Snakefile + workflow/) at or above {here}: run from inside one, "
                             "or give --root or SUBLEVEL_ROOT")
+
+
+def is_project(d: Path) -> bool:
+    return (d / "Snakefile").is_file() and (d / "workflow").is_dir()
+
+
+def given_root(root: Path, how: str = "--root ") -> Path:
+    """A project root the user named, resolved: a project, or the working directory of a run
+    (`snakemake --directory`), which holds results/. Any other directory (a project's results/, or /) would
+    answer empty tables as if nothing had run: an error."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{how}{root}: no such directory")
+    if not (is_project(root) or (root / RESULTS).is_dir()):
+        raise FileNotFoundError(f"{how}{root}: not a sublevel project (no Snakefile and workflow/, no results/ "
+                                "there): give the directory that holds them")
+    return root.resolve()
 
 
 def schema_file() -> Path:

@@ -244,11 +244,12 @@ class Plan:
                     files[key] += more
         return {**files, "plans": plans}
 
-    def sweep_stores(self, plan_of: PlanOf) -> list[str]:
-        """Every sweep job's store, of every round (a target asks for them, as for the plans, so that a store
-        that is gone is rebuilt although the table beside it exists)."""
-        return [store for name in self.with_section("subspace") for kind, t in self.sweep_jobs(name)
-                for store in self.rounds(name, kind, t, plan_of)["stores"]]
+    def sweep_files(self, plan_of: PlanOf) -> list[str]:
+        """Every sweep job's table and store, of every round (a target asks for them, as for the plans:
+        Snakemake does not rebuild a missing input of a job whose outputs are up to date)."""
+        rounds = [self.rounds(name, kind, t, plan_of) for name in self.with_section("subspace")
+                  for kind, t in self.sweep_jobs(name)]
+        return [f for r in rounds for f in r["tables"] + r["stores"]]
 
     def refine_plans(self, plan_of: PlanOf) -> list[str]:
         """Every refinement plan of every sweep (a target asks for them: see common.smk)."""

@@ -8,13 +8,29 @@ import os
 import torch
 
 from sublevel.config import Experiment
+from sublevel.errors import DataError
 
 
 def pick_device(name: str = "auto") -> torch.device:
     """'auto': the first CUDA device when one is visible, else the CPU; the code path is the same."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if problem := device_problem(name):
+        raise DataError(f"device {name}: {problem}")
     return torch.device(name)
+
+
+def device_problem(name: str) -> str | None:
+    """Why this machine's torch cannot run on the configured device `name` (cpu, mps, cuda, cuda:N), or None."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return ("this torch sees no CUDA device (a CPU-only build, or no GPU here); `device: auto` uses a GPU "
+                    "where there is one")
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if name == "mps" and not torch.backends.mps.is_available():
+        return "this torch has no MPS device"
+    return None
 
 
 def seed_everything(threads: int | None = None, device: torch.device | None = None) -> None:
@@ -54,17 +70,24 @@ def compiled(fn, mode: str):
     return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is an allocation that failed: CUDA's OutOfMemoryError, Python's MemoryError, or the
+    RuntimeError that PyTorch's CPU allocator raises (it has no type of its own)."""
+    return (isinstance(e, (torch.OutOfMemoryError, MemoryError))
+            or (isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)))
+
+
 def in_batches(items: list, fn, device: torch.device, batch: int | None = None) -> tuple[list, int]:
     """fn over consecutive slices of `items` (runs trained together), `batch` at a time (all by default);
-    a slice that runs out of GPU memory halves the batch and starts over, so a job never fails for memory
-    while one item fits. Each item's result depends only on the item, so the split changes no result.
-    Returns (fn's results concatenated, the batch that ran)."""
+    a slice that runs out of memory, the GPU's or the CPU's, halves the batch and starts over, so a job never
+    fails for memory while one item fits. Each item's result depends only on the item, so the split changes
+    no result. Returns (fn's results concatenated, the batch that ran)."""
     batch = max(1, min(len(items), batch or len(items)))
     while True:
         try:
             return [out for i in range(0, len(items), batch) for out in fn(items[i:i + batch])], batch
-        except torch.OutOfMemoryError:
-            if batch == 1:
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            if batch == 1 or not out_of_memory(e):
                 raise
             batch //= 2
             if device.type == "cuda":

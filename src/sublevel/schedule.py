@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from sublevel.config import Experiment
 
 
+MAX_STEPS = 100_000_000   # steps of one training run: weeks of a GPU for the smallest network here
+MAX_POINTS = 100_000      # evaluations or checkpoints of one run (a checkpoint stores all D parameters)
+
+
 def parse_duration(value: int | str, steps_per_epoch: int) -> int:
     """1000 or '1000it' -> 1000 steps; '20ep' -> 20 * steps_per_epoch steps."""
     if isinstance(value, int):
@@ -53,6 +57,13 @@ class Schedule:
             raise ConfigError(f"config error at experiments.{exp.name}.train.batch_size: "
                               f"{exp.train.batch_size} exceeds the {n_train} training examples")
         total = parse_duration(exp.train.steps, spe)
+        where = f"config error at experiments.{exp.name}"
+        if total > MAX_STEPS:
+            raise ConfigError(f"{where}.train.steps: {exp.train.steps} is {total:,} steps; at most {MAX_STEPS:,}")
+        for key, value in (("train.eval_every", exp.train.eval_every), ("checkpoints.every", exp.checkpoints.every)):
+            if (every := parse_duration(value, spe)) and total // every > MAX_POINTS:
+                raise ConfigError(f"{where}.{key}: {value} makes {total // every:,} points over {total:,} steps; "
+                                  f"at most {MAX_POINTS:,}")
         ck = exp.checkpoints
         steps = {0, total} | {parse_duration(s, spe) for s in ck.steps}
         if ck.log_spaced:

@@ -89,8 +89,8 @@ def write_store(path: str | Path, experiment: str, steps: list[int], seeds: list
         g = zarr.open_group(tmp, mode="w", attributes={"experiment": experiment, "steps": list(map(int, steps)),
                                                        "seeds": list(map(int, seeds))})
         for name, a in (("el2n", el2n), ("grand", grand)):
-            g.create_array(name, data=a.astype(np.float32), dimension_names=["step", "seed", "example"])
-        g.create_array("label", data=label.astype(np.int64), dimension_names=["example"])
+            storage.create_array(g, name, data=a.astype(np.float32), dimension_names=["step", "seed", "example"])
+        storage.create_array(g, "label", data=label.astype(np.int64), dimension_names=["example"])
 
 
 def read_mean(path: str | Path, score: str, step: int) -> np.ndarray:

@@ -71,11 +71,28 @@ def exit_removing_temporaries(status: int, after: float) -> None:
     timer.start()
 
 
-def write_table(name: str, rows: list[dict], path: str | Path) -> pa.Table:
-    """Write rows as table `name` (columns and types from sublevel.schema)."""
-    table = schema.to_arrow(name, rows)
+# Checksums, so that a flipped byte is found (check-results) rather than read back as another value: every
+# Zarr chunk ends in a CRC32C (zarr's crc32c codec, after zstd), every Parquet page carries a CRC32 (its
+# footer says so under CHECKSUM_KEY; files written before lack the key).
+COMPRESSORS = (zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec())
+CHECKSUM_KEY = b"sublevel.page_checksums"
+
+
+def create_array(group: zarr.Group, name: str, **kwargs) -> zarr.Array:
+    """group.create_array with every chunk checksummed (COMPRESSORS)."""
+    return group.create_array(name, compressors=COMPRESSORS, **kwargs)
+
+
+def _write_parquet(table: pa.Table, path: str | Path) -> None:
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), CHECKSUM_KEY: b"crc32"})
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)
+
+
+def write_table(name: str, rows: list[dict], path: str | Path) -> pa.Table:
+    """Write rows as table `name` (columns and types from sublevel.schema), its pages checksummed."""
+    table = schema.to_arrow(name, rows)
+    _write_parquet(table, path)
     return table
 
 
@@ -92,10 +109,10 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, *, chunk_cols: i
     """A 2-D+ array chunked one row at a time (a checkpoint is one read) and sharded into few files."""
     data = np.ascontiguousarray(data)
     if data.ndim == 1:
-        return group.create_array(name, data=data, attributes=attributes or {})
+        return create_array(group, name, data=data, attributes=attributes or {})
     chunks = (1, *data.shape[1:-1], max(1, min(chunk_cols, data.shape[-1])))
-    return group.create_array(name, data=data, chunks=chunks, shards=shard_shape(data.shape, chunks, itemsize=data.itemsize),
-                              attributes=attributes or {})
+    return create_array(group, name, data=data, chunks=chunks,
+                        shards=shard_shape(data.shape, chunks, itemsize=data.itemsize), attributes=attributes or {})
 
 
 SKIPPED_KEY = "sublevel.skipped"  # Parquet key-value metadata / Zarr attribute: why a job's output holds nothing
@@ -109,9 +126,7 @@ class Skipped(Exception):
 
 def write_skipped_table(name: str, path: str | Path, reason: str) -> None:
     """Table `name` with no rows, the reason in the file's key-value metadata (the catalog's `skipped` view)."""
-    table = schema.to_arrow(name, []).replace_schema_metadata({SKIPPED_KEY: reason})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    _write_parquet(schema.to_arrow(name, []).replace_schema_metadata({SKIPPED_KEY: reason}), path)
 
 
 def table_skip_reason(path: str | Path) -> str | None:

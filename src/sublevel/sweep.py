@@ -62,7 +62,7 @@ def write_sweep_store(path: str | Path, coords: dict[int, torch.Tensor], attrs: 
     with storage.atomic_path(path) as tmp:
         group = zarr.open_group(tmp, mode="w", attributes=attrs)
         for d, w in coords.items():
-            group.create_array(f"w_{d}", data=w.numpy())
+            storage.create_array(group, f"w_{d}", data=w.numpy())
 
 
 def sweep_summary(rows: list[dict], plans: list[dict]) -> dict:

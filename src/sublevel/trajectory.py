@@ -24,7 +24,7 @@ def write(path: str | Path, *, steps: list[int], params: list[np.ndarray], buffe
           attrs: dict) -> None:
     with storage.atomic_path(path) as tmp:
         group = zarr.open_group(tmp, mode="w", attributes=attrs)
-        group.create_array("steps", data=np.asarray(steps, dtype=np.int64), dimension_names=["checkpoint"])
+        storage.create_array(group, "steps", data=np.asarray(steps, dtype=np.int64), dimension_names=["checkpoint"])
         storage.write_array(group, "params", np.stack(params).astype(np.float32))
         B = buffers[0].size if buffers else 0
         storage.write_array(group, "buffers", np.stack(buffers).astype(np.float32) if B else

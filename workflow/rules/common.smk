@@ -1,5 +1,6 @@
 # What every stage shares: the validated config, the plan of outputs and inputs (sublevel.plan), and the
 # adapters from a job's wildcards to it.
+import hashlib
 import json
 import os
 import sys
@@ -9,15 +10,28 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # also when snakemake i
 
 from snakemake.exceptions import WorkflowError
 
-from sublevel import paths, versions
-from sublevel.config import ConfigError, validate
+from sublevel import integrity, paths, versions
+from sublevel.config import ConfigError, read_file, validate
 from sublevel.plan import Plan
 from sublevel.schema import FIGURES
 
 try:
+    for _file in workflow.configfiles:  # Snakemake's YAML reading keeps the last of a key given twice: refuse it
+        read_file(_file)
     config.update(validate(config))  # JSON Schema via snakemake.utils.validate, defaults filled
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+
+if workflow.is_main_process and (future := integrity.future_times(Path.cwd())):
+    raise WorkflowError(integrity.future_line(future, Path.cwd()))
+
+# Jobs run here: a device this machine's torch cannot use fails now, not in every job (a cluster's nodes may
+# have what the submitting machine lacks).
+if workflow.is_main_process and workflow.local_exec and config["device"] not in ("auto", "cpu"):
+    from sublevel.runtime import device_problem
+
+    if _problem := device_problem(config["device"]):
+        raise WorkflowError(f"config error at device: {config['device']}: {_problem}")
 
 
 # Jobs run `python -m sublevel` with the interpreter that runs snakemake first on PATH (a conda
@@ -84,6 +98,7 @@ def refine_plans(w):
     return PLAN.refine_plans(plan_of)
 
 
-def sweep_stores(w):
-    """An input function for the targets: every sweep job's store, of every round, for the same reason."""
-    return PLAN.sweep_stores(plan_of)
+def sweep_files(w):
+    """An input function for the targets: every sweep job's table and store, of every round, for the same
+    reason: Snakemake does not rebuild a missing input of a job whose outputs are up to date."""
+    return PLAN.sweep_files(plan_of)

@@ -122,4 +122,4 @@ rule subspace_all:
     input:
         PLAN.subspace_outputs(),
         refine_plans,
-        sweep_stores,
+        sweep_files,
