@@ -112,11 +112,17 @@ def lanczos_steps(hvp, q: torch.Tensor, iterations: int):
 KAPPA_GRID = 10.0 ** -np.arange(1.0, 4.25, 0.25)
 
 
+def ridge_fraction(eigenvalues: np.ndarray, kappa) -> np.ndarray:
+    """λ/(λ + κ) for λ > 0, else 0: how much of an eigen-direction a ridge κ leaves. Every prediction of the
+    theory is a sum of it: d(κ), the bound's share per direction (κ = 2ε/R²), the well's minimum."""
+    lam = np.clip(eigenvalues, 0.0, None)
+    return lam / (lam + kappa)
+
+
 def ridge_profile(nodes: np.ndarray, weights: np.ndarray, top: float) -> np.ndarray:
     """Σ_k τ_k λ_k/(λ_k + κ) at κ = KAPPA_GRID · top (λ ≤ 0 counts 0). Of the density it is d(κ)/D, which both
     predictions read; of an anchor's measure, its well minimum per unit κ, whose root sets κ*."""
-    lam = np.clip(nodes, 0.0, None)[None]
-    return (weights[None] * lam / (lam + (KAPPA_GRID * top)[:, None])).sum(-1)
+    return (weights[None] * ridge_fraction(nodes[None], (KAPPA_GRID * top)[:, None])).sum(-1)
 
 
 def _change(now: tuple[np.ndarray, np.ndarray], before: tuple[np.ndarray, np.ndarray]) -> float:

@@ -53,16 +53,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from sublevel.config import Threshold
-from sublevel.hessian import Density
+from sublevel.hessian import Density, ridge_fraction
 
 PREDICTED_KINDS = ("random", "burnin")  # uniformly random subspaces: Gordon's theorem is about those
 Z = 1.96  # the interval: mean ± Z standard errors over the probes
 
 
 def curved_fraction(eigenvalues: np.ndarray, R: float, eps: float) -> np.ndarray:
-    """f(λ) = λR² / (λR² + 2ε') for λ > 0, else 0: each eigen-direction's share of the predicted d*."""
-    lam = np.clip(eigenvalues, 0.0, None)
-    return lam * R * R / (lam * R * R + 2.0 * eps)
+    """f(λ) = λR² / (λR² + 2ε') = λ/(λ + 2ε'/R²) for λ > 0, else 0: each eigen-direction's share of the
+    predicted d*."""
+    return ridge_fraction(eigenvalues, 2.0 * eps / (R * R) if R > 0 else math.inf)
 
 
 def dstar_bound(eigenvalues: np.ndarray, R: float, eps: float) -> float:
@@ -120,15 +120,14 @@ def anchor(hvp, delta, loss_min: float, iterations: int, max_iterations: int | N
 
 def dimension_at(density: Density, kappa: float) -> np.ndarray:
     """d(κ) = Σ_i λ_i / (λ_i + κ) per probe (λ ≤ 0 counts 0): the subspace dimension whose sketch has ridge κ."""
-    return density.D * density.mean_of(lambda x: (lam := np.clip(x, 0.0, None)) / (lam + kappa))
+    return density.D * density.mean_of(lambda x: ridge_fraction(x, kappa))
 
 
 def well_kappa(nodes: np.ndarray, weights: np.ndarray, R: float, eps: float) -> float:
     """κ* where the well's subspace minimum ½ R² Σ_k w_k θ_k κ/(θ_k + κ) (δ's measure) equals ε'; inf when θ_t
     is inside the well's set already (that minimum is at most ½ δᵀHδ, reached as κ → ∞)."""
-    lam = np.clip(nodes, 0.0, None)
-    residual = lambda k: 0.5 * R * R * float((weights * lam * k / (lam + k)).sum())
-    if 0.5 * R * R * float((weights * lam).sum()) <= eps:
+    residual = lambda k: 0.5 * R * R * k * float((weights * ridge_fraction(nodes, k)).sum())
+    if 0.5 * R * R * float((weights * np.clip(nodes, 0.0, None)).sum()) <= eps:
         return math.inf
     lo, hi = 1e-30, 1e30  # residual rises with κ from 0: bisect in log κ
     for _ in range(200):
