@@ -125,3 +125,21 @@ def test_each_initialisation_draws_the_papers_weight_statistics(scheme):
 def test_an_unknown_initialisation_is_named():
     with pytest.raises(ValueError, match="'xavier'"):
         models.initialise(torch.nn.Linear(2, 2), "xavier")
+
+
+def test_openlth_draws_its_batchnorm_scales_uniform_and_its_weights_as_kaiming_normal():
+    """OpenLTH's ResNet default: batchnorm_init uniform (scales from U[0, 1), shifts 0) beside kaiming_normal."""
+    import math
+
+    from sublevel.config import ModelSpec
+
+    torch.manual_seed(0)
+    net = models.build_spec(ModelSpec("resnet20", width=16, init="openlth"), (3, 32, 32), 10)
+    scales = torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    shifts = torch.cat([m.bias.detach() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert len(scales) > 500 and 0 <= scales.min() and scales.max() < 1
+    assert abs(scales.mean().item() - 0.5) < 0.05 and abs(scales.std().item() - math.sqrt(1 / 12)) < 0.03
+    assert torch.count_nonzero(shifts) == 0
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.numel() > 20000)
+    fan_in = conv.weight[0].numel()
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)

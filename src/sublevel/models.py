@@ -50,7 +50,7 @@ def build_spec(spec, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
 
 # flax's truncated normal: a standard normal cut at ±2, rescaled by this to unit variance (jax.nn.initializers)
 TRUNCATED_NORMAL_STD = 0.87962566103423978
-INITS = ("default", "lecun_normal", "glorot_normal", "kaiming_normal", "keras_he_normal")  # the schema's model.init
+INITS = ("default", "lecun_normal", "glorot_normal", "kaiming_normal", "keras_he_normal", "openlth")  # the schema's model.init
 
 
 def initialise(model: nn.Module, scheme: str) -> nn.Module:
@@ -61,14 +61,19 @@ def initialise(model: nn.Module, scheme: str) -> nn.Module:
       glorot_normal   Frankle & Carbin 2019: Gaussian, std √(2/(fan_in + fan_out)), zero biases;
       kaiming_normal  OpenLTH's default: Gaussian, std √(2/fan_in), weights only (biases stay PyTorch's);
       keras_he_normal Keras 2.1's he_normal (Li et al.'s code, Keras 2.1.5): a normal of std √(2/fan_in) cut at
-                      ±2 of those stds, with no correction for the cut (its std is 0.88 √(2/fan_in)), zero biases.
-    BatchNorm keeps its (1, 0)."""
+                      ±2 of those stds, with no correction for the cut (its std is 0.88 √(2/fan_in)), zero biases;
+      openlth         OpenLTH's default for its models (model_init kaiming_normal, batchnorm_init uniform):
+                      kaiming_normal, and each BatchNorm scale drawn from U[0, 1), its shift 0.
+    Otherwise BatchNorm keeps its (1, 0)."""
     if scheme not in INITS:
         raise ValueError(f"unknown initialisation {scheme!r}; known: {INITS}")
     if scheme == "default":
         return model
     with torch.no_grad():
         for m in model.modules():
+            if scheme == "openlth" and isinstance(m, nn.modules.batchnorm._BatchNorm):
+                nn.init.uniform_(m.weight, 0.0, 1.0)
+                nn.init.zeros_(m.bias)
             if not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
                 continue
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
@@ -82,7 +87,7 @@ def initialise(model: nn.Module, scheme: str) -> nn.Module:
                 nn.init.normal_(m.weight, std=math.sqrt(2 / (fan_in + fan_out)))
             else:
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            if m.bias is not None and scheme != "kaiming_normal":
+            if m.bias is not None and scheme not in ("kaiming_normal", "openlth"):
                 nn.init.zeros_(m.bias)
     return model
 
