@@ -36,27 +36,20 @@ def _walk(results: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]
     results/ (to what is not this project's to check or delete) or back into it (counted twice, or a loop)."""
     stores, files, leftovers, links = [], [], [], []
     for here, dirs, names in os.walk(results):  # followlinks=False: a linked directory is listed, not entered
-        here = Path(here)
         entered = []
-        for name in sorted(dirs):
-            p = here / name
+        for name, is_dir in [(n, True) for n in sorted(dirs)] + [(n, False) for n in sorted(names)]:
+            p = Path(here) / name
             if p.is_symlink():
                 links.append(p)
             elif name.startswith(".") and ".tmp-" in name:
                 leftovers.append(p)
+            elif not is_dir:
+                files.append(p)
             elif name.endswith(".zarr"):
                 stores.append(p)
             else:
                 entered.append(name)
         dirs[:] = entered
-        for name in sorted(names):
-            p = here / name
-            if p.is_symlink():
-                links.append(p)
-            elif name.startswith(".") and ".tmp-" in name:
-                leftovers.append(p)
-            else:
-                files.append(p)
     return stores, files, leftovers, links
 
 
