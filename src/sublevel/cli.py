@@ -14,6 +14,7 @@ import signal
 import sys
 
 from sublevel.commands import STAGES
+from sublevel.errors import out_of_memory
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def _resource_exhausted(e: Exception) -> str | None:
     completes), or None."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"out of disk space ({e.strerror}{f': {e.filename}' if e.filename else ''}); nothing was written"
-    if isinstance(e, MemoryError) or "can't allocate memory" in str(e) or type(e).__name__ == "OutOfMemoryError":
+    if out_of_memory(e):
         return f"out of memory ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
     return None
 

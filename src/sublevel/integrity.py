@@ -101,6 +101,7 @@ class Found:
     checked: int          # stores and table, plan and summary files read back
     links: list[Path]     # links under results/, neither followed nor checked
     unverified: list[Path] = field(default_factory=list)  # written without checksums: a flipped byte is unseen
+    future: list[tuple[Path, float]] = field(default_factory=list)  # dated ahead of the clock (future_times)
 
 
 def check(root: Path) -> Found:
@@ -109,6 +110,7 @@ def check(root: Path) -> Found:
     if not results.is_dir():
         return Found([], 0, [])
     stores, files, leftovers, links = _walk(results)
+    future = _dated_ahead(stores, files)
     damaged, unverified = [Damage(p, "temporary leftover of an interrupted job") for p in leftovers], []
     for store in stores:
         if reason := _check_store(store, unverified):
@@ -117,7 +119,7 @@ def check(root: Path) -> Found:
     for f in tables:
         if reason := _check_file(f, unverified):
             damaged.append(Damage(f, reason))
-    return Found(sorted(damaged, key=lambda d: d.path), len(stores) + len(tables), links, unverified)
+    return Found(sorted(damaged, key=lambda d: d.path), len(stores) + len(tables), links, unverified, future)
 
 
 def future_times(root: Path, slack: float = 5.0) -> list[tuple[Path, float]]:
@@ -126,9 +128,10 @@ def future_times(root: Path, slack: float = 5.0) -> list[tuple[Path, float]]:
     which date it for Snakemake). Snakemake would see every job downstream of one as outdated at every run,
     rerun it, then fail its clock check and delete the job's correct outputs."""
     results = root / paths.RESULTS
-    if not results.is_dir():
-        return []
-    stores, files, _, _ = _walk(results)
+    return _dated_ahead(*_walk(results)[:2], slack) if results.is_dir() else []
+
+
+def _dated_ahead(stores: list[Path], files: list[Path], slack: float = 5.0) -> list[tuple[Path, float]]:
     dated = files + stores + [f for s in stores for f in s.iterdir() if f.is_file() and not f.is_symlink()]
     now = time.time()
     return sorted(((p, ahead) for p in dated if (ahead := p.stat().st_mtime - now) > slack), key=lambda x: -x[1])

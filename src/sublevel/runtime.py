@@ -8,7 +8,7 @@ import os
 import torch
 
 from sublevel.config import Experiment
-from sublevel.errors import DataError
+from sublevel.errors import DataError, out_of_memory
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -70,13 +70,6 @@ def compiled(fn, mode: str):
     return torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
 
 
-def out_of_memory(e: BaseException) -> bool:
-    """Whether `e` is an allocation that failed: CUDA's OutOfMemoryError, Python's MemoryError, or the
-    RuntimeError that PyTorch's CPU allocator raises (it has no type of its own)."""
-    return (isinstance(e, (torch.OutOfMemoryError, MemoryError))
-            or (isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)))
-
-
 def in_batches(items: list, fn, device: torch.device, batch: int | None = None) -> tuple[list, int]:
     """fn over consecutive slices of `items` (runs trained together), `batch` at a time (all by default);
     a slice that runs out of memory, the GPU's or the CPU's, halves the batch and starts over, so a job never
@@ -86,7 +79,7 @@ def in_batches(items: list, fn, device: torch.device, batch: int | None = None) 
     while True:
         try:
             return [out for i in range(0, len(items), batch) for out in fn(items[i:i + batch])], batch
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        except Exception as e:
             if batch == 1 or not out_of_memory(e):
                 raise
             batch //= 2

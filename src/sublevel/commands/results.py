@@ -90,7 +90,7 @@ def check_results(args) -> None:
         print(f"{len(unverified)} result(s) written without checksums, whose flipped bytes cannot be seen (e.g. "
               f"{unverified[0].relative_to(root)}): the rest of each was read back; delete them to have them "
               "rewritten with checksums")
-    if future := integrity.future_times(root):
+    if future := found.future:
         if not args.fix:
             sys.exit(integrity.future_line(future, root))
         integrity.set_times_to_now(future)
