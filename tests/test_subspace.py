@@ -590,3 +590,19 @@ def test_per_run_anchors_equal_separate_sweeps_one_per_dense_run(mnist1d, tmp_pa
             _, make = subspace.projection_maker(kind, "auto", len(theta[i]), 4, basis, CPU)
             expected = torch.from_numpy(trajs[dense].params(t)) + make([s])(coords[4][i:i + 1])[0]
             assert torch.allclose(theta[i], expected, atol=1e-6)
+
+
+def test_a_subspace_sections_betas_reach_adam_and_an_absent_key_leaves_the_spec_as_it_was():
+    """Li et al.'s released code trains with Adam's beta2 = 0.99: the section's `betas` (schema-checked) is what
+    the run's optimiser uses; a config without the key keeps (0.9, 0.999) and the same job spec, so no finished
+    sweep reruns."""
+    from sublevel.optimizers import Optimizer
+
+    w = [torch.zeros(3, requires_grad=True)]
+    plain = make_experiment()
+    assert Optimizer.of(plain.subspace.training(64), w).betas == (0.9, 0.999)
+    assert "betas" not in json.loads(plain.for_stage("subspace").to_json())["subspace"]
+    li = make_experiment(**{"subspace.betas": [0.9, 0.99]})
+    assert Optimizer.of(li.subspace.training(64), w).betas == (0.9, 0.99)
+    with pytest.raises(ConfigError):
+        make_experiment(**{"subspace.betas": [0.9, 1.0]})

@@ -340,6 +340,7 @@ class SubspaceTrain:
     batch_size: int = 100
     eval_batch_size: int = 2048
     compile: str = "none"        # a torch.compile mode for the step's forward and backward, or "none"
+    betas: tuple[float, float] = (0.9, 0.999)   # Adam's; Li et al.'s released code uses (0.9, 0.99)
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,7 @@ class SubspaceSpec:
     compile: str = "none"
     refine: RefineSpec | None = None
     anchor: str = "dense_seed"   # dense_seed: every run at dense_seed's θ_t; per_run: run r at the r-th dense seed
+    betas: tuple[float, float] = (0.9, 0.999)   # Adam's (absent from a config: its spec is unchanged)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SubspaceSpec":
@@ -374,11 +376,12 @@ class SubspaceSpec:
         return cls(**dict(d, kinds=tuple(d.get("kinds", ())), dims=tuple(sorted(dims)),
                           burnin=tuple(d.get("burnin", ())),
                           thresholds=tuple(Threshold(**t) for t in d.get("thresholds", ())),
-                          refine=RefineSpec(**d["refine"]) if d.get("refine") is not None else None))
+                          refine=RefineSpec(**d["refine"]) if d.get("refine") is not None else None,
+                          betas=tuple(d.get("betas", (0.9, 0.999)))))
 
     def training(self, eval_batch_size: int) -> SubspaceTrain:
         return SubspaceTrain(self.optimizer, self.lr, self.momentum, self.steps, self.batch_size, eval_batch_size,
-                             self.compile)
+                             self.compile, self.betas)
 
     def seed_blocks(self) -> list[tuple[int, ...]]:
         """The runs 0..seeds-1 of each point in blocks of `seeds_per_job`, one sweep job each (seed_blocks)."""

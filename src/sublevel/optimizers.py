@@ -45,7 +45,7 @@ class Optimizer:
     @classmethod
     def of(cls, spec, params: Iterable[torch.Tensor]) -> "Optimizer":
         """The optimiser a config spec names: train (TrainSpec) or a subspace run's (SubspaceTrain, which has
-        no Nesterov, betas or weight decay: the defaults)."""
+        no Nesterov or weight decay: the defaults)."""
         return cls(spec.optimizer, params, lr=spec.lr, momentum=spec.momentum,
                    nesterov=getattr(spec, "nesterov", False), betas=getattr(spec, "betas", (0.9, 0.999)),
                    weight_decay=getattr(spec, "weight_decay", 0.0))
