@@ -200,11 +200,11 @@ def test_imp_runs_that_run_out_of_memory_together_are_split(mnist1d, tmp_path, m
     whole = imp.baselines(["random_prune", "oneshot"], exp, mnist1d, chains, CPU, progress=False)
     real, sizes = ensemble.train, []
 
-    def one_fits(exp, data, runs, device, progress=True, label=""):
+    def one_fits(exp, data, runs, device, progress=True, label="", curve=frozenset()):
         sizes.append(len(runs))
         if len(runs) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(exp, data, runs, device, progress, label)
+        return real(exp, data, runs, device, progress, label, curve)
 
     monkeypatch.setattr(ensemble, "train", one_fits)
     split = imp.baselines(["random_prune", "oneshot"], exp, mnist1d, chains, CPU, progress=False)

@@ -172,3 +172,64 @@ def hessian_top(exp, data, level) -> float:
     H = torch.autograd.functional.hessian(lambda t: loss(t, x, data.y_train), theta)
     m = level.mask.double()
     return float(torch.linalg.eigvalsh(m[:, None] * H * m[None, :]).max())
+
+
+def test_early_stopping_is_at_the_least_validation_loss_of_a_synthetic_curve():
+    """A validation loss that falls to its least at step 300 and rises again (overfitting): the early-stop
+    point is step 300, with the test accuracy measured there, not the final one; equal losses pick the
+    earlier point; a non-finite loss is never the least; no curve, no point."""
+    steps = list(range(0, 1001, 100))
+    val = [2.0 - 1.5 * min(s, 300) / 300 + 0.001 * max(s - 300, 0) for s in steps]
+    test = [0.5 + s / 4000 for s in steps]
+    curve = [dict(step=s, val_loss=v, val_accuracy=0.0, test_loss=0.0, test_accuracy=t)
+             for s, v, t in zip(steps, val, test)]
+    assert imp.early_stopping(curve) == dict(early_stop_step=300, early_stop_val_loss=0.5,
+                                             early_stop_test_accuracy=test[3])
+    tie = curve[:4] + [dict(curve[3], step=400, test_accuracy=0.9)]
+    assert imp.early_stopping(tie)["early_stop_step"] == 300
+    nan = [dict(curve[0], val_loss=float("nan"))] + curve[1:]
+    assert imp.early_stopping(nan)["early_stop_step"] == 300
+    assert imp.early_stopping([]) == dict(early_stop_step=None, early_stop_val_loss=None,
+                                          early_stop_test_accuracy=None)
+
+
+def test_imp_levels_record_a_validation_curve_from_the_held_out_split(mnist1d, tmp_path):
+    """With a validation split and imp.eval_every, each level (and baseline) records validation and test
+    loss and accuracy at the rewind step, every eval_every steps after it and at the end: the first point
+    is the rewound network's, the last the final network's, and the row's early stop is the curve's least
+    validation loss. The validation examples are the first of the training set, and none is trained on."""
+    from sublevel import datasets, functional
+
+    held = datasets.hold_out(mnist1d, 100)
+    assert torch.equal(held.x_val, mnist1d.x_train[:100]) and torch.equal(held.x_train, mnist1d.x_train[100:])
+    assert len(datasets.subset(held, [0, 1]).y_val) == 100
+    exp = make_experiment(validation=100, imp={"levels": 1, "rewind": 5, "eval_every": 4,
+                                               "baselines": ["random_reinit"]})
+    traj = dense_trajectory(exp, held, tmp_path)
+    dense = imp.imp_level(exp, held, traj, 0, 0, None, CPU, progress=False)
+    steps = dense.curve[:, 0].astype(int).tolist()
+    total = int(traj.steps[-1])
+    assert steps == [5] + list(range(8, total, 4)) + [total]
+    model = training.build_model(exp, held, 0, CPU)
+    models.load_flat(model, torch.from_numpy(traj.params(5)))
+    loss, acc = functional.evaluate(model, *held.split("val"), 1000)
+    assert dense.curve[0, 1] == pytest.approx(loss, rel=1e-5) and dense.curve[0, 2] == pytest.approx(acc)
+    assert dense.curve[-1, 4] == pytest.approx(dense.row["test_accuracy"])
+    best = int(np.argmin(dense.curve[:, 1]))
+    assert dense.row["early_stop_step"] == steps[best]
+    assert dense.row["early_stop_test_accuracy"] == pytest.approx(dense.curve[best, 4])
+    level1 = imp.imp_level(exp, held, traj, 0, 1, dense, CPU, progress=False)
+    reinit = imp.baselines(["random_reinit"], exp, held, [imp.Chain(0, traj, level1)], CPU, progress=False)[0]
+    assert reinit.row["early_stop_step"] in reinit.curve[:, 0].astype(int).tolist()
+    path = tmp_path / "level.zarr"
+    imp.write_levels(path, [level1])
+    np.testing.assert_array_equal(imp.Level.read(path).curve, level1.curve)
+
+
+def test_early_stopping_needs_a_validation_split_and_a_split_that_leaves_data_to_train_on():
+    from sublevel.config import ConfigError
+
+    with pytest.raises(ConfigError, match="validation"):
+        make_experiment(imp={"levels": 1, "eval_every": 4})
+    with pytest.raises(ConfigError, match="leaves"):
+        make_experiment(validation=10_000_000)

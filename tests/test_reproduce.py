@@ -16,7 +16,8 @@ def write_rows(project, name, rows, **partitions):
     storage.write_table(name, full, project / paths.table(name, **partitions))
 
 
-def target(**values):
+def target(over=None, /, **values):
+    values = {**(over or {}), **values}
     base = dict(target="t", paper="P", source="Table 1", preset="config/x.yaml", experiment="e",
                 quantity="d_int90", kind="random", burnin_step=0, published=100.0, tolerance=1.5,
                 tolerance_type="ratio", tolerance_basis="the paper's spread")
@@ -286,3 +287,52 @@ def test_larsens_claims_are_measured_over_an_experiments_sweeps_and_judged_one_s
     assert got["unrun"]["status"] == "not run"
     page = reproduce.markdown(catalog.connect(project, targets).sql("select * from reproduction").pl(), "# R")
     assert "| holds |" in page and "| fails |" in page and "- order misses: 0.6667 lies below the claim's 1" in page
+
+
+def test_frankle_and_carbins_criteria_are_read_at_the_early_stopping_point(project, tmp_path):
+    """Synthetic chains with known answers. Dense early-stop test accuracy 0.980 and 0.970: the bar is their
+    mean less their sample std, 0.975 - 0.00707 = 0.9679, so level 2 (mean 0.970) matches where a bar at the
+    mean would refuse it, and level 3 (0.9625) does not. Early-stop steps fall to level 2 (remaining 0.64) and
+    rise again; random reinitialisation is slower at 3 of the 4 levels. A diverged run and a run without a
+    curve are left out. Experiment h is still fastest at its last level: censored."""
+    rows = []
+    imp_row = dict(experiment="g", diverged=False, rewind_step=0)
+    spars = [0.0, 0.2, 0.36, 0.488, 0.59]
+    acc = {0: (0.980, 0.970), 1: (0.985, 0.975), 2: (0.975, 0.965), 3: (0.96, 0.965), 4: (0.95, 0.95)}
+    steps = {0: (1000, 1200), 1: (800, 900), 2: (600, 700), 3: (700, 800), 4: (900, 1000)}
+    reinit = {1: (900, 1000), 2: (500, 700), 3: (1000, 1000), 4: (1200, 1200)}
+    for level, s in enumerate(spars):
+        for seed in (0, 1):
+            rows.append(dict(imp_row, method="imp", seed=seed, level=level, sparsity=s, test_accuracy=0.5,
+                             early_stop_step=steps[level][seed], early_stop_test_accuracy=acc[level][seed]))
+            if level:
+                rows.append(dict(imp_row, method="random_reinit", seed=seed, level=level, sparsity=s,
+                                 early_stop_step=reinit[level][seed], early_stop_test_accuracy=0.9))
+    rows.append(dict(imp_row, method="imp", seed=2, level=2, sparsity=0.36, diverged=True, early_stop_step=1,
+                     early_stop_test_accuracy=0.0))
+    rows.append(dict(imp_row, method="imp", seed=3, level=3, sparsity=0.488))   # no curve recorded
+    write_rows(project, "imp", rows, experiment="g", rewind_step=0, seed=0, stage="imp", level=0)
+    h = dict(experiment="h", method="imp", diverged=False, rewind_step=0, seed=0, early_stop_test_accuracy=0.9)
+    write_rows(project, "imp", [dict(h, level=0, sparsity=0.0, early_stop_step=900),
+                                dict(h, level=1, sparsity=0.2, early_stop_step=500)],
+               experiment="h", rewind_step=0, seed=0, stage="imp", level=0)
+    es = dict(experiment="g", kind=None, tolerance_type="absolute")
+    targets = write_targets(tmp_path / "targets.csv", [
+        target(es, target="match", quantity="matching_sparsity_at_early_stop", published=0.36, tolerance=0.01),
+        target(es, target="fast", quantity="fastest_learning_remaining", published=0.6, tolerance=0.05),
+        target(es, target="slow", quantity="reinit_learns_slower", published=1.0, tolerance=0.0,
+               tolerance_type="at_least"),
+        target(es, target="fast_h", experiment="h", quantity="fastest_learning_remaining", published=0.8,
+               tolerance=0.05),
+    ])
+    got = {r["target"]: r for r in catalog.connect(project, targets).sql("select * from reproduction").pl()
+           .iter_rows(named=True)}
+    expect = {"match": (0.36, 0.36, 0.488, 2, "within", "none"),
+              "fast": (0.64, 0.512, 0.8, 2, "within", "none"),
+              "slow": (0.75, None, None, 4, "outside", None),
+              "fast_h": (0.8, None, 1.0, 1, "censored", "last_level")}
+    for name, (m, lo, hi, n, status, censored) in expect.items():
+        r = got[name]
+        assert (r["status"], r["censored"], r["n_runs"]) == (status, censored, n), name
+        for key, want in (("measured", m), ("measured_lo", lo), ("measured_hi", hi)):
+            assert (r[key] is None) if want is None else r[key] == pytest.approx(want), (name, key)

@@ -55,7 +55,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
 
     for name in config["experiments"]:
         exp = experiment(config, name)
-        exp.check(train_size(exp.dataset, config["data"]))
+        exp.check(exp.trained_on(train_size(exp.dataset, config["data"])))
     return config
 
 
@@ -282,6 +282,7 @@ class ImpSpec:
     matching_tolerance: float
     data_diet: DataDietSpec | None = None
     fraction_sweep: FractionSweepSpec | None = None
+    eval_every: int | str | None = None   # the validation curve early stopping reads (None: final values only)
     # which jobs exist, not what one computes: absent (None, ()) in a job's spec (stages.JOB_SET_KEYS)
     levels: int | None = None
     seeds: tuple[int, ...] = ()
@@ -452,6 +453,7 @@ class Experiment:
     scores: ScoresSpec | None = None
     theory: TheorySpec | None = None
     inputs: str | None = None   # datasets.INPUTS; None: standardised (a spec without the key is unchanged)
+    validation: int | None = None   # training examples held out as a validation split (datasets.hold_out)
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -481,7 +483,7 @@ class Experiment:
         theory = TheorySpec(**d["theory"]) if "theory" in d else None
         return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
                    train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, hessian=hessian,
-                   scores=scores, theory=theory, inputs=d.get("inputs"), raw=d)
+                   scores=scores, theory=theory, inputs=d.get("inputs"), validation=d.get("validation"), raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
@@ -497,11 +499,20 @@ class Experiment:
         d = json.loads(text)
         return cls.from_dict(d.pop("name"), d)
 
+    def trained_on(self, n_train: int) -> int:
+        """How many of the dataset's `n_train` training examples the experiment trains on: all but its
+        validation split. Its schedule's epochs are of these."""
+        return n_train - (self.validation or 0)
+
     def check(self, n_train: int) -> None:
         """Cross-field rules the schema cannot express, with the dataset's training-set size known."""
         from sublevel import models
 
         where = f"experiments.{self.name}"
+        if self.validation and n_train < self.train.batch_size:
+            raise ConfigError(f"config error at {where}.validation: holding {self.validation:,} examples out "
+                              f"leaves {max(n_train, 0):,} to train on, fewer than one batch of "
+                              f"{self.train.batch_size}")
         try:
             models.check_kwargs(self.model.name, self.model.kwargs())
         except TypeError as e:
@@ -521,6 +532,9 @@ class Experiment:
             if missing := sorted(set(steps) - set(sched.checkpoints)):
                 raise ConfigError(f"config error at {where}.{section}.steps: {missing} are not stored "
                                   f"checkpoints; stored steps: {list(sched.checkpoints)}")
+        if self.imp and self.imp.eval_every is not None and not self.validation:
+            raise ConfigError(f"config error at {where}.imp.eval_every: early stopping reads the validation loss; "
+                              f"hold a validation split out with {where}.validation")
         if self.imp and (fs := self.imp.fraction_sweep) and fs.levels is not None:
             if too_deep := [lv for lv in fs.levels if lv > self.imp.levels]:
                 raise ConfigError(f"config error at {where}.imp.fraction_sweep.levels: {too_deep} beyond imp.levels "

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -184,19 +184,36 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    x_val: torch.Tensor | None = None   # a validation split held out of the training set (hold_out)
+    y_val: torch.Tensor | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return (self.x_train, self.y_train) if which == "train" else (self.x_test, self.y_test)
+        splits = {"train": (self.x_train, self.y_train), "test": (self.x_test, self.y_test),
+                  "val": (self.x_val, self.y_val)}
+        if splits.get(which, (None,))[0] is None:
+            raise KeyError(f"{self.name} has no {which!r} split" + (" (experiment key `validation`)"
+                                                                     if which == "val" else ""))
+        return splits[which]
 
 
 def subset(data: Dataset, indices) -> Dataset:
-    """The same dataset with only the given training examples (the test split is kept whole)."""
+    """The same dataset with only the given training examples (the test and validation splits are kept whole)."""
     idx = torch.as_tensor(indices, dtype=torch.long, device=data.x_train.device)
-    return Dataset(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.num_classes)
+    return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
+
+
+def hold_out(data: Dataset, n: int) -> Dataset:
+    """The first `n` training examples as the validation split, the rest as the training split: Frankle &
+    Carbin 2019 hold 5,000 of MNIST's 60,000 out, as TensorFlow's read_data_sets(validation_size=5000) did
+    (its first 5,000). The normalisation statistics stay those of all 60,000 (`load`)."""
+    if not 0 < n < len(data.y_train):
+        raise ValueError(f"cannot hold {n} of {len(data.y_train)} training examples out")
+    return replace(data, x_train=data.x_train[n:], y_train=data.y_train[n:], x_val=data.x_train[:n],
+                   y_val=data.y_train[:n])
 
 
 INPUTS = ("standardise", "pixel_mean")  # the schema's experiment `inputs`

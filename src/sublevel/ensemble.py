@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ from sublevel import models
 from sublevel.batching import EpochOrders, augment
 from sublevel.config import Experiment
 from sublevel.datasets import Dataset
-from sublevel.functional import split_metrics
+from sublevel.functional import evaluate_many, split_metrics
 from sublevel.runtime import autocast, compiled
 from sublevel.schedule import Schedule
 from sublevel.optimizers import Optimizer
@@ -53,11 +53,14 @@ class Final:
     metrics: dict           # {train,test}_{loss,accuracy}
     diverged: bool
     seconds: float          # the batch's training time, shared by its runs
+    curve: list[dict] = field(default_factory=list)   # {step, val_loss, val_accuracy, test_loss, test_accuracy}
 
 
 def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device, progress: bool = True,
-          label: str = "") -> list[Final]:
-    """Train every run from its start to the schedule's last step, all in one batch."""
+          label: str = "", curve: frozenset[int] = frozenset()) -> list[Final]:
+    """Train every run from its start to the schedule's last step, all in one batch. At the steps in `curve`
+    (and the last), each run's validation and test loss and accuracy are recorded: the curve that early
+    stopping reads (Frankle & Carbin 2019)."""
     sched = Schedule.resolve(exp, len(data.y_train))
     starts = {r.start.step if r.start is not None else 0 for r in runs}
     if len(starts) != 1:
@@ -84,10 +87,26 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
                           sched.steps_per_epoch, device)
     alive = torch.ones(R, dtype=torch.bool, device=device)
     frozen: dict[str, torch.Tensor] = {}   # the stopped runs' parameters and buffers, restored after each step
+    curves: list[list[dict]] = [[] for _ in runs]
+
+    def record(step: int) -> None:
+        with torch.no_grad():
+            thetas, bufs = _flat(params, buffers, layout, names, R, device)
+            points = [dict(step=step) for _ in runs]
+            for split in ("val", "test"):
+                err, loss = evaluate_many(base, thetas, bufs, *data.split(split), exp.train.eval_batch_size)
+                for pt, e, l in zip(points, err.tolist(), loss.tolist()):
+                    pt[f"{split}_loss"], pt[f"{split}_accuracy"] = l, 1 - e
+        base.train()
+        for c, pt in zip(curves, points):
+            c.append(pt)
+
     begin = time.perf_counter()
     base.train()
     for step in tqdm(range(first, last), desc=f"{exp.name} {label}".strip(), disable=not progress,
                      mininterval=5.0, unit="step"):
+        if step in curve:
+            record(step)
         idx = batches(step)                                                                 # [R, B]
         x = data.x_train[idx]
         if exp.train.augment:
@@ -118,14 +137,23 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - begin
+    if curve:
+        record(last)
     with torch.no_grad():
-        thetas = torch.cat([params[n].detach().flatten(1) for n in layout.names], 1)
-        bufs = (torch.cat([buffers[n].reshape(R, -1).float() for n in names], 1) if names
-                else torch.zeros(R, 0, device=device))
+        thetas, bufs = _flat(params, buffers, layout, names, R, device)
         metrics = split_metrics(base, thetas, bufs, data, exp.train.eval_batch_size)
     finite = lambda m: math.isfinite(m["train_loss"]) and math.isfinite(m["test_loss"])
-    return [Final(t.cpu(), b.cpu(), m, not (a and finite(m)), seconds)
-            for t, b, m, a in zip(thetas, bufs, metrics, alive.tolist())]
+    return [Final(t.cpu(), b.cpu(), m, not (a and finite(m)), seconds, c)
+            for t, b, m, a, c in zip(thetas, bufs, metrics, alive.tolist(), curves)]
+
+
+def _flat(params: dict, buffers: dict, layout: models.Layout, names: list[str], R: int, device
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The runs' parameters [R, D] and buffers [R, B] as flat vectors."""
+    thetas = torch.cat([params[n].detach().flatten(1) for n in layout.names], 1)
+    bufs = (torch.cat([buffers[n].reshape(R, -1).float() for n in names], 1) if names
+            else torch.zeros(R, 0, device=device))
+    return thetas, bufs
 
 
 def _rows(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

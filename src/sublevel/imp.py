@@ -9,6 +9,7 @@ from the last completed level. Baselines use IMP's per-layer counts at the same 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import zarr
 
 from sublevel import connectivity, ensemble, models, pruning, storage
 from sublevel.config import Experiment
-from sublevel.schedule import Schedule
+from sublevel.schedule import Schedule, parse_duration
 from sublevel.datasets import Dataset
 from sublevel.trajectory import Stored
 from sublevel.runtime import in_batches
@@ -38,6 +39,7 @@ class Level:
     weights: torch.Tensor   # float32 [D], final
     buffers: torch.Tensor   # float32 [B], final
     row: dict               # its row of the `imp` table
+    curve: np.ndarray | None = None   # [E, 5]: CURVE_COLUMNS at the eval points (imp.eval_every), or None
 
     @classmethod
     def read(cls, path: str | Path, method: str = "imp") -> "Level":
@@ -48,7 +50,8 @@ class Level:
         g = g[method]
         a = g.attrs.asdict()
         t = lambda k: torch.from_numpy(storage.read(g, k, what="IMP level store"))
-        return cls(a["method"], a["level"], t("mask"), t("weights"), t("buffers"), a["row"])
+        curve = storage.read(g, "curve", what="IMP level store") if "curve" in g else None
+        return cls(a["method"], a["level"], t("mask"), t("weights"), t("buffers"), a["row"], curve)
 
 
 def write_levels(path: str | Path, levels: list[Level]) -> None:
@@ -60,6 +63,34 @@ def write_levels(path: str | Path, levels: list[Level]) -> None:
             storage.create_array(g, "mask", data=lv.mask.numpy())
             storage.create_array(g, "weights", data=lv.weights.numpy().astype(np.float32))
             storage.create_array(g, "buffers", data=lv.buffers.numpy().astype(np.float32))
+            if lv.curve is not None:
+                arr = storage.create_array(g, "curve", data=lv.curve.astype(np.float64))
+                arr.attrs["columns"] = list(CURVE_COLUMNS)
+
+
+CURVE_COLUMNS = ("step", "val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+
+def early_stopping(curve: list[dict]) -> dict:
+    """Frankle & Carbin 2019's early-stopping point of one run: the eval point of least validation loss (the
+    earliest of equals; non-finite losses never), with the test accuracy there. All None without a curve or
+    without a finite loss."""
+    finite = [pt for pt in curve if math.isfinite(pt["val_loss"])]
+    if not finite:
+        return dict(early_stop_step=None, early_stop_val_loss=None, early_stop_test_accuracy=None)
+    best = min(finite, key=lambda pt: (pt["val_loss"], pt["step"]))
+    return dict(early_stop_step=int(best["step"]), early_stop_val_loss=best["val_loss"],
+                early_stop_test_accuracy=best["test_accuracy"])
+
+
+def curve_steps(exp: Experiment, data: Dataset, first: int) -> frozenset[int]:
+    """The steps from `first` on at which a masked run records its validation curve: the multiples of
+    imp.eval_every, `first` itself and (ensemble.train adds it) the last; none without imp.eval_every."""
+    if exp.imp is None or exp.imp.eval_every is None:
+        return frozenset()
+    sched = Schedule.resolve(exp, len(data.y_train))
+    every = parse_duration(exp.imp.eval_every, sched.steps_per_epoch)
+    return frozenset({first} | {s for s in range(0, sched.total, every) if s > first})
 
 
 def rewind_point(exp: Experiment, data: Dataset, traj: Stored, diet: str | Path | None = None) -> Start:
@@ -133,13 +164,18 @@ class _Job:
     level: int
 
 
-def _train_masked(exp: Experiment, data: Dataset, jobs: list[_Job], device, progress: bool) -> list[Level]:
-    """Every job in one batch (ensemble.train), halved if it runs out of GPU memory."""
+def _train_masked(exp: Experiment, data: Dataset, jobs: list[_Job], device, progress: bool,
+                  curve: bool = True) -> list[Level]:
+    """Every job in one batch (ensemble.train), halved if it runs out of GPU memory. `curve`: record the
+    validation curve (imp.eval_every) that early stopping reads; the second copies of instability analysis and
+    the fraction sweep's runs, judged by their final weights, skip it."""
     layout = _layout(exp, data)
     runs = [ensemble.Run(j.chain.seed, j.data_seed, Start(j.start.step, j.start.theta * j.mask, j.start.buffers),
                          j.mask) for j in jobs]
     label = f"{jobs[0].method} level {jobs[0].level} x{len(jobs)}"
-    finals, _ = in_batches(runs, lambda part: ensemble.train(exp, data, part, device, progress, label), device)
+    steps = curve_steps(exp, data, jobs[0].start.step) if curve else frozenset()
+    finals, _ = in_batches(runs, lambda part: ensemble.train(exp, data, part, device, progress, label, steps),
+                           device)
     out = []
     for j, f in zip(jobs, finals):
         sparsity, remaining = pruning.sparsity(j.mask, layout)
@@ -148,8 +184,9 @@ def _train_masked(exp: Experiment, data: Dataset, jobs: list[_Job], device, prog
                    method=j.method, level=j.level, sparsity=sparsity, remaining=remaining,
                    prunable=int(layout.prunable_mask().sum()), train_loss=m["train_loss"],
                    train_accuracy=m["train_accuracy"], test_loss=m["test_loss"], test_accuracy=m["test_accuracy"],
-                   rewind_step=j.start.step, diverged=f.diverged)
-        out.append(Level(j.method, j.level, j.mask.clone(), f.theta, f.buffers, row))
+                   rewind_step=j.start.step, diverged=f.diverged, **early_stopping(f.curve))
+        points = np.array([[pt[c] for c in CURVE_COLUMNS] for pt in f.curve]) if f.curve else None
+        out.append(Level(j.method, j.level, j.mask.clone(), f.theta, f.buffers, row, points))
     return out
 
 
@@ -258,7 +295,7 @@ def instability(exp: Experiment, data: Dataset, chains: list[Chain], dense: list
     network says whether the rewind point is stable to SGD noise. Returns each chain's barrier rows."""
     jobs = [_Job(c, c.seed + OTHER_DATA_ORDER, rewind_point(exp, data, c.trajectory, c.diet), c.network.mask,
                  "imp", c.network.level) for c in chains]
-    copies = _train_masked(exp, data, jobs, device, progress)
+    copies = _train_masked(exp, data, jobs, device, progress, curve=False)
     return [barrier_rows(exp, data, "instability", c.seed, c.network.level, c.network, copy, d, j.start.step,
                          device, c.network) for c, copy, d, j in zip(chains, copies, dense, jobs)]
 
@@ -300,7 +337,7 @@ def fraction_sweep(exp: Experiment, data: Dataset, chains: list[Chain], device, 
     runs = [(c, method, p, mask) for c in chains for method, p, mask in sweep_masks(exp, data, c)]
     jobs = [_Job(c, c.seed, rewind_point(exp, data, c.trajectory, c.diet), mask, "imp", c.network.level + 1)
             for c, _, _, mask in runs]
-    trained = _train_masked(exp, data, jobs, device, progress)
+    trained = _train_masked(exp, data, jobs, device, progress, curve=False)
     model = build_model(exp, data, chains[0].seed, device)
     x, y = data.split("train")
     per_chain = {c.seed: [] for c in chains}

@@ -49,7 +49,7 @@ class Plan:
             from sublevel.datasets import train_size
 
             exp = self.experiment(name)
-            self._schedules[name] = Schedule.resolve(exp, train_size(exp.dataset, self.config["data"]))
+            self._schedules[name] = Schedule.resolve(exp, exp.trained_on(train_size(exp.dataset, self.config["data"])))
         return self._schedules[name]
 
     def with_section(self, section: str) -> list[str]:

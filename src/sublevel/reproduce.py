@@ -32,6 +32,14 @@ from sublevel import paths, schema
 # behind it; found: rows the selectors matched (0: not run). Placeholders are the target's columns.
 # A claim's d*, censored ones as the bound they are: `above` beyond every tested d, `anchor` 0 (SQL)
 _EFFECTIVE_D_STAR = "case censored when 'above' then cast('inf' as double) when 'anchor' then 0.0 else d_star end"
+# Per IMP method and level, the means over chains of the early-stopping point (imp.eval_every): runs that
+# diverged or recorded no validation curve are left out
+_IMP_LEVELS = """
+        with runs as (select method, level, sparsity, early_stop_step as step, early_stop_test_accuracy as acc
+                      from imp where experiment = {experiment} and not diverged and early_stop_step is not null
+                        and ({burnin_step} is null or rewind_step = {burnin_step})),
+             lvl as (select method, level, avg(sparsity) as sparsity, avg(step) as es_step, avg(acc) as acc,
+                            count(*) as n from runs group by method, level)"""
 MEASURES: dict[str, str] = {
     "d_int90": """
         with t as (select any_value(d_int90) as d90, any_value(n_seeds) as n, count(*) as found from threshold
@@ -58,6 +66,28 @@ MEASURES: dict[str, str] = {
                              max(sparsity) as sparsest from lvl group by rewind_step, seed)
         select avg(s), min(s), max(s), count(s), count(*),
                case when bool_or(s = sparsest) then 'sparsest' else 'none' end from best""",
+    # Frankle & Carbin 2019's own criteria, at each run's early-stopping point (imp.eval_every): per IMP level,
+    # the means over chains; the dense network's bar is its mean less its seeds' sample standard deviation
+    "matching_sparsity_at_early_stop": _IMP_LEVELS + """,
+             bar as (select avg(acc) - coalesce(stddev_samp(acc), 0) as bar from runs
+                     where method = 'imp' and level = 0),
+             m as (select max(sparsity) filter (where acc >= (select bar from bar)) as s, max(sparsity) as sparsest,
+                          min(n) as n, count(*) as found from lvl where method = 'imp')
+        select s, s, (select min(sparsity) from lvl where method = 'imp' and sparsity > m.s), n, found,
+               case when s = sparsest then 'sparsest' else 'none' end from m""",
+    "fastest_learning_remaining": _IMP_LEVELS + """,
+             imp as (select level, 1 - sparsity as remaining, es_step, n from lvl where method = 'imp'),
+             best as (select level, remaining from imp order by es_step, level limit 1)
+        select b.remaining, (select remaining from imp where level = b.level + 1),
+               (select remaining from imp where level = b.level - 1), (select min(n) from imp),
+               (select count(*) from imp),
+               case when b.level = (select max(level) from imp) then 'last_level' else 'none' end
+        from (select 1) as one left join best b on true""",
+    "reinit_learns_slower": _IMP_LEVELS + """,
+             pairs as (select cast(r.es_step > i.es_step as double) as holds from lvl i join lvl r using (level)
+                       where i.method = 'imp' and r.method = 'random_reinit' and level >= 1)
+        select avg(holds), cast(null as double), cast(null as double), count(*), count(*), cast(null as varchar)
+        from pairs""",
     "imp_test_accuracy": """
         select avg(test_accuracy), min(test_accuracy), max(test_accuracy), count(*), count(*),
                cast(null as varchar)
@@ -114,7 +144,8 @@ MEASURES: dict[str, str] = {
 }
 # IMP quantities read a target's burnin_step as the chains' rewind step (imp.rewind may list several): the
 # chains rewound there, or every chain of the experiment when it is empty.
-REWOUND = ("highest_matching_sparsity", "imp_test_accuracy", "barrier")
+REWOUND = ("highest_matching_sparsity", "imp_test_accuracy", "barrier", "matching_sparsity_at_early_stop",
+           "fastest_learning_remaining", "reinit_learns_slower")
 # What each quantity is, for the targets' readers (docs/results.md lists them).
 QUANTITIES = {
     "d_int90": "Li et al.'s d_int90: the smallest tested d whose mean test accuracy reaches 0.9 x dense "
@@ -123,6 +154,16 @@ QUANTITIES = {
     "dense_test_accuracy": "final test accuracy of the dense runs (mean; interval: the seeds' range)",
     "highest_matching_sparsity": "highest IMP sparsity within 1 point of the chain's dense test accuracy "
                                  "(censored `sparsest` when a chain matches at its sparsest level: a lower bound)",
+    "matching_sparsity_at_early_stop": "Frankle & Carbin's matching: the highest IMP sparsity whose test accuracy "
+                                       "at early stopping (least validation loss), averaged over chains, is at "
+                                       "least the dense network's less its seeds' standard deviation (interval: "
+                                       "it and the next sparser level, which missed; censored `sparsest` when the "
+                                       "sparsest level still matches)",
+    "fastest_learning_remaining": "the fraction of weights remaining at the IMP level whose early-stopping "
+                                  "iteration, averaged over chains, is the least (interval: the levels either "
+                                  "side; censored `last_level` when that is the sparsest level run)",
+    "reinit_learns_slower": "the fraction of IMP levels >= 1 at which random reinitialisation's early-stopping "
+                            "iteration (averaged over chains) is later than the winning ticket's",
     "imp_test_accuracy": "test accuracy at an IMP level of a method (kind column: imp or a baseline)",
     "barrier": "test-error barrier at an IMP level (kind column: instability or imp_successive)",
     "transition_factor": "the sharpness of P(d)'s jump: per sweep and threshold, the smallest d with P >= 0.9 "
@@ -141,7 +182,7 @@ QUANTITIES = {
 }
 # Quantities judged one-sided: the claim holds when the measure is at least (or at most) the published value
 CLAIMS = ("transition_factor", "dstar_rises_as_the_set_tightens", "dstar_falls_with_burnin",
-          "dstar_lottery_burnin_random_order", "bound_above_measured")
+          "dstar_lottery_burnin_random_order", "bound_above_measured", "reinit_learns_slower")
 STATUSES = ("within", "outside", "no tolerance", "not reached", "censored", "not run")
 TOLERANCE_TYPES = ("ratio", "absolute", "at_least", "at_most")
 

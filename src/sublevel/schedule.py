@@ -60,7 +60,10 @@ class Schedule:
         where = f"config error at experiments.{exp.name}"
         if total > MAX_STEPS:
             raise ConfigError(f"{where}.train.steps: {exp.train.steps} is {total:,} steps; at most {MAX_STEPS:,}")
-        for key, value in (("train.eval_every", exp.train.eval_every), ("checkpoints.every", exp.checkpoints.every)):
+        every_keys = [("train.eval_every", exp.train.eval_every), ("checkpoints.every", exp.checkpoints.every)]
+        if exp.imp and exp.imp.eval_every is not None:
+            every_keys.append(("imp.eval_every", exp.imp.eval_every))
+        for key, value in every_keys:
             if (every := parse_duration(value, spe)) and total // every > MAX_POINTS:
                 raise ConfigError(f"{where}.{key}: {value} makes {total // every:,} points over {total:,} steps; "
                                   f"at most {MAX_POINTS:,}")

@@ -67,6 +67,10 @@ IMP = _table(
     ("test_accuracy", pa.float64()),
     ("rewind_step", pa.int64()),
     ("diverged", pa.bool_()),
+    # early stopping (imp.eval_every; null without it): the eval point of least validation loss
+    ("early_stop_step", pa.int64()),
+    ("early_stop_val_loss", pa.float64()),
+    ("early_stop_test_accuracy", pa.float64()),
 )
 
 BARRIER = _table(

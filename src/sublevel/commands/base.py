@@ -29,7 +29,8 @@ def setup(args):
     exp = Experiment.from_json(args.spec)
     device = pick_device(args.device)
     seed_everything(args.threads, device)
-    return exp, device, datasets.load(args.data, device, exp.inputs or "standardise")
+    data = datasets.load(args.data, device, exp.inputs or "standardise")
+    return exp, device, datasets.hold_out(data, exp.validation) if exp.validation else data
 
 
 def results_parent() -> argparse.ArgumentParser:
