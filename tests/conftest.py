@@ -132,10 +132,11 @@ DIVERGING = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "se
              "hessian": {"examples": 50, "iterations": 3, "top_k": 1}, "scores": {"steps": [5]},
              "theory": {"probes": 2, "iterations": 3}}
 # Paul et al. 2022's data diet: steps 0..5 on the hardest half (by EL2N at step 5), then IMP from there;
-# two chains, so each level job trains both seeds together from their own diet starts
-DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0, 1],
+# two chains, so each level job trains both seeds together from their own diet starts. 80 training examples
+# held out for validation, whose loss every 10 steps gives each level its early-stopping point
+DIET = {"dataset": "mnist1d", "model": {"name": "mlp", "widths": [16]}, "seeds": [0, 1], "validation": 80,
         "train": {"lr": 0.05, "batch_size": 32, "steps": 40}, "checkpoints": {"steps": [5]},
-        "imp": {"levels": 1, "rewind": 5, "baselines": [], "instability": False, "alphas": 3,
+        "imp": {"levels": 1, "rewind": 5, "baselines": [], "instability": False, "alphas": 3, "eval_every": 10,
                 "data_diet": {"keep": "hardest", "fraction": 0.5}},
         "scores": {"steps": [5]}}
 

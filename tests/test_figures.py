@@ -61,3 +61,17 @@ def test_the_spectral_density_renders_from_the_spectrum_table(tmp_path):
     out = tmp_path / "spectral_density.png"
     figures.spectral_density(pl.DataFrame(rows), out)
     assert out.read_bytes()[:4] == b"\x89PNG" and b"<svg" in out.with_suffix(".svg").read_bytes()[:2000]
+
+
+def test_imp_early_stop_draws_both_panels_and_leaves_out_runs_without_a_curve(tmp_path):
+    rows = [dict(experiment="e", method=m, level=lv, seed=seed, rewind_step=0, remaining=int(1000 * 0.8 ** lv),
+                 prunable=1000, diverged=False, early_stop_step=None if seed == 2 else 1000 - 50 * lv,
+                 early_stop_test_accuracy=None if seed == 2 else 0.97 + 0.001 * lv)
+            for m in ("imp", "random_reinit") for lv in range(19) for seed in (0, 1, 2)
+            if not (m == "random_reinit" and lv == 0)]
+    out = tmp_path / "imp_early_stop.png"
+    figures.imp_early_stop(pl.DataFrame(rows), out)
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.with_suffix(".svg").exists()
+    none = pl.DataFrame([dict(r, early_stop_step=None) for r in rows])
+    figures.imp_early_stop(none, tmp_path / "none.png")   # no curves recorded: says so, draws no line
+    assert b"no early-stopping points" in (tmp_path / "none.svg").read_bytes()

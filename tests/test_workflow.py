@@ -52,7 +52,8 @@ def test_report_shows_every_figure_in_a_real_browser(smoke_run):
     every = ["imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar", "sharpness", "scores"]
     # blowup's figures say that their jobs were skipped (its dense run diverged): still decoded images
     # smoke alone sweeps the fraction one IMP level prunes (imp.fraction_sweep); smoke and blowup predict d*
-    figures = {"smoke": every + ["prune_fraction", "spectral_density"], "diet": ["imp_accuracy", "imp_barrier", "scores"],
+    figures = {"smoke": every + ["prune_fraction", "spectral_density"], "diet": ["imp_accuracy", "imp_early_stop", "imp_barrier",
+                                                                                  "scores"],
                "blowup": every + ["spectral_density"], "rewinds": ["imp_accuracy", "imp_barrier", "sharpness"]}
     for exp, names in figures.items():
         for name in names:
@@ -211,10 +212,11 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
                       "bool_and(el2n between 0 and sqrt(2)), bool_and(grand >= 0) from scores group by all "
                       "order by all").fetchall()
     n_train = 480  # smoke.yaml's 600 MNIST-1D samples, 80% for training
-    assert got == [("diet", 5, n_train, n_train, 2, True, True), ("smoke", 0, n_train, n_train, 2, True, True),
-                   ("smoke", 5, n_train, n_train, 2, True, True)]
+    assert got == [("diet", 5, n_train - 80, n_train - 80, 2, True, True),  # diet holds 80 out for validation
+                   ("smoke", 0, n_train, n_train, 2, True, True), ("smoke", 5, n_train, n_train, 2, True, True)]
     from sublevel import scores as scores_mod
     el2n5 = scores_mod.read_mean(work / paths.scores_store("diet"), "el2n", 5)
+    n_train -= 80
     assert el2n5.shape == (n_train,)
 
     # the data diet: IMP rewinds to a point pre-trained on the hardest half by EL2N
@@ -225,6 +227,14 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     assert abs(attrs["mean_score"] - float(np.sort(el2n5)[n_train // 2:].mean())) < 1e-5
     rows = con.execute("select seed, level, rewind_step from imp where experiment = 'diet' order by all").fetchall()
     assert rows == [(0, 0, 5), (0, 1, 5), (1, 0, 5), (1, 1, 5)]
+    # early stopping (diet: imp.eval_every 10 from the rewind step 5): each level's least validation loss, at
+    # an eval point of its curve, with the test accuracy there
+    for seed, level, step, acc in con.execute("select seed, level, early_stop_step, early_stop_test_accuracy "
+                                              "from imp where experiment = 'diet'").fetchall():
+        curve = imp.Level.read(work / paths.level_store("diet", 5, seed, "imp", level)).curve
+        assert curve[:, 0].tolist() == [5, 10, 20, 30, 40]
+        best = int(np.argmin(curve[:, 1]))
+        assert step == curve[best, 0] and acc == curve[best, 4]
     for seed in (0, 1):
         diet_level0 = imp.Level.read(work / paths.level_store("diet", 5, seed, "imp", 0))
         dense = trajectory.read(work / paths.trajectory("diet", seed))

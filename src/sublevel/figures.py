@@ -111,6 +111,48 @@ def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
+def imp_early_stop(imp: pl.DataFrame, out: str | Path) -> None:
+    """Frankle & Carbin 2019's Fig. 4: the early-stopping iteration (least validation loss) and the test
+    accuracy there vs weights remaining (log x), mean ± std over seeds, IMP and each baseline; the dense
+    network's as dotted lines."""
+    experiment = _experiment(imp)
+    rows = imp.filter(pl.col("early_stop_step").is_not_null() & ~pl.col("diverged").fill_null(False))
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    if not rows.height:
+        for ax in axes:
+            _empty(ax, "early-stopping points (imp.eval_every)")
+        return _save(fig, out)
+    dense = rows.filter((pl.col("method") == "imp") & (pl.col("level") == 0))
+    per_level = lambda part, column: (part.group_by("method", "level")
+                                      .agg(pl.col("remaining").mean(), pl.col("prunable").first(), *_mean_sd(column))
+                                      .sort("method", "level"))
+    panels = (("early_stop_step", "early-stopping iteration", 1.0),
+              ("early_stop_test_accuracy", "test accuracy at early stopping (%)", 100.0))
+    for ax, (column, label, scale) in zip(axes, panels):
+        for part, ls, suffix in by_rewind(rows):
+            stats = per_level(part, column)
+            for method, (name, color, marker) in STYLE.items():
+                s = stats.filter(pl.col("method") == method)
+                if s.height:
+                    ax.errorbar(100 * s["remaining"] / s["prunable"], scale * s["m"], yerr=scale * s["sd"],
+                                label=name + suffix, color=color, marker=marker, ms=4, capsize=2, ls=ls)
+        if dense.height:
+            ax.axhline(scale * dense[column].mean(), color="k", ls=":", lw=1, label="dense")
+        ax.set_xscale("log")
+        pct = (100 * rows["remaining"] / rows["prunable"]).to_list()
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(level_ticks(pct)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.invert_xaxis()
+        ax.set_xlabel("prunable weights remaining (%)")
+        ax.set_ylabel(label)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    fig.suptitle(f"{experiment}: early stopping (least validation loss)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _save(fig, out)
+
+
 def barrier_vs_level(barrier: pl.DataFrame, out: str | Path) -> None:
     """Error barrier (test split) vs IMP level: instability of the rewind point and successive levels."""
     experiment = _experiment(barrier)
@@ -386,7 +428,7 @@ def scores(table: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
-DRAW = {"imp_accuracy": imp_accuracy, "imp_barrier": barrier_vs_level, "subspace_success": subspace_success,
+DRAW = {"imp_accuracy": imp_accuracy, "imp_early_stop": imp_early_stop, "imp_barrier": barrier_vs_level, "subspace_success": subspace_success,
         "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness, "scores": scores,
         "prune_fraction": prune_fraction, "spectral_density": spectral_density}
 

@@ -318,6 +318,7 @@ class Figure:
 # inputs all come from here.
 FIGURES: dict[str, Figure] = {
     "imp_accuracy": Figure(("imp",), ("imp",)),
+    "imp_early_stop": Figure(("imp",), ("imp.eval_every",)),
     "imp_barrier": Figure(("barrier",), ("imp",)),
     "subspace_success": Figure(("success", "theory"), ("subspace",)),
     "dstar_burnin": Figure(("threshold", "theory"), ("subspace",)),
