@@ -37,7 +37,7 @@ pull: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
-# The benchmark tables from bench/results/*.json (docs/results.md comes from `sublevel reproduce --format markdown`)
+# The benchmark tables from bench/results/*.json (docs/results.md comes from `sublevel reproduce --format markdown --out docs/results.md`)
 docs: venv
 	{ echo "# Benchmark tables"; echo; echo "Every \`sublevel bench\` report under bench/results/, as \`make docs\` renders it (\`sublevel bench-table\`)."; \
 	  echo; $(BIN)/sublevel bench-table bench/results/*.json; } > docs/benchmark-tables.md.tmp

@@ -205,9 +205,13 @@ def test_sublevel_reproduce_lists_every_shipped_target_and_writes_the_markdown_p
     assert {r["status"] for r in rows} == {"not run"}
     table = run()
     assert table.returncode == 0 and all(t["target"] in table.stdout for t in shipped)
-    done = run("--format", "markdown")
+    printed = run("--format", "markdown")   # printed: no file changes unless one is named
+    assert printed.returncode == 0 and printed.stdout.startswith("# Reproductions")
+    assert not (project / "docs").exists()
+    done = run("--format", "markdown", "--out", "docs/results.md")
     assert done.returncode == 0 and f"{len(shipped)} not run" in done.stdout
     page = (project / "docs" / "results.md").read_text()
+    assert page.split("\n")[3:] == printed.stdout.split("\n")[3:]  # the same page below its dated header line
     assert page.startswith("# Reproductions") and "at commit unknown (not a git checkout)" in page
     assert all(f"| {t['target']} |" in page for t in shipped)
     via_sql = subprocess.run([sys.executable, "-m", "sublevel", "query", "select count(*) as n from targets",

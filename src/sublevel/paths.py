@@ -14,7 +14,6 @@ RESULTS = Path("results")
 SUMMARY = RESULTS / "summary.json"   # DVC metrics: the key numbers per experiment
 PLOTS = RESULTS / "plots"            # DVC plots: CSV curves
 REPRODUCTION = RESULTS / "reproduction.csv"  # every published target beside its measurement (the report's page)
-RESULTS_PAGE = Path("docs/results.md")       # the same as markdown, with commit and machine (committed)
 TARGETS = Path(__file__).with_name("targets.csv")  # the seed papers' numbers, shipped (sublevel.reproduce)
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
 SNAKEMAKE_METADATA = Path(".snakemake/metadata")  # Snakemake's record per output file: rule, start and end time

@@ -379,7 +379,7 @@ def header(root: Path, con) -> str:
     return "\n".join([
         "# Reproductions: the seed papers' numbers beside sublevel's",
         "",
-        f"Made by `sublevel reproduce --format markdown` on {datetime.date.today().isoformat()} at commit {commit}, "
+        f"Made by `sublevel reproduce --format markdown --out docs/results.md` on {datetime.date.today().isoformat()} at commit {commit}, "
         f"on {platform.system()} {cpu} ({os.cpu_count()} logical cores), from the results under {root.name}/results. "
         f"Devices the dense runs record: {', '.join(devices) or 'none (no dense run in results/)'}.",
         "",

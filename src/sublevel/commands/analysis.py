@@ -154,7 +154,8 @@ def export(args) -> None:
 
 
 def reproduce(args) -> None:
-    """Every target beside what results/ measures (view `reproduction`); markdown: docs/results.md."""
+    """Every target beside what results/ measures (view `reproduction`), printed or written to --out; a
+    tracked file (docs/results.md) changes only when it is named."""
     from sublevel import catalog, paths, reproduce, storage
 
     con, found = catalog.open_catalog(args.root, args.targets)
@@ -171,7 +172,7 @@ def reproduce(args) -> None:
         text = frame.write_csv()
     else:
         text = frame.write_json() + "\n"
-    out = Path(args.out) if args.out else found.root / paths.RESULTS_PAGE if args.format == "markdown" else None
+    out = Path(args.out) if args.out else None
     if out is None:
         sys.stdout.write(text)
         return
@@ -232,8 +233,7 @@ def register(sub) -> None:
     s = sub.add_parser("reproduce", parents=[results_parent()],
                        help="the seed papers' published numbers beside what results/ measures (view reproduction)")
     s.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table",
-                   help="markdown: write docs/results.md (or --out), commit and machine in its header")
-    s.add_argument("--out", help="the file to write (markdown's default: docs/results.md under the project; the "
-                                 "other formats print unless given one)")
+                   help="markdown: the page docs/results.md is, commit and machine in its header")
+    s.add_argument("--out", help="the file to write (atomically) instead of printing, e.g. docs/results.md")
     s.add_argument("--targets", type=Path, help="a targets CSV in place of the shipped one (same columns)")
     s.set_defaults(func=reproduce)
