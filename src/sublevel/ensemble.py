@@ -88,8 +88,11 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
     alive = torch.ones(R, dtype=torch.bool, device=device)
     frozen: dict[str, torch.Tensor] = {}   # the stopped runs' parameters and buffers, restored after each step
     curves: list[list[dict]] = [[] for _ in runs]
+    evaluating = 0.0   # seconds of the curve's evaluations, which `seconds` leaves out
 
     def record(step: int) -> None:
+        nonlocal evaluating
+        begin = time.perf_counter()
         with torch.no_grad():
             thetas, bufs = _flat(params, buffers, layout, names, R, device)
             points = [dict(step=step) for _ in runs]
@@ -100,6 +103,7 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
         base.train()
         for c, pt in zip(curves, points):
             c.append(pt)
+        evaluating += time.perf_counter() - begin   # .tolist() above synchronised the device
 
     begin = time.perf_counter()
     base.train()
@@ -136,7 +140,7 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
                     v.copy_(torch.where(_rows(alive, v), v, frozen[k]))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - begin
+    seconds = time.perf_counter() - begin - evaluating
     if curve:
         record(last)
     with torch.no_grad():
