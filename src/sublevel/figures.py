@@ -428,9 +428,10 @@ def scores(table: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
-DRAW = {"imp_accuracy": imp_accuracy, "imp_early_stop": imp_early_stop, "imp_barrier": barrier_vs_level, "subspace_success": subspace_success,
-        "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness, "scores": scores,
-        "prune_fraction": prune_fraction, "spectral_density": spectral_density}
+DRAW = {"imp_accuracy": imp_accuracy, "imp_early_stop": imp_early_stop, "imp_barrier": barrier_vs_level,
+        "subspace_success": subspace_success, "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar,
+        "sharpness": sharpness, "scores": scores, "prune_fraction": prune_fraction,
+        "spectral_density": spectral_density}
 
 
 def render(name: str, tables: dict[str, pl.DataFrame], out: str | Path) -> None:

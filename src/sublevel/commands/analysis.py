@@ -156,7 +156,7 @@ def export(args) -> None:
 def reproduce(args) -> None:
     """Every target beside what results/ measures (view `reproduction`), printed or written to --out; a
     tracked file (docs/results.md) changes only when it is named."""
-    from sublevel import catalog, paths, reproduce, storage
+    from sublevel import catalog, reproduce, storage
 
     con, found = catalog.open_catalog(args.root, args.targets)
     say_damage(found)
@@ -233,7 +233,7 @@ def register(sub) -> None:
     s = sub.add_parser("reproduce", parents=[results_parent()],
                        help="the seed papers' published numbers beside what results/ measures (view reproduction)")
     s.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table",
-                   help="markdown: the page docs/results.md is, commit and machine in its header")
+                   help="markdown: the page docs/results.md holds, with the commit and machine in its header")
     s.add_argument("--out", help="the file to write (atomically) instead of printing, e.g. docs/results.md")
     s.add_argument("--targets", type=Path, help="a targets CSV in place of the shipped one (same columns)")
     s.set_defaults(func=reproduce)
