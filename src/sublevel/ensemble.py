@@ -29,7 +29,7 @@ from sublevel import models
 from sublevel.batching import EpochOrders, augment
 from sublevel.config import Experiment
 from sublevel.datasets import Dataset
-from sublevel.functional import evaluate_many, split_metrics
+from sublevel.functional import split_metrics
 from sublevel.runtime import autocast, compiled
 from sublevel.schedule import Schedule
 from sublevel.optimizers import Optimizer
@@ -95,14 +95,10 @@ def train(exp: Experiment, data: Dataset, runs: list[Run], device: torch.device,
         begin = time.perf_counter()
         with torch.no_grad():
             thetas, bufs = _flat(params, buffers, layout, names, R, device)
-            points = [dict(step=step) for _ in runs]
-            for split in ("val", "test"):
-                err, loss = evaluate_many(base, thetas, bufs, *data.split(split), exp.train.eval_batch_size)
-                for pt, e, l in zip(points, err.tolist(), loss.tolist()):
-                    pt[f"{split}_loss"], pt[f"{split}_accuracy"] = l, 1 - e
+            points = split_metrics(base, thetas, bufs, data, exp.train.eval_batch_size, splits=("val", "test"))
         base.train()
         for c, pt in zip(curves, points):
-            c.append(pt)
+            c.append(dict(step=step, **pt))
         evaluating += time.perf_counter() - begin   # .tolist() above synchronised the device
 
     begin = time.perf_counter()

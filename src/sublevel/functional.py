@@ -51,10 +51,10 @@ def evaluate_many(model: nn.Module, thetas: torch.Tensor, buffers: torch.Tensor,
 
 
 def split_metrics(model: nn.Module, thetas: torch.Tensor, buffers: torch.Tensor, data, batch_size: int,
-                  batch_stats: bool = False) -> list[dict]:
-    """Per run: {train,test}_{loss,accuracy} of R parameter vectors over the full splits (evaluate_many)."""
+                  batch_stats: bool = False, splits: tuple[str, ...] = ("train", "test")) -> list[dict]:
+    """Per run: {split}_{loss,accuracy} of R parameter vectors over each of the full `splits` (evaluate_many)."""
     metrics = [{} for _ in range(len(thetas))]
-    for split in ("train", "test"):
+    for split in splits:
         err, loss = evaluate_many(model, thetas, buffers, *data.split(split), batch_size, batch_stats=batch_stats)
         for m, e, l in zip(metrics, err.tolist(), loss.tolist()):
             m[f"{split}_loss"], m[f"{split}_accuracy"] = l, 1 - e
