@@ -47,5 +47,7 @@ lint: venv
 	$(BIN)/snakemake -n
 	$(BIN)/snakemake --lint
 
+# Every results root (results/ and the ones configs name under it) and Snakemake's records; results/README.md stays
 clean-results:
-	rm -rf results/data results/runs results/tables results/logs results/figures .snakemake
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf .snakemake

@@ -22,6 +22,16 @@ include: "workflow/rules/subspace.smk"
 include: "workflow/rules/analysis.smk"
 
 
+onstart:
+    if any(PLAN.experiment(n).subspace.refine for n in PLAN.with_section("subspace")):
+        from snakemake.logging import logger
+
+        logger.info(
+            "Subspace sweeps refine round by round: each round's jobs are planned once the round before "
+            "has finished, so the job total below grows as they do."
+        )
+
+
 rule all:
     default_target: True
     input:
@@ -31,6 +41,8 @@ rule all:
         PLAN.analysis_outputs(),
         refine_plans,
         sweep_files,
+    message:
+        JOB_LINE
 
 
 # Every job that runs a network (dense training, scores, IMP with its baselines and barriers, the sweeps with
@@ -41,3 +53,5 @@ rule compute_all:
         PLAN.compute_outputs(),
         refine_plans,
         sweep_files,
+    message:
+        JOB_LINE

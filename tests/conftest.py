@@ -17,6 +17,9 @@ from sublevel import config, datasets, paths
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The tests' configs derive from smoke.yaml, which names its own results root: the paths the tests read, and the
+# `sublevel` commands they start, resolve under it as a smoke run's do
+paths.use_results(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["results"])
 
 
 @pytest.fixture(scope="session")
@@ -95,19 +98,18 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None,
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
 
-JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$", re.MULTILINE)
+JOB_LINE = re.compile(r"^Job \d+: (\w+) (.*)$", re.MULTILINE)  # every rule's message (common.smk's JOB_LINE)
+
+
+def canon(wildcards: str) -> str:
+    """Wildcards as "a=1, b=2", sorted by name: how a job line prints them, however they are written."""
+    return ", ".join(sorted(w.strip() for w in wildcards.split(",") if w.strip()))
 
 
 def jobs_of(run: subprocess.CompletedProcess) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a snakemake run ran (or with -n would run), in the order printed."""
-    text = run.stdout + run.stderr
-    heads = list(JOB_HEADER.finditer(text))
-    jobs = []
-    for head, after in zip(heads, [*heads[1:], None]):
-        block = text[head.end():after.start() if after else len(text)]
-        w = re.search(r"^    wildcards: (.*)$", block, re.MULTILINE)
-        jobs.append((head.group(1), w.group(1) if w else ""))
-    return jobs
+    """(rule, wildcards as canon() writes them) of every job a snakemake run ran (or with -n would run), in the
+    order printed."""
+    return [(m.group(1), canon(m.group(2))) for m in JOB_LINE.finditer(run.stdout + run.stderr)]
 
 
 def rules_of(run: subprocess.CompletedProcess) -> list[str]:

@@ -1,3 +1,4 @@
+import base64
 import json
 import os
 from pathlib import Path
@@ -24,25 +25,32 @@ def test_every_table_is_a_view_even_before_any_job_ran(project):
 def test_jobs_view_is_empty_before_snakemake_ran_then_one_row_per_job(project):
     rel = catalog.connect(project).sql("select * from jobs")
     assert rel.columns == list(catalog.JOBS_COLUMNS) and rel.fetchall() == []
-    # Snakemake's record per output file (the fields the view reads): two outputs of one job, one of another,
-    # a job a cluster executor ran (its start is when the main process saw it finish: after its end), a job
-    # still running and a record cut short
+    # Snakemake's record per output file (the fields the view reads), named by its output's path in URL-safe
+    # base64, cut into '@'-prefixed folders when long: two outputs of one job, one of another, a job a cluster
+    # executor ran (its start is when the main process saw it finish: after its end), a job still running, a
+    # record cut short, and the jobs of two other configs' results roots (one nested in this one, one around it)
     meta = project / paths.SNAKEMAKE_METADATA
     meta.mkdir(parents=True)
-    records = [("a", 7, 100.0, 104.0, "results/logs/a-1.log", False),
-               ("a", 7, 100.5, 105.0, "results/logs/a-1.log", False),
-               ("a", 8, 110.0, 111.0, "results/logs/a-2.log", False),
-               ("s", 11, 140.002, 140.0, "results/logs/s.log", False),
-               ("b", 9, 120.0, None, "results/logs/b.log", True)]
-    for i, (rule, job, start, end, log, incomplete) in enumerate(records):
-        (meta / f"out{i}").write_text(json.dumps({"rule": rule, "job_hash": job, "starttime": start, "endtime": end,
-                                                  "log": [log], "incomplete": incomplete, "input": ["x"]}))
+    root = paths.results()
+    records = [("a", 7, 100.0, 104.0, "results/logs/a-1.log", False, root / "tables/a/seed=0/a.parquet"),
+               ("a", 7, 100.5, 105.0, "results/logs/a-1.log", False, root / "runs/a/seed=0/trajectory.zarr"),
+               ("a", 8, 110.0, 111.0, "results/logs/a-2.log", False, root / "tables/a/seed=1/a.parquet"),
+               ("s", 11, 140.002, 140.0, "results/logs/s.log", False, root / "reproduction.csv"),
+               ("b", 9, 120.0, None, "results/logs/b.log", True, root / "tables/b/b.parquet"),
+               ("n", 12, 90.0, 95.0, "results/logs/n.log", False, root / "nested/tables/a/a.parquet"),
+               ("o", 13, 90.0, 95.0, "results/logs/o.log", False, root.parent / "tables/a/a.parquet")]
+    for rule, job, start, end, log, incomplete, output in records:
+        name = base64.urlsafe_b64encode(str(output).encode()).decode()
+        record = meta.joinpath(*["@" + name[i:i + 20] for i in range(0, len(name) - 20, 20)], name[-(len(name) % 20 or 20):])
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"rule": rule, "job_hash": job, "starttime": start, "endtime": end,
+                                      "log": [log], "incomplete": incomplete, "input": ["x"]}))
     (meta / "being-written").write_text('{"rule": "c", "job_hash": 10, "starttime": 130.0, "endt')
     rows = catalog.query("select rule, log, seconds, outputs, epoch(started) from jobs order by log", project).rows()
     assert rows == [("a", "results/logs/a-1.log", 5.0, 2, 100.0), ("a", "results/logs/a-2.log", 1.0, 1, 110.0),
                     ("s", "results/logs/s.log", None, 1, None)]
     assert catalog.query("select epoch(finished) from jobs where rule = 's'", project).item() == 140.0
-    total = catalog.query(catalog.JOBS_TOTAL, project).select("jobs", "untimed", "job_s", "wall_s").rows()
+    total = catalog.query(catalog.JOBS_TOTAL, project).select("jobs", "untimed", "job_s", "span_s").rows()
     assert total == [(3, 1, 6.0, 40.0)]
     by_rule = catalog.query(catalog.JOBS_BY_RULE, project).select("rule", "jobs", "total_s", "untimed").rows()
     assert by_rule == [("a", 2, 6.0, 0), ("s", 1, None, 1)]
@@ -189,9 +197,9 @@ def test_imp_files_of_the_layout_before_rewind_steps_are_left_out_and_named(proj
     storage.write_table("hessian", hessian[1:], project / paths.table("hessian", experiment="a", seed=0, source="imp",
                                                                       level=0))
     found = catalog.scan(project)
-    assert sorted(str(p.relative_to(project)) for p in found.stale) == [
-        "results/tables/hessian/experiment=a/seed=0/source=imp/level=0/hessian.parquet",
-        "results/tables/imp/experiment=a/seed=0/stage=imp/level=0/imp.parquet"]
+    assert sorted(p.relative_to(project) for p in found.stale) == [
+        paths.table("hessian", experiment="a", seed=0, source="imp", level=0),
+        paths.table("imp", experiment="a", seed=0, stage="imp", level=0)]
     assert catalog.query("select count(*) as n from imp", project)["n"].to_list() == [1]
     assert catalog.query("select source from hessian", project)["source"].to_list() == ["dense"]
     assert "2 IMP table file(s) of the layout before rewind_step=<k> left out" in found.damage_line()
@@ -292,3 +300,15 @@ def test_a_damaged_table_refuses_every_read_direct_or_through_a_view(project, ca
     assert catalog.query("describe train", project).height > 0  # the columns, without reading a row
     assert cli.main(["summary", "--root", str(project)]) == 1  # the other commands refuse in the same line
     assert capsys.readouterr().err.splitlines()[-1].startswith("sublevel summary: refused: train would be read")
+
+
+def test_views_name_a_glob_per_table_whatever_its_file_count_and_files_when_one_is_left_out(project):
+    for seed in range(40):
+        write(project, "a", seed, [train_row(experiment="a", seed=seed)])
+    statement = next(s for s in catalog.view_statements(project) if s.startswith("CREATE OR REPLACE VIEW train "))
+    assert "**" in statement and len(statement) < 300
+    assert catalog.query("select count(*) from train", project).item() == 40
+    (project / paths.tables_dir() / "train" / "link.parquet").symlink_to(project / paths.table("train", experiment="a",
+                                                                                               seed=0))
+    statement = next(s for s in catalog.view_statements(project) if s.startswith("CREATE OR REPLACE VIEW train "))
+    assert "**" not in statement and statement.count(".parquet") == 40  # the link is no table file: left out

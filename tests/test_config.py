@@ -431,3 +431,13 @@ def test_a_device_this_torch_cannot_use_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DataError, match=r"^device cuda:0: this torch sees no CUDA device"):
         runtime.pick_device("cuda:0")
+
+
+def test_a_nested_config_override_is_typed_as_yaml_reads_it():
+    """Snakemake reads `--config 'experiments={smoke: {train: {lr: 0.1}}}'` with YAML's BaseLoader, every leaf a
+    string; typed() reads them as YAML does, and leaves top-level values Snakemake already typed alone."""
+    raw = {"smoke": {"train": {"lr": "0.1", "steps": "20ep", "nesterov": "true", "milestones": ["100", "200"]},
+                     "imp": {"levels": "3"}}}
+    assert config.typed(raw) == {"smoke": {"train": {"lr": 0.1, "steps": "20ep", "nesterov": True,
+                                                     "milestones": [100, 200]}, "imp": {"levels": 3}}}
+    assert config.typed(5) == 5 and config.typed(None) is None

@@ -39,15 +39,19 @@ def answers(repo: Path) -> dict:
 def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    for item in ("Snakefile", "workflow", "profiles", "src", "config", "dvc.yaml", "pyproject.toml"):
+    for item in ("Snakefile", "workflow", "profiles", "src", "config", "dvc.yaml", "pyproject.toml", ".dvc",
+                 ".dvcignore"):  # a DVC project as committed: no `dvc init`
         src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item)
-    shutil.copy(ROOT / "config" / "smoke.yaml", repo / "config" / "config.yaml")  # the smoke run, via DVC
-    (repo / ".gitignore").write_text("/results/logs/\n.snakemake/\n")
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, repo / item, **({"ignore": shutil.ignore_patterns(
+            "cache", "tmp", "config.local")} if src.is_dir() and item == ".dvc" else {}))
+    smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    del smoke["results"]  # the smoke run as the default config, in the root dvc.yaml's stages name
+    (repo / "config" / "config.yaml").write_text(yaml.safe_dump(smoke))
+    (repo / ".gitignore").write_text("/results/logs/\n/results/jobs/\n.snakemake/\n/dvc_plots/\n")
     run(repo, "git", "init", "-q")
-    run(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init")
-    run(repo, "dvc", "init", "-q")
-    run(repo, "dvc", "config", "core.analytics", "false")
+    git_commit = ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m")
+    run(repo, "git", "add", "-A")
+    run(repo, *git_commit, "init")
 
     first = run(repo, "dvc", "repro")
     assert re.findall(r"Running stage '(\w+)'", first.stdout) == ["specs", "train", "imp", "subspace", "analysis"]
@@ -57,7 +61,13 @@ def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
     metrics = run(repo, "dvc", "metrics", "show", "--json").stdout
     assert '"dense_test_accuracy"' in metrics and '"highest_matching_sparsity"' in metrics
     assert '"sweeps_reaching_half"' in metrics
-    assert (repo / "results" / "plots" / "success.csv").read_text().startswith("experiment,kind,burnin_step")
+    shown = run(repo, "dvc", "metrics", "show").stdout.splitlines()  # a row per experiment, not one wide row
+    assert [line.split()[0] for line in shown[1:]] == ["results/metrics/smoke.json"]
+    assert (repo / "results" / "plots" / "success.csv").read_text().startswith("series,experiment,kind,burnin_step")
+    plots = run(repo, "dvc", "plots", "show", "--json").stdout  # drawn by the templates under .dvc/plots/
+    assert '"field": "series"' in plots and '"type": "log"' in plots
+    run(repo, "git", "add", "-A")
+    run(repo, *git_commit, "first run")
 
     # nothing changed: nothing reruns; a key no job reads (threads) reruns no stage either
     assert "didn't change" in run(repo, "dvc", "repro").stdout
@@ -72,7 +82,9 @@ def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
     (repo / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     again = run(repo, "dvc", "repro")
     ran = re.findall(r"Running stage '(\w+)'", again.stdout)
-    assert ran == ["specs", "analysis"] and "rule analyse_subspace" in again.stderr
+    assert ran == ["specs", "analysis"] and "analyse_subspace experiment=smoke" in again.stderr
+    changed = run(repo, "dvc", "params", "diff").stdout  # DVC names the config value that changed
+    assert "results/specs/analysis.json" in changed and "thresholds" in changed and "train.json" not in changed
     assert catalog.query("select distinct threshold from threshold", repo).rows() == [(0.2,)]
     want["threshold"] = answers(repo)["threshold"]
 

@@ -33,7 +33,7 @@ def test_a_diverged_dense_run_gives_every_dependent_a_recorded_skip(smoke_run):
     assert set(skipped["table_name"]) == SKIPPED
     assert all("diverged" in r for r in skipped["reason"]), skipped["reason"].to_list()
     assert catalog.query("select count(*) from imp where experiment = 'blowup'", work).item() == 0
-    for log in (work / paths.RESULTS / "logs").rglob("*.log"):
+    for log in (work / paths.results() / "logs").rglob("*.log"):
         assert "Traceback" not in log.read_text(), log
     with pytest.raises(storage.Skipped, match="diverged"):  # a reader of a skipped store is told why
         imp.Level.read(work / paths.level_store("blowup", 5, 0, "imp", 0))
@@ -143,11 +143,12 @@ def test_a_deleted_store_of_any_kind_is_rebuilt_with_exactly_what_reads_it(smoke
     plan_of = lambda e, kind, t, round: str(paths.refine_plan(e, kind, t, round))
     targets = set(plan.dense_outputs() + plan.imp_outputs() + plan.subspace_outputs() + plan.analysis_outputs()
                   + plan.refine_plans(plan_of) + plan.sweep_files(plan_of))
-    made = set()  # every file the run made, a store (or the plots folder) as one
-    for here, dirs, files in os.walk(work / paths.RESULTS):
+    made = set()  # every file the run made, a store (or an export's folder) as one; not its logs and job files
+    folders = (paths.plots_dir(), paths.metrics_dir(), paths.summary_dir())
+    for here, dirs, files in os.walk(work / paths.results()):
         here = Path(here).relative_to(work)
-        if here.parts[:2] != ("results", "logs"):
-            whole = [d for d in dirs if d.endswith(".zarr") or here / d == paths.PLOTS]
+        if here.relative_to(paths.results()).parts[:1] not in (("logs",), ("jobs",)):
+            whole = [d for d in dirs if d.endswith(".zarr") or here / d in folders]
             made |= {str(here / name) for name in whole + files}
             dirs[:] = [d for d in dirs if d not in whole]
     assert made == targets  # all asks for each (Snakemake rebuilds a missing input only for a job that reruns)
@@ -204,7 +205,7 @@ def test_a_result_dated_in_the_future_is_named_and_nothing_is_lost(smoke_copy):
     ahead = time.time() + 86400
     for p in [trajectory, *trajectory.rglob("*")]:
         os.utime(p, (ahead, ahead))
-    tables = lambda: {p: p.read_bytes() for p in (work / paths.RESULTS).rglob("*") if p.is_file()
+    tables = lambda: {p: p.read_bytes() for p in (work / paths.results()).rglob("*") if p.is_file()
                       and "logs" not in p.parts}
     before = tables()
     for _ in range(2):

@@ -79,9 +79,9 @@ def test_links_under_results_are_neither_followed_nor_removed(project, tmp_path_
     precious = outside / "precious.zarr"
     precious.mkdir()
     (precious / "zarr.json").write_text("{not json")  # would be "damaged" if it were checked
-    (project / paths.RESULTS / "link").symlink_to(outside, target_is_directory=True)
-    (project / paths.RESULTS / "loop").symlink_to("..", target_is_directory=True)
-    (project / paths.RESULTS / "file-link.parquet").symlink_to(outside / "nowhere.parquet")
+    (project / paths.results() / "link").symlink_to(outside, target_is_directory=True)
+    (project / paths.results() / "loop").symlink_to("..", target_is_directory=True)
+    (project / paths.results() / "file-link.parquet").symlink_to(outside / "nowhere.parquet")
     found = integrity.check(project)
     assert found.damaged == [] and found.checked == 6
     assert sorted(p.name for p in found.links) == ["file-link.parquet", "link", "loop"]
@@ -89,7 +89,7 @@ def test_links_under_results_are_neither_followed_nor_removed(project, tmp_path_
     out = capsys.readouterr().out
     assert out.count("not checked: ") == 3 and "6 results under" in out
     assert (precious / "zarr.json").read_text() == "{not json"
-    assert (project / paths.RESULTS / "link").is_symlink() and (project / paths.RESULTS / "loop").is_symlink()
+    assert (project / paths.results() / "link").is_symlink() and (project / paths.results() / "loop").is_symlink()
 
 
 def test_remove_refuses_a_path_outside_results(project, tmp_path_factory):

@@ -24,8 +24,10 @@ CONFIG = {"device": "cpu", "data": {"mnist1d_samples": 300},
 
 
 @pytest.fixture
-def project(tmp_path) -> Path:
-    """A new project as a clone gives it, its config replaced, the installed venv linked in as .venv."""
+def project(tmp_path, monkeypatch) -> Path:
+    """A new project as a clone gives it, its config replaced, the installed venv linked in as .venv; CONFIG
+    writes the default results root."""
+    monkeypatch.setenv(paths.RESULTS_VARIABLE, str(paths.DEFAULT_RESULTS))
     for item in ("Snakefile", "workflow", "profiles", "config", "Makefile", "pyproject.toml"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / item)
@@ -47,7 +49,7 @@ def test_plain_snakemake_and_make_run_load_the_default_profile(project):
     again = subprocess.run(["make", "run"], cwd=project, capture_output=True, text=True, timeout=600)
     log = again.stdout + again.stderr
     assert PROFILE_LINE in log and again.returncode != 0
-    assert "rule prepare_data" in log and "rule train_dense" not in log  # only the failed job is tried again
+    assert "prepare_data dataset=" in log and "train_dense experiment=" not in log  # only the failed job is tried again
 
 
 def test_the_slurm_profile_keeps_every_default_setting(root):

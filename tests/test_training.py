@@ -185,3 +185,34 @@ def test_a_job_out_of_disk_or_memory_ends_in_one_line(monkeypatch, capsys, error
     assert cli.main(["check-config", "config/smoke.yaml"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sublevel check-config: {said}") and "\n" not in err, err
+
+
+def test_a_live_view_sees_every_evaluation_as_the_table_records_it(mnist1d):
+    """`log` (what `sublevel train --tensorboard` writes event files from) gets each evaluation's scalars, the
+    same numbers the `train` table keeps, in step order."""
+    from conftest import make_experiment
+
+    seen = []
+    exp = make_experiment(train={"lr": 0.05, "batch_size": 32, "steps": 20, "eval_every": 5})
+    _, run = training.train(exp, mnist1d, 0, 0, torch.device("cpu"), progress=False,
+                            log=lambda step, scalars: seen.append((step, scalars)))
+    assert [s for s, _ in seen] == sorted({r["step"] for r in run.rows}) and seen[-1][0] == 20
+    for step, scalars in seen:
+        rows = {r["split"]: r for r in run.rows if r["step"] == step}
+        assert scalars == {"train/loss": rows["train"]["loss"], "train/accuracy": rows["train"]["accuracy"],
+                           "test/loss": rows["test"]["loss"], "test/accuracy": rows["test"]["accuracy"],
+                           "lr": rows["train"]["lr"]}
+
+
+def test_tensorboard_without_its_package_is_one_line(monkeypatch):
+    import builtins
+
+    from sublevel.commands.train import tensorboard
+    from sublevel.errors import DataError
+
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError("absent"))
+                        if name == "torch.utils.tensorboard" else real(name, *a, **k))
+    assert tensorboard(None) is None
+    with pytest.raises(DataError, match=r"pip install -e '\.\[tensorboard\]'"):
+        tensorboard("somewhere")

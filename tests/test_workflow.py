@@ -61,8 +61,8 @@ def test_report_shows_every_figure_in_a_real_browser(smoke_run):
             assert b"<svg" in (work / paths.figure(exp, name, "svg")).read_bytes()[:2000]
     seen = browser.report_figures(report)
     want = {str(paths.figure(exp, name)) for exp, names in figures.items() for name in names}
-    assert set(seen) == want | {str(paths.REPRODUCTION)}
-    assert seen.pop(str(paths.REPRODUCTION))["caption"]  # the reproductions page: a table, not an image
+    assert set(seen) == want | {str(paths.reproduction_file())}
+    assert seen.pop(str(paths.reproduction_file()))["caption"]  # the reproductions page: a table, not an image
     for path, figure in seen.items():
         assert figure["width"] > 100 and figure["height"] > 100, (path, figure)  # decoded, not a broken image
         assert figure["caption"], path
@@ -263,7 +263,7 @@ def test_smoke_run_end_to_end_with_a_diverging_experiment(smoke_run):
     resumed = snakemake(work, configfile=cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
-    assert "rule imp_level_smoke_block0" in log and "rule train_dense" not in log
+    assert "imp_level_smoke_block0 level=" in log and "train_dense experiment=" not in log
     assert str(paths.log("imp", "smoke", "rewind5", "block0", "imp", 2)) in log
     assert str(paths.log("imp", "smoke", "rewind5", "block0", "imp", 1)) not in log  # finished levels are not redone
     after = imp.Level.read(level2)
@@ -298,16 +298,17 @@ def test_a_rewind_list_is_one_chain_per_rewind_point_equal_to_its_own_experiment
                           "group by 1 order by 1").fetchall()
         assert [k for k, _ in got] == [0, 5] and got[0][1] == got[1][1], name
     # one dense run per seed for both chains, which rewind to different points of it
-    assert [p.name for p in (work / paths.RESULTS / "runs" / "rewinds").iterdir()] == ["seed=0"]
+    assert [p.name for p in (work / paths.results() / "runs" / "rewinds").iterdir()] == ["seed=0"]
     at0 = imp.Level.read(work / paths.level_store("rewinds", 0, 0, "imp", 1))
     at5 = imp.Level.read(work / paths.level_store("rewinds", 5, 0, "imp", 1))
     assert at0.row["rewind_step"] == 0 and at5.row["rewind_step"] == 5
     assert not torch.equal(at0.weights, at5.weights)
-    # the summary's tickets and the DVC metrics are per rewind step
-    metrics = json.loads((work / paths.SUMMARY).read_text())["rewinds"]
+    # the summary's tickets and the DVC metrics (a file per experiment) are per rewind step
+    metrics = json.loads((work / paths.metrics_dir() / "rewinds.json").read_text())
     assert {"highest_matching_sparsity@rewind=0", "highest_matching_sparsity@rewind=5"} <= set(metrics)
-    assert "highest_matching_sparsity" in json.loads((work / paths.SUMMARY).read_text())["smoke"]
-    curves = {p.stem: p for p in (work / paths.PLOTS).iterdir()}
+    assert "highest_matching_sparsity" in json.loads((work / paths.metrics_dir() / "smoke.json").read_text())
+    assert sorted(p.name for p in (work / paths.summary_dir()).iterdir())[:2] == ["1-dense.csv", "2-threshold.csv"]
+    curves = {p.stem: p for p in (work / paths.plots_dir()).iterdir()}
     imp_curve = con.execute(f"select distinct rewind_step from read_csv('{curves['imp_accuracy']}') "
                             "where experiment = 'rewinds' order by 1").fetchall()
     assert imp_curve == [(0,), (5,)]
@@ -320,7 +321,7 @@ def test_jobs_view_has_one_row_per_job_of_the_smoke_run(smoke_run):
     from its start to its last output; `sublevel jobs` sums them per rule."""
     work, _ = smoke_run
     jobs = catalog.query("select rule, log, seconds, outputs, started, finished from jobs", work)
-    logs = {str(p.relative_to(work)) for p in (work / paths.RESULTS / "logs").rglob("*.log")}
+    logs = {str(p.relative_to(work)) for p in (work / paths.results() / "logs").rglob("*.log")}
     assert jobs["log"].n_unique() == jobs.height and set(jobs["log"]) == logs
     assert (jobs["seconds"] > 0).all() and (jobs["finished"] > jobs["started"]).all()
     assert {"train_dense", "subspace_sweep", "imp_level_smoke_block0", "figure"} <= set(jobs["rule"])

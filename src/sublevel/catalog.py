@@ -8,8 +8,8 @@ no job has written yet is an empty view with the declared columns, so queries
 never fail just because a stage has not run. Paths are absolute: the same SQL
 works from any directory and in the interactive duckdb shell.
 
-View `jobs` is what each job of the last run of each output cost, from the record Snakemake keeps per output
-file (.snakemake/metadata: rule, start and end time; the same record `snakemake --report` draws its runtime
+View `jobs` is what the job behind each output of the results root cost (the last job that wrote it, of
+whichever run), from the record Snakemake keeps per output file (.snakemake/metadata: rule, start and end time; the same record `snakemake --report` draws its runtime
 statistics from), one row per job: the measure for sizing cluster runtimes (from a local run: jobs a cluster
 executor ran have no recorded start) and for comparing a GPU run with a CPU one. Results pulled with DVC come
 without these records, so their jobs are not in it.
@@ -51,6 +51,14 @@ class Scan:
     damaged: list[tuple[Path, str]]
     skipped: list[tuple[str, Path, str]]  # (table, file, reason)
     stale: list[Path] = field(default_factory=list)  # an older layout's files, left out (stale_layout)
+    partial: set[str] = field(default_factory=set)  # tables with a file left out (a link, stale or damaged)
+
+    def source(self, table: str) -> str:
+        """The view's Parquet source: a glob over the table's folder when it reads every file there (a short
+        statement for any number of files), else the files it reads, each named."""
+        if table in self.partial:
+            return _parquet_source(self.files[table])
+        return _parquet_source([paths.tables_dir(self.root) / table / "**" / "*.parquet"])
 
     def damaged_files(self, table: str) -> list[Path]:
         """The files of `table` that do not read back."""
@@ -98,24 +106,28 @@ def resolve_root(root: Path | None = None) -> Path:
 
 def scan(root: Path | None = None) -> Scan:
     root = resolve_root(root)
-    files, damaged, skipped, stale = {}, [], [], []
+    files, damaged, skipped, stale, partial = {}, [], [], [], set()
     for name in schema.TABLES:
         files[name] = []
+        if any(p.is_symlink() for p in (paths.tables_dir(root) / name).rglob("*")):
+            partial.add(name)  # a table is a file a job wrote here; a link may lead anywhere (never read)
         for f in sorted((paths.tables_dir(root) / name).rglob("*.parquet")):
-            if f.is_symlink():  # a table is a file a job wrote here; a link may lead anywhere (never read)
+            if f.is_symlink():
                 continue
             if stale_layout(name, f.relative_to(paths.tables_dir(root) / name)):
                 stale.append(f)
+                partial.add(name)
                 continue
             try:
                 reason = storage.table_skip_reason(f)
             except storage.CorruptFile as e:
                 damaged.append((f, f"{type(e.__cause__).__name__}: {e.__cause__}"))
+                partial.add(name)
                 continue
             files[name].append(f)
             if reason:
                 skipped.append((name, f, reason))
-    return Scan(root, files, damaged, skipped, stale)
+    return Scan(root, files, damaged, skipped, stale, partial)
 
 
 def view_statements(root: Path | Scan | None = None, targets: Path | None = None) -> list[str]:
@@ -126,8 +138,8 @@ def view_statements(root: Path | Scan | None = None, targets: Path | None = None
         columns = {f.name: _duck_type(f.type) for f in table.schema}
         if damaged := found.damaged_files(name):
             stmts.append(_refusing_view(name, found.files[name], columns, found.refusal(name, damaged)))
-        elif files := found.files[name]:
-            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {_parquet_source(files)};")
+        elif found.files[name]:
+            stmts.append(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {found.source(name)};")
         else:
             stmts.append(_empty_view(name, columns))
     if found.skipped:
@@ -214,13 +226,19 @@ def _jobs_statement(root: Path) -> str:
         return _empty_view("jobs", JOBS_COLUMNS)
     source = (f"read_json({_quote(str(folder / '**' / '*'))}, format = 'newline_delimited', columns = "
               "{rule: 'VARCHAR', job_hash: 'BIGINT', starttime: 'DOUBLE', endtime: 'DOUBLE', incomplete: 'BOOLEAN', "
-              "log: 'VARCHAR[]'}, ignore_errors = true)")  # a record being written is skipped, not an error
+              "log: 'VARCHAR[]'}, ignore_errors = true, filename = true)")  # a record being written is skipped
+    # a record's file name is its output's path, URL-safe base64 in folders of '@'-prefixed pieces (Snakemake's
+    # FilePersistence): the records of this results root's outputs only, not those of another config's root
+    output = ("decode(from_base64(replace(replace(replace(replace(substr(filename, "
+              f"{len(str(folder)) + 2}), '@', ''), '/', ''), '-', '+'), '_', '/')))")
+    under = "^" + re.escape(str(paths.results())) + "/(" + "|".join(map(re.escape, paths.ROOT_ENTRIES)) + ")(/|$)"
     timed = "bool_and(starttime <= endtime)"
     return ("CREATE OR REPLACE VIEW jobs AS SELECT rule, log[1] AS log, "
             f"CASE WHEN {timed} THEN make_timestamp(CAST(min(starttime) * 1e6 AS BIGINT)) END AS started, "
             "make_timestamp(CAST(max(endtime) * 1e6 AS BIGINT)) AS finished, "
             f"CASE WHEN {timed} THEN max(endtime) - min(starttime) END AS seconds, count(*) AS outputs FROM {source} "
-            "WHERE NOT incomplete AND endtime IS NOT NULL GROUP BY rule, job_hash, log[1];")
+            f"WHERE NOT incomplete AND endtime IS NOT NULL AND regexp_matches({output}, {_quote(under)}) "
+            "GROUP BY rule, job_hash, log[1];")
 
 
 def open_catalog(root: Path | None = None, targets: Path | None = None) -> tuple[duckdb.DuckDBPyConnection, Scan]:
@@ -231,7 +249,7 @@ def open_catalog(root: Path | None = None, targets: Path | None = None) -> tuple
     and skipped files."""
     found = scan(root)
     con = duckdb.connect(":memory:", config=LOCKED_DOWN)
-    allowed = [str((found.root / d).resolve()) + "/" for d in (paths.RESULTS, paths.SNAKEMAKE_METADATA)]
+    allowed = [str((found.root / d).resolve()) + "/" for d in (paths.results(), paths.SNAKEMAKE_METADATA)]
     con.execute(f"SET allowed_directories = [{', '.join(map(_quote, allowed))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -325,13 +343,16 @@ SUMMARY = {
 }
 
 
+OPTIONAL_SECTIONS = ("theory", "prune_fraction", "skipped")  # shown only when they have rows
+
+
 JOBS_BY_RULE = """
     select rule, count(*) as jobs, round(sum(seconds), 1) as total_s, round(median(seconds), 1) as median_s,
            round(max(seconds), 1) as max_s, count(*) - count(seconds) as untimed
     from jobs group by rule order by total_s desc nulls last, rule"""
 JOBS_TOTAL = """
     select count(*) as jobs, count(*) - count(seconds) as untimed, round(sum(seconds), 1) as job_s,
-           round(epoch(max(finished)) - epoch(min(started)), 1) as wall_s, min(started) as first_started
+           round(epoch(max(finished)) - epoch(min(started)), 1) as span_s, min(started) as first_started
     from jobs"""
 
 
@@ -343,14 +364,22 @@ def summary(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = No
     return {name: con.sql(sql).pl() for name, sql in SUMMARY.items()}
 
 
-PLOTS = {  # DVC plots: one CSV curve file each
-    "success": """select experiment, kind, burnin_step, metric, threshold, d, p_success from success
+# DVC plots: one CSV file each, drawn by the template of the same name under .dvc/plots/, which colours by
+# `series` (one curve each: what would otherwise collapse into one line per revision)
+PLOTS = {
+    "success": """select experiment || ' ' || kind || '@' || burnin_step || ' ' || metric
+                         || case when metric like '%loss' then '<=' else '>=' end || threshold as series,
+                         experiment, kind, burnin_step, metric, threshold, d, p_success from success
                   order by all""",
-    "imp_accuracy": """select experiment, rewind_step, method, level, round(avg(sparsity), 6) as sparsity,
-                       avg(test_accuracy) as test_accuracy, count(*) as seeds from imp group by all order by all""",
-    "sharpness": """select experiment, source, rewind_step, level, step, avg(eigenvalue) as top_eigenvalue,
-                           count(*) as seeds
-                    from hessian where rank = 1 group by all order by all""",
+    "imp_accuracy": """select experiment || ' ' || method || coalesce(' rewind ' || rewind_step, '') as series, *
+                       from (select experiment, rewind_step, method, level, round(avg(sparsity), 6) as sparsity,
+                                    avg(test_accuracy) as test_accuracy, count(*) as seeds
+                             from imp group by all) order by all""",
+    "sharpness": """select experiment || ' ' || source || coalesce(' rewind ' || rewind_step || ' level ' || level, '')
+                           as series, *
+                    from (select experiment, source, rewind_step, level, step, avg(eigenvalue) as top_eigenvalue,
+                                 count(*) as seeds
+                          from hessian where rank = 1 group by all) order by all""",
 }
 
 

@@ -12,16 +12,28 @@ import importlib
 import os
 import signal
 import sys
+import textwrap
 
 from sublevel.commands import STAGES
 from sublevel.errors import out_of_memory
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sublevel", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    """The user's commands are listed with their help; the job steps the workflow's rules run are registered
+    with a description only, which keeps them out of that list, and named in the epilog."""
+    from sublevel import __version__
+
+    p = argparse.ArgumentParser(prog="sublevel", fromfile_prefix_chars="@",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description="Query and check the results of a sublevel project (run the pipeline "
+                                            "with snakemake); every command has --help.")
+    p.add_argument("--version", action="version", version=f"sublevel {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="<command>", title="commands")
     for stage in STAGES:
         importlib.import_module(f"sublevel.commands.{stage}").register(sub)
+    listed = {a.dest for a in sub._choices_actions}
+    p.epilog = textwrap.fill("job steps, which the workflow's rules run (each has --help): "
+                             + ", ".join(n for n in sub.choices if n not in listed), break_on_hyphens=False)
     return p
 
 
@@ -53,6 +65,10 @@ def _resource_exhausted(e: Exception) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "results", None):  # the results commands' --results: every path then lies under it
+        from sublevel import paths
+
+        paths.use_results(args.results)
     from sublevel.commands.base import write_skipped
     from sublevel.errors import ConfigError, DataError
     from sublevel.storage import CorruptFile, Skipped

@@ -193,6 +193,17 @@ def read_file(path: str | Path) -> dict[str, Any]:
     return raw or {}
 
 
+def typed(value: Any) -> Any:
+    """A `--config key={...}` value with its leaves read as YAML: Snakemake's parser reads a mapping with YAML's
+    BaseLoader, which leaves every leaf a string ("0.1", "true"), so that a nested override such as
+    `--config 'experiments={smoke: {train: {lr: 0.1}}}'` would fail validation as not a number."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """A config file, read (read_file) and validated."""
     return validate(read_file(path))

@@ -7,10 +7,12 @@ schema.FIGURES, which names them for the CLI and the workflow.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 import matplotlib.ticker
+import matplotlib.transforms
 import numpy as np
 
 matplotlib.use("Agg")
@@ -49,6 +51,47 @@ def _experiment(table: pl.DataFrame) -> str:
 def _mean_sd(column: str) -> list[pl.Expr]:
     """Mean and standard deviation over seeds as `m` and `sd` (0 for a single seed), for error bars."""
     return [pl.col(column).mean().alias("m"), pl.col(column).std().fill_null(0).alias("sd")]
+
+
+def _legend_outside(ax, **kw) -> None:
+    """The axes' legend to the right of it, one entry per label: outside the data, however many entries."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0.0, frameon=False, **kw)
+
+
+def _legend_under(ax, ncol: int = 1) -> None:
+    """The axes' legend under its x label: outside the data, in a panel that has another beside it."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncol=ncol, frameon=False)
+
+
+def _legend_below(fig, axes, ncol: int = 3) -> None:
+    """One legend for every panel below them, one entry per label (panels share their series)."""
+    unique = {}
+    for ax in np.ravel(axes):
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            unique.setdefault(label, h)
+    if unique:
+        fig.legend(unique.values(), unique.keys(), fontsize=7, loc="outside lower center",
+                   ncol=min(ncol, len(unique)), frameon=False)
+
+
+def _grid(panels: int, width: float = 4.6, height: float = 3.6, most: int = 2, **kw):
+    """A figure of `panels` axes, at most `most` per row (a panel stays legible when the report shrinks the
+    figure to its column); the axes beyond `panels` removed."""
+    cols = min(panels, most)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained",
+                             **kw)
+    for ax in axes.flat[panels:]:
+        ax.remove()
+    return fig, list(axes.flat[:panels])
 
 
 def _empty(ax, what: str) -> None:
@@ -95,9 +138,9 @@ def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
             s = part.filter(pl.col("method") == method)
             if s.height:
                 pct = 100 * s["remaining"] / s["prunable"]
-                ax.errorbar(pct, s["m"], yerr=s["sd"], label=label + suffix, color=color, marker=marker, ms=4,
-                            capsize=2, ls=ls)
-    ax.axhline(dense, color="k", ls=":", lw=1, label="dense")
+                ax.errorbar(pct, 100 * s["m"], yerr=100 * s["sd"], label=label + suffix, color=color, marker=marker,
+                            ms=4, capsize=2, ls=ls)
+    ax.axhline(100 * dense, color="k", ls=":", lw=1, label="dense")
     ax.set_xscale("log")
     ticks = level_ticks((100 * stats["remaining"] / stats["prunable"]).to_list())
     ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
@@ -105,9 +148,9 @@ def imp_accuracy(imp: pl.DataFrame, out: str | Path) -> None:
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.invert_xaxis()
     ax.set_xlabel("prunable weights remaining (%)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{experiment}: accuracy vs sparsity")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     _save(fig, out)
 
 
@@ -117,7 +160,7 @@ def imp_early_stop(imp: pl.DataFrame, out: str | Path) -> None:
     network's as dotted lines."""
     experiment = _experiment(imp)
     rows = imp.filter(pl.col("early_stop_step").is_not_null() & ~pl.col("diverged").fill_null(False))
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    fig, axes = _grid(2, width=5.2, height=4.0)
     if not rows.height:
         for ax in axes:
             _empty(ax, "early-stopping points (imp.eval_every)")
@@ -127,7 +170,7 @@ def imp_early_stop(imp: pl.DataFrame, out: str | Path) -> None:
                                       .agg(pl.col("remaining").mean(), pl.col("prunable").first(), *_mean_sd(column))
                                       .sort("method", "level"))
     panels = (("early_stop_step", "early-stopping iteration", 1.0),
-              ("early_stop_test_accuracy", "test accuracy at early stopping (%)", 100.0))
+              ("early_stop_test_accuracy", "test accuracy there (%)", 100.0))
     for ax, (column, label, scale) in zip(axes, panels):
         for part, ls, suffix in by_rewind(rows):
             stats = per_level(part, column)
@@ -146,10 +189,8 @@ def imp_early_stop(imp: pl.DataFrame, out: str | Path) -> None:
         ax.invert_xaxis()
         ax.set_xlabel("prunable weights remaining (%)")
         ax.set_ylabel(label)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
     fig.suptitle(f"{experiment}: early stopping (least validation loss)")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    _legend_below(fig, axes[:1], ncol=3)
     _save(fig, out)
 
 
@@ -171,7 +212,7 @@ def barrier_vs_level(barrier: pl.DataFrame, out: str | Path) -> None:
     ax.set_xlabel("IMP level")
     ax.set_ylabel("test error barrier (percentage points)")
     ax.set_title(f"{experiment}: linear mode connectivity")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     _save(fig, out)
 
 
@@ -191,8 +232,8 @@ def subspace_success(success: pl.DataFrame, theory: pl.DataFrame, out: str | Pat
     a crossing far from both says the loss is not that quadratic well out to θ_t."""
     experiment = _experiment(success)
     panels = success.select("metric", "threshold").unique().sort("metric", "threshold").rows() or [("", 0.0)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False, sharey=True)
-    for ax, (metric, threshold) in zip(axes[0], panels):
+    fig, axes = _grid(len(panels), sharey=True)
+    for ax, (metric, threshold) in zip(axes, panels):
         part = success.filter((pl.col("metric") == metric) & (pl.col("threshold") == threshold))
         predicted = _predicted(theory, metric, threshold)
         for (kind, t), g in part.sort("d").group_by("kind", "burnin_step", maintain_order=True):
@@ -203,68 +244,103 @@ def subspace_success(success: pl.DataFrame, theory: pl.DataFrame, out: str | Pat
                     if r["d_star_well"]:
                         ax.axvline(r["d_star_well"], color=line.get_color(), ls=":", lw=1.2)
         if predicted.height:
-            ax.plot([], [], color="0.3", ls="--", lw=1.0, label="d* bound (quadratic well, Gordon)")
-            ax.plot([], [], color="0.3", ls=":", lw=1.2, label="d* of the quadratic well from θ_t")
+            ax.plot([], [], color="0.3", ls="--", lw=1.0, label="predicted d*, in its curve's colour: "
+                                                                "quadratic-well bound (Gordon)")
+            ax.plot([], [], color="0.3", ls=":", lw=1.2, label="predicted d*, in its curve's colour: "
+                                                               "the well's own threshold from θ_t")
         ax.axhline(0.5, color="k", ls=":", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("subspace dimension d")
+        ax.set_ylabel("success probability P(d)")
         ax.set_title(_threshold_label(metric, threshold) if metric else "", fontsize=10)
         if not part.height:
             _empty(ax, "subspace runs")
-    axes[0][0].set_ylabel("success probability P(d)")
-    axes[0][-1].legend(fontsize=7)
     fig.suptitle(f"{experiment}: success probability vs dimension")
+    _legend_below(fig, axes, ncol=2)
     _save(fig, out)
+
+
+def _offsets(n: int, width: float = 0.06) -> list[float]:
+    """Relative x offsets that set n series' markers at one x side by side instead of on top of each other."""
+    return [width * (i - (n - 1) / 2) for i in range(n)]
 
 
 def dstar_burnin(threshold: pl.DataFrame, theory: pl.DataFrame, out: str | Path) -> None:
     """d*(ε) vs burn-in step t (random subspaces are t = 0), bootstrap intervals; lottery and tickets as
-    single markers. Open markers: censored (P ≥ 1/2 already at the smallest d tested). From the theory table,
-    with bands of ±1.96 standard errors over the SLQ probes: dashed, the quadratic-well bound; dotted, the
-    well's own threshold from θ_t. Agreement: the measured points on the dotted line and below the dashed
-    one, falling with t as they do (θ_t nearer the minimum)."""
+    single markers; one colour per sublevel set ε, its series side by side at each t. A censored d* is drawn as
+    the bound it is: an open circle at the smallest d tested (P ≥ 1/2 there: d* at most that), an open
+    triangle at the largest (never reached: d* above it), a triangle on the axis floor (the anchor already in
+    the set: no training needed). From the theory table, with bands of ±1.96 standard errors over the SLQ
+    probes: dashed, the quadratic-well bound; dotted, the well's own threshold from θ_t. Agreement: the
+    measured points on the dotted line and below the dashed one, falling with t as they do."""
     experiment = _experiment(threshold)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, ((metric, th), g) in enumerate(threshold.sort("burnin_step").group_by("metric", "threshold",
-                                                                                   maintain_order=True)):
+    groups = list(threshold.sort("burnin_step").group_by("metric", "threshold", maintain_order=True))
+    positive = [t for t in threshold["burnin_step"].to_list() if t] if threshold.height else []
+    linthresh = min(positive) if positive else 1
+    shift = lambda t, off: np.asarray(t, dtype=float) * (1 + off) + off * linthresh  # side by side, t = 0 too
+    floor = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    used = set()
+    for i, (((metric, th), g), off) in enumerate(zip(groups, _offsets(len(groups)))):
         color = f"C{i}"
-        label = _threshold_label(metric, th)
-        line = g.filter(pl.col("kind").is_in(["random", "burnin"]) & pl.col("d_star").is_not_null())
-        if line.height:
-            lo = (line["d_star"] - line["d_star_lo"].fill_null(line["d_star"])).to_numpy()
-            hi = (line["d_star_hi"].fill_null(line["d_star"]) - line["d_star"]).to_numpy()
-            ax.errorbar(line["burnin_step"], line["d_star"], yerr=[lo, hi], color=color, marker="o", ms=4,
-                        capsize=2, label=label)
-            label = None
-        below = line.filter(pl.col("censored") == "below")
-        ax.scatter(below["burnin_step"], below["d_star"], s=60, facecolors="none", edgecolors=color)
-        above = g.filter(pl.col("censored") == "above")  # never reached: an arrow at the largest d tested
-        ax.scatter(above["burnin_step"], above["d_max"], marker="^", s=50, facecolors="none", edgecolors=color,
-                   label=f"not reached by the largest d tested, {label or _threshold_label(metric, th)}"
-                   if above.height else None)
+        ax.plot([], [], color=color, lw=6, alpha=0.5, label=_threshold_label(metric, th))
+        line = g.filter(pl.col("kind").is_in(["random", "burnin"]))
+        exact = line.filter(pl.col("censored") == "none")
+        if exact.height:
+            lo = (exact["d_star"] - exact["d_star_lo"].fill_null(exact["d_star"])).to_numpy()
+            hi = (exact["d_star_hi"].fill_null(exact["d_star"]) - exact["d_star"]).to_numpy()
+            ax.errorbar(shift(exact["burnin_step"], off), exact["d_star"], yerr=[lo, hi], color=color, marker="o",
+                        ms=4, capsize=2)
+            used.add("exact")
+        for kind, marker in (("random", None), ("burnin", None), ("lottery", "*"), ("ticket", "D")):
+            k = g.filter(pl.col("kind") == kind)
+            if marker and k.filter(pl.col("censored") == "none").height:
+                e = k.filter(pl.col("censored") == "none")
+                ax.scatter(shift(e["burnin_step"], off), e["d_star"], marker=marker, s=60, color=color, zorder=3)
+                used.add(kind)
+            below = k.filter(pl.col("censored") == "below")
+            ax.scatter(shift(below["burnin_step"], off), below["d_min"], s=55, marker=marker or "o",
+                       facecolors="none", edgecolors=color, zorder=3)
+            above = k.filter(pl.col("censored") == "above")
+            ax.scatter(shift(above["burnin_step"], off), above["d_max"], marker="^", s=55, facecolors="none",
+                       edgecolors=color, zorder=3)
+            anchor = k.filter(pl.col("censored") == "anchor")
+            ax.scatter(shift(anchor["burnin_step"], off), [0.03] * anchor.height, marker="v", s=55, color=color,
+                       transform=floor, clip_on=False, zorder=3)
+            used |= {c for c, f in (("below", below), ("above", above), ("anchor", anchor)) if f.height}
         predicted = _predicted(theory, metric, th)
-        if predicted.height:
-            for col, ls, what in (("d_star_bound", "--", "bound"), ("d_star_well", ":", "well's own")):
-                p = predicted.filter(pl.col(col) > 0)  # 0: θ_t inside the well's set, no threshold to draw
-                mid = p[col]
-                ax.plot(p["burnin_step"], mid, color=color, ls=ls, lw=1.2,
-                        label=f"predicted ({what}), {_threshold_label(metric, th)}")
-                ax.fill_between(p["burnin_step"], p[f"{col}_lo"].fill_null(mid), p[f"{col}_hi"].fill_null(mid),
+        for col, ls in (("d_star_bound", "--"), ("d_star_well", ":")):
+            p = predicted.filter(pl.col(col) > 0) if predicted.height else predicted  # 0: θ_t inside the set
+            if p.height:
+                ax.plot(p["burnin_step"], p[col], color=color, ls=ls, lw=1.2)
+                ax.fill_between(p["burnin_step"], p[f"{col}_lo"].fill_null(p[col]), p[f"{col}_hi"].fill_null(p[col]),
                                 color=color, alpha=0.12)
-        for kind, marker in (("lottery", "*"), ("ticket", "D")):
-            k = g.filter((pl.col("kind") == kind) & pl.col("d_star").is_not_null())
-            if k.height:
-                ax.scatter(k["burnin_step"], k["d_star"], marker=marker, s=60, color=color,
-                           label=f"{_anchor_label(kind, int(k['burnin_step'][0]))}, {_threshold_label(metric, th)}")
+                used.add(col)
+    key = {"exact": ("o", "-", "d* measured (random t = 0, burn-in t), 95% interval"),
+           "lottery": ("*", "", "lottery subspace (trajectory PCA)"), "ticket": ("D", "", "IMP tickets (axial)"),
+           "below": ("o", "", "open: d* ≤ the smallest d tested (P ≥ 1/2 there)"),
+           "above": ("^", "", "open: d* > the largest d tested (never reached)"),
+           "anchor": ("v", "", "on the floor: in the set at the anchor (no training)"),
+           "d_star_bound": (None, "--", "predicted: quadratic-well bound (Gordon)"),
+           "d_star_well": (None, ":", "predicted: the well's own threshold from θ_t")}
+    for name, (marker, ls, label) in key.items():
+        if name in used:
+            open_marker = name in ("below", "above")
+            ax.plot([], [], color="0.35", marker=marker, ls=ls or "none", mfc="none" if open_marker else "0.35",
+                    label=label)
     if not threshold.height:
         _empty(ax, "thresholds")
         ax.set_ylim(1, 10)
-    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(sorted(set(threshold["burnin_step"].to_list()))
+                                                              if threshold.height else [0]))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_yscale("log")
     ax.set_xlabel("burn-in step t (0: at initialisation)")
     ax.set_ylabel("threshold training dimension d*")
     ax.set_title(f"{experiment}: d* vs burn-in")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _legend_outside(ax)
     _save(fig, out)
 
 
@@ -275,24 +351,30 @@ def imp_dstar(imp: pl.DataFrame, threshold: pl.DataFrame, out: str | Path) -> No
     fig, ax = plt.subplots(figsize=(6.8, 4.4))
     for part, ls, suffix in by_rewind(imp.filter(pl.col("method") == "imp")):
         stats = part.group_by("level").agg(pl.col("remaining").mean(), *_mean_sd("test_accuracy")).sort("level")
-        ax.errorbar(stats["remaining"], stats["m"], yerr=stats["sd"], color="C0", marker="o", ms=4, capsize=2,
-                    ls=ls, label=f"IMP (rewound ticket{suffix}): weights remaining")
+        ax.errorbar(stats["remaining"], 100 * stats["m"], yerr=100 * stats["sd"], color="C0", marker="o", ms=4,
+                    capsize=2, ls=ls, label=f"IMP (rewound ticket{suffix}): weights remaining")
     if threshold.height:
         # train accuracy first (the sublevel set the sweeps refine on), then the lowest ε
         first = threshold.sort(pl.col("metric") != "train_accuracy", "metric", "threshold").row(0, named=True)
         th = threshold.filter((pl.col("metric") == first["metric"]) & (pl.col("threshold") == first["threshold"])
-                              & pl.col("d_star").is_not_null()).sort("kind", "burnin_step")
+                              ).sort("kind", "burnin_step")
         for i, r in enumerate(th.iter_rows(named=True)):
-            ax.axvline(r["d_star"], color=f"C{i + 1}", ls="--", lw=1.2,
-                       label=f"d* {_anchor_label(r['kind'], r['burnin_step'])} = {r['d_star']:,.0f}")
-            if r["d_star_lo"] is not None and r["d_star_hi"] is not None:
+            name = f"d* {_anchor_label(r['kind'], r['burnin_step'])}"
+            if r["censored"] == "anchor":
+                continue  # in the set at the anchor: no dimension to draw (the summary lists it)
+            at, label, style = {  # a censored d* is the bound it is, drawn dotted
+                "below": (r["d_min"], f"{name} ≤ {r['d_min']:,} (the smallest d tested)", ":"),
+                "above": (r["d_max"], f"{name} > {r['d_max']:,} (the largest d tested)", ":"),
+            }.get(r["censored"], (r["d_star"], f"{name} = {r['d_star'] or 0:,.0f}", "--"))
+            ax.axvline(at, color=f"C{i + 1}", ls=style, lw=1.2, label=label)
+            if r["censored"] == "none" and r["d_star_lo"] is not None and r["d_star_hi"] is not None:
                 ax.axvspan(r["d_star_lo"], r["d_star_hi"], color=f"C{i + 1}", alpha=0.12)
         ax.set_title(f"{experiment}: IMP vs subspaces (d* at {_threshold_label(first['metric'], first['threshold'])})",
                      fontsize=10)
     ax.set_xscale("log")
     ax.set_xlabel("trained degrees of freedom (weights remaining, or subspace dimension)")
-    ax.set_ylabel("IMP test accuracy")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.set_ylabel("IMP test accuracy (%)")
+    _legend_outside(ax)
     _save(fig, out)
 
 
@@ -321,7 +403,7 @@ def sharpness(hessian: pl.DataFrame, out: str | Path) -> None:
             ax.errorbar(lv["level"], lv["m"], yerr=lv["sd"], marker="o", ms=4, capsize=2, color="C1", ls=ls,
                         label=suffix.removeprefix(", ") or None)
         if len(chains) > 1:
-            ax.legend(fontsize=8)
+            _legend_outside(ax)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("IMP level (end of training, on the weights kept)")
         ax.set_title("IMP levels", fontsize=10)
@@ -343,18 +425,29 @@ def prune_fraction(sweep: pl.DataFrame, out: str | Path) -> None:
         for method, ls in (("magnitude", "-"), ("random", "--")):
             m = g.filter(pl.col("method") == method).group_by("fraction").agg(*_mean_sd("barrier")).sort("fraction")
             if m.height:
-                ax.errorbar(m["fraction"], m["m"], yerr=m["sd"], color=f"C{i}", ls=ls, marker="o", ms=3, capsize=2,
-                            label=label if method == "magnitude" else None)
+                ax.errorbar(100 * m["fraction"], 100 * m["m"], yerr=100 * m["sd"], color=f"C{i}", ls=ls, marker="o",
+                            ms=3, capsize=2, label=label if method == "magnitude" else None)
     if test.height:
-        ax.axhline(float(test["tolerance"][0]), color="k", ls=":", lw=0.8, label="tolerance (connected below)")
+        ax.axhline(100 * float(test["tolerance"][0]), color="k", ls=":", lw=0.8, label="tolerance (connected below)")
         ax.plot([], [], color="0.3", ls="--", label="random pruning among the remaining weights")
     else:
         _empty(ax, "fraction sweeps")
-    ax.set_xlabel("fraction of the level's remaining weights pruned")
-    ax.set_ylabel("test error barrier, level l projected -> level l+1")
+    ax.set_xlabel("the level's remaining weights pruned (%)")
+    ax.set_ylabel("test error barrier (percentage points)\nlevel ℓ projected → pruned and retrained")
     ax.set_title(f"{experiment}: how much one level can prune")
-    ax.legend(fontsize=7)
+    _legend_outside(ax)
     _save(fig, out)
+
+
+def symlog_ticks(lo: float, hi: float, linthresh: float, most: int = 3) -> list[float]:
+    """Ticks for a symlog axis over [lo, hi]: 0, and on each side that has values at most `most` powers of ten
+    from the largest down, none inside the linear band (whose labels would print over each other)."""
+    ticks = [0.0]
+    for sign, end in ((1, hi), (-1, -lo)):
+        if end > linthresh:
+            top = math.floor(math.log10(end))
+            ticks += [sign * 10.0 ** k for k in range(top, top - 2 * most, -2) if 10.0 ** k > 3 * linthresh]
+    return sorted(ticks)
 
 
 def spectral_density(spectrum: pl.DataFrame, out: str | Path) -> None:
@@ -388,8 +481,8 @@ def spectral_density(spectrum: pl.DataFrame, out: str | Path) -> None:
     left.set_yscale("log")
     left.set_xlabel("Hessian eigenvalue λ")
     left.set_ylabel("spectral density")
-    left.set_title(f"{experiment}: Hessian spectrum at θ* (D = {spectrum['num_params'][0]:,})")
-    left.legend(fontsize=7)
+    left.set_title(f"{experiment}: Hessian spectrum at θ* (D = {spectrum['num_params'][0]:,})", fontsize=10)
+    _legend_under(left)
     cdf = lambda x, w: (np.sort(x), np.cumsum(w[np.argsort(x)]))
     x, w = probes["eigenvalue"].to_numpy(), probes["weight"].to_numpy() / probes["probe"].n_unique()
     right.step(*cdf(x, w), where="post", color="0.3", ls="--",
@@ -400,11 +493,14 @@ def spectral_density(spectrum: pl.DataFrame, out: str | Path) -> None:
         x, w = g["eigenvalue"].to_numpy(), g["weight"].to_numpy()
         right.step(*cdf(x, w), where="post", color=f"C{i + 1}",
                    label=f"δ from {_anchor_label(kind, t)}, R = {g['distance'][0]:.3g}, δᵀHδ/R² = {float(x @ w):.3g}")
-    right.set_xscale("symlog", linthresh=max(abs(lo), abs(hi)) * 1e-4)
+    linthresh = max(abs(lo), abs(hi)) * 1e-4
+    right.set_xscale("symlog", linthresh=linthresh)
+    right.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(symlog_ticks(lo, hi, linthresh)))
+    right.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     right.set_xlabel("Hessian eigenvalue λ")
     right.set_ylabel("fraction of |δ|² on eigenvalues ≤ λ")
-    right.set_title("where each anchor's displacement lies")
-    right.legend(fontsize=7)
+    right.set_title("where each anchor's displacement lies", fontsize=10)
+    _legend_under(right)
     _save(fig, out)
 
 
@@ -417,7 +513,7 @@ def scores(table: pl.DataFrame, out: str | Path) -> None:
         left.hist(table.filter(pl.col("step") == step)["el2n"], bins=40, histtype="step", label=f"step {step}")
     left.set_xlabel("EL2N (mean over seeds)")
     left.set_ylabel("training examples")
-    left.legend(fontsize=7)
+    _legend_under(left, ncol=3)
     if steps:
         last = table.filter(pl.col("step") == steps[-1])
         right.scatter(last["el2n"], last["grand"], s=3, alpha=0.4)
@@ -428,10 +524,34 @@ def scores(table: pl.DataFrame, out: str | Path) -> None:
     _save(fig, out)
 
 
-DRAW = {"imp_accuracy": imp_accuracy, "imp_early_stop": imp_early_stop, "imp_barrier": barrier_vs_level,
-        "subspace_success": subspace_success, "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar,
-        "sharpness": sharpness, "scores": scores, "prune_fraction": prune_fraction,
-        "spectral_density": spectral_density}
+def train_curves(train: pl.DataFrame, out: str | Path) -> None:
+    """The dense runs' loss and accuracy over training, train and test split, mean ± std over seeds (log
+    step axis, with step 0 in its linear band): what every stage downstream starts from."""
+    experiment = _experiment(train)
+    rows = train.filter(~pl.col("diverged").fill_null(False))
+    fig, axes = _grid(2, width=4.8)
+    for ax, (column, label, scale) in zip(axes, (("loss", "loss", 1.0), ("accuracy", "accuracy (%)", 100.0))):
+        for i, split in enumerate(("train", "test")):
+            s = rows.filter(pl.col("split") == split).group_by("step").agg(*_mean_sd(column)).sort("step")
+            if s.height:
+                ax.plot(s["step"], scale * s["m"], color=f"C{i}", label=f"{split} split")
+                ax.fill_between(s["step"], scale * (s["m"] - s["sd"]), scale * (s["m"] + s["sd"]), color=f"C{i}",
+                                alpha=0.2)
+        ax.set_xscale("symlog", linthresh=max(1, int(rows["step"].filter(rows["step"] > 0).min() or 1)))
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+    if not rows.height:
+        _empty(axes[0], "dense runs that finished")
+    seeds = rows["seed"].n_unique()
+    fig.suptitle(f"{experiment}: dense training ({seeds} seed{'s' * (seeds != 1)}; band ±1 sd)")
+    _legend_below(fig, axes, ncol=2)
+    _save(fig, out)
+
+
+DRAW = {"train_curves": train_curves, "imp_accuracy": imp_accuracy, "imp_early_stop": imp_early_stop,
+        "imp_barrier": barrier_vs_level, "prune_fraction": prune_fraction, "subspace_success": subspace_success,
+        "dstar_burnin": dstar_burnin, "imp_dstar": imp_dstar, "sharpness": sharpness,
+        "spectral_density": spectral_density, "scores": scores}
 
 
 def render(name: str, tables: dict[str, pl.DataFrame], out: str | Path) -> None:

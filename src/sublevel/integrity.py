@@ -106,7 +106,7 @@ class Found:
 
 def check(root: Path) -> Found:
     """Every damaged result under root/results, how many results were checked, and the links left alone."""
-    results = root / paths.RESULTS
+    results = root / paths.results()
     if not results.is_dir():
         return Found([], 0, [])
     stores, files, leftovers, links = _walk(results)
@@ -127,7 +127,7 @@ def future_times(root: Path, slack: float = 5.0) -> list[tuple[Path, float]]:
     far ahead: each file, each store and the files at a store's top (its zarr.json and Snakemake's marker,
     which date it for Snakemake). Snakemake would see every job downstream of one as outdated at every run,
     rerun it, then fail its clock check and delete the job's correct outputs."""
-    results = root / paths.RESULTS
+    results = root / paths.results()
     return _dated_ahead(*_walk(results)[:2], slack) if results.is_dir() else []
 
 
@@ -165,7 +165,7 @@ def running(root: Path) -> bool:
 def remove(damaged: list[Damage], root: Path) -> None:
     """Delete the damaged results, each only if it lies inside root/results and is no link (check never
     returns others; this is the last guard before a deletion)."""
-    results = (root / paths.RESULTS).resolve()
+    results = (root / paths.results()).resolve()
     for d in damaged:
         if d.path.is_symlink() or not d.path.parent.resolve().is_relative_to(results):
             raise ValueError(f"refusing to remove {d.path}: not inside {results}")

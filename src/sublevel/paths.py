@@ -10,13 +10,46 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-RESULTS = Path("results")
-SUMMARY = RESULTS / "summary.json"   # DVC metrics: the key numbers per experiment
-PLOTS = RESULTS / "plots"            # DVC plots: CSV curves
-REPRODUCTION = RESULTS / "reproduction.csv"  # every published target beside its measurement (the report's page)
+RESULTS_VARIABLE = "SUBLEVEL_RESULTS"  # the results root, which the Snakefile sets from the config for every job
+DEFAULT_RESULTS = Path("results")
 TARGETS = Path(__file__).with_name("targets.csv")  # the seed papers' numbers, shipped (sublevel.reproduce)
 SCHEMA = Path("workflow/schemas/config.schema.yaml")
 SNAKEMAKE_METADATA = Path(".snakemake/metadata")  # Snakemake's record per output file: rule, start and end time
+
+
+def results() -> Path:
+    """The results root every path below lies under: the config's `results` key (default results/), which the
+    Snakefile exports to its jobs as $SUBLEVEL_RESULTS and the results commands take as --results. A config
+    whose data or experiments differ from another's names its own root (config/smoke.yaml: results/smoke), so
+    running one never rewrites, and never mixes into, the other's results."""
+    return Path(os.environ.get(RESULTS_VARIABLE) or DEFAULT_RESULTS)
+
+
+def use_results(root: str | Path) -> None:
+    """Make `root` the results root of this process and of the processes it starts."""
+    os.environ[RESULTS_VARIABLE] = str(root)
+
+
+# What a results root holds at its top (every path below starts with one): the jobs view tells a root's records
+# from those of a root nested in it (results/smoke under results) by them.
+ROOT_ENTRIES = ("data", "runs", "imp", "subspace", "scores", "tables", "figures", "logs", "metrics", "plots", "jobs",
+                "specs", "summary", "tensorboard", "reproduction.csv")
+
+
+def metrics_dir() -> Path:
+    return results() / "metrics"  # DVC metrics: <experiment>.json, the key numbers, one row each in `dvc metrics show`
+
+
+def summary_dir() -> Path:
+    return results() / "summary"  # `sublevel summary`'s sections as CSV, <section>.csv: the report opens with them
+
+
+def plots_dir() -> Path:
+    return results() / "plots"  # DVC plots: CSV curves
+
+
+def reproduction_file() -> Path:
+    return results() / "reproduction.csv"  # every published target beside its measurement (the report's page)
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -42,7 +75,7 @@ def given_root(root: Path, how: str = "--root ") -> Path:
     answer empty tables as if nothing had run: an error."""
     if not root.is_dir():
         raise FileNotFoundError(f"{how}{root}: no such directory")
-    if not (is_project(root) or (root / RESULTS).is_dir()):
+    if not (is_project(root) or (root / results()).is_dir()):
         raise FileNotFoundError(f"{how}{root}: not a sublevel project (no Snakefile and workflow/, no results/ "
                                 "there): give the directory that holds them")
     return root.resolve()
@@ -55,11 +88,11 @@ def schema_file() -> Path:
 
 
 def dataset_store(dataset: str) -> Path:
-    return RESULTS / "data" / f"{dataset}.zarr"
+    return results() / "data" / f"{dataset}.zarr"
 
 
 def run_dir(experiment: str, seed: str | int) -> Path:
-    return RESULTS / "runs" / str(experiment) / f"seed={seed}"
+    return results() / "runs" / str(experiment) / f"seed={seed}"
 
 
 def trajectory(experiment: str, seed: str | int) -> Path:
@@ -67,8 +100,20 @@ def trajectory(experiment: str, seed: str | int) -> Path:
     return run_dir(experiment, seed) / "trajectory.zarr"
 
 
+def tensorboard(experiment: str, seed: str | int) -> Path:
+    """TensorBoard event files of one dense run (config key `tensorboard`): `tensorboard --logdir` shows them."""
+    return results() / "tensorboard" / str(experiment) / f"seed={seed}"
+
+
+def job_file(name: str) -> Path:
+    """What a job reads in place of long command-line words: its spec (JSON; what its stage sees of its
+    experiment) or an argument file (lists of tables), named by a digest of the content, which every job with
+    that content shares. Written while Snakemake plans, a dry run included."""
+    return results() / "jobs" / name
+
+
 def tables_dir(root: Path | None = None) -> Path:
-    return (root or Path()) / RESULTS / "tables"
+    return (root or Path()) / results() / "tables"
 
 
 def table(name: str, **partitions: str | int) -> Path:
@@ -78,12 +123,12 @@ def table(name: str, **partitions: str | int) -> Path:
 
 
 def log(stage: str, *keys: str | int) -> Path:
-    return RESULTS / "logs" / stage / ("-".join(str(k) for k in keys) + ".log")
+    return results() / "logs" / stage / ("-".join(str(k) for k in keys) + ".log")
 
 
 def chain_dir(experiment: str, rewind_step: str | int, seed: str | int) -> Path:
     """One IMP chain: a dense seed's run pruned and rewound to one rewind step (imp.rewind may list several)."""
-    return RESULTS / "imp" / str(experiment) / f"rewind_step={rewind_step}" / f"seed={seed}"
+    return results() / "imp" / str(experiment) / f"rewind_step={rewind_step}" / f"seed={seed}"
 
 
 def level_store(experiment: str, rewind_step: str | int, seed: str | int, stage: str, level: str | int,
@@ -101,16 +146,16 @@ def diet_start(experiment: str, rewind_step: str | int, seed: str | int) -> Path
 
 def scores_store(experiment: str) -> Path:
     """Zarr group: EL2N and GraNd per (checkpoint step, dense seed, training example); see sublevel.scores."""
-    return RESULTS / "scores" / f"{experiment}.zarr"
+    return results() / "scores" / f"{experiment}.zarr"
 
 
 def figure(experiment: str, name: str, fmt: str = "png") -> Path:
     """Every figure is written as PNG (the report shows it) and SVG (for papers)."""
-    return RESULTS / "figures" / str(experiment) / f"{name}.{fmt}"
+    return results() / "figures" / str(experiment) / f"{name}.{fmt}"
 
 
 def sweep_dir(experiment: str, kind: str, burnin_step: str | int) -> Path:
-    return RESULTS / "subspace" / str(experiment) / f"kind={kind}" / f"burnin_step={burnin_step}"
+    return results() / "subspace" / str(experiment) / f"kind={kind}" / f"burnin_step={burnin_step}"
 
 
 def sweep_store(experiment: str, kind: str, burnin_step: str | int, round: str | int, d: str | int,

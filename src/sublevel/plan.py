@@ -300,7 +300,7 @@ class Plan:
 
     def figure_tables(self, name: str, figure: str) -> dict[str, list[str]]:
         """The table files one figure of one experiment is drawn from, by table name."""
-        files = {"success": [str(paths.table("success", experiment=name))],
+        files = {"train": self.train_tables(name), "success": [str(paths.table("success", experiment=name))],
                  "threshold": [str(paths.table("threshold", experiment=name))],
                  "hessian": self.hessian_tables(name), "scores": [str(paths.table("scores", experiment=name))],
                  "prune_sweep": self.prune_sweep_tables(name), **self.theory_tables(name)}
@@ -316,7 +316,7 @@ class Plan:
                 out += [str(paths.table(t, experiment=name)) for t in ("success", "threshold")]
             out += (self.hessian_tables(name) + sum(self.theory_tables(name).values(), [])
                     + self.figure_files(name) + self.figure_files(name, "svg"))
-        return out + [str(paths.SUMMARY), str(paths.PLOTS), str(paths.REPRODUCTION)]
+        return out + [str(paths.metrics_dir()), str(paths.summary_dir()), str(paths.plots_dir()), str(paths.reproduction_file())]
 
     def result_tables(self) -> list[str]:
         """Every Parquet table a run writes: what the exports and the reproduction page read."""

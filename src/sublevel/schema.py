@@ -312,21 +312,29 @@ class Figure:
     tables: tuple[str, ...]     # the tables it is drawn from, in the order its function takes them
     sections: tuple[str, ...]   # the experiment's config sections it needs (an experiment without one has none;
     # "imp.fraction_sweep": a key inside a section)
+    stage: str                  # the report's heading it goes under (REPORT_STAGES)
+
+
+# The report's headings, in the order it shows them (Snakemake sorts categories by name): the summary first,
+# then the figures by the stage they come from, each experiment a subheading
+REPORT_STAGES = {"summary": "1 Summary", "dense": "2 Dense training", "imp": "3 Lottery tickets",
+                 "subspace": "4 Subspaces and the threshold dimension", "landscape": "5 Sharpness, spectrum, data"}
 
 
 # Every figure (drawn by sublevel.figures); the CLI's choices, the workflow's targets and the figure rule's
 # inputs all come from here.
 FIGURES: dict[str, Figure] = {
-    "imp_accuracy": Figure(("imp",), ("imp",)),
-    "imp_early_stop": Figure(("imp",), ("imp.eval_every",)),
-    "imp_barrier": Figure(("barrier",), ("imp",)),
-    "subspace_success": Figure(("success", "theory"), ("subspace",)),
-    "dstar_burnin": Figure(("threshold", "theory"), ("subspace",)),
-    "imp_dstar": Figure(("imp", "threshold"), ("imp", "subspace")),
-    "sharpness": Figure(("hessian",), ("hessian",)),
-    "scores": Figure(("scores",), ("scores",)),
-    "prune_fraction": Figure(("prune_sweep",), ("imp.fraction_sweep",)),
-    "spectral_density": Figure(("spectrum",), ("theory",)),
+    "train_curves": Figure(("train",), (), "dense"),
+    "imp_accuracy": Figure(("imp",), ("imp",), "imp"),
+    "imp_early_stop": Figure(("imp",), ("imp.eval_every",), "imp"),
+    "imp_barrier": Figure(("barrier",), ("imp",), "imp"),
+    "prune_fraction": Figure(("prune_sweep",), ("imp.fraction_sweep",), "imp"),
+    "subspace_success": Figure(("success", "theory"), ("subspace",), "subspace"),
+    "dstar_burnin": Figure(("threshold", "theory"), ("subspace",), "subspace"),
+    "imp_dstar": Figure(("imp", "threshold"), ("imp", "subspace"), "subspace"),
+    "sharpness": Figure(("hessian",), ("hessian",), "landscape"),
+    "spectral_density": Figure(("spectrum",), ("theory",), "landscape"),
+    "scores": Figure(("scores",), ("scores",), "landscape"),
 }
 FIGURE_TABLES: dict[str, tuple[str, ...]] = {name: f.tables for name, f in FIGURES.items()}
 

@@ -10,6 +10,8 @@ and marks every row diverged, without failing the job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 import math
 import time
@@ -75,13 +77,15 @@ class Trajectory:
 def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device: torch.device, *,
           start: Start | None = None, mask: torch.Tensor | None = None, checkpoints: bool = True,
           eval_every: bool = True, progress: bool = True, stop: int | None = None,
-          schedule: Schedule | None = None) -> tuple[nn.Module, Trajectory]:
+          schedule: Schedule | None = None, log: Callable[[int, dict], None] | None = None
+          ) -> tuple[nn.Module, Trajectory]:
     """Train from initialisation (or from `start`) to the schedule's last step (or to step `stop`).
 
     `mask` (bool [D]) keeps pruned weights exactly zero: θ is masked before the first step and after every
     optimiser step. `checkpoints`/`eval_every` off: record only the final state (IMP levels, baselines).
     `schedule`: the learning-rate schedule of another data size (a data-diet subset follows the full
-    dataset's schedule; its own epochs set only the data order)."""
+    dataset's schedule; its own epochs set only the data order). `log(step, scalars)` sees each evaluation as
+    it is made (a live view: TensorBoard)."""
     sched = schedule or Schedule.resolve(exp, len(data.y_train))
     last = sched.total if stop is None else stop
     model = network(exp, data, init_seed, device, start)
@@ -113,6 +117,8 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
                                  seed=init_seed, data_seed=data_seed, step=step, epoch=step / spe,
                                  split=split, loss=loss, accuracy=acc, lr=lr, diverged=False, device=device.type))
         out.eval_seconds += time.perf_counter() - begin  # .item() above synchronised the device
+        if log:
+            log(step, {f"{r['split']}/{k}": r[k] for r in out.rows[-2:] for k in ("loss", "accuracy")} | {"lr": lr})
 
     model.train()
     bar = tqdm(range(first, last + 1), desc=f"{exp.name} seed={init_seed}", disable=not progress,

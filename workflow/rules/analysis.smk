@@ -19,8 +19,12 @@ rule analyse_subspace:
         "../envs/sublevel.yaml"
     params:
         spec=spec_for("analysis"),
+        spec_file=spec_file_for("analysis"),
+        tables=files_arg("runs", "train"),
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel analyse-subspace --spec {params.spec:q} --runs {input.runs:q} --train {input.train:q}"
+        "python -m sublevel analyse-subspace --spec {params.spec_file:q} {params.tables:q}"
         " --success {output.success:q} --threshold {output.threshold:q} > {log:q} 2>&1"
 
 
@@ -39,9 +43,12 @@ rule hessian_dense:
         gpu=GPU,
     params:
         spec=spec_for("hessian"),
+        spec_file=spec_file_for("hessian"),
         device=config["device"],
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        "python -m sublevel hessian --spec {params.spec_file:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " --trajectory {input.trajectory:q} --table {output.table:q} --device {params.device:q} --threads {threads}"
         " > {log:q} 2>&1"
 
@@ -71,9 +78,12 @@ rule hessian_imp:
         gpu=GPU,
     params:
         spec=spec_for("hessian_imp"),
+        spec_file=spec_file_for("hessian_imp"),
         device=config["device"],
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel hessian --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        "python -m sublevel hessian --spec {params.spec_file:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " --levels {input.levels:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -93,9 +103,12 @@ rule spectrum:
         gpu=GPU,
     params:
         spec=spec_for("spectrum"),
+        spec_file=spec_file_for("spectrum"),
         device=config["device"],
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel spectrum --spec {params.spec:q} --data {input.data:q} --trajectory {input.trajectory:q}"
+        "python -m sublevel spectrum --spec {params.spec_file:q} --data {input.data:q} --trajectory {input.trajectory:q}"
         " --spectrum {output.spectrum:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -111,8 +124,11 @@ rule theory:
         "../envs/sublevel.yaml"
     params:
         spec=spec_for("analysis"),
+        spec_file=spec_file_for("analysis"),
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel theory --spec {params.spec:q} --spectrum {input.spectrum:q} --theory {output.theory:q}"
+        "python -m sublevel theory --spec {params.spec_file:q} --spectrum {input.spectrum:q} --theory {output.theory:q}"
         " > {log:q} 2>&1"
 
 
@@ -132,9 +148,12 @@ rule scores:
         gpu=GPU,
     params:
         spec=spec_for("scores"),
+        spec_file=spec_file_for("scores"),
         device=config["device"],
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel scores --spec {params.spec:q} --data {input.data:q} --trajectories {input.trajectories:q}"
+        "python -m sublevel scores --spec {params.spec_file:q} --data {input.data:q} --trajectories {input.trajectories:q}"
         " --out {output.store:q} --table {output.table:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -145,7 +164,8 @@ rule figure:
         png=report(
             str(paths.figure("{experiment}", "{figure}")),
             caption="../report/figure.rst",
-            category="{experiment}",
+            category=lambda w: REPORT_STAGES[FIGURES[w.figure].stage],
+            subcategory="{experiment}",
             labels={"figure": "{figure}"},
         ),
         svg=str(paths.figure("{experiment}", "{figure}", "svg")),
@@ -155,7 +175,11 @@ rule figure:
     conda:
         "../envs/sublevel.yaml"
     params:
-        tables=lambda w, input: [word for name, files in input.items() for word in (f"--{name}", *files)],
+        tables=files_arg(),
+        # unused by the command: a figure is redrawn when the code that draws it changes (seconds each)
+        drawn_by=hashlib.sha256((Path(workflow.basedir) / "src/sublevel/figures.py").read_bytes()).hexdigest(),
+    message:
+        JOB_LINE
     shell:
         "python -m sublevel figure {wildcards.figure:q} --out {output.png:q} {params.tables:q} > {log:q} 2>&1"
 
@@ -164,22 +188,32 @@ rule export:
     input:
         tables=PLAN.result_tables(),
     output:
-        summary=str(paths.SUMMARY),
-        plots=directory(str(paths.PLOTS)),
+        metrics=directory(str(paths.metrics_dir())),
+        summary=report(
+            directory(str(paths.summary_dir())),
+            patterns=["{section}.csv"],
+            caption="../report/summary.rst",
+            category=REPORT_STAGES["summary"],
+            labels={"section": "{section}"},
+        ),
+        plots=directory(str(paths.plots_dir())),
     log:
         str(paths.log("export", "summary")),
     localrule: True
     conda:
         "../envs/sublevel.yaml"
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel export --root . --summary {output.summary:q} --plots {output.plots:q} > {log:q} 2>&1"
+        "python -m sublevel export --root . --metrics {output.metrics:q} --summary {output.summary:q} --plots {output.plots:q}"
+        " > {log:q} 2>&1"
 
 
 rule reproduction:
     input:
         tables=PLAN.result_tables(),
     output:
-        report(str(paths.REPRODUCTION), caption="../report/reproduction.rst", category="Reproductions"),
+        report(str(paths.reproduction_file()), caption="../report/reproduction.rst", category="Reproductions"),
     log:
         str(paths.log("export", "reproduction")),
     localrule: True
@@ -188,6 +222,8 @@ rule reproduction:
     params:
         # the shipped targets by content, not by their absolute path: a moved or copied project reruns nothing
         targets=hashlib.sha256(paths.TARGETS.read_bytes()).hexdigest(),
+    message:
+        JOB_LINE
     shell:
         "python -m sublevel reproduce --root . --format csv --out {output:q} > {log:q} 2>&1"
 
@@ -195,3 +231,5 @@ rule reproduction:
 rule analysis_all:
     input:
         PLAN.analysis_outputs(),
+    message:
+        JOB_LINE

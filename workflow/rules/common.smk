@@ -1,6 +1,7 @@
 # What every stage shares: the validated config, the plan of outputs and inputs (sublevel.plan), and the
 # adapters from a job's wildcards to it.
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -9,18 +10,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # also when snakemake is not the project's venv
 
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config
 
-from sublevel import integrity, paths, versions
-from sublevel.config import ConfigError, read_file, validate
+from sublevel import integrity, paths, storage, versions
+from sublevel.config import ConfigError, read_file, typed, validate
 from sublevel.plan import Plan
-from sublevel.schema import FIGURES
+from sublevel.schema import FIGURES, REPORT_STAGES
 
+for _key, _value in workflow.config_settings.config.items():  # --config: a nested value's leaves typed by YAML
+    if isinstance(_value, dict):
+        update_config(config, {_key: typed(_value)})
 try:
     for _file in workflow.configfiles:  # Snakemake's YAML reading keeps the last of a key given twice: refuse it
         read_file(_file)
     config.update(validate(config))  # JSON Schema via snakemake.utils.validate, defaults filled
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+paths.use_results(config["results"])  # every path below, here and in every job, lies under the config's root
+if config["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
+    raise WorkflowError(
+        "config error at tensorboard: true needs the tensorboard package: "
+        "pip install -e '.[tensorboard]' (into the environment snakemake runs in)"
+    )
 
 if workflow.is_main_process and (future := integrity.future_times(Path.cwd())):
     raise WorkflowError(integrity.future_line(future, Path.cwd()))
@@ -46,6 +57,11 @@ PLAN = Plan(config)
 GPU = 0 if config["device"] == "cpu" else 1
 
 
+# What the terminal shows of each job (every rule's message:): its rule and wildcards on one line, in place of
+# its inputs, which run to hundreds of table paths for the jobs that read a whole stage
+JOB_LINE = "{rule} {wildcards}"
+
+
 wildcard_constraints:
     experiment=r"[A-Za-z][A-Za-z0-9_]*",
     seed=r"\d+",
@@ -66,6 +82,45 @@ def spec_for(stage, name=None):
     """A param function: the experiment (`name`, else the {experiment} wildcard) as one stage sees it, as
     JSON, so editing the config reruns what the edit touches; a job of one IMP chain sees its rewind point."""
     return lambda w: PLAN.spec(stage, name or w.experiment, w.get("rewind_step"))
+
+
+def job_file(text, suffix):
+    """A file under the results root holding `text`, named by a digest of it and written once: what a job
+    reads instead of long command-line words, so that its printed command stays short."""
+    path = paths.job_file(hashlib.sha256(text.encode()).hexdigest()[:16] + suffix)
+    if not path.is_file():
+        with storage.atomic_path(path) as tmp:
+            tmp.write_text(text)
+    return str(path)
+
+
+def spec_file_for(stage, name=None):
+    """A param function: the file holding the job's spec (spec_for's JSON), which the job reads with --spec.
+    The content still decides reruns through the `spec` param; this one derives from the outputs, and
+    Snakemake records no derived param."""
+    return lambda wildcards, output: job_file(
+        PLAN.spec(stage, name or wildcards.experiment, wildcards.get("rewind_step")), ".json"
+    )
+
+
+def files_arg(*names, **options):
+    """A param function: an argument file (`@file`, one word per line, argparse's fromfile) holding
+    `--<name> path ...` for each input named (every named input when nothing is named) and `--<option> path ...`
+    for each option="input.<name>" or "output.<name>", leaving out an option whose files are none (an optional
+    input). It stands in for lists of tables and per-seed files that would run a printed command to thousands of
+    characters; the files themselves decide reruns."""
+
+    def arg(wildcards, input, output):
+        where = {"input": input, "output": output}
+        named = {n: f"input.{n}" for n in names or ([] if options else input.keys())}
+        words = []
+        for option, source in {**named, **options}.items():
+            side, name = source.split(".")
+            if files := getattr(where[side], name):
+                words += [f"--{option.replace('_', '-')}", *([files] if isinstance(files, str) else files)]
+        return "@" + job_file("\n".join(words) + "\n", ".args")
+
+    return arg
 
 
 def optional_flag(option, name):

@@ -12,5 +12,7 @@ rule prepare_data:
         "../envs/sublevel.yaml"
     params:
         spec=json.dumps(config["data"], sort_keys=True),
+    message:
+        JOB_LINE
     shell:
         "python -m sublevel prepare-data {wildcards.dataset:q} --spec {params.spec:q} --out {output.store:q} > {log:q} 2>&1"

@@ -37,14 +37,21 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             mem_mb=8000,
         params:
             seeds=[str(s) for s in _seeds],
-            diet=optional_flag("--diet", "diet"),
-            previous=optional_flag("--previous", "previous"),
+            files=files_arg(
+                trajectory="input.trajectory",
+                previous="input.previous",
+                diet="input.diet",
+                out="output.stores",
+                table="output.tables",
+            ),
             spec=spec_for("imp", _name),
+            spec_file=spec_file_for("imp", _name),
             device=config["device"],
+        message:
+            JOB_LINE
         shell:
-            "python -m sublevel imp-level --spec {params.spec:q} --seeds {params.seeds:q} --level {wildcards.level:q}"
-            " --data {input.data:q} --trajectory {input.trajectory:q} {params.previous:q} --out {output.stores:q}"
-            " --table {output.tables:q} {params.diet:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+            "python -m sublevel imp-level --spec {params.spec_file:q} --seeds {params.seeds:q} --level {wildcards.level:q}"
+            " --data {input.data:q} {params.files:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
     rule:
         name:
@@ -68,13 +75,21 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             mem_mb=8000,
         params:
             seeds=[str(s) for s in _seeds],
-            diet=optional_flag("--diet", "diet"),
+            files=files_arg(
+                trajectory="input.trajectory",
+                ticket="input.ticket",
+                diet="input.diet",
+                out="output.stores",
+                table="output.tables",
+            ),
             spec=spec_for("imp", _name),
+            spec_file=spec_file_for("imp", _name),
             device=config["device"],
+        message:
+            JOB_LINE
         shell:
-            "python -m sublevel imp-baselines --methods {wildcards.method:q} --spec {params.spec:q}"
-            " --seeds {params.seeds:q} --data {input.data:q} --trajectory {input.trajectory:q} --ticket {input.ticket:q}"
-            " --out {output.stores:q} --table {output.tables:q} {params.diet:q} --device {params.device:q}"
+            "python -m sublevel imp-baselines --methods {wildcards.method:q} --spec {params.spec_file:q}"
+            " --seeds {params.seeds:q} --data {input.data:q} {params.files:q} --device {params.device:q}"
             " --threads {threads} > {log:q} 2>&1"
 
     rule:
@@ -99,13 +114,21 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             mem_mb=8000,
         params:
             seeds=[str(s) for s in _seeds],
-            diet=optional_flag("--diet", "diet"),
+            files=files_arg(
+                trajectory="input.trajectory",
+                dense="input.dense",
+                a="input.level",
+                diet="input.diet",
+                table="output.tables",
+            ),
             spec=spec_for("imp", _name),
+            spec_file=spec_file_for("imp", _name),
             device=config["device"],
+        message:
+            JOB_LINE
         shell:
-            "python -m sublevel barrier --kind instability --spec {params.spec:q} --seeds {params.seeds:q}"
-            " --data {input.data:q} --trajectory {input.trajectory:q} --dense {input.dense:q} --a {input.level:q}"
-            " --table {output.tables:q} {params.diet:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+            "python -m sublevel barrier --kind instability --spec {params.spec_file:q} --seeds {params.seeds:q}"
+            " --data {input.data:q} {params.files:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
     rule:
         name:
@@ -127,12 +150,21 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             gpu=GPU,
         params:
             seeds=[str(s) for s in _seeds],
+            files=files_arg(
+                trajectory="input.trajectory",
+                dense="input.dense",
+                a="input.previous",
+                b="input.level",
+                table="output.tables",
+            ),
             spec=spec_for("imp", _name),
+            spec_file=spec_file_for("imp", _name),
             device=config["device"],
+        message:
+            JOB_LINE
         shell:
-            "python -m sublevel barrier --kind imp_successive --spec {params.spec:q} --seeds {params.seeds:q}"
-            " --data {input.data:q} --trajectory {input.trajectory:q} --dense {input.dense:q} --a {input.previous:q}"
-            " --b {input.level:q} --table {output.tables:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+            "python -m sublevel barrier --kind imp_successive --spec {params.spec_file:q} --seeds {params.seeds:q}"
+            " --data {input.data:q} {params.files:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
     if PLAN.experiment(_name).imp.fraction_sweep:
 
@@ -157,13 +189,17 @@ for _name, _block, _seeds in PLAN.imp_blocks():
                 mem_mb=8000,
             params:
                 seeds=[str(s) for s in _seeds],
-                diet=optional_flag("--diet", "diet"),
+                files=files_arg(
+                    trajectory="input.trajectory", network="input.network", diet="input.diet", table="output.tables"
+                ),
                 spec=spec_for("prune_sweep", _name),
+                spec_file=spec_file_for("prune_sweep", _name),
                 device=config["device"],
+            message:
+                JOB_LINE
             shell:
-                "python -m sublevel prune-sweep --spec {params.spec:q} --seeds {params.seeds:q} --data {input.data:q}"
-                " --trajectory {input.trajectory:q} --network {input.network:q} --table {output.tables:q}"
-                " {params.diet:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
+                "python -m sublevel prune-sweep --spec {params.spec_file:q} --seeds {params.seeds:q} --data {input.data:q}"
+                " {params.files:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule data_diet:
@@ -181,13 +217,18 @@ rule data_diet:
         gpu=GPU,
     params:
         spec=spec_for("imp"),
+        spec_file=spec_file_for("imp"),
         device=config["device"],
         scores=optional_flag("--scores", "scores"),
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel data-diet --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        "python -m sublevel data-diet --spec {params.spec_file:q} --seed {wildcards.seed:q} --data {input.data:q}"
         " {params.scores:q} --out {output.start:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule imp_all:
     input:
         PLAN.imp_outputs(),
+    message:
+        JOB_LINE

@@ -41,12 +41,15 @@ rule subspace_sweep:
         gpu=GPU,
     params:
         spec=spec_for("subspace"),
+        spec_file=spec_file_for("subspace"),
         seeds=lambda w: PLAN.sweep_seeds(w.experiment, w.block),
         anchor_seeds=lambda w: PLAN.sweep_anchor_seeds(w.experiment, w.block),
         device=config["device"],
         projections=versions.PROJECTIONS,  # unused by the command: a new version reruns the sweeps
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel subspace-sweep --spec {params.spec:q} --kind {wildcards.kind:q}"
+        "python -m sublevel subspace-sweep --spec {params.spec_file:q} --kind {wildcards.kind:q}"
         " --burnin-step {wildcards.burnin_step:q} --round {wildcards.round:q} --dims {wildcards.d:q}"
         " --seeds {params.seeds:q} --anchor-seeds {params.anchor_seeds:q}"
         " --data {input.data:q} --trajectory {input.trajectories:q} --out {output.store:q} --table {output.table:q}"
@@ -74,9 +77,13 @@ checkpoint refine_plan:
         "../envs/sublevel.yaml"
     params:
         spec=spec_for("refine"),
+        spec_file=spec_file_for("refine"),
+        tables=files_arg("tables"),
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel refine-plan --spec {params.spec:q} --kind {wildcards.kind:q}"
-        " --trajectory {input.trajectory:q} --round {wildcards.round:q} --tables {input.tables:q} --out {output.plan:q}"
+        "python -m sublevel refine-plan --spec {params.spec_file:q} --kind {wildcards.kind:q}"
+        " --trajectory {input.trajectory:q} --round {wildcards.round:q} {params.tables:q} --out {output.plan:q}"
         " > {log:q} 2>&1"
 
 
@@ -94,8 +101,12 @@ rule subspace_tickets:
         "../envs/sublevel.yaml"
     params:
         spec=spec_for("tickets"),
+        spec_file=spec_file_for("tickets"),
+        imp=files_arg("imp"),
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel subspace-tickets --spec {params.spec:q} --imp {input.imp:q} --table {output.table:q}"
+        "python -m sublevel subspace-tickets --spec {params.spec_file:q} {params.imp:q} --table {output.table:q}"
         " > {log:q} 2>&1"
 
 
@@ -113,9 +124,12 @@ rule sweep_summary:
     localrule: True
     conda:
         "../envs/sublevel.yaml"
+    params:
+        tables=files_arg("tables", "plans"),
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel sweep-summary --tables {input.tables:q} --plans {input.plans:q} --out {output.summary:q}"
-        " > {log:q} 2>&1"
+        "python -m sublevel sweep-summary {params.tables:q} --out {output.summary:q}" " > {log:q} 2>&1"
 
 
 rule subspace_all:
@@ -123,3 +137,5 @@ rule subspace_all:
         PLAN.subspace_outputs(),
         refine_plans,
         sweep_files,
+    message:
+        JOB_LINE

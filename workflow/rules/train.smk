@@ -16,13 +16,23 @@ rule train_dense:
         gpu=GPU,
     params:
         spec=spec_for("dense"),
+        spec_file=spec_file_for("dense"),
         device=config["device"],
+        # derived from the outputs, so not recorded: turning the live view on or off reruns nothing
+        tensorboard=lambda w, output: (
+            ["--tensorboard", str(paths.tensorboard(w.experiment, w.seed))] if config["tensorboard"] else []
+        ),
+    message:
+        JOB_LINE
     shell:
-        "python -m sublevel train --spec {params.spec:q} --seed {wildcards.seed:q} --data {input.data:q}"
-        " --trajectory {output.trajectory:q} --table {output.table:q} --device {params.device:q} --threads {threads}"
+        "python -m sublevel train --spec {params.spec_file:q} --seed {wildcards.seed:q} --data {input.data:q}"
+        " --trajectory {output.trajectory:q} --table {output.table:q} {params.tensorboard:q} --device {params.device:q}"
+        " --threads {threads}"
         " > {log:q} 2>&1"
 
 
 rule train_all:
     input:
         PLAN.dense_outputs(),
+    message:
+        JOB_LINE

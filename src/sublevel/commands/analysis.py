@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sublevel import schema  # pyarrow only: the figure names for argparse
-from sublevel.commands.base import job, plain_tables, results_parent, say, say_damage, setup
+from sublevel.commands.base import job, plain_tables, results_parent, say, say_damage, setup, spec_option
 
 
 def analyse_subspace(args) -> None:
@@ -144,13 +144,20 @@ def export(args) -> None:
 
     con, found = catalog.open_catalog(args.root)
     say_damage(found)
-    with storage.atomic_path(args.summary) as tmp:
-        tmp.write_text(json.dumps(catalog.metrics(con=con), indent=1, sort_keys=True) + "\n")
+    with storage.atomic_path(args.metrics) as tmp:  # one file per experiment: one row each in `dvc metrics show`
+        tmp.mkdir(parents=True)
+        for experiment, numbers in catalog.metrics(con=con).items():
+            (tmp / f"{experiment}.json").write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
+    with storage.atomic_path(args.summary) as tmp:  # the report's first page: `sublevel summary`, as tables
+        tmp.mkdir(parents=True)
+        for i, (name, frame) in enumerate(catalog.summary(con=con).items()):
+            if frame.height or name not in catalog.OPTIONAL_SECTIONS:
+                frame.write_csv(tmp / f"{i + 1}-{name}.csv")
     with storage.atomic_path(args.plots) as tmp:
         tmp.mkdir(parents=True)
         for name, frame in catalog.plots(con=con).items():
             frame.write_csv(tmp / f"{name}.csv")
-    print(f"wrote {args.summary} and {args.plots}/")
+    print(f"wrote {args.metrics}/, {args.summary}/ and {args.plots}/")
 
 
 def reproduce(args) -> None:
@@ -183,8 +190,8 @@ def reproduce(args) -> None:
 
 
 def register(sub) -> None:
-    s = sub.add_parser("analyse-subspace", help="success probability P(d) and threshold dimension d*(ε)")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s = sub.add_parser("analyse-subspace", description="success probability P(d) and threshold dimension d*(ε)")
+    spec_option(s)
     s.add_argument("--runs", nargs="+", required=True, help="subspace table files (all rounds, tickets)")
     s.add_argument("--train", nargs="+", required=True, help="train table files of the dense runs")
     s.add_argument("--success", required=True, help="Parquet file of the `success` table")
@@ -205,8 +212,8 @@ def register(sub) -> None:
     s.add_argument("--trajectory", required=True, help="the subspace sweeps' dense run")
     s.add_argument("--spectrum", required=True, help="Parquet file of the `spectrum` table")
 
-    s = sub.add_parser("theory", help="d*(ε) predicted from the stored spectrum (Gordon's escape theorem)")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s = sub.add_parser("theory", description="d*(ε) predicted from the stored spectrum (Gordon's escape theorem)")
+    spec_option(s)
     s.add_argument("--spectrum", required=True, help="the experiment's `spectrum` table file")
     s.add_argument("--theory", required=True, help="Parquet file of the `theory` table")
     s.set_defaults(func=theory, outputs={"theory": "theory"})
@@ -217,16 +224,17 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="Zarr store of the per-example scores")
     s.add_argument("--table", required=True, help="Parquet file of the `scores` table")
 
-    s = sub.add_parser("figure", help="one figure (PNG, and SVG beside it) from results tables")
+    s = sub.add_parser("figure", description="one figure (PNG, and SVG beside it) from results tables")
     s.add_argument("name", choices=list(schema.FIGURE_TABLES))
     s.add_argument("--out", required=True, help="PNG to write; the SVG goes beside it")
     for table in sorted({t for ts in schema.FIGURE_TABLES.values() for t in ts}):
-        s.add_argument(f"--{table}", nargs="*", default=[], help=f"`{table}` table files")
+        s.add_argument(f"--{table.replace('_', '-')}", dest=table, nargs="*", default=[], help=f"`{table}` table files")
     s.set_defaults(func=figure)
 
     s = sub.add_parser("export", parents=[results_parent()],
-                       help="DVC metrics (summary JSON) and plots (CSV) from every results table")
-    s.add_argument("--summary", required=True, help="JSON to write")
+                       description="DVC metrics (a JSON per experiment) and plots (CSV) from every results table")
+    s.add_argument("--metrics", required=True, help="directory of <experiment>.json files to write")
+    s.add_argument("--summary", required=True, help="directory of the summary's sections as CSV files to write")
     s.add_argument("--plots", required=True, help="directory of CSV files to write")
     s.set_defaults(func=export)
 

@@ -11,13 +11,23 @@ from pathlib import Path
 
 def job(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     """A command that trains or evaluates on a device: the options `setup` reads."""
-    s = sub.add_parser(name, help=help)
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s = sub.add_parser(name, description=help)  # a job step: listed apart from the user's commands (cli)
+    spec_option(s)
     s.add_argument("--data", required=True, help="dataset Zarr store")
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.set_defaults(func=func)
     return s
+
+
+def spec_option(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--spec", required=True, type=spec_text,
+                   help="the validated experiment: a JSON file (as the rules pass it), or the JSON itself")
+
+
+def spec_text(value: str) -> str:
+    """--spec: the JSON text, read from the file `value` names unless `value` is JSON already."""
+    return value if value.lstrip().startswith("{") else Path(value).read_text()
 
 
 def setup(args):
@@ -37,7 +47,19 @@ def results_parent() -> argparse.ArgumentParser:
     """The option of every command that reads the results tables."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--root", type=Path, help="project root (default: found from the current directory)")
+    p.add_argument("--results", type=results_root, metavar="DIR",
+                   help="the results root under the project, as a config's `results` key names it "
+                        "(default: results; config/smoke.yaml writes results/smoke)")
     return p
+
+
+def results_root(value: str) -> str:
+    """--results: a folder under the project's results/ (what the config schema allows), never outside it."""
+    parts = Path(value).parts
+    if not parts or parts[0] != "results" or Path(value).is_absolute() or ".." in parts:
+        raise argparse.ArgumentTypeError(f"{value}: give results or a folder under it, relative to the project "
+                                         "(e.g. results/smoke)")
+    return value
 
 
 def say(line: str) -> None:
@@ -50,11 +72,12 @@ def say_damage(found) -> None:
 
 
 def plain_tables():
-    """polars printing for the terminal: every row and column, no shape or dtype lines, ASCII borders."""
+    """polars printing for the terminal: every row and column, column names never cut (a wide table is wide),
+    no shape or dtype lines, ASCII borders."""
     import polars as pl
 
     return pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                     fmt_str_lengths=120, tbl_width_chars=250, tbl_formatting="ASCII_FULL_CONDENSED")
+                     fmt_str_lengths=120, tbl_width_chars=-1, tbl_formatting="ASCII_FULL_CONDENSED")
 
 
 def write_skipped(args, reason: str, index: int | None = None) -> None:

@@ -15,7 +15,7 @@ def prepare_data(args) -> None:
 
 
 def register(sub) -> None:
-    s = sub.add_parser("prepare-data", help="build a dataset's Zarr store")
+    s = sub.add_parser("prepare-data", description="build a dataset's Zarr store")
     s.add_argument("dataset")
     s.add_argument("--out", required=True, help="Zarr store to write")
     s.add_argument("--spec", help="the config's `data` section as JSON")

@@ -26,7 +26,7 @@ def stage_specs(args) -> None:
 
 
 def register(sub) -> None:
-    s = sub.add_parser("stage-specs", help="per DVC stage, what its jobs see of the config (JSON)")
+    s = sub.add_parser("stage-specs", description="per DVC stage, what its jobs see of the config (JSON)")
     s.add_argument("configfile")
     s.add_argument("--out", required=True, help="directory for <stage>.json")
     s.set_defaults(func=stage_specs)

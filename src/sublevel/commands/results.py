@@ -14,7 +14,6 @@ SUMMARY_TITLES = {"dense": "Dense networks", "threshold": "Threshold training di
                   "tickets": "Lottery tickets: highest sparsity within 1 point of dense test accuracy",
                   "skipped": "Skipped jobs (nothing to compute from; their outputs hold no rows)"}
 
-OPTIONAL_SECTIONS = ("theory", "prune_fraction", "skipped")  # printed only when they have rows
 
 
 def query(args) -> None:
@@ -53,6 +52,8 @@ def jobs(args) -> None:
         return
     with plain_tables():
         print(f"{total}\n{con.sql(catalog.JOBS_BY_RULE).pl()}")
+    print(f"The jobs behind the outputs now under {paths.results()}/ (each output's last job, of whichever run "
+          "wrote it); span_s runs from the first start to the last end, and so spans every run among them.")
     if untimed := total["untimed"].item():
         print(f"{untimed} jobs ran under a cluster executor, which records when a job wrote its outputs but not when"
               " it started: their time is the cluster's accounting (sacct), not here")
@@ -65,7 +66,7 @@ def summary(args) -> None:
     say_damage(found)
     with plain_tables():
         for name, frame in catalog.summary(con=con).items():
-            if name not in OPTIONAL_SECTIONS or frame.height:
+            if name not in catalog.OPTIONAL_SECTIONS or frame.height:
                 print(f"{SUMMARY_TITLES[name]}\n{frame if frame.height else '(no rows yet)'}\n")
 
 
@@ -76,7 +77,7 @@ def views(args) -> None:
 
 
 def check_results(args) -> None:
-    from sublevel import catalog, integrity
+    from sublevel import catalog, integrity, paths
 
     root = catalog.resolve_root(args.root)
     found = integrity.check(root)
@@ -96,7 +97,7 @@ def check_results(args) -> None:
         integrity.set_times_to_now(future)
         print(f"dated {len(future)} result(s) now that were dated in the future: what reads them reruns once")
     if not damaged:
-        print(f"{checked} results under {root / 'results'} read back whole: no damage")
+        print(f"{checked} results under {root / paths.results()} read back whole: no damage")
         return
     if not args.fix:
         sys.exit(f"{len(damaged)} of {checked} results damaged: `sublevel check-results --fix` removes them, and "
@@ -111,7 +112,8 @@ def check_results(args) -> None:
 def register(sub) -> None:
     results = results_parent()
     s = sub.add_parser("query", help="run SQL (DuckDB) over every results table", parents=[results])
-    s.add_argument("sql")
+    s.add_argument("sql", help="a SELECT over the views, e.g. \"select kind, burnin_step, d_star from threshold\" "
+                               "(`sublevel views` lists them; every table is a view of its name)")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(func=query)
 
@@ -119,7 +121,8 @@ def register(sub) -> None:
     s.set_defaults(func=summary)
 
     s = sub.add_parser("jobs", parents=[results],
-                       help="what the last run's jobs took, per rule (view `jobs`, from Snakemake's records)")
+                       help="what the jobs behind the current results took, per rule (view `jobs`, from Snakemake's "
+                            "records)")
     s.set_defaults(func=jobs)
 
     s = sub.add_parser("views", help="print the CREATE VIEW statements, e.g. for the duckdb shell", parents=[results])

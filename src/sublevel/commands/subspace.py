@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sublevel.commands.base import job, say, setup
+from sublevel.commands.base import job, say, setup, spec_option
 
 KINDS = ["random", "burnin", "lottery"]
 
@@ -85,24 +85,24 @@ def register(sub) -> None:
     s.add_argument("--round", type=int, default=0, help="refinement round (0: the configured dims)")
     s.add_argument("--quiet", action="store_true")
 
-    s = sub.add_parser("refine-plan", help="where the success rate crosses 1/2, and the dims to add next")
+    s = sub.add_parser("refine-plan", description="where the success rate crosses 1/2, and the dims to add next")
     s.set_defaults(func=refine_plan, outputs={"out": "plan"})
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    spec_option(s)
     s.add_argument("--kind", required=True, choices=KINDS)
     s.add_argument("--trajectory", required=True, help="the dense run's trajectory (bounds the lottery d)")
     s.add_argument("--round", type=int, required=True)
     s.add_argument("--tables", nargs="+", required=True, help="subspace table files of rounds 0..round")
     s.add_argument("--out", required=True, help="plan JSON to write")
 
-    s = sub.add_parser("sweep-summary", help="the rounds of one sweep and where its transition ended up (removing "
+    s = sub.add_parser("sweep-summary", description="the rounds of one sweep and where its transition ended up (removing "
                        "blocks of runs an earlier subspace.seeds_per_job left, which it trained again)")
     s.add_argument("--tables", nargs="+", required=True)
     s.add_argument("--plans", nargs="*", default=[])
     s.add_argument("--out", required=True)
     s.set_defaults(func=sweep_summary)
 
-    s = sub.add_parser("subspace-tickets", help="IMP levels as axial subspaces in the `subspace` table")
-    s.add_argument("--spec", required=True, help="the validated experiment as JSON")
+    s = sub.add_parser("subspace-tickets", description="IMP levels as axial subspaces in the `subspace` table")
+    spec_option(s)
     s.add_argument("--imp", nargs="+", required=True, help="imp table files of the chains")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.set_defaults(func=subspace_tickets, outputs={"table": "subspace"})
