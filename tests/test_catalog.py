@@ -312,3 +312,9 @@ def test_views_name_a_glob_per_table_whatever_its_file_count_and_files_when_one_
                                                                                                seed=0))
     statement = next(s for s in catalog.view_statements(project) if s.startswith("CREATE OR REPLACE VIEW train "))
     assert "**" not in statement and statement.count(".parquet") == 40  # the link is no table file: left out
+
+
+def test_a_results_root_outside_results_is_refused_in_one_line(project, capsys):
+    for bad in ("/tmp", "results/../..", "elsewhere"):
+        assert cli.main(["summary", "--root", str(project), "--results", bad]) == 2
+        assert "give results or a folder under it" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sublevel import catalog
+from sublevel import catalog, paths
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,7 +36,7 @@ def answers(repo: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
+def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
     for item in ("Snakefile", "workflow", "profiles", "src", "config", "dvc.yaml", "pyproject.toml", ".dvc",
@@ -46,6 +46,7 @@ def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
             "cache", "tmp", "config.local")} if src.is_dir() and item == ".dvc" else {}))
     smoke = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     del smoke["results"]  # the smoke run as the default config, in the root dvc.yaml's stages name
+    monkeypatch.setenv(paths.RESULTS_VARIABLE, str(paths.DEFAULT_RESULTS))
     (repo / "config" / "config.yaml").write_text(yaml.safe_dump(smoke))
     (repo / ".gitignore").write_text("/results/logs/\n/results/jobs/\n.snakemake/\n/dvc_plots/\n")
     run(repo, "git", "init", "-q")
@@ -61,8 +62,10 @@ def test_repro_push_pull_gives_the_same_answers_and_reruns_nothing(tmp_path):
     metrics = run(repo, "dvc", "metrics", "show", "--json").stdout
     assert '"dense_test_accuracy"' in metrics and '"highest_matching_sparsity"' in metrics
     assert '"sweeps_reaching_half"' in metrics
-    shown = run(repo, "dvc", "metrics", "show").stdout.splitlines()  # a row per experiment, not one wide row
-    assert [line.split()[0] for line in shown[1:]] == ["results/metrics/smoke.json"]
+    shown = run(repo, "dvc", "metrics", "show").stdout.splitlines()  # a row per experiment and sweep, a few columns
+    rows = [line.split()[0] for line in shown[1:]]
+    assert "results/metrics/smoke.json" in rows and "results/metrics/smoke/d_star-lottery@0.json" in rows
+    assert max(map(len, shown)) < 400 and not [r for r in rows if "snakemake" in r]
     assert (repo / "results" / "plots" / "success.csv").read_text().startswith("series,experiment,kind,burnin_step")
     plots = run(repo, "dvc", "plots", "show", "--json").stdout  # drawn by the templates under .dvc/plots/
     assert '"field": "series"' in plots and '"type": "log"' in plots

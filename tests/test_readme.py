@@ -99,7 +99,8 @@ def test_the_readme_from_a_fresh_clone(tmp_path):
     assert "Data and pipelines are up to date" in status.stdout, status.stdout + status.stderr
     metrics = subprocess.run(["bash", "-c", "source .venv/bin/activate && dvc metrics show"], cwd=project,
                              capture_output=True, text=True, timeout=600, env=venv).stdout.splitlines()
-    assert [line.split()[0] for line in metrics[1:]] == ["results/metrics/mnist1d_cnn.json",
-                                                         "results/metrics/mnist1d_mlp.json"]
-    assert max(map(len, metrics)) < 1000
+    rows = [line.split()[0] for line in metrics[1:]]
+    assert {"results/metrics/mnist1d_cnn.json", "results/metrics/mnist1d_mlp.json",
+            "results/metrics/mnist1d_mlp/d_star-random@0.json"} <= set(rows)
+    assert max(map(len, metrics)) < 400
     assert tracked_changes(project) == ""

@@ -49,25 +49,32 @@ def test_report_shows_every_figure_in_a_real_browser(smoke_run):
     report = work / "results" / "report.html"
     res = snakemake(work, "--report", str(report), configfile=cfg)
     assert res.returncode == 0, res.stderr[-3000:]
-    every = ["imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar", "sharpness", "scores"]
+    every = ["train_curves", "imp_accuracy", "imp_barrier", "subspace_success", "dstar_burnin", "imp_dstar",
+             "sharpness", "scores"]
     # blowup's figures say that their jobs were skipped (its dense run diverged): still decoded images
     # smoke alone sweeps the fraction one IMP level prunes (imp.fraction_sweep); smoke and blowup predict d*
-    figures = {"smoke": every + ["prune_fraction", "spectral_density"], "diet": ["imp_accuracy", "imp_early_stop", "imp_barrier",
-                                                                                  "scores"],
-               "blowup": every + ["spectral_density"], "rewinds": ["imp_accuracy", "imp_barrier", "sharpness"]}
+    figures = {"smoke": every + ["prune_fraction", "spectral_density"],
+               "diet": ["train_curves", "imp_accuracy", "imp_early_stop", "imp_barrier", "scores"],
+               "blowup": every + ["spectral_density"],
+               "rewinds": ["train_curves", "imp_accuracy", "imp_barrier", "sharpness"]}
     for exp, names in figures.items():
         for name in names:
             assert (work / paths.figure(exp, name)).read_bytes()[:4] == b"\x89PNG"
             assert b"<svg" in (work / paths.figure(exp, name, "svg")).read_bytes()[:2000]
     seen = browser.report_figures(report)
     want = {str(paths.figure(exp, name)) for exp, names in figures.items() for name in names}
-    assert set(seen) == want | {str(paths.reproduction_file())}
-    assert seen.pop(str(paths.reproduction_file()))["caption"]  # the reproductions page: a table, not an image
+    # tables, not images: the summary's sections (the report's first page) and the reproductions page
+    tables = {str(p.relative_to(work)) for p in (work / paths.summary_dir()).glob("*.csv")}
+    assert {str(paths.summary_dir() / "1-dense.csv"), str(paths.summary_dir() / "2-threshold.csv")} <= tables
+    assert set(seen) == want | tables | {str(paths.reproduction_file())}
+    for table in tables | {str(paths.reproduction_file())}:
+        assert seen.pop(table)["caption"], table
     for path, figure in seen.items():
         assert figure["width"] > 100 and figure["height"] > 100, (path, figure)  # decoded, not a broken image
         assert figure["caption"], path
-    app = browser.rendered_text(report)  # the report's own React app came up, with a category per experiment
-    assert "Results" in app and "diet" in app and "smoke" in app and "degrees of freedom" in app
+    app = browser.rendered_text(report)  # the report's own React app came up: the summary, then a heading per stage
+    assert "Results" in app and "degrees of freedom" in app
+    assert app.index("1 Summary") < app.index("2 Dense training") < app.index("3 Lottery tickets")
     assert "Reproductions" in app
 
 
@@ -307,7 +314,7 @@ def test_a_rewind_list_is_one_chain_per_rewind_point_equal_to_its_own_experiment
     metrics = json.loads((work / paths.metrics_dir() / "rewinds.json").read_text())
     assert {"highest_matching_sparsity@rewind=0", "highest_matching_sparsity@rewind=5"} <= set(metrics)
     assert "highest_matching_sparsity" in json.loads((work / paths.metrics_dir() / "smoke.json").read_text())
-    assert sorted(p.name for p in (work / paths.summary_dir()).iterdir())[:2] == ["1-dense.csv", "2-threshold.csv"]
+    assert sorted(p.name for p in (work / paths.summary_dir()).glob("*.csv"))[:2] == ["1-dense.csv", "2-threshold.csv"]
     curves = {p.stem: p for p in (work / paths.plots_dir()).iterdir()}
     imp_curve = con.execute(f"select distinct rewind_step from read_csv('{curves['imp_accuracy']}') "
                             "where experiment = 'rewinds' order by 1").fetchall()

@@ -407,6 +407,19 @@ def metrics(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = No
     return out
 
 
+def metric_files(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict]:
+    """metrics() as DVC's metrics files, so that `dvc metrics show` (a row per file, a column per key) stays a
+    few columns wide: <experiment>.json with the experiment's numbers, and <experiment>/d_star-<kind>@<t>.json
+    per sweep with its d* per sublevel set ("train_accuracy>=0.6")."""
+    files = {}
+    for experiment, numbers in metrics(root, con).items():
+        files[f"{experiment}.json"] = {k: v for k, v in numbers.items() if k != "d_star"}
+        for key, d_star in numbers.get("d_star", {}).items():
+            sweep, level_set = key.split(" ", 1)
+            files.setdefault(f"{experiment}/d_star-{sweep}.json", {})[level_set] = d_star
+    return files
+
+
 def plots(root: Path | None = None, con: duckdb.DuckDBPyConnection | None = None) -> dict:
     con = con or connect(root)
     return {name: con.sql(sql).pl() for name, sql in PLOTS.items()}

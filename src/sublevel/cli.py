@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "results", None):  # the results commands' --results: every path then lies under it
         from sublevel import paths
 
-        paths.use_results(args.results)
+        try:
+            paths.use_results(args.results)
+        except ValueError as e:
+            print(f"sublevel {args.command}: --results {e}", file=sys.stderr)
+            return 2
     from sublevel.commands.base import write_skipped
     from sublevel.errors import ConfigError, DataError
     from sublevel.storage import CorruptFile, Skipped

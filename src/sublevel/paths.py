@@ -26,7 +26,12 @@ def results() -> Path:
 
 
 def use_results(root: str | Path) -> None:
-    """Make `root` the results root of this process and of the processes it starts."""
+    """Make `root` the results root of this process and of the processes it starts: results/ or a folder under
+    it, relative to the project (what the config schema allows), so that what reads results never reads
+    outside it."""
+    parts = Path(root).parts
+    if not parts or parts[0] != DEFAULT_RESULTS.name or Path(root).is_absolute() or ".." in parts:
+        raise ValueError(f"{root}: give results or a folder under it, relative to the project (e.g. results/smoke)")
     os.environ[RESULTS_VARIABLE] = str(root)
 
 

@@ -144,10 +144,11 @@ def export(args) -> None:
 
     con, found = catalog.open_catalog(args.root)
     say_damage(found)
-    with storage.atomic_path(args.metrics) as tmp:  # one file per experiment: one row each in `dvc metrics show`
+    with storage.atomic_path(args.metrics) as tmp:  # a row each in `dvc metrics show`, a few columns
         tmp.mkdir(parents=True)
-        for experiment, numbers in catalog.metrics(con=con).items():
-            (tmp / f"{experiment}.json").write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
+        for name, numbers in catalog.metric_files(con=con).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
     with storage.atomic_path(args.summary) as tmp:  # the report's first page: `sublevel summary`, as tables
         tmp.mkdir(parents=True)
         for i, (name, frame) in enumerate(catalog.summary(con=con).items()):
