@@ -29,11 +29,13 @@ def test_an_experiment_without_a_section_plans_nothing_of_it(plan):
     assert plan.with_section("imp") == ["rewinds", "smoke"]
     assert plan.with_section("subspace") == ["smoke"]
     assert plan.trajectories("dense_only") == [str(paths.trajectory("dense_only", 3))]
-    assert plan.figures("dense_only") == [] and plan.hessian_tables("dense_only") == []
+    # the dense training curves are every experiment's; nothing else is dense_only's
+    assert plan.figures("dense_only") == ["train_curves"] and plan.hessian_tables("dense_only") == []
     assert plan.scores_store("dense_only") == [] and plan.scores_store("smoke") == [str(paths.scores_store("smoke"))]
-    assert not [f for f in plan.imp_outputs() + plan.analysis_outputs() if "dense_only" in f]
+    assert [f for f in plan.imp_outputs() + plan.analysis_outputs() if "dense_only" in f] == [
+        str(paths.figure("dense_only", "train_curves", fmt)) for fmt in ("png", "svg")]
     # rewinds has imp and hessian but no subspace or scores: only the figures those allow
-    assert plan.figures("rewinds") == ["imp_accuracy", "imp_barrier", "sharpness"]
+    assert plan.figures("rewinds") == ["train_curves", "imp_accuracy", "imp_barrier", "sharpness"]
     # smoke has every section but no imp.eval_every (no validation curves): every figure but early stopping's
     assert plan.figures("smoke") == [f for f in schema.FIGURES if f != "imp_early_stop"]
 

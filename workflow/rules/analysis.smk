@@ -177,7 +177,7 @@ rule figure:
     params:
         tables=files_arg(),
         # unused by the command: a figure is redrawn when the code that draws it changes (seconds each)
-        drawn_by=hashlib.sha256((Path(workflow.basedir) / "src/sublevel/figures.py").read_bytes()).hexdigest(),
+        drawn_by=hashlib.sha256(Path(importlib.util.find_spec("sublevel.figures").origin).read_bytes()).hexdigest(),
     message:
         JOB_LINE
     shell:
