@@ -318,3 +318,5 @@ def test_a_results_root_outside_results_is_refused_in_one_line(project, capsys):
     for bad in ("/tmp", "results/../..", "elsewhere"):
         assert cli.main(["summary", "--root", str(project), "--results", bad]) == 2
         assert "give results or a folder under it" in capsys.readouterr().err
+    assert cli.main(["summary", "--root", str(project), "--results", "results/tables"]) == 2
+    assert "holds the default root's own results" in capsys.readouterr().err

@@ -9,8 +9,8 @@ never fail just because a stage has not run. Paths are absolute: the same SQL
 works from any directory and in the interactive duckdb shell.
 
 View `jobs` is what the job behind each output of the results root cost (the last job that wrote it, of
-whichever run), from the record Snakemake keeps per output file (.snakemake/metadata: rule, start and end time; the same record `snakemake --report` draws its runtime
-statistics from), one row per job: the measure for sizing cluster runtimes (from a local run: jobs a cluster
+whichever run), from the record Snakemake keeps per output file (.snakemake/metadata: rule, start and end
+time; the same record `snakemake --report` draws its runtime statistics from), one row per job: the measure for sizing cluster runtimes (from a local run: jobs a cluster
 executor ran have no recorded start) and for comparing a GPU run with a CPU one. Results pulled with DVC come
 without these records, so their jobs are not in it.
 """

@@ -32,6 +32,8 @@ def use_results(root: str | Path) -> None:
     parts = Path(root).parts
     if not parts or parts[0] != DEFAULT_RESULTS.name or Path(root).is_absolute() or ".." in parts:
         raise ValueError(f"{root}: give results or a folder under it, relative to the project (e.g. results/smoke)")
+    if len(parts) > 1 and parts[1] in ROOT_ENTRIES:
+        raise ValueError(f"{root}: results/{parts[1]} holds the default root's own results: name another folder")
     os.environ[RESULTS_VARIABLE] = str(root)
 
 

@@ -26,7 +26,10 @@ try:
     config.update(validate(config))  # JSON Schema via snakemake.utils.validate, defaults filled
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
-paths.use_results(config["results"])  # every path below, here and in every job, lies under the config's root
+try:  # every path below, here and in every job, lies under the config's root
+    paths.use_results(config["results"])
+except ValueError as e:
+    raise WorkflowError(f"config error at results: {e}") from None
 if config["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
     raise WorkflowError(
         "config error at tensorboard: true needs the tensorboard package: "
