@@ -320,3 +320,15 @@ def test_a_results_root_outside_results_is_refused_in_one_line(project, capsys):
         assert "give results or a folder under it" in capsys.readouterr().err
     assert cli.main(["summary", "--root", str(project), "--results", "results/tables"]) == 2
     assert "holds the default root's own results" in capsys.readouterr().err
+
+
+def test_every_path_of_a_results_root_starts_with_one_of_its_entries():
+    """The jobs view tells a root's records from a nested root's by paths.ROOT_ENTRIES: every path the
+    pipeline writes must start with one of them."""
+    made = [paths.dataset_store("d"), paths.trajectory("e", 0), paths.tensorboard("e", 0), paths.job_file("x.json"),
+            paths.table("train", experiment="e"), paths.log("train", "e", 0), paths.level_store("e", 0, 0, "imp", 1),
+            paths.diet_start("e", 0, 0), paths.scores_store("e"), paths.figure("e", "f"),
+            paths.sweep_store("e", "random", 0, 0, 2, 0), paths.refine_plan("e", "random", 0, 0),
+            paths.sweep_summary("e", "random", 0), paths.metrics_dir(), paths.summary_dir(), paths.plots_dir(),
+            paths.reproduction_file()]
+    assert {p.relative_to(paths.results()).parts[0] for p in made} <= set(paths.ROOT_ENTRIES)

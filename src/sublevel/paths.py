@@ -44,11 +44,11 @@ ROOT_ENTRIES = ("data", "runs", "imp", "subspace", "scores", "tables", "figures"
 
 
 def metrics_dir() -> Path:
-    return results() / "metrics"  # DVC metrics: <experiment>.json, the key numbers, one row each in `dvc metrics show`
+    return results() / "metrics"  # DVC metrics: per experiment and per sweep a file, a row each in `dvc metrics show`
 
 
 def summary_dir() -> Path:
-    return results() / "summary"  # `sublevel summary`'s sections as CSV, <section>.csv: the report opens with them
+    return results() / "summary"  # `sublevel summary`'s sections as CSV: the report's results list them first
 
 
 def plots_dir() -> Path:
