@@ -89,7 +89,8 @@ def test_the_readme_from_a_fresh_clone(tmp_path):
     assert tracked_changes(project) == ""
 
     # DVC as the README prints it: the clone is a DVC project, and a repro after the run reruns no job
-    assert "source .venv/bin/activate" in README
+    assert all(re.search(rf"^{re.escape(line)}(\s|$)", README, re.MULTILINE)
+               for line in ("source .venv/bin/activate", "dvc repro", "dvc status", "dvc metrics show"))
     repro = subprocess.run(["bash", "-c", "source .venv/bin/activate && dvc repro"], cwd=project,
                            capture_output=True, text=True, timeout=1200, env=venv)
     assert repro.returncode == 0, (repro.stdout + repro.stderr)[-3000:]
