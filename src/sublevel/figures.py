@@ -53,31 +53,32 @@ def _mean_sd(column: str) -> list[pl.Expr]:
     return [pl.col(column).mean().alias("m"), pl.col(column).std().fill_null(0).alias("sd")]
 
 
-def _legend_outside(ax, **kw) -> None:
-    """The axes' legend to the right of it, one entry per label: outside the data, however many entries."""
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    if unique:
+def _entries(*axes) -> dict:
+    """The legend entries of `axes`, label -> handle, each label once (panels share their series)."""
+    unique = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            unique.setdefault(label, handle)
+    return unique
+
+
+def _legend_outside(ax) -> None:
+    """The axes' legend to the right of it: outside the data, however many entries."""
+    if unique := _entries(ax):
         ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  borderaxespad=0.0, frameon=False, **kw)
+                  borderaxespad=0.0, frameon=False)
 
 
 def _legend_under(ax, ncol: int = 1) -> None:
     """The axes' legend under its x label: outside the data, in a panel that has another beside it."""
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    if unique:
+    if unique := _entries(ax):
         ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
                   ncol=ncol, frameon=False)
 
 
 def _legend_below(fig, axes, ncol: int = 3) -> None:
-    """One legend for every panel below them, one entry per label (panels share their series)."""
-    unique = {}
-    for ax in np.ravel(axes):
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            unique.setdefault(label, h)
-    if unique:
+    """One legend for every panel, below them."""
+    if unique := _entries(*axes):
         fig.legend(unique.values(), unique.keys(), fontsize=7, loc="outside lower center",
                    ncol=min(ncol, len(unique)), frameon=False)
 
