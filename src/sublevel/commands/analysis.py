@@ -233,8 +233,9 @@ def register(sub) -> None:
     s.set_defaults(func=figure)
 
     s = sub.add_parser("export", parents=[results_parent()],
-                       description="DVC metrics (a JSON per experiment) and plots (CSV) from every results table")
-    s.add_argument("--metrics", required=True, help="directory of <experiment>.json files to write")
+                       description="DVC metrics (JSON per experiment and per sweep), the summary's sections and "
+                                   "plots (CSV) from every results table")
+    s.add_argument("--metrics", required=True, help="directory of the metrics files to write (catalog.metric_files)")
     s.add_argument("--summary", required=True, help="directory of the summary's sections as CSV files to write")
     s.add_argument("--plots", required=True, help="directory of CSV files to write")
     s.set_defaults(func=export)

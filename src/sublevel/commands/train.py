@@ -16,9 +16,13 @@ def train(args) -> None:
     say(f"training {exp.name} seed={args.seed} data_seed={data_seed} on {device} "
         f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
     writer = tensorboard(args.tensorboard)
+
+    def log(step: int, scalars: dict) -> None:
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, step)
+
     model, run = training.train(exp, data, args.seed, data_seed, device, progress=not args.quiet,
-                                log=writer and (lambda step, scalars: [writer.add_scalar(k, v, step)
-                                                                       for k, v in scalars.items()]))
+                                log=log if writer else None)
     if writer:
         writer.close()
     trajectory.write(args.trajectory, steps=run.steps, params=run.params, buffers=run.buffers,
