@@ -49,6 +49,7 @@ def tracked_changes(project: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the default run alone is minutes on 2 cores (about 9 minutes in all)
 def test_the_readme_from_a_fresh_clone(tmp_path):
     project = clone(tmp_path / "sublevel")
     venv = dict(os.environ, PATH=f"{project / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
