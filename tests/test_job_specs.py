@@ -26,26 +26,32 @@ CONFIGS = sorted(str(p.relative_to(ROOT)) for p in [*(ROOT / "config").glob("*.y
 
 
 def job_specs(path: Path) -> dict[str, str]:
-    """A digest of the spec of every kind of job a config plans, by experiment, stage and rewind step: the
-    stages and rewind steps the rules pass to Plan.spec (workflow/rules/*.smk, spec_for)."""
+    """A digest of the spec of every kind of job a config plans, by experiment, rule and rewind step: the
+    spec each rule passes to its job (workflow/rules/*.smk, spec_for)."""
     plan = Plan(config.load(path))
     out = {}
     for name in plan.names:
         exp = plan.experiment(name)
         rewinds = plan.rewind_steps(name) if exp.imp else ()
-        jobs = [("dense", None)] + [("imp", k) for k in rewinds]  # IMP levels, baselines, barriers, the diet
+        jobs = [("train_dense", "dense", None)]
+        jobs += [(rule, "imp", k) for k in rewinds
+                 for rule in ("imp_level", "imp_baselines", "barrier_instability", "barrier_successive")]
+        if exp.imp and exp.imp.data_diet:
+            jobs += [("data_diet", "imp", k) for k in rewinds]
         if exp.imp and exp.imp.fraction_sweep:
-            jobs += [("prune_sweep", k) for k in rewinds]
+            jobs += [("prune_sweep", "prune_sweep", k) for k in rewinds]
         if exp.subspace:
-            jobs += [("subspace", None), ("refine", None), ("analysis", None)]
-            jobs += [("tickets", None)] if exp.imp else []
-            jobs += [("spectrum", None)] if exp.theory else []
+            jobs += [("subspace_sweep", "subspace", None), ("refine_plan", "refine", None),
+                     ("analyse_subspace", "analysis", None)]
+            jobs += [("subspace_tickets", "tickets", None)] if exp.imp else []
+            jobs += [("spectrum", "spectrum", None), ("theory", "analysis", None)] if exp.theory else []
         if exp.hessian:
-            jobs += [("hessian", None)] + ([("hessian_imp", k) for k in rewinds] if exp.hessian.imp else [])
+            jobs += [("hessian_dense", "hessian", None)]
+            jobs += [("hessian_imp", "hessian_imp", k) for k in rewinds] if exp.hessian.imp else []
         if exp.scores:
-            jobs += [("scores", None)]
-        for stage, k in jobs:
-            key = f"{name} {stage}" + ("" if k is None else f" rewind_step={k}")
+            jobs += [("scores", "scores", None)]
+        for rule, stage, k in jobs:
+            key = f"{name} {rule}" + ("" if k is None else f" rewind_step={k}")
             out[key] = hashlib.sha256(plan.spec(stage, name, k).encode()).hexdigest()[:16]
     return out
 
