@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sublevel.stages import for_stage
 from sublevel import cli, config
 from sublevel.config import ConfigError
 from sublevel.schedule import Schedule, parse_duration
@@ -80,14 +81,14 @@ def test_schedule_resolves_checkpoints_and_lr():
     assert s.lr_factor(40, "cosine", 0.1) == pytest.approx(0.0, abs=1e-12)
     assert s.lr_factor(25, "cosine", 0.1) == pytest.approx(0.5)
     assert s.lr_factor(30, "constant", 0.1) == 1.0
-    assert {0, 40} <= s.eval_steps() and {7, 16} <= s.eval_steps()  # every checkpoint is evaluated
+    assert {0, 40} <= s.eval_steps(True) and {7, 16} <= s.eval_steps(True)  # every checkpoint is evaluated
     quiet = Schedule.resolve(make_experiment(**{"train.steps": "10ep", "train.batch_size": 100, "train.eval_every": 20,
                                                 "checkpoints": {"every": 1, "evaluate": False}}), n_train=480)
-    assert len(quiet.checkpoints) == 41 and quiet.eval_steps() == {0, 20, 40}  # a dense grid, evaluated rarely
+    assert len(quiet.checkpoints) == 41 and quiet.eval_steps(False) == {0, 20, 40}  # a dense grid, evaluated rarely
     # only the dense runs' spec holds the switch, and only when it is off: no other job reruns for it
     off, on = (make_experiment(**{"checkpoints": {"every": 1, "evaluate": v}}) for v in (False, True))
-    assert '"evaluate": false' in off.for_stage("dense").to_json() and "evaluate" not in on.for_stage("dense").to_json()
-    assert off.for_stage("subspace").to_json() == on.for_stage("subspace").to_json()
+    assert '"evaluate": false' in for_stage(off, "train_dense").to_json() and "evaluate" not in for_stage(on, "train_dense").to_json()
+    assert for_stage(off, "subspace_sweep").to_json() == for_stage(on, "subspace_sweep").to_json()
 
 
 def test_checkpoint_beyond_training_is_rejected_before_any_job():
@@ -152,46 +153,46 @@ def test_a_rewind_list_is_one_chain_per_point_and_each_job_sees_its_own():
     # a chain's jobs see the spec an experiment with that one point gives them: results cannot differ
     for point in many.imp.rewinds():
         single = make_experiment(imp={"rewind": point})
-        for stage in ("imp", "hessian_imp"):
-            assert many.for_stage(stage, rewind=point).to_json() == single.for_stage(stage).to_json()
-        assert Schedule.resolve(many.for_stage("imp", rewind=point), 480).rewind == Schedule.resolve(single, 480).rewind
+        for stage in ("imp_level", "hessian_imp"):
+            assert for_stage(many, stage, rewind=point).to_json() == for_stage(single, stage).to_json()
+        assert Schedule.resolve(for_stage(many, "imp_level", rewind=point), 480).rewind == Schedule.resolve(single, 480).rewind
     assert make_experiment(imp={"rewind": 7}).imp.rewinds() == (7,)
-    dense = Schedule.resolve(many.for_stage("dense"), 480)  # the dense runs store every rewind point
+    dense = Schedule.resolve(for_stage(many, "train_dense"), 480)  # the dense runs store every rewind point
     assert {0, 7, 15} <= set(dense.checkpoints)
     with pytest.raises(ConfigError, match="no rewind point 3"):
-        many.for_stage("imp", rewind=3)
+        for_stage(many, "imp_level", rewind=3)
 
 
 def test_the_dense_stage_does_not_see_imp_settings_but_keeps_the_rewind_checkpoint():
     a = make_experiment(imp={"rewind": 7, "alphas": 5})
     b = make_experiment(imp={"rewind": 7, "alphas": 9, "levels": 3})
-    dense = a.for_stage("dense")
-    assert dense.to_json() == b.for_stage("dense").to_json() and dense.imp is None
+    dense = for_stage(a, "train_dense")
+    assert dense.to_json() == for_stage(b, "train_dense").to_json() and dense.imp is None
     assert Schedule.resolve(dense, 480).checkpoints == Schedule.resolve(a, 480).checkpoints
-    assert make_experiment(imp={"rewind": 8}).for_stage("dense").to_json() != dense.to_json()
+    assert for_stage(make_experiment(imp={"rewind": 8}), "train_dense").to_json() != dense.to_json()
 
 
 def test_each_stage_sees_only_its_own_section():
     base = {"rewind": 7}
     a = make_experiment(imp=base, subspace={"dims": [4], "kinds": ["random"]})
     b = make_experiment(imp=base, subspace={"dims": [4], "kinds": ["random"], "lr": 0.5})
-    assert a.for_stage("imp").to_json() == b.for_stage("imp").to_json()        # sweeps do not rerun IMP
-    assert a.for_stage("subspace").to_json() != b.for_stage("subspace").to_json()
+    assert for_stage(a, "imp_level").to_json() == for_stage(b, "imp_level").to_json()        # sweeps do not rerun IMP
+    assert for_stage(a, "subspace_sweep").to_json() != for_stage(b, "subspace_sweep").to_json()
     # which d exist is not what one sweep job computes (its d is a wildcard): more dims plan only new jobs
     more = make_experiment(imp=base, subspace={"dims": [4, 8], "kinds": ["random"]})
-    assert more.for_stage("subspace").to_json() == a.for_stage("subspace").to_json()
-    assert more.for_stage("analysis").to_json() != a.for_stage("analysis").to_json()
-    assert a.for_stage("subspace").imp is None and a.for_stage("imp").subspace is None
-    assert 7 in Schedule.resolve(a.for_stage("subspace"), 480).checkpoints
+    assert for_stage(more, "subspace_sweep").to_json() == for_stage(a, "subspace_sweep").to_json()
+    assert for_stage(more, "analyse_subspace").to_json() != for_stage(a, "analyse_subspace").to_json()
+    assert for_stage(a, "subspace_sweep").imp is None and for_stage(a, "imp_level").subspace is None
+    assert 7 in Schedule.resolve(for_stage(a, "subspace_sweep"), 480).checkpoints
 
 
 def test_analysis_settings_do_not_rerun_sweeps():
     a = make_experiment(subspace={"dims": [4], "kinds": ["random"]})
     b = make_experiment(subspace={"dims": [4], "kinds": ["random"], "bootstrap": 10,
                                   "thresholds": [{"metric": "test_loss", "value": 1.0}]})
-    assert a.for_stage("subspace").to_json() == b.for_stage("subspace").to_json()
-    assert a.for_stage("analysis").to_json() != b.for_stage("analysis").to_json()
-    assert b.for_stage("analysis").subspace.bootstrap == 10
+    assert for_stage(a, "subspace_sweep").to_json() == for_stage(b, "subspace_sweep").to_json()
+    assert for_stage(a, "analyse_subspace").to_json() != for_stage(b, "analyse_subspace").to_json()
+    assert for_stage(b, "analyse_subspace").subspace.bootstrap == 10
 
 
 def test_the_theory_and_fraction_sweep_specs_touch_no_other_job():
@@ -199,21 +200,23 @@ def test_the_theory_and_fraction_sweep_specs_touch_no_other_job():
     a = make_experiment(imp={"rewind": 7}, subspace=sub)
     b = make_experiment(imp={"rewind": 7, "fraction_sweep": {"levels": [1], "fractions": [0.5]}}, subspace=sub,
                         theory={"probes": 4})
-    for stage in ("dense", "imp", "subspace", "refine", "analysis", "hessian"):
-        assert a.for_stage(stage).to_json() == b.for_stage(stage).to_json(), stage
-    spectrum = b.for_stage("spectrum")
+    for stage in ("train_dense", "imp_level", "subspace_sweep", "refine_plan", "analyse_subspace", "hessian_dense"):
+        assert for_stage(a, stage).to_json() == for_stage(b, stage).to_json(), stage
+    spectrum = for_stage(b, "spectrum")
     assert spectrum.theory.probes == 4 and spectrum.subspace.burnin == (5,) and spectrum.imp is None
     more_dims = make_experiment(imp={"rewind": 7}, subspace=dict(sub, dims=[4, 16, 64]), theory={"probes": 4})
-    assert spectrum.to_json() == more_dims.for_stage("spectrum").to_json()  # more dims: the spectrum does not rerun
+    assert spectrum.to_json() == for_stage(more_dims, "spectrum").to_json()  # more dims: the spectrum does not rerun
     more_eps = make_experiment(imp={"rewind": 7}, subspace=dict(sub, thresholds=[{"metric": "train_loss", "value": 1}]),
                                theory={"probes": 4})
-    assert spectrum.to_json() == more_eps.for_stage("spectrum").to_json()  # nor does a threshold
+    assert spectrum.to_json() == for_stage(more_eps, "spectrum").to_json()  # nor does a threshold
     more_t = make_experiment(imp={"rewind": 7}, subspace=dict(sub, burnin=[5, 12]), theory={"probes": 4})
-    assert more_t.for_stage("spectrum").subspace.burnin == (5, 12)  # a burn-in step is an anchor more
-    sweep = b.for_stage("prune_sweep")
-    assert sweep.imp.fraction_sweep.fractions == (0.5,) and sweep.imp.fraction_sweep.levels is None
+    assert for_stage(more_t, "spectrum").subspace.burnin == (5, 12)  # a burn-in step is an anchor more
+    sweep = for_stage(b, "prune_sweep")
+    assert sweep.imp.fraction_sweep.fractions == (0.5,)
+    with pytest.raises(ConfigError, match="stage prune_sweep does not read imp.fraction_sweep.levels"):
+        sweep.imp.fraction_sweep.levels  # which levels are swept is the plan's: no job reads it
     more = make_experiment(imp={"rewind": 7, "fraction_sweep": {"levels": [0, 1], "fractions": [0.5]}})
-    assert more.for_stage("prune_sweep").to_json() == sweep.to_json()  # another level: only its job is new
+    assert for_stage(more, "prune_sweep").to_json() == sweep.to_json()  # another level: only its job is new
     with pytest.raises(ConfigError, match=r"imp.fraction_sweep.levels: \[5\] beyond imp.levels = 2"):
         make_experiment(imp={"levels": 2, "fraction_sweep": {"levels": [1, 5], "fractions": [0.5]}})
     with pytest.raises(ConfigError, match="theory: predicts the subspace sweeps' d"):
@@ -232,8 +235,8 @@ def test_hessian_steps_must_be_stored_checkpoints():
 def test_adding_a_seed_reruns_no_existing_job():
     a = make_experiment(seeds=[0, 1], imp={"rewind": 7}, subspace={"dims": [4], "kinds": ["random"]}, hessian={})
     b = make_experiment(seeds=[0, 1, 2], imp={"rewind": 7}, subspace={"dims": [4], "kinds": ["random"]}, hessian={})
-    for stage in ("dense", "imp", "subspace", "analysis", "hessian"):
-        assert a.for_stage(stage).to_json() == b.for_stage(stage).to_json(), stage
+    for stage in ("train_dense", "imp_level", "subspace_sweep", "analyse_subspace", "hessian_dense"):
+        assert for_stage(a, stage).to_json() == for_stage(b, stage).to_json(), stage
 
 
 def test_imp_seeds_are_blocked_in_order_and_appending_keeps_the_full_blocks():
@@ -244,7 +247,7 @@ def test_imp_seeds_are_blocked_in_order_and_appending_keeps_the_full_blocks():
     assert blocks(3, 2)[1] != blocks(5, 2)[1]                   # the unfilled block changes
     assert make_experiment(seeds=seeds, imp={"seeds": seeds}).imp.seed_blocks() == [tuple(seeds)]  # default 8
     a, b = (make_experiment(seeds=seeds, imp={"seeds": seeds, "seeds_per_job": k}) for k in (1, 8))
-    assert a.for_stage("imp").to_json() == b.for_stage("imp").to_json()  # no job's spec holds it
+    assert for_stage(a, "imp_level").to_json() == for_stage(b, "imp_level").to_json()  # no job's spec holds it
 
 
 def test_subspace_runs_are_blocked_like_imp_seeds_and_no_sweep_spec_holds_them():
@@ -253,8 +256,8 @@ def test_subspace_runs_are_blocked_like_imp_seeds_and_no_sweep_spec_holds_them()
     assert exp(5, 2).subspace.seed_blocks() == [(0, 1), (2, 3), (4,)]
     assert exp(4, 2).subspace.seed_blocks() == exp(5, 2).subspace.seed_blocks()[:2]
     assert exp(5).subspace.seed_blocks() == [(0, 1, 2, 3, 4)]   # the schema's default 8
-    assert exp(2, 1).for_stage("subspace").to_json() == exp(9, 4).for_stage("subspace").to_json()  # an option
-    assert '"seeds": 9' in exp(9).for_stage("analysis").to_json()
+    assert for_stage(exp(2, 1), "subspace_sweep").to_json() == for_stage(exp(9, 4), "subspace_sweep").to_json()  # an option
+    assert '"seeds": 9' in for_stage(exp(9), "analyse_subspace").to_json()
     with pytest.raises(ConfigError, match="subspace.seeds_per_job: .*minimum"):
         exp(2, 0)
 
@@ -273,8 +276,8 @@ def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():
     assert random.diet_score_step(Schedule.resolve(random, 480)) is None
     scored = make_experiment(imp={"rewind": 5, "data_diet": {"keep": "hardest", "fraction": 0.5}})
     assert scored.diet_score_step(Schedule.resolve(scored, 480)) == 5  # the last scored step by default
-    assert "scores" in scored.for_stage("imp").raw  # the diet's subset depends on them
-    assert "scores" not in make_experiment().for_stage("imp").raw
+    assert "scores" in for_stage(scored, "imp_level").raw  # the diet's subset depends on them
+    assert "scores" not in for_stage(make_experiment(), "imp_level").raw
 
 
 def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from sublevel.stages import for_stage
 from sublevel import cli, datasets, ensemble, imp, models, pruning, runtime, training
 from sublevel.commands.bench import harness
 from sublevel.training import Start
@@ -144,11 +145,11 @@ def test_imp_chains_baselines_and_copies_of_two_seeds_equal_each_chain_alone(mni
 def test_imp_commands_want_one_of_each_per_seed_option_per_seed(mnist1d_store, tmp_path, capsys):
     exp = make_experiment(imp={"levels": 1})
     with pytest.raises(SystemExit, match="2 --seeds but .*--trajectory.: 1"):
-        cli.main(["imp-level", "--spec", exp.to_json(), "--data", str(mnist1d_store), "--seeds", "0", "1",
+        cli.main(["imp-level", "--spec", for_stage(exp, "imp_level").to_json(), "--data", str(mnist1d_store), "--seeds", "0", "1",
                   "--level", "0", "--trajectory", str(tmp_path / "t.zarr"), "--out", "a", "b", "--table", "a", "b",
                   "--device", "cpu"])
     with pytest.raises(SystemExit, match="level 1 needs --previous"):
-        cli.main(["imp-level", "--spec", exp.to_json(), "--data", str(mnist1d_store), "--seeds", "0", "--level",
+        cli.main(["imp-level", "--spec", for_stage(exp, "imp_level").to_json(), "--data", str(mnist1d_store), "--seeds", "0", "--level",
                   "1", "--trajectory", "t", "--out", "a", "--table", "a", "--device", "cpu"])
 
 
@@ -249,9 +250,9 @@ def test_a_chain_whose_dense_run_diverged_is_skipped_alone(mnist1d_store, tmp_pa
     from sublevel import storage, trajectory
 
     exp = make_experiment(imp={"levels": 1, "rewind": 5})
-    job = ["--spec", exp.to_json(), "--data", str(mnist1d_store), "--device", "cpu"]
+    job = lambda stage: ["--spec", for_stage(exp, stage).to_json(), "--data", str(mnist1d_store), "--device", "cpu"]
     t0, t1 = tmp_path / "t0.zarr", tmp_path / "t1.zarr"
-    assert cli.main(["train", *job, "--seed", "0", "--trajectory", str(t0), "--table", str(tmp_path / "train.parquet"),
+    assert cli.main(["train", *job("train_dense"), "--seed", "0", "--trajectory", str(t0), "--table", str(tmp_path / "train.parquet"),
                      "--quiet"]) == 0
     healthy = trajectory.read(t0)
     trajectory.write(t1, steps=[0, 1], params=[healthy.params(0), healthy.params(1)],
@@ -259,24 +260,24 @@ def test_a_chain_whose_dense_run_diverged_is_skipped_alone(mnist1d_store, tmp_pa
     out = lambda level: [str(tmp_path / f"s{s}-l{level}.zarr") for s in (0, 1)]
     table = lambda level: [str(tmp_path / f"s{s}-l{level}.parquet") for s in (0, 1)]
     chains = ["--seeds", "0", "1", "--trajectory", str(t0), str(t1), "--quiet"]
-    assert cli.main(["imp-level", *job, *chains, "--level", "0", "--out", *out(0), "--table", *table(0)]) == 0
-    assert cli.main(["imp-level", *job, *chains, "--level", "1", "--previous", *out(0), "--out", *out(1),
+    assert cli.main(["imp-level", *job("imp_level"), *chains, "--level", "0", "--out", *out(0), "--table", *table(0)]) == 0
+    assert cli.main(["imp-level", *job("imp_level"), *chains, "--level", "1", "--previous", *out(0), "--out", *out(1),
                      "--table", *table(1)]) == 0
-    assert cli.main(["barrier", *job, *chains, "--kind", "imp_successive", "--dense", *out(0), "--a", *out(0),
+    assert cli.main(["barrier", *job("barrier_successive"), *chains, "--kind", "imp_successive", "--dense", *out(0), "--a", *out(0),
                      "--b", *out(1), "--table", *table("b")]) == 0
     for level in (0, 1, "b"):
         assert storage.skip_reason([table(level)[0]]) is None and len(storage.read_rows([table(level)[0]])) > 0
         assert "diverged after step 1, before step 5" in storage.skip_reason([table(level)[1]])
         assert storage.read_rows([table(level)[1]]) == []
     alone = tmp_path / "alone.zarr"
-    assert cli.main(["imp-level", *job, "--seeds", "0", "--trajectory", str(t0), "--quiet", "--level", "0",
+    assert cli.main(["imp-level", *job("imp_level"), "--seeds", "0", "--trajectory", str(t0), "--quiet", "--level", "0",
                      "--out", str(alone), "--table", str(tmp_path / "alone.parquet")]) == 0
     assert torch.equal(imp.Level.read(alone).weights, imp.Level.read(out(0)[0]).weights)
     with pytest.raises(storage.Skipped):
         imp.Level.read(out(1)[1])
 
     scores = make_experiment(scores={"steps": [0, 5]})
-    assert cli.main(["scores", "--spec", scores.to_json(), "--data", str(mnist1d_store), "--device", "cpu",
+    assert cli.main(["scores", "--spec", for_stage(scores, "scores").to_json(), "--data", str(mnist1d_store), "--device", "cpu",
                      "--trajectories", str(t0), str(t1), "--out", str(tmp_path / "scores.zarr"),
                      "--table", str(tmp_path / "scores.parquet")]) == 0
     assert {r["n_seeds"] for r in storage.read_rows([tmp_path / "scores.parquet"])} == {1}

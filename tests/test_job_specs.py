@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sublevel import config
+from sublevel import config, stages
 from sublevel.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,33 +26,17 @@ CONFIGS = sorted(str(p.relative_to(ROOT)) for p in [*(ROOT / "config").glob("*.y
 
 
 def job_specs(path: Path) -> dict[str, str]:
-    """A digest of the spec of every kind of job a config plans, by experiment, rule and rewind step: the
-    spec each rule passes to its job (workflow/rules/*.smk, spec_for)."""
+    """A digest of the spec of every kind of job a config plans, by experiment, rule and rewind step: every
+    stage of sublevel.stages that takes a spec and that the experiment has, per rewind point where it runs one
+    chain per point."""
     plan = Plan(config.load(path))
     out = {}
     for name in plan.names:
         exp = plan.experiment(name)
-        rewinds = plan.rewind_steps(name) if exp.imp else ()
-        jobs = [("train_dense", "dense", None)]
-        jobs += [(rule, "imp", k) for k in rewinds
-                 for rule in ("imp_level", "imp_baselines", "barrier_instability", "barrier_successive")]
-        if exp.imp and exp.imp.data_diet:
-            jobs += [("data_diet", "imp", k) for k in rewinds]
-        if exp.imp and exp.imp.fraction_sweep:
-            jobs += [("prune_sweep", "prune_sweep", k) for k in rewinds]
-        if exp.subspace:
-            jobs += [("subspace_sweep", "subspace", None), ("refine_plan", "refine", None),
-                     ("analyse_subspace", "analysis", None)]
-            jobs += [("subspace_tickets", "tickets", None)] if exp.imp else []
-            jobs += [("spectrum", "spectrum", None), ("theory", "analysis", None)] if exp.theory else []
-        if exp.hessian:
-            jobs += [("hessian_dense", "hessian", None)]
-            jobs += [("hessian_imp", "hessian_imp", k) for k in rewinds] if exp.hessian.imp else []
-        if exp.scores:
-            jobs += [("scores", "scores", None)]
-        for rule, stage, k in jobs:
-            key = f"{name} {rule}" + ("" if k is None else f" rewind_step={k}")
-            out[key] = hashlib.sha256(plan.spec(stage, name, k).encode()).hexdigest()[:16]
+        for stage in stages.spec_stages(exp):
+            for k in plan.rewind_steps(name) if stage.per_rewind else (None,):
+                key = f"{name} {stage.name}" + ("" if k is None else f" rewind_step={k}")
+                out[key] = hashlib.sha256(plan.spec(stage.name, name, k).encode()).hexdigest()[:16]
     return out
 
 

@@ -97,7 +97,7 @@ def test_each_initialisation_draws_the_papers_weight_statistics(scheme):
     from sublevel.config import ModelSpec
 
     torch.manual_seed(0)
-    net = models.build_spec(ModelSpec("mlp", widths=(1000, 500), init=scheme), (1, 28, 28), 10)
+    net = models.build_spec(ModelSpec("mlp", widths=(1000, 500), width=None, init=scheme), (1, 28, 28), 10)
     torch.manual_seed(0)
     conv = models.initialise(torch.nn.Sequential(torch.nn.Conv2d(32, 64, 3)), scheme)
     for layer in [m for m in net.modules() if isinstance(m, torch.nn.Linear)][:2] + [conv[0]]:
@@ -134,7 +134,7 @@ def test_openlth_draws_its_batchnorm_scales_uniform_and_its_weights_as_kaiming_n
     from sublevel.config import ModelSpec
 
     torch.manual_seed(0)
-    net = models.build_spec(ModelSpec("resnet20", width=16, init="openlth"), (3, 32, 32), 10)
+    net = models.build_spec(ModelSpec("resnet20", widths=None, width=16, init="openlth"), (3, 32, 32), 10)
     scales = torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     shifts = torch.cat([m.bias.detach() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     assert len(scales) > 500 and 0 <= scales.min() and scales.max() < 1

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from sublevel.stages import for_stage
 from sublevel import cli, config, figures, paths, schema
 from sublevel.plan import Plan
 from conftest import REWINDS
@@ -67,9 +68,9 @@ def test_imp_tables_per_rewind_step_partition_the_experiments(plan):
 def test_a_chain_jobs_spec_holds_its_rewind_point_only(plan):
     exp = plan.experiment("rewinds")
     for step, point in zip(plan.rewind_steps("rewinds"), exp.imp.rewinds()):
-        spec = json.loads(plan.spec("imp", "rewinds", str(step)))
+        spec = json.loads(plan.spec("imp_level", "rewinds", str(step)))
         assert spec["imp"]["rewind"] == point
-        assert plan.spec("imp", "rewinds", step) == exp.for_stage("imp", rewind=point).to_json()
+        assert plan.spec("imp_level", "rewinds", step) == for_stage(exp, "imp_level", rewind=point).to_json()
 
 
 def test_level_inputs_follow_the_jobs_wildcards(plan):

@@ -8,6 +8,7 @@ import scipy.linalg
 import torch
 import zarr
 
+from sublevel.stages import for_stage
 from sublevel import models, projections, runtime, subspace, sweep, training
 from sublevel.config import ConfigError, RefineSpec, SubspaceTrain, Threshold
 from conftest import make_experiment
@@ -450,7 +451,7 @@ def test_a_stored_fastfood_sweep_rebuilds_to_its_recorded_accuracy(tmp_path, mni
     from sublevel.functional import evaluate_many
 
     exp = make_experiment(**{"subspace.projection": "fastfood", "subspace.dims": [40, 64]})
-    spec, traj = exp.for_stage("subspace").to_json(), tmp_path / paths.trajectory("smoke", 0)
+    spec, traj = for_stage(exp, "subspace_sweep").to_json(), tmp_path / paths.trajectory("smoke", 0)
     job = ["--spec", spec, "--data", str(mnist1d_store), "--device", "cpu"]
     assert cli.main(["train", *job, "--seed", "0", "--trajectory", str(traj), "--quiet",
                      "--table", str(tmp_path / "train.parquet")]) == 0
@@ -601,7 +602,7 @@ def test_a_subspace_sections_betas_reach_adam_and_an_absent_key_leaves_the_spec_
     w = [torch.zeros(3, requires_grad=True)]
     plain = make_experiment()
     assert Optimizer.of(plain.subspace.training(64), w).betas == (0.9, 0.999)
-    assert "betas" not in json.loads(plain.for_stage("subspace").to_json())["subspace"]
+    assert "betas" not in json.loads(for_stage(plain, "subspace_sweep").to_json())["subspace"]
     li = make_experiment(**{"subspace.betas": [0.9, 0.99]})
     assert Optimizer.of(li.subspace.training(64), w).betas == (0.9, 0.99)
     with pytest.raises(ConfigError):

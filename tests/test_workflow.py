@@ -18,6 +18,7 @@ import torch
 import yaml
 import zarr
 
+from sublevel.stages import for_stage
 from sublevel import catalog, config, datasets, imp, paths, sweep, training, trajectory
 from sublevel.config import Experiment
 from sublevel.functional import evaluate_many
@@ -382,7 +383,7 @@ def test_a_killed_training_job_leaves_nothing_that_looks_complete(tmp_path, mnis
     exp = config.experiment(config.validate(cfg), "smoke")
     out_traj, out_table = tmp_path / "trajectory.zarr", tmp_path / "t" / "train.parquet"
     log = tmp_path / "train.log"
-    cmd = lambda spec: [sys.executable, "-m", "sublevel", "train", "--spec", spec.to_json(), "--seed", "0",
+    cmd = lambda spec: [sys.executable, "-m", "sublevel", "train", "--spec", for_stage(spec, "train_dense").to_json(), "--seed", "0",
                         "--data", str(mnist1d_store), "--trajectory", str(out_traj), "--table", str(out_table)]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd(exp), stderr=f)

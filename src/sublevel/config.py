@@ -209,12 +209,105 @@ def load(path: str | Path) -> dict[str, Any]:
     return validate(read_file(path))
 
 
+class Undeclared:
+    """A key a job's spec does not hold because its stage does not read it (sublevel.stages): reading it is an
+    error that names the stage and the key, never a default standing in for the config's value."""
+    __slots__ = ("why",)
+
+    def __init__(self, why: str):
+        self.why = why
+
+    def __repr__(self) -> str:
+        return "<undeclared>"
+
+
+class Section:
+    """A typed config section. A field holding `Undeclared` raises ConfigError when read."""
+
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if type(value) is Undeclared:
+            raise ConfigError(value.why)
+        return value
+
+
+def _absent_values() -> dict[str, Any]:
+    """What each experiment key means when a config leaves it out, by the schema: its default, where the
+    validation has not filled it in (Snakemake's validator fills no default behind a $ref), else None; a
+    required key has no such meaning."""
+    schema = yaml.safe_load(paths.schema_file().read_text())
+    defs, out = schema.get("$defs", {}), {}
+
+    def walk(node, prefix):
+        node = defs[node["$ref"].split("/")[-1]] if "$ref" in node else node
+        for key, sub in node.get("properties", {}).items():
+            resolved = defs[sub["$ref"].split("/")[-1]] if "$ref" in sub else sub
+            if key not in node.get("required", ()):
+                out[prefix + key] = _tuples(sub.get("default", resolved.get("default")))
+            walk(sub, prefix + key + ".")
+
+    walk(schema["properties"]["experiments"]["additionalProperties"], "")
+    return out
+
+
+# What an absent key means where the schema gives it no default: keys that older specs (and configs) do not
+# hold, so that the specs of finished jobs stay as they were
+WHEN_ABSENT = {"subspace.anchor": "dense_seed", "subspace.betas": (0.9, 0.999)}
+
+
+def _tuples(value):
+    """A YAML list as a tuple (the dataclasses are frozen and hashable), recursively; anything else as it is."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+class _Reader:
+    """Builds the typed sections from a validated config's experiment (stage None) or a job's spec (the stage
+    whose spec it is): a key the mapping lacks means what the schema says of its absence (WHEN_ABSENT where it
+    says nothing), or is `Undeclared` when the stage does not read it."""
+    _absent: dict[str, Any] | None = None
+
+    def __init__(self, name: str, stage=None):
+        self.name, self.stage = name, stage
+        if _Reader._absent is None:
+            _Reader._absent = _absent_values()
+
+    def absent(self, key: str):
+        if self.stage is not None and not self.stage.declares(key):
+            return Undeclared(f"experiment {self.name}: stage {self.stage.name} does not read {key}; a job reads "
+                              f"only what its stage declares (sublevel.stages)")
+        if key in WHEN_ABSENT:
+            return WHEN_ABSENT[key]
+        if key in self._absent:
+            return self._absent[key]
+        return Undeclared(f"experiment {self.name}: the spec holds no {key}")
+
+    def section(self, cls, d: dict, prefix: str, **convert):
+        """`cls` from the mapping `d` at `prefix`: each field its key's value (through `convert`), or `absent`."""
+        values = {}
+        for f in fields(cls):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            if f.name not in d:
+                values[f.name] = self.absent(key)
+            else:
+                values[f.name] = convert[f.name](d[f.name]) if f.name in convert else _tuples(d[f.name])
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class ModelSpec:
+class _Top(Section):
+    """An experiment's own keys besides its sections."""
+    dataset: str
+    seeds: tuple[int, ...]
+    inputs: str | None
+    validation: int | None
+
+
+@dataclass(frozen=True)
+class ModelSpec(Section):
     name: str
-    widths: tuple[int, ...] | None = None
-    width: int | None = None
-    init: str | None = None   # models.INITS; None: PyTorch's default (a spec without the key is unchanged)
+    widths: tuple[int, ...] | None
+    width: int | None
+    init: str | None   # models.INITS; None: PyTorch's default (a spec without the key is unchanged)
 
     def kwargs(self) -> dict[str, Any]:
         """The builder's options: everything but the name and the initialisation (models.initialise)."""
@@ -223,7 +316,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class TrainSpec:
+class TrainSpec(Section):
     optimizer: str
     lr: float
     momentum: float
@@ -239,17 +332,17 @@ class TrainSpec:
     augment: bool
     eval_every: int | str
     eval_batch_size: int
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: str = "none"
+    precision: str
+    channels_last: bool
+    compile: str
 
 
 @dataclass(frozen=True)
-class CheckpointSpec:
+class CheckpointSpec(Section):
     steps: tuple[int | str, ...]
     log_spaced: int
     every: int | str
-    evaluate: bool = True
+    evaluate: bool
 
 
 def seed_blocks(seeds: tuple[int, ...], per_job: int | None) -> list[tuple[int, ...]]:
@@ -261,45 +354,45 @@ def seed_blocks(seeds: tuple[int, ...], per_job: int | None) -> list[tuple[int, 
 
 
 @dataclass(frozen=True)
-class DataDietSpec:
+class DataDietSpec(Section):
     """Paul et al. 2022: pre-train to the rewind step on the `fraction` of examples to `keep` by `score`."""
-    keep: str                       # easiest, hardest or random
+    keep: str                 # easiest, hardest or random
     fraction: float
-    score: str = "el2n"
-    step: int | str | None = None   # the scored checkpoint (default: the last scored step)
+    score: str
+    step: int | str | None    # the scored checkpoint (None: the last scored step)
 
 
 @dataclass(frozen=True)
-class FractionSweepSpec:
+class FractionSweepSpec(Section):
     """Paul et al. 2023's largest prune per level: `fractions` of level ℓ's remaining weights, at each ℓ in
     `levels`, by magnitude (and at random among them, `random`); connected when the test-error barrier is at
     most `tolerance`."""
     fractions: tuple[float, ...]
-    random: bool = True
-    tolerance: float = 0.02
-    levels: tuple[int, ...] | None = None   # which jobs exist: absent from a job's spec (stages.for_stage)
+    random: bool
+    tolerance: float
+    levels: tuple[int, ...]   # which jobs exist: the plan's, absent from a job's spec
 
     def methods(self) -> tuple[str, ...]:
         return ("magnitude", "random") if self.random else ("magnitude",)
 
 
 @dataclass(frozen=True)
-class ImpSpec:
+class ImpSpec(Section):
     fraction: float
     output_fraction: float | None
     rewind: int | str | tuple[int | str, ...]
     scope: str
     alphas: int
     matching_tolerance: float
-    data_diet: DataDietSpec | None = None
-    fraction_sweep: FractionSweepSpec | None = None
-    eval_every: int | str | None = None   # the validation curve early stopping reads (None: final values only)
-    # which jobs exist, not what one computes: absent (None, ()) in a job's spec (stages.JOB_SET_KEYS)
-    levels: int | None = None
-    seeds: tuple[int, ...] = ()
-    baselines: tuple[str, ...] = ()
-    instability: bool | None = None
-    seeds_per_job: int | None = None
+    data_diet: DataDietSpec | None
+    fraction_sweep: FractionSweepSpec | None
+    eval_every: int | str | None   # the validation curve early stopping reads (None: final values only)
+    # which jobs exist, not what one computes: the plan's, absent from a job's spec (stages.JOB_SET_KEYS)
+    levels: int
+    seeds: tuple[int, ...]        # absent from the config: the experiment's dense seeds
+    baselines: tuple[str, ...]
+    instability: bool
+    seeds_per_job: int
 
     def seed_blocks(self) -> list[tuple[int, ...]]:
         """`seeds` in blocks of `seeds_per_job`, one IMP job each (seed_blocks)."""
@@ -329,12 +422,12 @@ class Threshold:
 
 
 @dataclass(frozen=True)
-class RefineSpec:
+class RefineSpec(Section):
     """Adaptive refinement of a sweep's dims around P(d) = 1/2 (sweep.refine_plan)."""
-    metric: str = "train_accuracy"
-    threshold: float = 0.6
-    ratio: float = 1.2
-    max_rounds: int = 4
+    metric: str
+    threshold: float
+    ratio: float
+    max_rounds: int
 
     @property
     def target(self) -> Threshold:
@@ -355,8 +448,16 @@ class SubspaceTrain:
     betas: tuple[float, float] = (0.9, 0.999)   # Adam's; Li et al.'s released code uses (0.9, 0.99)
 
 
+def log_spaced_dims(dims: list[int] | dict) -> tuple[int, ...]:
+    """subspace.dims as sorted dims: a list as written, or {min, max, num} log-spaced, rounded, deduplicated."""
+    if isinstance(dims, dict):
+        lo, hi, num = math.log(dims["min"]), math.log(dims["max"]), dims["num"]
+        dims = {round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)}
+    return tuple(sorted(dims))
+
+
 @dataclass(frozen=True)
-class SubspaceSpec:
+class SubspaceSpec(Section):
     dense_seed: int
     projection: str
     optimizer: str
@@ -364,32 +465,20 @@ class SubspaceSpec:
     momentum: float
     steps: int
     batch_size: int
+    compile: str
+    anchor: str    # dense_seed: every run at dense_seed's θ_t; per_run: run r at the r-th dense seed
+    betas: tuple[float, float]   # Adam's
     # kinds, burn-in steps, dims and seeds decide which sweep jobs exist (one per kind, t, d and block of
-    # seeds; a refinement round's d comes from its plan): absent from the specs of jobs they do not change
-    # (Experiment.for_stage); a sweep job takes its seeds as an option
-    seeds: int | None = None
-    seeds_per_job: int | None = None
-    kinds: tuple[str, ...] = ()
-    dims: tuple[int, ...] = ()
-    burnin: tuple[int | str, ...] = ()
-    thresholds: tuple[Threshold, ...] = ()
-    bootstrap: int = 1000
-    compile: str = "none"
-    refine: RefineSpec | None = None
-    anchor: str = "dense_seed"   # dense_seed: every run at dense_seed's θ_t; per_run: run r at the r-th dense seed
-    betas: tuple[float, float] = (0.9, 0.999)   # Adam's (absent from a config: its spec is unchanged)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SubspaceSpec":
-        dims = d.get("dims", ())
-        if isinstance(dims, dict):  # log-spaced, rounded, deduplicated
-            lo, hi, num = math.log(dims["min"]), math.log(dims["max"]), dims["num"]
-            dims = sorted({round(math.exp(lo + i * (hi - lo) / max(num - 1, 1))) for i in range(num)})
-        return cls(**dict(d, kinds=tuple(d.get("kinds", ())), dims=tuple(sorted(dims)),
-                          burnin=tuple(d.get("burnin", ())),
-                          thresholds=tuple(Threshold(**t) for t in d.get("thresholds", ())),
-                          refine=RefineSpec(**d["refine"]) if d.get("refine") is not None else None,
-                          betas=tuple(d.get("betas", (0.9, 0.999)))))
+    # seeds; a refinement round's d comes from its plan): absent from the specs of jobs they do not change;
+    # a sweep job takes its seeds as an option
+    seeds: int
+    seeds_per_job: int
+    kinds: tuple[str, ...]
+    dims: tuple[int, ...]
+    burnin: tuple[int | str, ...]
+    thresholds: tuple[Threshold, ...]
+    bootstrap: int
+    refine: RefineSpec | None
 
     def training(self, eval_batch_size: int) -> SubspaceTrain:
         return SubspaceTrain(self.optimizer, self.lr, self.momentum, self.steps, self.batch_size, eval_batch_size,
@@ -421,94 +510,85 @@ class SubspaceSpec:
 
 
 @dataclass(frozen=True)
-class HessianSpec:
+class HessianSpec(Section):
     """Sharpness: the top_k Hessian eigenvalues by `iterations` Lanczos steps on `examples` training examples."""
-    steps: tuple[int | str, ...] | None = None   # dense checkpoints (default: every stored one)
-    examples: int = 1000
-    iterations: int = 30
-    top_k: int = 1
-    imp: bool = True                             # also at the end of each IMP level
+    steps: tuple[int | str, ...] | None   # dense checkpoints (None: every stored one)
+    examples: int
+    iterations: int
+    top_k: int
+    imp: bool                             # also at the end of each IMP level
 
 
 @dataclass(frozen=True)
-class ScoresSpec:
+class ScoresSpec(Section):
     """EL2N and GraNd at the dense checkpoints `steps`, `chunk` examples per per-example-gradient batch."""
-    steps: tuple[int | str, ...] = (0,)
-    chunk: int = 256
+    steps: tuple[int | str, ...]
+    chunk: int
 
 
 @dataclass(frozen=True)
-class TheorySpec:
+class TheorySpec(Section):
     """The threshold dimension predicted from the landscape (sublevel.theory): the Hessian's spectral density
     at the sweep's dense run's final network, by `probes` stochastic Lanczos quadratures from `iterations`
     steps extended until they converge (or `max_iterations`), on the first `examples` training examples
     (None: all of them, the loss the sweeps' train_loss is of)."""
-    probes: int = 8
-    iterations: int = 40                  # the first length; then extended by 10 steps until converged
-    examples: int | None = None
-    max_iterations: int = 200             # the cap
-    tolerance: float = 0.02               # converged: one extension moves Σ τ λ/(λ + κ) by at most this, relative
+    probes: int
+    iterations: int              # the first length; then extended by 10 steps until converged
+    examples: int | None
+    max_iterations: int          # the cap
+    tolerance: float             # converged: one extension moves Σ τ λ/(λ + κ) by at most this, relative
 
 
 @dataclass(frozen=True)
-class Experiment:
+class Experiment(Section):
+    """One experiment of a validated config, or of a job's spec: a section the spec does not hold is None (the
+    stage's jobs see an experiment without it), a key it does not hold raises when read (Undeclared)."""
     name: str
     dataset: str
     model: ModelSpec
     seeds: tuple[int, ...]
     train: TrainSpec
     checkpoints: CheckpointSpec
-    imp: ImpSpec | None = None
-    subspace: SubspaceSpec | None = None
-    hessian: HessianSpec | None = None
-    scores: ScoresSpec | None = None
-    theory: TheorySpec | None = None
-    inputs: str | None = None   # datasets.INPUTS; None: standardised (a spec without the key is unchanged)
-    validation: int | None = None   # training examples held out as a validation split (datasets.hold_out)
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    imp: ImpSpec | None
+    subspace: SubspaceSpec | None
+    hessian: HessianSpec | None
+    scores: ScoresSpec | None
+    theory: TheorySpec | None
+    inputs: str | None       # datasets.INPUTS; None: standardised (a spec without the key is unchanged)
+    validation: int | None   # training examples held out as a validation split (datasets.hold_out)
+    raw: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, name: str, d: dict[str, Any]) -> "Experiment":
-        t = dict(d["train"], betas=tuple(d["train"]["betas"]), milestones=tuple(d["train"]["milestones"]))
-        m = dict(d["model"])
-        if "widths" in m:
-            m["widths"] = tuple(m["widths"])
-        c = dict(d["checkpoints"], steps=tuple(d["checkpoints"]["steps"]))
+    def from_dict(cls, name: str, d: dict[str, Any], stage=None) -> "Experiment":
+        """The typed view of a validated experiment (`stage` None) or of a job's spec (a sublevel.stages.Stage)."""
+        r = _Reader(name, stage)
         imp = None
-        if "imp" in d:
-            rewind = d["imp"].get("rewind", 0)
-            diet = d["imp"].get("data_diet")
-            fs = d["imp"].get("fraction_sweep")
-            if fs:
-                fs = FractionSweepSpec(**dict(fs, fractions=tuple(fs["fractions"]),
-                                              levels=tuple(fs["levels"]) if "levels" in fs else None))
-            imp = ImpSpec(**dict(d["imp"], seeds=tuple(d["imp"].get("seeds", d.get("seeds", ()))),
-                                 baselines=tuple(d["imp"].get("baselines", ())),
-                                 rewind=tuple(rewind) if isinstance(rewind, list) else rewind,
-                                 data_diet=DataDietSpec(**diet) if diet else None, fraction_sweep=fs or None))
-        sub = SubspaceSpec.from_dict(d["subspace"]) if "subspace" in d else None
-        h = d.get("hessian")
-        hessian = HessianSpec(**dict(h, steps=tuple(h["steps"]) if "steps" in h else None)) if h is not None else None
-        sc = d.get("scores")
-        scores = ScoresSpec(**dict(sc, steps=tuple(sc["steps"]))) if sc is not None else None
-        theory = TheorySpec(**d["theory"]) if "theory" in d else None
-        return cls(name=name, dataset=d["dataset"], model=ModelSpec(**m), seeds=tuple(d.get("seeds", ())),
-                   train=TrainSpec(**t), checkpoints=CheckpointSpec(**c), imp=imp, subspace=sub, hessian=hessian,
-                   scores=scores, theory=theory, inputs=d.get("inputs"), validation=d.get("validation"), raw=d)
+        if d.get("imp") is not None:
+            seeds = d["imp"].get("seeds", d["seeds"]) if "seeds" in d else None  # a spec holds neither
+            imp = r.section(ImpSpec, {**d["imp"], **({} if seeds is None else {"seeds": seeds})}, "imp",
+                            data_diet=lambda v: None if v is None else r.section(DataDietSpec, v, "imp.data_diet"),
+                            fraction_sweep=lambda v: None if v is None
+                            else r.section(FractionSweepSpec, v, "imp.fraction_sweep"))
+        subspace = None if d.get("subspace") is None else r.section(
+            SubspaceSpec, d["subspace"], "subspace", dims=log_spaced_dims,
+            thresholds=lambda v: tuple(Threshold(**t) for t in v),
+            refine=lambda v: None if v is None else r.section(RefineSpec, v, "subspace.refine"))
+        sections = {key: None if d.get(key) is None else r.section(cls_, d[key], key)
+                    for key, cls_ in (("hessian", HessianSpec), ("scores", ScoresSpec), ("theory", TheorySpec))}
+        top = r.section(_Top, d, "")
+        return cls(name=name, dataset=top.dataset, model=r.section(ModelSpec, d["model"], "model"),
+                   seeds=object.__getattribute__(top, "seeds"), train=r.section(TrainSpec, d["train"], "train"),
+                   checkpoints=r.section(CheckpointSpec, d["checkpoints"], "checkpoints"), imp=imp,
+                   subspace=subspace, **sections, inputs=top.inputs, validation=top.validation, raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)
 
-    def for_stage(self, stage: str, rewind: int | str | None = None) -> "Experiment":
-        """The experiment as one stage's jobs see it (sublevel.stages.for_stage: their spec)."""
-        from sublevel import stages
-
-        return stages.for_stage(self, stage, rewind)
-
     @classmethod
-    def from_json(cls, text: str) -> "Experiment":
+    def from_json(cls, text: str, stage=None) -> "Experiment":
+        """A job's spec (sublevel.stages.for_stage) as the stage's jobs see it."""
         d = json.loads(text)
-        return cls.from_dict(d.pop("name"), d)
+        return cls.from_dict(d.pop("name"), d, stage)
 
     def trained_on(self, n_train: int) -> int:
         """How many of the dataset's `n_train` training examples the experiment trains on: all but its

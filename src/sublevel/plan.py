@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sublevel import paths
+from sublevel import paths, stages
 from sublevel.config import Experiment, experiment
 from sublevel.schedule import Schedule
 from sublevel.schema import FIGURES
@@ -56,13 +56,17 @@ class Plan:
         """The experiments that have `section` (imp, subspace, hessian, scores)."""
         return [n for n in self.names if getattr(self.experiment(n), section) is not None]
 
+    def has(self, stage: str, name: str) -> bool:
+        """Whether the experiment has jobs of `stage` (sublevel.stages.STAGES)."""
+        return stages.STAGES[stage].has(self.experiment(name))
+
     def spec(self, stage: str, name: str, rewind_step: int | str | None = None) -> str:
         """The experiment as one stage's jobs see it (sublevel.stages.for_stage), as JSON; a job of one IMP
         chain sees its rewind point only."""
         key = (stage, name, None if rewind_step is None else int(rewind_step))
         if key not in self._specs:
             rewind = None if rewind_step is None else self.rewind_point(name, rewind_step)
-            self._specs[key] = self.experiment(name).for_stage(stage, rewind=rewind).to_json()
+            self._specs[key] = stages.for_stage(self.experiment(name), stage, rewind=rewind).to_json()
         return self._specs[key]
 
     def rewind_steps(self, name: str) -> tuple[int, ...]:

@@ -41,7 +41,6 @@ class Schedule:
     eval_every: int
     checkpoints: tuple[int, ...]
     rewinds: tuple[int, ...] = (0,)  # the IMP rewind steps, in the config's order
-    evaluate_checkpoints: bool = True
 
     @property
     def rewind(self) -> int:
@@ -90,7 +89,7 @@ class Schedule:
         return cls(steps_per_epoch=spe, total=total, warmup=parse_duration(exp.train.warmup, spe),
                    milestones=tuple(sorted(parse_duration(m, spe) for m in exp.train.milestones)),
                    eval_every=parse_duration(exp.train.eval_every, spe), checkpoints=tuple(sorted(steps)),
-                   rewinds=rewinds, evaluate_checkpoints=ck.evaluate)
+                   rewinds=rewinds)
 
     def lr_factor(self, step: int, schedule: str, gamma: float) -> float:
         """Linear warmup from 0, then constant, step decay at milestones, or cosine to 0 at the end."""
@@ -107,8 +106,8 @@ class Schedule:
         """The learning rate at `step` of a run trained by `train` (a TrainSpec)."""
         return train.lr * self.lr_factor(step, train.schedule, train.gamma)
 
-    def eval_steps(self) -> set[int]:
-        """The steps a dense run evaluates the full train and test sets at: every eval_every, the last, and the
-        checkpoints unless checkpoints.evaluate is off."""
+    def eval_steps(self, checkpoints: bool) -> set[int]:
+        """The steps a dense run evaluates the full train and test sets at: every eval_every, the last, and,
+        with `checkpoints` (checkpoints.evaluate, which only the dense runs read), every checkpoint."""
         return (set(range(0, self.total + 1, self.eval_every)) | {self.total}
-                | (set(self.checkpoints) if self.evaluate_checkpoints else set()))
+                | (set(self.checkpoints) if checkpoints else set()))

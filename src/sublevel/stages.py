@@ -1,65 +1,156 @@
-"""What each stage's jobs see of an experiment: its spec, sliced so that an edit reruns exactly the jobs whose
-output it changes (Snakemake compares each job's params), and the same slices per DVC stage.
+"""One declaration per job type (a Snakemake rule): what its jobs read of an experiment, when an experiment has
+such jobs, whether they run a network, the DVC stage that runs them and the resources a cluster job asks for.
 
-Snakemake stages: dense (training), imp (IMP levels, baselines, barriers, the diet), subspace (one sweep job),
-refine (a refinement plan), analysis (P(d) and d*, and the d* predicted from the spectrum), hessian and
-hessian_imp (sharpness), scores, spectrum (the Hessian's spectral density and each sweep anchor's quadrature),
-prune_sweep (imp.fraction_sweep), tickets (IMP levels as axial subspaces, read from the imp tables).
+From it follow each job's spec (`for_stage`: the validated experiment projected onto the stage's `reads`, the
+Snakemake param that decides reruns, so an edit reruns exactly the jobs that read what it changed), the job's
+typed view of that spec (a key the stage does not read raises, naming the stage and the key), the rules'
+resources, the plan's presence checks, and DVC's per-stage params (`stage_specs`).
+
+A key that decides which jobs exist rather than what one job computes (more seeds, levels, baselines, dims,
+burn-in steps: `JOB_SET_KEYS`) is read by the plan, not by a job: no job's spec holds it, so growing it plans
+only the new jobs.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from sublevel import config
-from sublevel.config import ConfigError, Experiment
+from sublevel.config import ConfigError, Experiment, experiment
 
-# stage -> the sections its jobs read. subspace: one sweep job (one d of one kind and t, its d a wildcard);
-# refine: a refinement plan; tickets: IMP levels as axial subspaces (read from the imp tables)
-STAGE_SECTIONS = {"dense": (), "imp": ("imp",), "subspace": ("subspace",),
-                  "refine": ("subspace",), "analysis": ("subspace",), "hessian": ("hessian",),
-                  "hessian_imp": ("hessian", "imp"), "scores": ("scores",), "spectrum": ("subspace", "theory"),
-                  "prune_sweep": ("imp",),
-                  "tickets": ()}
-# Keys that decide which jobs exist, or reach a job as an option or an input file of its own, not what
-# one job computes: no job's spec holds them, so growing them (more levels, seeds, baselines, burn-in
-# steps, dims) plans only the new jobs. stage_specs keeps them for DVC, whose stages run every job.
-JOB_SET_KEYS = {"imp": ("seeds", "levels", "baselines", "instability", "seeds_per_job"),
-                "subspace": ("kinds", "burnin", "dims", "seeds", "seeds_per_job")}
-# subspace keys each subspace stage does not read
-SUBSPACE_UNREAD = {"subspace": ("thresholds", "bootstrap", "refine"), "refine": ("thresholds", "bootstrap"),
-                   "analysis": (),
-                   "spectrum": ("thresholds", "bootstrap", "refine", "dims", "seeds", "seeds_per_job")}
-# stages whose one job covers every sweep of an experiment: they read the kinds and burn-in steps
-WHOLE_SWEEP = ("analysis", "spectrum")
+# what every job of an experiment reads: the data, network and dense training it derives from
+EXPERIMENT = ("dataset", "inputs", "validation", "model", "train",
+              "checkpoints.steps", "checkpoints.log_spaced", "checkpoints.every")
+# an IMP chain's pruning, rewinding and matching (imp.rewind: one point per chain, see `for_stage`)
+IMP = ("imp.fraction", "imp.output_fraction", "imp.rewind", "imp.scope", "imp.alphas", "imp.matching_tolerance",
+       "imp.data_diet", "imp.eval_every")
+# how one subspace run trains, and from which dense run
+SWEEP = ("subspace.dense_seed", "subspace.anchor", "subspace.projection", "subspace.optimizer", "subspace.lr",
+         "subspace.momentum", "subspace.betas", "subspace.steps", "subspace.batch_size", "subspace.compile")
+# read by the plan alone: which jobs exist (and, for DVC's stages, which run)
+JOB_SET_KEYS = ("seeds", "imp.seeds", "imp.levels", "imp.baselines", "imp.instability", "imp.seeds_per_job",
+                "imp.fraction_sweep.levels", "subspace.kinds", "subspace.burnin", "subspace.dims", "subspace.seeds",
+                "subspace.seeds_per_job")
+# keys a spec leaves out at this value, so that the specs of jobs that ran before the key existed are unchanged
+OMITTED_AT = {"checkpoints.evaluate": True}
+
+
+def _imp(exp: Experiment) -> bool:
+    return exp.imp is not None
+
+
+def _sweep(exp: Experiment) -> bool:
+    return exp.subspace is not None
+
+
+def _diet(exp: Experiment) -> bool:
+    return exp.imp is not None and exp.imp.data_diet is not None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A job type. `reads`: the config keys (dotted; a section names all of it) its jobs read, None for a job
+    that takes no experiment spec; `reads_if`: more keys, read when the experiment has what the predicate asks."""
+    name: str                                # the rule's (an IMP block rule's prefix: <name>_<experiment>_block<j>)
+    reads: tuple[str, ...] | None
+    has: Callable[[Experiment], bool]        # whether an experiment has jobs of this type
+    dvc: str                                 # the dvc.yaml stage whose Snakemake target runs them
+    per_rewind: bool = False                 # one chain per IMP rewind point: a job's spec holds its point only
+    network: bool = True                     # trains or evaluates a network; else a local rule (tables, seconds)
+    runtime: int = 30                        # minutes and MB a cluster job asks for (profiles/slurm)
+    mem_mb: int = 4000
+    reads_if: tuple[tuple[str, Callable[[Experiment], bool]], ...] = ()
+
+    def resources(self, gpu: int) -> dict[str, int]:
+        """A rule's resources: the device (gpu 0 on a CPU config) and, for a cluster job, its time and memory."""
+        return {"gpu": gpu, "runtime": self.runtime, "mem_mb": self.mem_mb} if self.network else {}
+
+    def declares(self, key: str) -> bool:
+        """Whether the stage's jobs read `key` (dotted) or a section holding it."""
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in self.reads for i in range(1, len(parts) + 1))
+
+
+_ALWAYS = (lambda exp: True)
+STAGES = {s.name: s for s in (
+    Stage("prepare_data", None, _ALWAYS, "train", network=False),
+    Stage("train_dense", EXPERIMENT + ("checkpoints.evaluate",), _ALWAYS, "train", runtime=240, mem_mb=8000),
+    Stage("scores", EXPERIMENT + ("scores",), lambda e: e.scores is not None, "train", runtime=120, mem_mb=16000),
+    # the IMP chains (imp.smk): one job per block of chains and level; the diet's subset is chosen by the scores
+    *(Stage(name, EXPERIMENT + IMP, has, "imp", per_rewind=True, runtime=runtime, mem_mb=mem,
+            reads_if=(("scores", _diet),))
+      for name, has, runtime, mem in (
+          ("imp_level", _imp, 240, 8000), ("imp_baselines", _imp, 480, 8000),
+          ("barrier_instability", lambda e: _imp(e) and bool(e.imp.instability), 240, 8000),
+          ("barrier_successive", _imp, 30, 4000), ("data_diet", _diet, 120, 8000))),
+    Stage("prune_sweep", EXPERIMENT + IMP + ("imp.fraction_sweep.fractions", "imp.fraction_sweep.random",
+                                             "imp.fraction_sweep.tolerance"),
+          lambda e: _imp(e) and e.imp.fraction_sweep is not None, "imp", per_rewind=True, runtime=480, mem_mb=8000,
+          reads_if=(("scores", _diet),)),
+    Stage("subspace_sweep", EXPERIMENT + SWEEP, _sweep, "subspace", runtime=720, mem_mb=16000),
+    Stage("refine_plan", EXPERIMENT + SWEEP + ("subspace.refine",),
+          lambda e: _sweep(e) and e.subspace.refine is not None, "subspace", network=False),
+    Stage("subspace_tickets", EXPERIMENT, lambda e: _sweep(e) and _imp(e), "subspace", network=False),
+    Stage("sweep_summary", None, _sweep, "subspace", network=False),
+    # the analysis reads every sweep: its kinds, burn-in steps, dims and seeds too
+    Stage("analyse_subspace", EXPERIMENT + ("subspace",), _sweep, "analysis", network=False),
+    Stage("spectrum", EXPERIMENT + SWEEP + ("subspace.kinds", "subspace.burnin", "theory"),
+          lambda e: _sweep(e) and e.theory is not None, "analysis", runtime=240, mem_mb=16000),
+    Stage("theory", EXPERIMENT + ("subspace",), lambda e: _sweep(e) and e.theory is not None, "analysis",
+          network=False),
+    Stage("hessian_dense", EXPERIMENT + ("hessian",), lambda e: e.hessian is not None, "analysis", runtime=120,
+          mem_mb=8000),
+    Stage("hessian_imp", EXPERIMENT + ("hessian",) + IMP,
+          lambda e: e.hessian is not None and e.hessian.imp and _imp(e), "analysis", per_rewind=True, runtime=120,
+          mem_mb=8000),
+    Stage("figure", None, _ALWAYS, "analysis", network=False),
+    Stage("export", None, _ALWAYS, "analysis", network=False),
+    Stage("reproduction", None, _ALWAYS, "analysis", network=False),
+)}
+SECTIONS = ("imp", "subspace", "hessian", "scores", "theory")  # an experiment's optional sections
+
+
+def _get(raw: dict, key: str):
+    node = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None, False
+        node = node[part]
+    return node, True
+
+
+def _put(raw: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = copy.deepcopy(value)
+
+
+def projection(exp: Experiment, stage: Stage) -> dict[str, Any]:
+    """The stage's keys of the experiment's validated config: `reads`, the `reads_if` that hold, nothing else."""
+    keys = stage.reads + tuple(k for k, when in stage.reads_if if when(exp))
+    raw: dict[str, Any] = {}
+    for key in keys:
+        value, present = _get(exp.raw, key)
+        if present and OMITTED_AT.get(key, object()) != value:
+            _put(raw, key, value)
+    return raw
 
 
 def for_stage(exp: Experiment, stage: str, rewind: int | str | None = None) -> Experiment:
-    """The experiment as one stage's jobs see it: without the other stages' sections and the keys no job
-    of the stage reads, the IMP rewind points explicit checkpoints. Jobs take this as their spec (a
-    Snakemake param), so an edit reruns exactly the jobs whose output it changes. `rewind` (one of
-    imp.rewinds(), as written) is the one rewind point of an IMP chain's jobs: their spec holds that point
-    only, the spec an experiment with that single point gives them."""
-    keep = STAGE_SECTIONS[stage]
-    # jobs are per seed: the list of seeds is not part of what any one job computes
-    if stage == "imp" and exp.imp and exp.imp.data_diet:
-        keep += ("scores",)  # the diet's subset is chosen by the scores
-    raw = {k: v for k, v in exp.raw.items()
-           if k not in ("imp", "subspace", "hessian", "scores", "theory", "seeds") or k in keep}
-    for section, keys in JOB_SET_KEYS.items():
-        if section in raw and stage not in WHOLE_SWEEP:
-            raw[section] = {k: v for k, v in raw[section].items() if k not in keys}
-    if "subspace" in raw:
-        raw["subspace"] = {k: v for k, v in raw["subspace"].items() if k not in SUBSPACE_UNREAD[stage]}
-    if "imp" in raw and "fraction_sweep" in raw["imp"]:  # read by its own jobs only, which of them exist aside
-        sweep = {k: v for k, v in raw["imp"]["fraction_sweep"].items() if k != "levels"}
-        raw["imp"] = {k: v for k, v in raw["imp"].items() if k != "fraction_sweep"}
-        if stage == "prune_sweep":
-            raw["imp"]["fraction_sweep"] = sweep
-    # only dense runs evaluate at checkpoints, and the default leaves every spec as it was before the key
-    if stage != "dense" or raw["checkpoints"].get("evaluate", True):
-        raw["checkpoints"] = {k: v for k, v in raw["checkpoints"].items() if k != "evaluate"}
+    """The experiment as one stage's jobs see it: `projection`, with every IMP rewind point an explicit
+    checkpoint. Jobs take this as their spec (a Snakemake param), so an edit reruns exactly the jobs whose
+    output it changes. `rewind` (one of imp.rewinds(), as written) is the one rewind point of an IMP chain's
+    jobs (a `per_rewind` stage): their spec holds that point only, the spec an experiment with that single
+    point gives them. The view raises on reading a key the stage does not declare."""
+    st = STAGES[stage]
+    if st.reads is None:
+        raise ConfigError(f"stage {stage} takes no experiment spec")
+    raw = projection(exp, st)
     if exp.imp is not None:
         points = exp.imp.rewinds()
         if rewind is not None:
@@ -67,39 +158,34 @@ def for_stage(exp: Experiment, stage: str, rewind: int | str | None = None) -> E
                 raise ConfigError(f"experiment {exp.name} has no rewind point {rewind!r}; its points: {list(points)}")
             points = (rewind,)
             if "imp" in raw:
-                raw["imp"] = dict(raw["imp"], rewind=points[0])
+                raw["imp"]["rewind"] = rewind
         steps = list(raw["checkpoints"]["steps"])
-        steps += [k for k in points if k not in steps]
-        raw["checkpoints"] = dict(raw["checkpoints"], steps=steps)
-    return Experiment.from_dict(exp.name, raw)
+        raw["checkpoints"]["steps"] = steps + [k for k in points if k not in steps]
+    return Experiment.from_dict(exp.name, raw, stage=st)
 
 
-# DVC stage -> the Snakemake stages whose specs decide its jobs (for_stage)
-DVC_STAGES = {"train": ("dense", "scores"), "imp": ("imp", "prune_sweep"), "subspace": ("subspace", "refine"),
-              "analysis": ("analysis", "hessian", "hessian_imp", "spectrum")}
+def spec_stages(exp: Experiment) -> list[Stage]:
+    """The stages whose jobs an experiment has that take its spec, in declaration order."""
+    return [s for s in STAGES.values() if s.reads is not None and s.has(exp)]
 
 
 def stage_specs(cfg: dict[str, Any]) -> dict[str, dict]:
     """What each DVC stage's jobs see of a validated config, so DVC reruns a stage only when that changes:
-    an edit to thresholds reruns the analysis, not training. The train stage also sees device and data."""
-    out = {}
-    for dvc_stage, stages in DVC_STAGES.items():
-        spec = {"device": cfg["device"], "data": cfg["data"]} if dvc_stage == "train" else {}
-        for name in sorted(cfg["experiments"]):
-            exp = config.experiment(cfg, name)
-            present = {"dense": True, "scores": exp.scores is not None, "imp": exp.imp is not None,
-                       "subspace": exp.subspace is not None,
-                       "refine": exp.subspace is not None, "analysis": exp.subspace is not None,
-                       "hessian": exp.hessian is not None, "hessian_imp": exp.hessian is not None and exp.imp is not None,
-                       "spectrum": exp.theory is not None and exp.subspace is not None,
-                       "prune_sweep": exp.imp is not None and exp.imp.fraction_sweep is not None}
-            parts = {s: json.loads(for_stage(exp, s).to_json()) for s in stages if present[s]}
-            if parts:  # for_stage leaves out what decides which jobs exist (the seed lists, JOB_SET_KEYS)
-                seeds = list(exp.imp.seeds) if dvc_stage == "imp" else list(exp.seeds)
-                jobs = {section: {k: exp.raw[section][k] for k in keys if k in exp.raw[section]}
-                        for section, keys in JOB_SET_KEYS.items() if section in exp.raw}
-                if present["prune_sweep"]:
-                    jobs["imp"]["fraction_sweep_levels"] = exp.raw["imp"]["fraction_sweep"]["levels"]
-                spec[name] = dict(parts, seeds=seeds, jobs=jobs)
-        out[dvc_stage] = spec
+    an edit to thresholds reruns the analysis, not training. Per experiment, each job type's spec (every rewind
+    point's), and the keys that decide which jobs exist (`JOB_SET_KEYS`), since a DVC stage runs them all; the
+    train stage also sees device and data."""
+    out: dict[str, dict] = {s.dvc: {} for s in STAGES.values()}
+    out["train"] = {"device": cfg["device"], "data": cfg["data"]}
+    for name in sorted(cfg["experiments"]):
+        exp = experiment(cfg, name)
+        for dvc_stage in out:
+            parts = {s.name: json.loads(for_stage(exp, s.name).to_json())
+                     for s in spec_stages(exp) if s.dvc == dvc_stage}
+            if parts:
+                jobs = {}
+                for key in JOB_SET_KEYS:
+                    value, present = _get(exp.raw, key)
+                    if present:
+                        jobs[key] = value
+                out[dvc_stage][name] = dict(parts, jobs=jobs)
     return out

@@ -101,7 +101,7 @@ def train(exp: Experiment, data: Dataset, init_seed: int, data_seed: int, device
     step_model = compiled(model, exp.train.compile)  # the same parameters; evaluation runs `model` eagerly
     first = start.step if start is not None else 0
     ckpt_steps = {s for s in sched.checkpoints if s <= last} | {last} if checkpoints else {last}
-    eval_steps = {s for s in sched.eval_steps() if s <= last} | {last} if eval_every else {last}
+    eval_steps = {s for s in sched.eval_steps(exp.checkpoints.evaluate) if s <= last} | {last} if eval_every else {last}
     D = sum(p.numel() for p in params)
     out = Trajectory()
     n, bs, spe = len(data.y_train), exp.train.batch_size, sched.steps_per_epoch

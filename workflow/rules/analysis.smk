@@ -13,13 +13,13 @@ rule analyse_subspace:
         success=str(paths.table("success", experiment="{experiment}")),
         threshold=str(paths.table("threshold", experiment="{experiment}")),
     log:
-        str(paths.log("analysis", "{experiment}", "subspace")),
-    localrule: True
+        str(paths.log("analyse_subspace", "{experiment}", "subspace")),
+    localrule: runs_locally("analyse_subspace")
     conda:
         "../envs/sublevel.yaml"
     params:
-        spec=spec_for("analysis"),
-        spec_file=spec_file_for("analysis"),
+        spec=spec_for("analyse_subspace"),
+        spec_file=spec_file_for("analyse_subspace"),
         tables=files_arg("runs", "train"),
     message:
         JOB_LINE
@@ -40,10 +40,10 @@ rule hessian_dense:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
-        gpu=GPU,
+        **resources_of("hessian_dense"),
     params:
-        spec=spec_for("hessian"),
-        spec_file=spec_file_for("hessian"),
+        spec=spec_for("hessian_dense"),
+        spec_file=spec_file_for("hessian_dense"),
         device=config["device"],
     message:
         JOB_LINE
@@ -75,7 +75,7 @@ rule hessian_imp:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
-        gpu=GPU,
+        **resources_of("hessian_imp"),
     params:
         spec=spec_for("hessian_imp"),
         spec_file=spec_file_for("hessian_imp"),
@@ -100,7 +100,7 @@ rule spectrum:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
-        gpu=GPU,
+        **resources_of("spectrum"),
     params:
         spec=spec_for("spectrum"),
         spec_file=spec_file_for("spectrum"),
@@ -118,13 +118,13 @@ rule theory:
     output:
         theory=str(paths.table("theory", experiment="{experiment}")),
     log:
-        str(paths.log("analysis", "{experiment}", "theory")),
-    localrule: True
+        str(paths.log("theory", "{experiment}", "theory")),
+    localrule: runs_locally("theory")
     conda:
         "../envs/sublevel.yaml"
     params:
-        spec=spec_for("analysis"),
-        spec_file=spec_file_for("analysis"),
+        spec=spec_for("theory"),
+        spec_file=spec_file_for("theory"),
     message:
         JOB_LINE
     shell:
@@ -145,7 +145,7 @@ rule scores:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
-        gpu=GPU,
+        **resources_of("scores"),
     params:
         spec=spec_for("scores"),
         spec_file=spec_file_for("scores"),
@@ -171,7 +171,7 @@ rule figure:
         svg=str(paths.figure("{experiment}", "{figure}", "svg")),
     log:
         str(paths.log("figures", "{experiment}", "{figure}")),
-    localrule: True
+    localrule: runs_locally("figure")
     conda:
         "../envs/sublevel.yaml"
     params:
@@ -199,7 +199,7 @@ rule export:
         plots=directory(str(paths.plots_dir())),
     log:
         str(paths.log("export", "summary")),
-    localrule: True
+    localrule: runs_locally("export")
     conda:
         "../envs/sublevel.yaml"
     message:
@@ -216,7 +216,7 @@ rule reproduction:
         report(str(paths.reproduction_file()), caption="../report/reproduction.rst", category="Reproductions"),
     log:
         str(paths.log("export", "reproduction")),
-    localrule: True
+    localrule: runs_locally("reproduction")
     conda:
         "../envs/sublevel.yaml"
     params:

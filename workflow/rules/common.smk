@@ -16,6 +16,7 @@ from sublevel import integrity, paths, storage, versions
 from sublevel.config import ConfigError, read_file, typed, validate
 from sublevel.plan import Plan
 from sublevel.schema import FIGURES, REPORT_STAGES
+from sublevel.stages import STAGES
 
 for _key, _value in workflow.config_settings.config.items():  # --config: a nested value's leaves typed by YAML
     if isinstance(_value, dict):
@@ -81,6 +82,18 @@ def plan_of(e, kind, t, round):
     return checkpoints.refine_plan.get(experiment=e, kind=kind, burnin_step=t, round=int(round)).output.plan
 
 
+def resources_of(stage):
+    """The resources of the jobs of `stage`, as sublevel.stages declares them (the device, and the minutes and MB a
+    cluster job asks for, profiles/slurm); --set-resources on the command line overrides them."""
+    return STAGES[stage].resources(GPU)
+
+
+def runs_locally(stage):
+    """Whether the jobs of `stage` run where Snakemake runs (localrule), as sublevel.stages declares: they only
+    read tables, for seconds, so a cluster executor does not queue them."""
+    return not STAGES[stage].network
+
+
 def spec_for(stage, name=None):
     """A param function: the experiment (`name`, else the {experiment} wildcard) as one stage sees it, as
     JSON, so editing the config reruns what the edit touches; a job of one IMP chain sees its rewind point."""
@@ -121,7 +134,8 @@ def files_arg(*names, **options):
             side, name = source.split(".")
             if files := getattr(where[side], name):
                 words += [f"--{option.replace('_', '-')}", *([files] if isinstance(files, str) else files)]
-        return "@" + job_file("\n".join(words) + "\n", ".args")
+        text = "\n".join(words) + "\n"
+        return f"@{job_file(text, '.args')}"
 
     return arg
 

@@ -7,7 +7,7 @@ rule prepare_data:
         store=directory(str(paths.dataset_store("{dataset}"))),
     log:
         str(paths.log("data", "{dataset}")),
-    localrule: True
+    localrule: runs_locally("prepare_data")
     conda:
         "../envs/sublevel.yaml"
     params:

@@ -32,9 +32,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             "../envs/sublevel.yaml"
         threads: config["threads"]
         resources:
-            gpu=GPU,
-            runtime=240,  # minutes, for cluster executors (profiles/slurm)
-            mem_mb=8000,
+            **resources_of("imp_level"),
         params:
             seeds=[str(s) for s in _seeds],
             files=files_arg(
@@ -44,8 +42,8 @@ for _name, _block, _seeds in PLAN.imp_blocks():
                 out="output.stores",
                 table="output.tables",
             ),
-            spec=spec_for("imp", _name),
-            spec_file=spec_file_for("imp", _name),
+            spec=spec_for("imp_level", _name),
+            spec_file=spec_file_for("imp_level", _name),
             device=config["device"],
         message:
             JOB_LINE
@@ -70,9 +68,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             "../envs/sublevel.yaml"
         threads: config["threads"]
         resources:
-            gpu=GPU,
-            runtime=480,  # minutes, for cluster executors (profiles/slurm)
-            mem_mb=8000,
+            **resources_of("imp_baselines"),
         params:
             seeds=[str(s) for s in _seeds],
             files=files_arg(
@@ -82,8 +78,8 @@ for _name, _block, _seeds in PLAN.imp_blocks():
                 out="output.stores",
                 table="output.tables",
             ),
-            spec=spec_for("imp", _name),
-            spec_file=spec_file_for("imp", _name),
+            spec=spec_for("imp_baselines", _name),
+            spec_file=spec_file_for("imp_baselines", _name),
             device=config["device"],
         message:
             JOB_LINE
@@ -109,9 +105,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             "../envs/sublevel.yaml"
         threads: config["threads"]
         resources:
-            gpu=GPU,
-            runtime=240,  # minutes, for cluster executors (profiles/slurm)
-            mem_mb=8000,
+            **resources_of("barrier_instability"),
         params:
             seeds=[str(s) for s in _seeds],
             files=files_arg(
@@ -121,8 +115,8 @@ for _name, _block, _seeds in PLAN.imp_blocks():
                 diet="input.diet",
                 table="output.tables",
             ),
-            spec=spec_for("imp", _name),
-            spec_file=spec_file_for("imp", _name),
+            spec=spec_for("barrier_instability", _name),
+            spec_file=spec_file_for("barrier_instability", _name),
             device=config["device"],
         message:
             JOB_LINE
@@ -147,7 +141,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             "../envs/sublevel.yaml"
         threads: config["threads"]
         resources:
-            gpu=GPU,
+            **resources_of("barrier_successive"),
         params:
             seeds=[str(s) for s in _seeds],
             files=files_arg(
@@ -157,8 +151,8 @@ for _name, _block, _seeds in PLAN.imp_blocks():
                 b="input.level",
                 table="output.tables",
             ),
-            spec=spec_for("imp", _name),
-            spec_file=spec_file_for("imp", _name),
+            spec=spec_for("barrier_successive", _name),
+            spec_file=spec_file_for("barrier_successive", _name),
             device=config["device"],
         message:
             JOB_LINE
@@ -184,9 +178,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
                 "../envs/sublevel.yaml"
             threads: config["threads"]
             resources:
-                gpu=GPU,
-                runtime=480,  # minutes, for cluster executors (profiles/slurm)
-                mem_mb=8000,
+                **resources_of("prune_sweep"),
             params:
                 seeds=[str(s) for s in _seeds],
                 files=files_arg(
@@ -214,10 +206,10 @@ rule data_diet:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
-        gpu=GPU,
+        **resources_of("data_diet"),
     params:
-        spec=spec_for("imp"),
-        spec_file=spec_file_for("imp"),
+        spec=spec_for("data_diet"),
+        spec_file=spec_file_for("data_diet"),
         device=config["device"],
         scores=optional_flag("--scores", "scores"),
     message:

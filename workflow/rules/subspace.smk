@@ -38,10 +38,10 @@ rule subspace_sweep:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
-        gpu=GPU,
+        **resources_of("subspace_sweep"),
     params:
-        spec=spec_for("subspace"),
-        spec_file=spec_file_for("subspace"),
+        spec=spec_for("subspace_sweep"),
+        spec_file=spec_file_for("subspace_sweep"),
         seeds=lambda w: PLAN.sweep_seeds(w.experiment, w.block),
         anchor_seeds=lambda w: PLAN.sweep_anchor_seeds(w.experiment, w.block),
         device=config["device"],
@@ -72,12 +72,12 @@ checkpoint refine_plan:
         kind="random|burnin|lottery",
         burnin_step=r"\d+",
         round=r"\d+",
-    localrule: True
+    localrule: runs_locally("refine_plan")
     conda:
         "../envs/sublevel.yaml"
     params:
-        spec=spec_for("refine"),
-        spec_file=spec_file_for("refine"),
+        spec=spec_for("refine_plan"),
+        spec_file=spec_file_for("refine_plan"),
         tables=files_arg("tables"),
     message:
         JOB_LINE
@@ -96,12 +96,12 @@ rule subspace_tickets:
         ),
     log:
         str(paths.log("subspace", "{experiment}", "ticket", "{burnin_step}")),
-    localrule: True
+    localrule: runs_locally("subspace_tickets")
     conda:
         "../envs/sublevel.yaml"
     params:
-        spec=spec_for("tickets"),
-        spec_file=spec_file_for("tickets"),
+        spec=spec_for("subspace_tickets"),
+        spec_file=spec_file_for("subspace_tickets"),
         imp=files_arg("imp"),
     message:
         JOB_LINE
@@ -121,7 +121,7 @@ rule sweep_summary:
     wildcard_constraints:
         kind="random|burnin|lottery",
         burnin_step=r"\d+",
-    localrule: True
+    localrule: runs_locally("sweep_summary")
     conda:
         "../envs/sublevel.yaml"
     params:

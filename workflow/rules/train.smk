@@ -13,10 +13,10 @@ rule train_dense:
         "../envs/sublevel.yaml"
     threads: config["threads"]
     resources:
-        gpu=GPU,
+        **resources_of("train_dense"),
     params:
-        spec=spec_for("dense"),
-        spec_file=spec_file_for("dense"),
+        spec=spec_for("train_dense"),
+        spec_file=spec_file_for("train_dense"),
         device=config["device"],
         # derived from the outputs, so not recorded: turning the live view on or off reruns nothing
         tensorboard=lambda w, output: (

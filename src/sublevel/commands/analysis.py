@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 from sublevel import schema  # pyarrow only: the figure names for argparse
-from sublevel.commands.base import job, plain_tables, results_parent, say, say_damage, setup, spec_option
+from sublevel.commands.base import (experiment, job, plain_tables, results_parent, say, say_damage, setup,
+                                    spec_option)
 
 
 def analyse_subspace(args) -> None:
     import polars as pl
 
     from sublevel import analysis, storage
-    from sublevel.config import Experiment
 
-    exp = Experiment.from_json(args.spec)
+    exp = experiment(args)
     runs = storage.read_frame(args.runs)
     if not runs.height:  # every sweep was skipped: there is no P(d) to estimate
         raise storage.Skipped(storage.skip_reason(args.runs) or "the sweeps recorded no runs")
@@ -94,10 +94,9 @@ def spectrum(args) -> None:
 def theory(args) -> None:
     """d*(ε) predicted for every sweep and threshold from the stored spectrum (no network is evaluated)."""
     from sublevel import storage
-    from sublevel.config import Experiment
     from sublevel.theory import Spectrum
 
-    exp = Experiment.from_json(args.spec)
+    exp = experiment(args)
     rows = storage.read_frame([args.spectrum]).to_dicts()
     if not rows:  # the spectrum job was skipped (its dense run diverged): nothing to predict from
         raise storage.Skipped(storage.skip_reason([args.spectrum]) or "the spectrum table holds no rows")
@@ -192,14 +191,15 @@ def reproduce(args) -> None:
 
 def register(sub) -> None:
     s = sub.add_parser("analyse-subspace", description="success probability P(d) and threshold dimension d*(ε)")
-    spec_option(s)
+    spec_option(s, "analyse_subspace")
     s.add_argument("--runs", nargs="+", required=True, help="subspace table files (all rounds, tickets)")
     s.add_argument("--train", nargs="+", required=True, help="train table files of the dense runs")
     s.add_argument("--success", required=True, help="Parquet file of the `success` table")
     s.add_argument("--threshold", required=True, help="Parquet file of the `threshold` table")
     s.set_defaults(func=analyse_subspace, outputs={"success": "success", "threshold": "threshold"})
 
-    s = job(sub, "hessian", "top Hessian eigenvalues at dense checkpoints or at the end of IMP levels", hessian)
+    s = job(sub, "hessian", "top Hessian eigenvalues at dense checkpoints or at the end of IMP levels", hessian,
+            lambda args: "hessian_imp" if args.levels else "hessian_dense")
     s.set_defaults(outputs={"table": "hessian"})
     s.add_argument("--seed", type=int, required=True)
     where = s.add_mutually_exclusive_group(required=True)
@@ -208,18 +208,18 @@ def register(sub) -> None:
     s.add_argument("--table", required=True)
 
     s = job(sub, "spectrum", "the Hessian's spectral density at the sweep's trained network, and each anchor's "
-            "displacement from it (what the d* predictions are computed from)", spectrum)
+            "displacement from it (what the d* predictions are computed from)", spectrum, "spectrum")
     s.set_defaults(outputs={"spectrum": "spectrum"})
     s.add_argument("--trajectory", required=True, help="the subspace sweeps' dense run")
     s.add_argument("--spectrum", required=True, help="Parquet file of the `spectrum` table")
 
     s = sub.add_parser("theory", description="d*(ε) predicted from the stored spectrum (Gordon's escape theorem)")
-    spec_option(s)
+    spec_option(s, "theory")
     s.add_argument("--spectrum", required=True, help="the experiment's `spectrum` table file")
     s.add_argument("--theory", required=True, help="Parquet file of the `theory` table")
     s.set_defaults(func=theory, outputs={"theory": "theory"})
 
-    s = job(sub, "scores", "EL2N and GraNd per training example at dense checkpoints", scores)
+    s = job(sub, "scores", "EL2N and GraNd per training example at dense checkpoints", scores, "scores")
     s.set_defaults(outputs={"out": "zarr", "table": "scores"})
     s.add_argument("--trajectories", nargs="+", required=True, help="the dense runs to average over")
     s.add_argument("--out", required=True, help="Zarr store of the per-example scores")

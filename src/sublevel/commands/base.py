@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 
-def job(sub, name: str, help: str, func) -> argparse.ArgumentParser:
-    """A command that trains or evaluates on a device: the options `setup` reads."""
+def job(sub, name: str, help: str, func, stage) -> argparse.ArgumentParser:
+    """A command that trains or evaluates on a device, for the jobs of `stage`: the options `setup` reads."""
     s = sub.add_parser(name, description=help)  # a job step: listed apart from the user's commands (cli)
-    spec_option(s)
+    spec_option(s, stage)
     s.add_argument("--data", required=True, help="dataset Zarr store")
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -20,9 +20,21 @@ def job(sub, name: str, help: str, func) -> argparse.ArgumentParser:
     return s
 
 
-def spec_option(s: argparse.ArgumentParser) -> None:
+def spec_option(s: argparse.ArgumentParser, stage) -> None:
+    """--spec, read as the jobs of `stage` (a sublevel.stages name, or a function of the parsed options giving
+    it) see it: `experiment`."""
     s.add_argument("--spec", required=True, type=spec_text,
-                   help="the validated experiment: a JSON file (as the rules pass it), or the JSON itself")
+                   help="the experiment as the job's stage sees it (sublevel.stages): a JSON file (as the rules "
+                        "pass it), or the JSON itself")
+    s.set_defaults(stage=stage)
+
+
+def experiment(args):
+    """The job's spec, typed as its stage's jobs see it: reading a key the stage does not declare raises."""
+    from sublevel.config import Experiment
+    from sublevel.stages import STAGES
+
+    return Experiment.from_json(args.spec, STAGES[args.stage(args) if callable(args.stage) else args.stage])
 
 
 def spec_text(value: str) -> str:
@@ -33,10 +45,9 @@ def spec_text(value: str) -> str:
 def setup(args):
     """The experiment, device and on-device dataset every training command starts from."""
     from sublevel import datasets
-    from sublevel.config import Experiment
     from sublevel.runtime import pick_device, seed_everything
 
-    exp = Experiment.from_json(args.spec)
+    exp = experiment(args)
     device = pick_device(args.device)
     seed_everything(args.threads, device)
     data = datasets.load(args.data, device, exp.inputs or "standardise")

@@ -126,8 +126,8 @@ def data_diet(args) -> None:
     imp.write_start(args.out, start, attrs)
 
 
-def stage(sub, name: str, help: str, func):
-    s = job(sub, name, help, func)
+def stage(sub, name: str, help: str, func, stage):
+    s = job(sub, name, help, func, stage)
     s.add_argument("--seeds", type=int, nargs="+", required=True, help="dense seeds of the chains")
     s.add_argument("--trajectory", nargs="+", required=True,
                    help="each chain's dense trajectory (rewind point, θ_0, θ_T)")
@@ -138,19 +138,22 @@ def stage(sub, name: str, help: str, func):
 
 
 def register(sub) -> None:
-    s = stage(sub, "imp-level", "one IMP level of each chain: prune its previous level, rewind, train", imp_level)
+    s = stage(sub, "imp-level", "one IMP level of each chain: prune its previous level, rewind, train", imp_level,
+              "imp_level")
     s.set_defaults(outputs={"out": "zarr", "table": "imp"})
     s.add_argument("--level", type=int, required=True)
     s.add_argument("--previous", nargs="+", help="level-1 stores, per seed (required for level >= 1)")
     s.add_argument("--out", nargs="+", required=True, help="level store (Zarr) to write, per seed")
 
-    s = stage(sub, "imp-baselines", "baselines at the per-layer sparsity of an IMP level", imp_baselines)
+    s = stage(sub, "imp-baselines", "baselines at the per-layer sparsity of an IMP level", imp_baselines,
+              "imp_baselines")
     s.set_defaults(outputs={"out": "zarr", "table": "imp"})
     s.add_argument("--methods", nargs="+", required=True, choices=["random_prune", "random_reinit", "oneshot", "init_magnitude"])
     s.add_argument("--ticket", nargs="+", required=True, help="the IMP level stores whose per-layer counts to match")
     s.add_argument("--out", nargs="+", required=True, help="store (Zarr) to write, per seed")
 
-    s = stage(sub, "barrier", "error barrier: instability of a level, or successive IMP levels", barrier)
+    s = stage(sub, "barrier", "error barrier: instability of a level, or successive IMP levels", barrier,
+              lambda args: "barrier_instability" if args.kind == "instability" else "barrier_successive")
     s.set_defaults(outputs={"table": "barrier"})
     s.add_argument("--kind", required=True, choices=["instability", "imp_successive"])
     s.add_argument("--dense", nargs="+", required=True, help="level-0 stores (the dense reference for `matching`)")
@@ -158,11 +161,12 @@ def register(sub) -> None:
     s.add_argument("--b", nargs="+", help="level l stores (imp_successive)")
 
     s = stage(sub, "prune-sweep", "how much one IMP level can prune: a barrier per fraction (imp.fraction_sweep)",
-              prune_sweep)
+              prune_sweep, "prune_sweep")
     s.set_defaults(outputs={"table": "prune_sweep"})
     s.add_argument("--network", nargs="+", required=True, help="the IMP level stores to prune further, per seed")
 
-    s = job(sub, "data-diet", "pre-train on an easy, hard or random subset up to the rewind step", data_diet)
+    s = job(sub, "data-diet", "pre-train on an easy, hard or random subset up to the rewind step", data_diet,
+            "data_diet")
     s.set_defaults(outputs={"out": "zarr"})
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--scores", help="the experiment's scores store (not needed for keep: random)")

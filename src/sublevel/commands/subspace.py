@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sublevel.commands.base import job, say, setup, spec_option
+from sublevel.commands.base import experiment, job, say, setup, spec_option
 
 KINDS = ["random", "burnin", "lottery"]
 
@@ -30,9 +30,8 @@ def subspace_sweep(args) -> None:
 
 def refine_plan(args) -> None:
     from sublevel import storage, sweep, trajectory
-    from sublevel.config import Experiment
 
-    exp = Experiment.from_json(args.spec)
+    exp = experiment(args)
     rows = storage.read_rows(args.tables)
     d_max = len(trajectory.read(args.trajectory).steps) - 1 if args.kind == "lottery" else exp.num_params()
     plan = sweep.refine_plan(rows, exp.subspace.refine, args.round, d_max)
@@ -58,9 +57,8 @@ def sweep_summary(args) -> None:
 
 def subspace_tickets(args) -> None:
     from sublevel import storage, sweep
-    from sublevel.config import Experiment
 
-    exp = Experiment.from_json(args.spec)
+    exp = experiment(args)
     imp_rows = storage.read_rows(args.imp)
     if not imp_rows and (reason := storage.skip_reason(args.imp)):
         raise storage.Skipped(reason)
@@ -69,7 +67,7 @@ def subspace_tickets(args) -> None:
 
 def register(sub) -> None:
     s = job(sub, "subspace-sweep", "train the given run seeds of one subspace kind and burn-in step at the given "
-            "dims", subspace_sweep)
+            "dims", subspace_sweep, "subspace_sweep")
     s.set_defaults(outputs={"out": "zarr", "table": "subspace"})
     s.add_argument("--kind", required=True, choices=KINDS)
     s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
@@ -87,7 +85,7 @@ def register(sub) -> None:
 
     s = sub.add_parser("refine-plan", description="where the success rate crosses 1/2, and the dims to add next")
     s.set_defaults(func=refine_plan, outputs={"out": "plan"})
-    spec_option(s)
+    spec_option(s, "refine_plan")
     s.add_argument("--kind", required=True, choices=KINDS)
     s.add_argument("--trajectory", required=True, help="the dense run's trajectory (bounds the lottery d)")
     s.add_argument("--round", type=int, required=True)
@@ -102,7 +100,7 @@ def register(sub) -> None:
     s.set_defaults(func=sweep_summary)
 
     s = sub.add_parser("subspace-tickets", description="IMP levels as axial subspaces in the `subspace` table")
-    spec_option(s)
+    spec_option(s, "subspace_tickets")
     s.add_argument("--imp", nargs="+", required=True, help="imp table files of the chains")
     s.add_argument("--table", required=True, help="Parquet file of the `subspace` table")
     s.set_defaults(func=subspace_tickets, outputs={"table": "subspace"})

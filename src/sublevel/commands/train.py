@@ -45,7 +45,8 @@ def tensorboard(folder: str | None):
 
 
 def register(sub) -> None:
-    s = job(sub, "train", "dense training of one (experiment, seed) with a checkpointed trajectory", train)
+    s = job(sub, "train", "dense training of one (experiment, seed) with a checkpointed trajectory", train,
+            "train_dense")
     s.add_argument("--seed", type=int, required=True, help="initialisation seed")
     s.add_argument("--data-seed", type=int, help="data-order seed (default: the init seed)")
     s.add_argument("--trajectory", required=True, help="Zarr group to write")
