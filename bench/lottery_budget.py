@@ -17,6 +17,7 @@ import torch
 
 import harness as bench  # bench/harness.py, beside this script
 from sublevel import config, datasets, paths, sweep, trajectory
+from sublevel.kinds import KINDS
 from sublevel.runtime import seed_everything
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +38,7 @@ exp = config.experiment(cfg, args.experiment)
 data = datasets.load(root / paths.dataset_store(exp.dataset))
 traj = trajectory.read(root / paths.trajectory(exp.name, exp.subspace.dense_seed))
 params = torch.from_numpy(traj.params()).double()
-basis = sweep.lottery_basis(params.float(), max(args.dims)).double()
+basis = KINDS["lottery"].basis(params.float(), max(args.dims)).double()
 reach = {d: float((basis[:, :d].T @ (params[-1] - params[0])).norm()) for d in args.dims}
 out = {**bench.header(torch.device("cpu"), suite="lottery-budget"), "experiment": exp.name,
        "distance_to_theta_T": float((params[-1] - params[0]).norm()),

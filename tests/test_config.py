@@ -283,6 +283,7 @@ def test_scores_steps_must_be_stored_and_a_scored_diet_needs_scores():
 def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):
     """Each choice the config or a command offers is checked against the one registry the code dispatches on."""
     from sublevel import cli, datasets, imp, models, optimizers, runtime, scores, subspace
+    from sublevel.kinds import KINDS
 
     schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
     defs, exp = schema["$defs"], schema["$defs"]["experiment"]["properties"]
@@ -293,7 +294,7 @@ def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):
     assert tuple(imp_section["baselines"]["items"]["enum"]) == imp.BASELINES == tuple(imp.BASELINE_RUNS)
     assert tuple(imp_section["data_diet"]["properties"]["score"]["enum"]) == scores.SCORES
     sub = defs["subspace"]["properties"]
-    assert tuple(sub["kinds"]["items"]["enum"]) == subspace.KINDS
+    assert tuple(sub["kinds"]["items"]["enum"]) == tuple(KINDS)
     assert tuple(sub["optimizer"]["enum"]) == tuple(defs["train"]["properties"]["optimizer"]["enum"]) == optimizers.KINDS
 
     def choices(command, dest):
@@ -302,7 +303,7 @@ def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):
 
     assert choices("bench", "compile") == runtime.COMPILE_MODES
     assert choices("imp-baselines", "methods") == imp.BASELINES
-    assert choices("subspace-sweep", "kind") == choices("refine-plan", "kind") == subspace.KINDS
+    assert choices("subspace-sweep", "kind") == choices("refine-plan", "kind") == tuple(KINDS)
     exp = config.experiment(check(MINIMAL.replace("{name: mlp}", "{name: mlp}, train: {compile: reduce-overhead}")), "x")
     assert exp.train.compile == "reduce-overhead"
 

@@ -122,6 +122,13 @@ def measured(project, tmp_path):
                                 dict(every, level=1, sparsity=0.2, test_accuracy=0.985),
                                 dict(every, level=2, sparsity=0.36, test_accuracy=0.975)],
                experiment="f", rewind_step=0, seed=0, stage="imp", level=0)
+    # a chain whose experiment sets imp.matching_tolerance: 0.05, as its rows say (the rows above hold none, as
+    # files written before the column: the schema's 0.01)
+    loose = dict(experiment="g", method="imp", diverged=False, seed=0, rewind_step=0, matching_tolerance=0.05)
+    write_rows(project, "imp", [dict(loose, level=0, sparsity=0.0, test_accuracy=0.980),
+                                dict(loose, level=1, sparsity=0.2, test_accuracy=0.950),
+                                dict(loose, level=2, sparsity=0.36, test_accuracy=0.900)],
+               experiment="g", rewind_step=0, seed=0, stage="imp", level=0)
     bar = dict(experiment="e", kind="instability", level=2, split="test", rewind_step=0)
     write_rows(project, "barrier", [dict(bar, seed=0, barrier=0.10), dict(bar, seed=1, barrier=0.20),
                                     dict(bar, seed=1, barrier=0.9, split="train")],
@@ -155,6 +162,8 @@ def measured(project, tmp_path):
                published=0.5, tolerance=0.1, tolerance_type="absolute"),
         target(target="imp_acc_rewind5", quantity="imp_test_accuracy", kind="imp", level=2, burnin_step=5,
                published=0.97, tolerance=0.01, tolerance_type="absolute"),
+        target(target="matching_own_tolerance", experiment="g", quantity="highest_matching_sparsity", kind=None,
+               published=0.2, tolerance=0.05, tolerance_type="absolute"),
     ]
     return project, write_targets(tmp_path / "targets.csv", targets)
 
@@ -163,7 +172,7 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
     project, targets = measured
     con = catalog.connect(project, targets)
     got = {r["target"]: r for r in con.sql("select * from reproduction").pl().iter_rows(named=True)}
-    assert len(got) == 15
+    assert len(got) == 16
     expect = {  # target: (measured, lo, hi, n, status)
         "dint_within": (120.0, 90.0, 120.0, 5, "within"),
         "dint_outside": (120.0, 90.0, 120.0, 5, "outside"),
@@ -180,6 +189,7 @@ def test_each_target_is_measured_and_judged_as_computed_by_hand(measured):
         "matching_bound_beyond": (0.36, 0.36, 0.36, 1, "outside"),
         "matching_rewind5": (0.488, 0.488, 0.488, 1, "within"),            # the rewind-5 chain alone
         "imp_acc_rewind5": (0.5, 0.5, 0.5, 1, "outside"),
+        "matching_own_tolerance": (0.2, 0.2, 0.2, 1, "within"),            # 0.95 >= 0.98 - 0.05; 0.90 is not
     }
     for name, (m, lo, hi, n, status) in expect.items():
         r = got[name]

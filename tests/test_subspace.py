@@ -8,9 +8,10 @@ import scipy.linalg
 import torch
 import zarr
 
-from sublevel.stages import for_stage
 from sublevel import models, projections, runtime, subspace, sweep, training
 from sublevel.config import ConfigError, RefineSpec, SubspaceTrain, Threshold
+from sublevel.kinds import KINDS
+from sublevel.stages import for_stage
 from conftest import make_experiment
 
 CPU = torch.device("cpu")
@@ -172,7 +173,7 @@ def test_more_dimensions_train_better(mnist1d):
 def test_lottery_basis_is_orthonormal_and_spans_the_trajectory():
     torch.manual_seed(0)
     params = torch.randn(6, 300)
-    V = sweep.lottery_basis(params, 5)
+    V = KINDS["lottery"].basis(params, 5)
     assert torch.allclose(V.T @ V, torch.eye(5), atol=1e-5)
     disp = params[1:] - params[:1]
     assert torch.allclose((disp @ V) @ V.T, disp, atol=1e-4)
@@ -189,7 +190,7 @@ def test_lottery_basis_is_the_papers_top_directions_of_the_successive_displaceme
     params = np.stack([0.5 * s * e[0] + 3.0 * (-1) ** s * e[1] + 0.2 * np.cos(s) * e[2] for s in range(T)])
     steps = params[1:] - params[:-1]
     U, _, _ = np.linalg.svd(steps.T, full_matrices=False)  # the released code's call, in float64
-    V = sweep.lottery_basis(torch.from_numpy(params).float(), 3).double().numpy()
+    V = KINDS["lottery"].basis(torch.from_numpy(params).float(), 3).double().numpy()
     for k in range(3):  # each column the same direction up to sign
         assert abs(abs(V[:, k] @ U[:, k]) - 1) < 1e-5
     assert abs(V[:, 0] @ e[1]) > 0.99  # the oscillation first
@@ -199,7 +200,7 @@ def test_lottery_basis_is_the_papers_top_directions_of_the_successive_displaceme
 
 def test_a_lottery_projection_is_one_shared_basis_whose_columns_are_the_top_directions():
     torch.manual_seed(0)
-    basis = sweep.lottery_basis(torch.randn(9, 300), 8)
+    basis = KINDS["lottery"].basis(torch.randn(9, 300), 8)
     pkind, make = subspace.projection_maker("lottery", "auto", 300, 5, basis, torch.device("cpu"))
     proj = make([0, 1, 2])
     assert pkind == "pca" and proj.tensors["P"].shape == (300, 5)  # one P, not one copy per run
@@ -587,7 +588,7 @@ def test_per_run_anchors_equal_separate_sweeps_one_per_dense_run(mnist1d, tmp_pa
         assert seeds == [0, 1, 2, 3]
         for i, s in enumerate(seeds):
             dense = s % 2
-            basis = sweep.lottery_basis(torch.from_numpy(trajs[dense].params()), 4) if kind == "lottery" else None
+            basis = KINDS["lottery"].basis(torch.from_numpy(trajs[dense].params()), 4) if kind == "lottery" else None
             _, make = subspace.projection_maker(kind, "auto", len(theta[i]), 4, basis, CPU)
             expected = torch.from_numpy(trajs[dense].params(t)) + make([s])(coords[4][i:i + 1])[0]
             assert torch.allclose(theta[i], expected, atol=1e-6)

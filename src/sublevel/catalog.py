@@ -26,19 +26,9 @@ import duckdb
 import pyarrow as pa
 
 from sublevel import paths, reproduce, schema, storage
-
-_DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
-               pa.bool_(): "BOOLEAN", pa.int32(): "INTEGER"}
-
-
-def _duck_type(t: pa.DataType) -> str:
-    if pa.types.is_list(t):
-        return _duck_type(t.value_type) + "[]"
-    return _DUCK_TYPES[t]
-
-
-def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
+from sublevel.config import schema_default
+from sublevel.kinds import PREDICTED
+from sublevel.sql import duck_type, in_list, quote
 
 
 @dataclass
@@ -135,7 +125,7 @@ def view_statements(root: Path | Scan | None = None, targets: Path | None = None
     found = root if isinstance(root, Scan) else scan(root)
     stmts = []
     for name, table in schema.TABLES.items():
-        columns = {f.name: _duck_type(f.type) for f in table.schema}
+        columns = {f.name: duck_type(f.type) for f in table.schema}
         if damaged := found.damaged_files(name):
             stmts.append(_refusing_view(name, found.files[name], columns, found.refusal(name, damaged)))
         elif found.files[name]:
@@ -143,7 +133,7 @@ def view_statements(root: Path | Scan | None = None, targets: Path | None = None
         else:
             stmts.append(_empty_view(name, columns))
     if found.skipped:
-        rows = ", ".join(f"({_quote(t)}, {_quote(str(f.relative_to(found.root)))}, {_quote(r)})"
+        rows = ", ".join(f"({quote(t)}, {quote(str(f.relative_to(found.root)))}, {quote(r)})"
                          for t, f, r in found.skipped)
         stmts.append(f"CREATE OR REPLACE VIEW skipped AS SELECT * FROM (VALUES {rows}) AS s({', '.join(SKIPPED_COLUMNS)});")
     else:
@@ -186,7 +176,7 @@ SKIPPED_COLUMNS = {"table_name": "VARCHAR", "file": "VARCHAR", "reason": "VARCHA
 
 
 def _parquet_source(files: list[Path]) -> str:
-    return f"read_parquet([{', '.join(_quote(str(f)) for f in files)}], union_by_name = true, hive_partitioning = false)"
+    return f"read_parquet([{', '.join(quote(str(f)) for f in files)}], union_by_name = true, hive_partitioning = false)"
 
 
 def _refusing_view(name: str, files: list[Path], columns: dict[str, str], message: str) -> str:
@@ -195,7 +185,7 @@ def _refusing_view(name: str, files: list[Path], columns: dict[str, str], messag
     stay its source (a cross join with the failing row, which DuckDB cannot prove empty and skip; DESCRIBE
     still shows the columns); with none whole, one row whose every value fails stands in for them (a row of
     constants would let DuckDB fold a filter over it to false and answer without reading the row)."""
-    refused = f"error({_quote(message)})"
+    refused = f"error({quote(message)})"
     failing = ", ".join(f"CAST({refused} AS {t}) AS {c}" for c, t in columns.items())
     source = _parquet_source(files) if files else f"(SELECT {failing})"
     return (f"CREATE OR REPLACE VIEW {name} AS SELECT t.* FROM (SELECT {refused} AS refused) AS r, "
@@ -224,7 +214,7 @@ def _jobs_statement(root: Path) -> str:
     folder = root / paths.SNAKEMAKE_METADATA
     if not folder.is_dir() or not any(f.is_file() for f in folder.rglob("*")):
         return _empty_view("jobs", JOBS_COLUMNS)
-    source = (f"read_json({_quote(str(folder / '**' / '*'))}, format = 'newline_delimited', columns = "
+    source = (f"read_json({quote(str(folder / '**' / '*'))}, format = 'newline_delimited', columns = "
               "{rule: 'VARCHAR', job_hash: 'BIGINT', starttime: 'DOUBLE', endtime: 'DOUBLE', incomplete: 'BOOLEAN', "
               "log: 'VARCHAR[]'}, ignore_errors = true, filename = true)")  # a record being written is skipped
     # a record's file name is its output's path, URL-safe base64 in folders of '@'-prefixed pieces (Snakemake's
@@ -237,7 +227,7 @@ def _jobs_statement(root: Path) -> str:
             f"CASE WHEN {timed} THEN make_timestamp(CAST(min(starttime) * 1e6 AS BIGINT)) END AS started, "
             "make_timestamp(CAST(max(endtime) * 1e6 AS BIGINT)) AS finished, "
             f"CASE WHEN {timed} THEN max(endtime) - min(starttime) END AS seconds, count(*) AS outputs FROM {source} "
-            f"WHERE NOT incomplete AND endtime IS NOT NULL AND regexp_matches({output}, {_quote(under)}) "
+            f"WHERE NOT incomplete AND endtime IS NOT NULL AND regexp_matches({output}, {quote(under)}) "
             "GROUP BY rule, job_hash, log[1];")
 
 
@@ -250,7 +240,7 @@ def open_catalog(root: Path | None = None, targets: Path | None = None) -> tuple
     found = scan(root)
     con = duckdb.connect(":memory:", config=LOCKED_DOWN)
     allowed = [str((found.root / d).resolve()) + "/" for d in (paths.results(), paths.SNAKEMAKE_METADATA)]
-    con.execute(f"SET allowed_directories = [{', '.join(map(_quote, allowed))}]")
+    con.execute(f"SET allowed_directories = [{', '.join(map(quote, allowed))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     for stmt in view_statements(found, targets):
@@ -301,6 +291,7 @@ def query(sql: str, root: Path | None = None, con: duckdb.DuckDBPyConnection | N
     return con.sql(sql).pl()
 
 
+MATCHING = schema.matching_sql(schema_default("imp.matching_tolerance"))  # over imp rows, `dense` their level 0
 SUMMARY = {
     "dense": """
         select experiment, any_value(model) as model, any_value(num_params) as D, count(distinct seed) as seeds,
@@ -321,7 +312,7 @@ SUMMARY = {
                round(well_over_measured, 2) as "well/d*",
                round(distance, 2) as R, round(anchor_value, 3) as at_anchor,
                round(quadratic_anchor_loss, 3) as well_loss_at_anchor, coalesce(note, '') as note
-        from dstar_predicted where kind in ('random', 'burnin')
+        from dstar_predicted where kind in """ + in_list(PREDICTED) + """
         order by experiment, metric, eps, kind, t""",
     "prune_fraction": """
         select experiment, rewind_step, level, method, round(avg(sparsity), 4) as sparsity,
@@ -331,12 +322,12 @@ SUMMARY = {
         from prune_fraction group by experiment, rewind_step, level, method
         order by experiment, rewind_step, level, method""",
     "tickets": """
-        with lvl as (select experiment, rewind_step, seed, level, sparsity, test_accuracy,
+        with lvl as (select experiment, rewind_step, seed, level, sparsity, test_accuracy, matching_tolerance,
                             first_value(test_accuracy) over (partition by experiment, rewind_step, seed
                                                              order by level) as dense
                      from imp where method = 'imp')
         select experiment, rewind_step, round(avg(best), 4) as highest_matching_sparsity, count(*) as chains from (
-            select experiment, rewind_step, seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as best
+            select experiment, rewind_step, seed, max(sparsity) filter (where """ + MATCHING + """) as best
             from lvl group by experiment, rewind_step, seed)
         group by experiment, rewind_step order by experiment, rewind_step""",
     "skipped": "select table_name as \"table\", file, reason from skipped order by file",

@@ -22,6 +22,7 @@ import yaml
 
 from sublevel import paths
 from sublevel.errors import ConfigError
+from sublevel.kinds import KINDS
 from sublevel.schedule import Schedule, parse_duration
 
 
@@ -248,6 +249,13 @@ def _absent_values() -> dict[str, Any]:
 
     walk(schema["properties"]["experiments"]["additionalProperties"], "")
     return out
+
+
+def schema_default(key: str) -> Any:
+    """The schema's default of an experiment key (dotted), None where it has none."""
+    if _Reader._absent is None:
+        _Reader._absent = _absent_values()
+    return _Reader._absent.get(key)
 
 
 # What an absent key means where the schema gives it no default: keys that older specs (and configs) do not
@@ -497,16 +505,15 @@ class SubspaceSpec(Section):
         return [self.dense_seed] * len(runs)
 
     def sweep_dims(self, kind: str, sched: Schedule) -> list[int]:
-        """The configured dims one kind trains: a lottery subspace has at most as many directions as the
-        trajectory has displacements between checkpoints (T − 1 for T checkpoints), so larger d are left out."""
-        T = len(sched.checkpoints)
-        return [d for d in self.dims if kind != "lottery" or d < T]
+        """The configured dims one kind trains: those the kind has (kinds.Kind.max_dim; a lottery subspace
+        has as many directions as the trajectory has displacements between checkpoints), larger d left out."""
+        cap = KINDS[kind].max_dim(len(sched.checkpoints))
+        return [d for d in self.dims if cap is None or d <= cap]
 
     def anchors(self, sched: Schedule) -> list[tuple[str, int]]:
         """(kind, t) of each sweep job: random and lottery at t = 0, burn-in at each t."""
-        spe = sched.steps_per_epoch
-        return [(k, t) for k in self.kinds for t in
-                ([parse_duration(b, spe) for b in self.burnin] if k == "burnin" else [0])]
+        steps = [parse_duration(b, sched.steps_per_epoch) for b in self.burnin]
+        return [(k, t) for k in self.kinds for t in KINDS[k].anchor_steps(steps)]
 
 
 @dataclass(frozen=True)
@@ -695,7 +702,7 @@ class Experiment(Section):
             if t not in sched.checkpoints:
                 raise ConfigError(f"{where}.burnin: step {t} is not a stored checkpoint; stored steps: "
                                   f"{list(sched.checkpoints)}")
-        if "burnin" in sub.kinds and not sub.burnin:
+        if any(KINDS[k].burnin for k in sub.kinds) and not sub.burnin:
             raise ConfigError(f"{where}.burnin: kind burnin needs at least one burn-in step")
 
 

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
 from sublevel import schema, storage  # noqa: E402
+from sublevel.kinds import KINDS  # noqa: E402
 
 STYLE = {"imp": ("IMP (rewound ticket)", "C0", "o"), "random_prune": ("random pruning", "C1", "s"),
          "random_reinit": ("random reinit", "C2", "^"), "oneshot": ("one-shot magnitude", "C3", "v"),
@@ -36,8 +37,9 @@ def _save(fig, path: str | Path) -> None:
 
 
 def _anchor_label(kind: str, t: int) -> str:
-    return {"random": "random (at init)", "lottery": "lottery (trajectory PCA)",
-            "ticket": f"IMP tickets (axial, t={t})"}.get(kind, f"burn-in t={t}")
+    if kind == "ticket":
+        return f"IMP tickets (axial, t={t})"
+    return f"{KINDS[kind].label} t={t}" if KINDS[kind].burnin else KINDS[kind].label
 
 
 def _threshold_label(metric: str, threshold: float) -> str:

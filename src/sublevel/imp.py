@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import zarr
 
-from sublevel import connectivity, ensemble, models, pruning, storage
+from sublevel import connectivity, ensemble, models, pruning, schema, storage
 from sublevel.config import Experiment
 from sublevel.schedule import Schedule, parse_duration
 from sublevel.datasets import Dataset
@@ -184,7 +184,8 @@ def _train_masked(exp: Experiment, data: Dataset, jobs: list[_Job], device, prog
                    method=j.method, level=j.level, sparsity=sparsity, remaining=remaining,
                    prunable=int(layout.prunable_mask().sum()), train_loss=m["train_loss"],
                    train_accuracy=m["train_accuracy"], test_loss=m["test_loss"], test_accuracy=m["test_accuracy"],
-                   rewind_step=j.start.step, diverged=f.diverged, **early_stopping(f.curve))
+                   rewind_step=j.start.step, diverged=f.diverged, **early_stopping(f.curve),
+                   matching_tolerance=exp.imp.matching_tolerance)
         points = np.array([[pt[c] for c in CURVE_COLUMNS] for pt in f.curve]) if f.curve else None
         out.append(Level(j.method, j.level, j.mask.clone(), f.theta, f.buffers, row, points))
     return out
@@ -275,7 +276,7 @@ def barrier_rows(exp: Experiment, data: Dataset, kind: str, seed: int, level: in
                  dense: Level, rewind_step: int, device, network: Level) -> list[dict]:
     """Error barrier between a and b on each split; `network` is the one whose test accuracy decides `matching`."""
     model = build_model(exp, data, seed, device)
-    matching = network.row["test_accuracy"] >= dense.row["test_accuracy"] - exp.imp.matching_tolerance
+    matching = schema.matching(network.row["test_accuracy"], dense.row["test_accuracy"], exp.imp.matching_tolerance)
     rows = []
     for split in ("train", "test"):
         x, y = data.split(split)

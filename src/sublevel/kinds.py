@@ -22,9 +22,9 @@ class Kind:
         """The anchors θ_t one sweep each: the burn-in steps, or θ_0."""
         return list(burnin_steps) if self.burnin else [0]
 
-    def max_dim(self, checkpoints: int, D: int) -> int:
-        """The largest d the kind has, for a trajectory of `checkpoints` stored steps and D parameters."""
-        return D
+    def max_dim(self, checkpoints: int) -> int | None:
+        """The largest d the kind has below D, for a trajectory of `checkpoints` stored steps (None: up to D)."""
+        return None
 
     def basis(self, params, d: int):
         """The subspace's directions [D, d] from the anchor's trajectory params [T, D]; None: drawn per run."""
@@ -43,9 +43,9 @@ class Lottery(Kind):
     """The top principal directions of the dense run's own trajectory, anchored at θ_0."""
     name, label, from_trajectory, predicted = "lottery", "lottery (trajectory PCA)", True, False
 
-    def max_dim(self, checkpoints: int, D: int) -> int:
+    def max_dim(self, checkpoints: int) -> int:
         """As many directions as the trajectory has displacements between checkpoints (T − 1 for T)."""
-        return min(checkpoints - 1, D)
+        return checkpoints - 1
 
     def basis(self, params, d: int):
         """The top-d right singular vectors [D, d] (orthonormal columns) of the successive displacements

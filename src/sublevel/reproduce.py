@@ -25,12 +25,17 @@ import pyarrow as pa
 import pyarrow.csv
 
 from sublevel import paths, schema
+from sublevel.config import schema_default
+from sublevel.kinds import KINDS
+from sublevel.sql import duck_type, in_list, quote
 
 # One measure per quantity: (measured, lo, hi, n, found, censored) for one target, from the views. `lo`/`hi`:
 # the measure's own interval (the bootstrap interval of d*; for d_int90 the grid's: the largest tested d below
 # it, which missed, and itself; the seeds' range otherwise); n: runs or seeds
 # behind it; found: rows the selectors matched (0: not run). Placeholders are the target's columns.
 # A claim's d*, censored ones as the bound they are: `above` beyond every tested d, `anchor` 0 (SQL)
+_SWEEP_KINDS = in_list(KINDS)  # the subspace table's sweeps, not its IMP tickets
+_MATCHING = schema.matching_sql(schema_default("imp.matching_tolerance"))  # over imp rows, `dense` their level 0
 _EFFECTIVE_D_STAR = "case censored when 'above' then cast('inf' as double) when 'anchor' then 0.0 else d_star end"
 # Per IMP method and level, the means over chains of the early-stopping point (imp.eval_every): runs that
 # diverged or recorded no validation curve are left out
@@ -58,11 +63,11 @@ MEASURES: dict[str, str] = {
         from train t where experiment = {experiment} and split = 'test' and not diverged
           and step = (select max(step) from train u where u.experiment = t.experiment and u.seed = t.seed)""",
     "highest_matching_sparsity": """
-        with lvl as (select rewind_step, seed, sparsity, test_accuracy,
+        with lvl as (select rewind_step, seed, sparsity, test_accuracy, matching_tolerance,
                             first_value(test_accuracy) over (partition by rewind_step, seed order by level) as dense
                      from imp where experiment = {experiment} and method = 'imp' and not diverged
                        and ({burnin_step} is null or rewind_step = {burnin_step})),
-             best as (select seed, max(sparsity) filter (where test_accuracy >= dense - 0.01) as s,
+             best as (select seed, max(sparsity) filter (where """ + _MATCHING + """) as s,
                              max(sparsity) as sparsest from lvl group by rewind_step, seed)
         select avg(s), min(s), max(s), count(s), count(*),
                case when bool_or(s = sparsest) then 'sparsest' else 'none' end from best""",
@@ -102,7 +107,7 @@ MEASURES: dict[str, str] = {
     # (+inf), `anchor` 0, `below` its smallest tested d (an upper bound, taken as the value).
     "transition_factor": """
         with s as (select kind, burnin_step, metric, threshold, d, p_success from success
-                   where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')),
+                   where experiment = {experiment} and kind in """ + _SWEEP_KINDS + """),
              hi as (select kind, burnin_step, metric, threshold, min(d) as d_hi from s where p_success >= 0.9
                     group by all),
              lo as (select s.kind, s.burnin_step, s.metric, s.threshold, max(s.d) as d_lo, hi.d_hi
@@ -114,7 +119,7 @@ MEASURES: dict[str, str] = {
     "dstar_rises_as_the_set_tightens": """
         with t as (select kind, burnin_step, metric, threshold, """ + _EFFECTIVE_D_STAR + """ as e,
                           case when metric like '%loss' then -threshold else threshold end as tightness
-                   from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')),
+                   from threshold where experiment = {experiment} and kind in """ + _SWEEP_KINDS + """),
              pairs as (select e, lag(e) over (partition by kind, burnin_step, metric order by tightness) as looser
                        from t)
         select avg(cast(e >= looser as double)), cast(null as double), cast(null as double), count(looser),
@@ -127,7 +132,7 @@ MEASURES: dict[str, str] = {
                (select count(*) from t), cast(null as varchar) from pairs where earlier is not null""",
     "dstar_lottery_burnin_random_order": """
         with t as (select kind, burnin_step, metric, threshold, """ + _EFFECTIVE_D_STAR + """ as e
-                   from threshold where experiment = {experiment} and kind in ('random', 'burnin', 'lottery')
+                   from threshold where experiment = {experiment} and kind in """ + _SWEEP_KINDS + """
                      and censored <> 'anchor'),  -- an anchor already in the set has no threshold to compare
              pairs as (select cast(a.e <= b.e as double) as holds from t a join t b using (metric, threshold)
                        where (a.kind = 'lottery' and b.kind in ('burnin', 'random'))
@@ -152,7 +157,8 @@ QUANTITIES = {
                "(interval: the tested d below it, which missed, and itself)",
     "d_star": "threshold training dimension d*(eps): P(d) crosses 1/2 (interval: bootstrap over seeds)",
     "dense_test_accuracy": "final test accuracy of the dense runs (mean; interval: the seeds' range)",
-    "highest_matching_sparsity": "highest IMP sparsity within 1 point of the chain's dense test accuracy "
+    "highest_matching_sparsity": "highest IMP sparsity that is matching: test accuracy within "
+                                 "imp.matching_tolerance (the presets: 1 point) of the chain's level 0 "
                                  "(censored `sparsest` when a chain matches at its sparsest level: a lower bound)",
     "matching_sparsity_at_early_stop": "Frankle & Carbin's matching: the highest IMP sparsity whose test accuracy "
                                        "at early stopping (least validation loss), averaged over chains, is at "
@@ -232,24 +238,20 @@ def _required(quantity: str) -> list[str]:
 
 
 def _literal(value) -> str:
-    from sublevel.catalog import _quote  # the catalog's SQL string quoting (it imports this module)
-
     if value is None:
         return "null"
     if isinstance(value, str):
-        return _quote(value)
+        return quote(value)
     return repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
 def view_statements(targets: pa.Table | None = None) -> list[str]:
     """CREATE VIEW statements for `targets` (the table as shipped) and `reproduction` (every target measured
     and judged), for the catalog's connection."""
-    from sublevel.catalog import _duck_type  # the catalog's Arrow -> DuckDB types (it imports this module)
-
     targets = read_targets() if targets is None else targets
     rows = targets.to_pylist()
     cols = schema.TARGETS.schema
-    types = ", ".join(f"cast({c} as {_duck_type(cols.field(c).type)}) as {c}" for c in cols.names)
+    types = ", ".join(f"cast({c} as {duck_type(cols.field(c).type)}) as {c}" for c in cols.names)
     if rows:
         values = ", ".join("(" + ", ".join(_literal(r[c]) for c in cols.names) + ")" for r in rows)
         targets_sql = f"select {types} from (values {values}) as t({', '.join(cols.names)})"

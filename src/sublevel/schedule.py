@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from sublevel.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sublevel.config import Experiment
 
 
 MAX_STEPS = 100_000_000   # steps of one training run: weeks of a GPU for the smallest network here
@@ -50,7 +46,8 @@ class Schedule:
         return self.rewinds[0]
 
     @classmethod
-    def resolve(cls, exp: "Experiment", n_train: int) -> "Schedule":
+    def resolve(cls, exp, n_train: int) -> "Schedule":
+        """`exp` (a sublevel.config.Experiment, or a job's view of one) trained on `n_train` examples."""
         spe = n_train // exp.train.batch_size
         if spe < 1:
             raise ConfigError(f"config error at experiments.{exp.name}.train.batch_size: "

@@ -23,6 +23,7 @@ from torch.func import vmap
 
 from sublevel import projections
 from sublevel.config import SubspaceTrain
+from sublevel.kinds import KINDS
 from sublevel.batching import EpochOrders
 from sublevel.functional import functional_forward, split_metrics
 from sublevel.datasets import Dataset
@@ -31,7 +32,6 @@ from sublevel.projections import Projection
 from sublevel.runtime import compiled, in_batches
 
 
-KINDS = ("random", "burnin", "lottery")  # anchored at θ_0, at a burn-in θ_t, or spanned by the trajectory's PCA
 CHECK_EVERY = 50  # steps between checks whether every run has diverged
 # Optimiser state that moves w without a gradient. With it and the gradient zeroed, a step leaves w exactly
 # where it is (Adam: m = 0 gives a zero update whatever v is; SGD: a zero momentum buffer; neither has weight
@@ -153,7 +153,9 @@ DENSE_LIMIT = 1 << 18  # auto: a dense Gaussian P while D·d stays under 256k fl
 
 
 def projection_kind(kind: str, setting: str, D: int, d: int) -> str:
-    if kind == "lottery":
+    """The projection a sweep of `kind` trains through: its own basis (pca) when its anchor's trajectory spans it,
+    else subspace.projection, `auto` resolved by size."""
+    if KINDS[kind].from_trajectory:
         return "pca"
     if setting != "auto":
         return setting
@@ -162,7 +164,7 @@ def projection_kind(kind: str, setting: str, D: int, d: int) -> str:
 
 def projection_maker(kind: str, setting: str, D: int, d: int, basis: torch.Tensor | None, device):
     """(projection kind, make(seeds) -> Projection) for dimension d of a sweep of `kind`; `basis` [D, ≥ d]: the
-    lottery subspace's directions."""
+    directions of a kind spanned by its anchor's trajectory (kinds.Kind.basis)."""
     pkind = projection_kind(kind, setting, D, d)
     if pkind == "pca":
         shared = basis[:, :d].contiguous()  # every run's P: one [R, d] x [d, D] product, no per-run copy

@@ -16,6 +16,7 @@ from sublevel import projections, storage
 from sublevel.config import RefineSpec, Threshold
 from sublevel.datasets import Dataset
 from sublevel.functional import split_metrics
+from sublevel.kinds import KINDS
 from sublevel.subspace import projection_maker, train_split
 
 
@@ -45,7 +46,8 @@ def rebuild(experiment: str, kind: str, burnin_step: int, round: int, d: int, ro
         for dense_seed in sorted(set(anchored)):
             where = [i for i, s in enumerate(anchored) if s == dense_seed]
             traj = trajectory.read(root / paths.trajectory(experiment, dense_seed))
-            basis = lottery_basis(torch.from_numpy(traj.params()), d).to(device) if kind == "lottery" else None
+            basis = KINDS[kind].basis(torch.from_numpy(traj.params()), d)
+            basis = None if basis is None else basis.to(device)
             _, make = projection_maker(kind, a["projection"], a["D"], d, basis, device)
             with torch.no_grad():
                 thetas.append(torch.from_numpy(traj.params(burnin_step)).to(device)
@@ -97,17 +99,6 @@ def superseded_blocks(tables: list[str | Path]) -> list[tuple[Path, Path]]:
     return found
 
 
-def lottery_basis(params: torch.Tensor, d: int) -> torch.Tensor:
-    """The lottery subspace's directions [D, d] (orthonormal columns): the top-d right singular vectors of the
-    successive displacements θ_{s_i+1} − θ_{s_i} between the trajectory's checkpoints [T, D], as Larsen et al.'s
-    released code takes them (lottery_subspace.py: a displacement every 5 steps, the top singular vectors of
-    their matrix). The cumulative displacements θ_s − θ_0 span the same space, but their top direction is
-    nearly θ_T − θ_0 itself, a d = 1 subspace that holds the trained network."""
-    M = (params[1:] - params[:-1]).double()
-    _, _, Vh = torch.linalg.svd(M, full_matrices=False)
-    return Vh[:d].T.float()
-
-
 def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: list[int], device,
           progress: bool = True, round: int = 0, anchor_seeds: list[int] | None = None):
     """Every (d, seed) point of one (kind, t) at the given dims and run seeds (the workflow's jobs train one d
@@ -131,7 +122,7 @@ def sweep(exp, data: Dataset, trajs, kind: str, t: int, dims: list[int], seeds: 
                for a in sorted(set(anchor_seeds))}
     # The runs trained together: a random P depends on its seed alone, so runs of every anchor train as one batch
     # (θ_t per run: [R, D]); a lottery basis is its anchor's trajectory's, so those train one anchor at a time.
-    if kind == "lottery" or len(anchors) == 1:
+    if KINDS[kind].from_trajectory or len(anchors) == 1:
         batches = [([i for i, s in enumerate(anchor_seeds) if s == a], x.theta, x.buffers, x.basis)
                    for a, x in anchors.items()]
     else:
@@ -172,16 +163,16 @@ class _Anchor:
     def of(cls, model, data: Dataset, traj, kind: str, t: int, dims: list[int], eval_batch_size: int, device):
         theta = torch.from_numpy(traj.params(t)).to(device)
         buffers = torch.from_numpy(traj.buffers(t)).to(device)
-        basis = None
-        if kind == "lottery":
+        basis, k = None, KINDS[kind]
+        if k.from_trajectory:
             all_params = torch.from_numpy(traj.params())
-            if too_many := [d for d in dims if d >= len(all_params)]:
-                why = (f"lottery d = {too_many}: the trajectory {traj.path} holds {len(all_params)} checkpoints, "
-                       f"{len(all_params) - 1} directions")
+            if too_many := [d for d in dims if d > k.max_dim(len(all_params))]:
+                why = (f"{kind} d = {too_many}: the trajectory {traj.path} holds {len(all_params)} checkpoints, "
+                       f"{k.max_dim(len(all_params))} directions")
                 if traj.attrs.get("diverged"):
                     raise storage.Skipped(f"{why} (its dense run diverged)")
                 raise ValueError(why)
-            basis = lottery_basis(all_params, max(dims)).to(device)
+            basis = k.basis(all_params, max(dims)).to(device)
         return cls(theta, buffers, anchor_metrics(model, data, theta, buffers, eval_batch_size), basis)
 
 

@@ -53,9 +53,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sublevel.config import Threshold
+from sublevel.kinds import KINDS
 from sublevel.hessian import Density, ridge_fraction
 
-PREDICTED_KINDS = ("random", "burnin")  # uniformly random subspaces: Gordon's theorem is about those
 Z = 1.96  # the interval: mean ± Z standard errors over the probes
 
 
@@ -181,7 +181,7 @@ def predict(density: Density, anchor: Anchor, eps: float, previous: Density | No
 
 def why_not(kind: str, th: Threshold, loss_min: float) -> str | None:
     """Why a (kind, threshold) has no prediction, or None when it has one."""
-    if kind not in PREDICTED_KINDS:
+    if kind not in KINDS or not KINDS[kind].predicted:
         return f"{kind} subspaces are not uniformly random: Gordon's theorem does not apply"
     if th.metric != "train_loss":
         return f"the Hessian is of the training loss: a {th.metric} sublevel set has no quadratic-well prediction"

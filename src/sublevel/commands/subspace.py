@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sublevel.commands.base import experiment, job, say, setup, spec_option
 
-KINDS = ["random", "burnin", "lottery"]
+from sublevel.kinds import KINDS
 
 
 def subspace_sweep(args) -> None:
@@ -33,7 +33,8 @@ def refine_plan(args) -> None:
 
     exp = experiment(args)
     rows = storage.read_rows(args.tables)
-    d_max = len(trajectory.read(args.trajectory).steps) - 1 if args.kind == "lottery" else exp.num_params()
+    cap = KINDS[args.kind].max_dim(len(trajectory.read(args.trajectory).steps))
+    d_max = exp.num_params() if cap is None else cap
     plan = sweep.refine_plan(rows, exp.subspace.refine, args.round, d_max)
     with storage.atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(plan, indent=1))
@@ -69,7 +70,7 @@ def register(sub) -> None:
     s = job(sub, "subspace-sweep", "train the given run seeds of one subspace kind and burn-in step at the given "
             "dims", subspace_sweep, "subspace_sweep")
     s.set_defaults(outputs={"out": "zarr", "table": "subspace"})
-    s.add_argument("--kind", required=True, choices=KINDS)
+    s.add_argument("--kind", required=True, choices=list(KINDS))
     s.add_argument("--burnin-step", type=int, required=True, help="t of the anchor θ_t (0 for random, lottery)")
     s.add_argument("--trajectory", nargs="+", required=True,
                    help="the anchoring dense runs' trajectories, one per distinct --anchor-seeds value, ascending")
@@ -86,7 +87,7 @@ def register(sub) -> None:
     s = sub.add_parser("refine-plan", description="where the success rate crosses 1/2, and the dims to add next")
     s.set_defaults(func=refine_plan, outputs={"out": "plan"})
     spec_option(s, "refine_plan")
-    s.add_argument("--kind", required=True, choices=KINDS)
+    s.add_argument("--kind", required=True, choices=list(KINDS))
     s.add_argument("--trajectory", required=True, help="the dense run's trajectory (bounds the lottery d)")
     s.add_argument("--round", type=int, required=True)
     s.add_argument("--tables", nargs="+", required=True, help="subspace table files of rounds 0..round")
