@@ -39,8 +39,8 @@ test: venv
 
 # The benchmark tables from bench/results/*.json (docs/results.md comes from `sublevel reproduce --format markdown --out docs/results.md`)
 docs: venv
-	{ echo "# Benchmark tables"; echo; echo "Every \`sublevel bench\` report under bench/results/, as \`make docs\` renders it (\`sublevel bench-table\`)."; \
-	  echo; $(BIN)/sublevel bench-table bench/results/*.json; } > docs/benchmark-tables.md.tmp
+	{ echo "# Benchmark tables"; echo; echo "Every \`bench/run.py run\` report under bench/results/, as \`make docs\` renders it (\`bench/run.py table\`)."; \
+	  echo; $(BIN)/python bench/run.py table bench/results/*.json; } > docs/benchmark-tables.md.tmp
 	mv docs/benchmark-tables.md.tmp docs/benchmark-tables.md
 
 lint: venv

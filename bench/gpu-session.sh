@@ -39,7 +39,7 @@ echo "bytecode: PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-unset}" | tee -a "$lo
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$log"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9.-' _ | sed 's/_*$//')
 json="$out/$gpu-$(date +%F)"  # + -<what>.json
-bench="python3 -m sublevel bench"
+bench="python3 bench/run.py run"
 
 startup() {  # what each pipeline job pays before its first step: imports, CUDA context, deterministic mode
   python3 - <<'PY' 2>&1 | tee -a "$log"

@@ -39,7 +39,7 @@ from sublevel import models, projections, subspace
 from sublevel.config import SubspaceTrain
 from sublevel.datasets import Dataset
 
-SUITES = ("subspace", "dense", "imp")  # `sublevel bench --suite`
+SUITES = ("subspace", "dense", "imp")  # `bench/run.py run --suite`
 DENSE_VARIANTS = {"fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
                   "channels_last+bf16": {"channels_last": True, "precision": "bf16"}}
 

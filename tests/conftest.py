@@ -16,6 +16,7 @@ import yaml
 from sublevel import config, datasets, paths
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # the benchmark scripts and their harness, as `python bench/run.py` sees them
 BIN = Path(sys.executable).parent
 # The tests' configs derive from smoke.yaml, which names its own results root: the paths the tests read, and the
 # `sublevel` commands they start, resolve under it as a smoke run's do

@@ -301,7 +301,10 @@ def test_every_enum_of_the_schema_and_the_cli_is_its_registrys(root):
         parser = cli.parser()._subparsers._group_actions[0].choices[command]
         return tuple(next(a for a in parser._actions if a.dest == dest).choices)
 
-    assert choices("bench", "compile") == runtime.COMPILE_MODES
+    import run  # bench/run.py
+
+    bench_run = run.parser()._subparsers._group_actions[0].choices["run"]
+    assert tuple(next(a for a in bench_run._actions if a.dest == "compile").choices) == runtime.COMPILE_MODES
     assert choices("imp-baselines", "methods") == imp.BASELINES
     assert choices("subspace-sweep", "kind") == choices("refine-plan", "kind") == tuple(KINDS)
     exp = config.experiment(check(MINIMAL.replace("{name: mlp}", "{name: mlp}, train: {compile: reduce-overhead}")), "x")

@@ -5,7 +5,7 @@ import torch
 
 from sublevel.stages import for_stage
 from sublevel import cli, datasets, ensemble, imp, models, pruning, runtime, training
-from sublevel.commands.bench import harness
+import harness
 from sublevel.training import Start
 from conftest import dense_trajectory, make_experiment
 
@@ -20,7 +20,7 @@ def _deterministic():
 @pytest.fixture(scope="module")
 def images():
     """A small MNIST-shaped set, for the convolutional models with BatchNorm."""
-    full = harness().synthetic_mnist(1200, CPU)
+    full = harness.synthetic_mnist(1200, CPU)
     return datasets.Dataset("images", full.x_train[:192], full.y_train[:192], full.x_test[:96], full.y_test[:96], 10)
 
 
@@ -178,7 +178,7 @@ def test_channels_last_and_bf16_autocast_train_the_same_network(images, precisio
 
 
 def test_bench_suites_for_dense_precision_and_imp_runs_on_cpu():
-    bench = harness()
+    bench = harness
 
     dense = bench.dense(CPU, steps=2, batch_size=8, width=2, variants=("fp32", "channels_last+bf16"),
                         progress=lambda line: None)

@@ -1,5 +1,7 @@
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -377,10 +379,8 @@ def test_huge_dense_projections_multiply_run_by_run_with_the_same_result(monkeyp
 
 
 def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path, capsys):
-    from sublevel import cli
-    from sublevel.commands.bench import harness
-
-    bench = harness()
+    import harness as bench
+    import run
 
     report = bench.run(torch.device("cpu"), dims=(4,), kinds=("fastfood", "dense"), runs=3, steps=3, loop_steps=3,
                        batch_size=16, widths=(8,), progress=lambda line: None)
@@ -399,17 +399,15 @@ def test_bench_reports_both_paths_side_by_side_on_cpu(tmp_path, capsys):
     assert table[4].startswith("| fastfood | 4 |") and "of bandwidth" not in table[4]  # no peak known for a CPU
     other = tmp_path / "transition.json"  # another script's JSON beside it is named and left out
     other.write_text(json.dumps({"suite": "transition", "device_name": "cpu", "rows": []}))
-    assert cli.main(["bench-table", str(out), str(other)]) == 0
+    assert run.main(["table", str(out), str(other)]) == 0
     printed = capsys.readouterr()
     assert printed.out.strip() == "`bench.json`: " + "\n".join(table)
-    assert "transition.json: not a `sublevel bench` report" in printed.err
+    assert "transition.json: not a `bench/run.py run` report" in printed.err
 
 
 def test_bench_profile_uses_one_projection_and_survives_a_halved_batch(monkeypatch):
     """The profile builds P once, outside the profiled steps; a batch halved for memory gets its own rows of it."""
-    from sublevel.commands.bench import harness
-
-    bench = harness()
+    import harness as bench
 
     train, sizes = subspace.train, []
 
@@ -510,12 +508,15 @@ def test_the_sweep_summary_removes_the_blocks_an_earlier_seeds_per_job_left_and_
     assert json.loads(Path("summary.json").read_text())["runs"] == 7
 
 
-def test_the_bench_commands_load_the_harness_beside_the_benchmarks(root):
-    from sublevel.commands.bench import harness
+def test_the_benchmarks_are_a_script_of_the_checkout_not_a_command_of_the_library(root):
+    """The installed `sublevel` loads nothing from a checkout: the benchmarks run as bench/run.py, beside their
+    harness."""
+    from sublevel import cli
 
-    bench = harness()
-    assert bench.__file__ == str(root / "bench" / "harness.py") and harness() is bench  # loaded once
-    assert not (root / "src" / "sublevel" / "bench.py").exists()  # the library holds no harness
+    assert "bench" not in cli.parser()._subparsers._group_actions[0].choices
+    assert not list((root / "src" / "sublevel").rglob("*bench*"))
+    done = subprocess.run([sys.executable, "bench/run.py", "run", "--help"], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0 and "--suite" in done.stdout, done.stderr
 
 
 def test_nested_lottery_subspaces_never_end_worse_at_larger_d_once_the_runs_can_reach_their_minimum(mnist1d, tmp_path):

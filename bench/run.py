@@ -1,35 +1,21 @@
-"""The benchmarks: throughput of the subspace sweep, dense training and IMP, as JSON under bench/results/.
-
-The harness is bench/harness.py, beside the benchmarks and their results, not in the library: these commands
-load it from the source checkout the package runs from (an editable install)."""
+"""The benchmarks: throughput of the subspace sweep, dense training and IMP (`run`, JSON under bench/results/),
+and their reports as markdown tables (`table`). A script of the source checkout, beside its harness:
+    .venv/bin/python bench/run.py run --suite dense          # --help for the options
+    .venv/bin/python bench/run.py table bench/results/*.json
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
-COMPILE_MODES = ["none", "default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+import harness as bench  # bench/harness.py, beside this script
+from sublevel.runtime import COMPILE_MODES
 
 
-def harness():
-    """bench/harness.py of the checkout this package runs from, loaded as a module."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[3] / "bench" / "harness.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"no benchmark harness at {path}: `sublevel bench` runs from a source checkout "
-                                "installed with pip install -e .")
-    if (module := sys.modules.get("sublevel_bench_harness")) is None:
-        spec = importlib.util.spec_from_file_location("sublevel_bench_harness", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-def bench(args) -> None:
-    bench = harness()
+def bench_run(args) -> None:
     from sublevel.runtime import pick_device, seed_everything
 
     device = pick_device(args.device)
@@ -52,21 +38,22 @@ def bench(args) -> None:
 
 
 def bench_table(args) -> None:
-    """The reports of `sublevel bench`'s suites as markdown tables; another script's JSON (bench/*.py) is named
+    """The reports of the suites (`run`) as markdown tables; another script's JSON (bench/*.py) is named
     and left out."""
-    bench = harness()
     tables = []
     for f in args.reports:
         report = json.loads(Path(f).read_text())
         if "device_name" in report and report.get("suite", "subspace") in bench.SUITES:
             tables.append(f"`{Path(f).name}`: " + bench.markdown(report))
         else:
-            print(f"{f}: not a `sublevel bench` report (suite {report.get('suite')!r}): left out", file=sys.stderr)
+            print(f"{f}: not a `bench/run.py run` report (suite {report.get('suite')!r}): left out", file=sys.stderr)
     print("\n\n".join(tables))
 
 
-def register(sub) -> None:
-    s = sub.add_parser("bench", help="throughput: subspace sweep (one run at a time vs batched), dense ResNet-20 "
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("run", help="throughput: subspace sweep (one run at a time vs batched), dense ResNet-20 "
                                      "images/s (fp32, channels_last, bf16), IMP runs alone vs together")
     s.add_argument("--suite", choices=["subspace", "dense", "imp"], default="subspace")
     s.add_argument("--device", default="auto")
@@ -85,8 +72,19 @@ def register(sub) -> None:
     s.add_argument("--profile-steps", type=int, default=0,
                    help="subspace suite: profile the ceiling and Fastfood at the largest d for this many steps")
     s.add_argument("--out", help="JSON to write (default bench/results/<device>-<date>.json)")
-    s.set_defaults(func=bench)
+    s.set_defaults(func=bench_run)
 
-    s = sub.add_parser("bench-table", help="bench JSON reports as the README's markdown tables")
+    s = sub.add_parser("table", help="`run` JSON reports as docs/benchmark-tables.md's markdown tables")
     s.add_argument("reports", nargs="+", help="bench/results/*.json")
     s.set_defaults(func=bench_table)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
