@@ -36,6 +36,8 @@ def test_jobs_view_is_empty_before_snakemake_ran_then_one_row_per_job(project):
                ("a", 7, 100.5, 105.0, "results/logs/a-1.log", False, root / "runs/a/seed=0/trajectory.zarr"),
                ("a", 8, 110.0, 111.0, "results/logs/a-2.log", False, root / "tables/a/seed=1/a.parquet"),
                ("s", 11, 140.002, 140.0, "results/logs/s.log", False, root / "reproduction.csv"),
+               ("imp_level_my_exp_block0", 14, 150.0, 152.0, "results/logs/i-0.log", False, root / "tables/i/0.parquet"),
+               ("imp_level_my_exp_block1", 15, 160.0, 161.0, "results/logs/i-1.log", False, root / "tables/i/1.parquet"),
                ("b", 9, 120.0, None, "results/logs/b.log", True, root / "tables/b/b.parquet"),
                ("n", 12, 90.0, 95.0, "results/logs/n.log", False, root / "nested/tables/a/a.parquet"),
                ("o", 13, 90.0, 95.0, "results/logs/o.log", False, root.parent / "tables/a/a.parquet")]
@@ -46,14 +48,17 @@ def test_jobs_view_is_empty_before_snakemake_ran_then_one_row_per_job(project):
         record.write_text(json.dumps({"rule": rule, "job_hash": job, "starttime": start, "endtime": end,
                                       "log": [log], "incomplete": incomplete, "input": ["x"]}))
     (meta / "being-written").write_text('{"rule": "c", "job_hash": 10, "starttime": 130.0, "endt')
-    rows = catalog.query("select rule, log, seconds, outputs, epoch(started) from jobs order by log", project).rows()
-    assert rows == [("a", "results/logs/a-1.log", 5.0, 2, 100.0), ("a", "results/logs/a-2.log", 1.0, 1, 110.0),
-                    ("s", "results/logs/s.log", None, 1, None)]
+    rows = catalog.query("select rule, stage, log, seconds, outputs, epoch(started) from jobs order by log",
+                         project).rows()
+    assert rows == [("a", "a", "results/logs/a-1.log", 5.0, 2, 100.0), ("a", "a", "results/logs/a-2.log", 1.0, 1, 110.0),
+                    ("imp_level_my_exp_block0", "imp_level", "results/logs/i-0.log", 2.0, 1, 150.0),
+                    ("imp_level_my_exp_block1", "imp_level", "results/logs/i-1.log", 1.0, 1, 160.0),
+                    ("s", "s", "results/logs/s.log", None, 1, None)]
     assert catalog.query("select epoch(finished) from jobs where rule = 's'", project).item() == 140.0
     total = catalog.query(catalog.JOBS_TOTAL, project).select("jobs", "untimed", "job_s", "span_s").rows()
-    assert total == [(3, 1, 6.0, 40.0)]
-    by_rule = catalog.query(catalog.JOBS_BY_RULE, project).select("rule", "jobs", "total_s", "untimed").rows()
-    assert by_rule == [("a", 2, 6.0, 0), ("s", 1, None, 1)]
+    assert total == [(5, 1, 9.0, 61.0)]
+    by_stage = catalog.query(catalog.JOBS_BY_STAGE, project).select("stage", "jobs", "total_s", "untimed").rows()
+    assert by_stage == [("a", 2, 6.0, 0), ("imp_level", 2, 3.0, 0), ("s", 1, None, 1)]  # block rules by stage
 
 
 def test_views_union_all_jobs_files(project):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from sublevel import catalog, config, datasets, imp, paths, sweep, training, tra
 from sublevel.config import Experiment
 from sublevel.functional import evaluate_many
 import headless as browser
-from conftest import config_file, snakemake
+from conftest import DIET, config_file, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -336,7 +337,32 @@ def test_jobs_view_has_one_row_per_job_of_the_smoke_run(smoke_run):
     one = jobs.filter(jobs["log"] == str(paths.log("imp", "smoke", "rewind5", "block0", "imp", 1))).row(0, named=True)
     assert one["rule"] == "imp_level_smoke_block0" and one["outputs"] == 2  # the level's store and its table
     out = subprocess.run([str(BIN / "sublevel"), "jobs", "--root", str(work)], capture_output=True, text=True)
-    assert out.returncode == 0 and f"| {jobs.height} " in out.stdout and "imp_level_smoke_block0" in out.stdout
+    assert out.returncode == 0 and f"| {jobs.height} " in out.stdout  # per stage: the IMP block rules as one
+    assert "| imp_level " in out.stdout and "imp_level_smoke_block0" not in out.stdout
+
+
+def test_every_planned_command_parses_with_the_command_it_calls(tmp_path, monkeypatch):
+    """The rules (workflow/rules), their argument files (common.smk's files_arg) and the commands' parsers agree
+    on every option name and on the stage each job's spec is read as: each shell command of a dry run parses with
+    `sublevel`'s own parser and its spec reads as its stage's, before any job runs."""
+    from sublevel import cli
+    from sublevel.commands.base import experiment
+
+    work = tmp_path / "work"
+    work.mkdir()
+    res = snakemake(work, "-n", "-p", configfile=config_file(tmp_path, diet=DIET))
+    assert res.returncode == 0, res.stderr[-2000:]
+    commands = re.findall(r"^Shell command: python -m sublevel (.+?) > \S+ 2>&1$", res.stdout + res.stderr, re.M)
+    monkeypatch.chdir(work)  # the argument files lie under the results root, named relative to it
+    seen = set()
+    for line in commands:
+        args = cli.parser().parse_args(shlex.split(line))
+        seen.add(args.command)
+        if getattr(args, "stage", None):
+            assert experiment(args).name in ("smoke", "diet")
+    assert seen == {"prepare-data", "train", "scores", "imp-level", "imp-baselines", "barrier", "prune-sweep",
+                    "data-diet", "subspace-sweep", "refine-plan", "subspace-tickets", "sweep-summary", "hessian",
+                    "spectrum", "analyse-subspace", "theory", "figure", "export", "reproduce"}
 
 
 def test_unknown_model_fails_before_any_job(tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from sublevel import paths, reproduce, schema, storage
+from sublevel import paths, reproduce, schema, stages, storage
 from sublevel.config import schema_default
 from sublevel.kinds import PREDICTED
 from sublevel.sql import duck_type, in_list, quote
@@ -198,7 +198,7 @@ def _empty_view(name: str, columns: dict[str, str]) -> str:
     return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false;"
 
 
-JOBS_COLUMNS = {"rule": "VARCHAR", "log": "VARCHAR", "started": "TIMESTAMP", "finished": "TIMESTAMP",
+JOBS_COLUMNS = {"rule": "VARCHAR", "stage": "VARCHAR", "log": "VARCHAR", "started": "TIMESTAMP", "finished": "TIMESTAMP",
                 "seconds": "DOUBLE", "outputs": "BIGINT"}
 
 
@@ -223,7 +223,7 @@ def _jobs_statement(root: Path) -> str:
               f"{len(str(folder)) + 2}), '@', ''), '/', ''), '-', '+'), '_', '/')))")
     under = "^" + re.escape(str(paths.results())) + "/(" + "|".join(map(re.escape, paths.ROOT_ENTRIES)) + ")(/|$)"
     timed = "bool_and(starttime <= endtime)"
-    return ("CREATE OR REPLACE VIEW jobs AS SELECT rule, log[1] AS log, "
+    return (f"CREATE OR REPLACE VIEW jobs AS SELECT rule, {stages.stage_sql('rule')} AS stage, log[1] AS log, "
             f"CASE WHEN {timed} THEN make_timestamp(CAST(min(starttime) * 1e6 AS BIGINT)) END AS started, "
             "make_timestamp(CAST(max(endtime) * 1e6 AS BIGINT)) AS finished, "
             f"CASE WHEN {timed} THEN max(endtime) - min(starttime) END AS seconds, count(*) AS outputs FROM {source} "
@@ -337,10 +337,10 @@ SUMMARY = {
 OPTIONAL_SECTIONS = ("theory", "prune_fraction", "skipped")  # shown only when they have rows
 
 
-JOBS_BY_RULE = """
-    select rule, count(*) as jobs, round(sum(seconds), 1) as total_s, round(median(seconds), 1) as median_s,
+JOBS_BY_STAGE = """
+    select stage, count(*) as jobs, round(sum(seconds), 1) as total_s, round(median(seconds), 1) as median_s,
            round(max(seconds), 1) as max_s, count(*) - count(seconds) as untimed
-    from jobs group by rule order by total_s desc nulls last, rule"""
+    from jobs group by stage order by total_s desc nulls last, stage"""
 JOBS_TOTAL = """
     select count(*) as jobs, count(*) - count(seconds) as untimed, round(sum(seconds), 1) as job_s,
            round(epoch(max(finished)) - epoch(min(started)), 1) as span_s, min(started) as first_started

@@ -54,15 +54,22 @@ def _diet(exp: Experiment) -> bool:
 class Stage:
     """A job type. `reads`: the config keys (dotted; a section names all of it) its jobs read, None for a job
     that takes no experiment spec; `reads_if`: more keys, read when the experiment has what the predicate asks."""
-    name: str                                # the rule's (an IMP block rule's prefix: <name>_<experiment>_block<j>)
+    name: str                                # the rule's; a per_block stage's rules are <name>_<experiment>_block<j>
     reads: tuple[str, ...] | None
     has: Callable[[Experiment], bool]        # whether an experiment has jobs of this type
     dvc: str                                 # the dvc.yaml stage whose Snakemake target runs them
     per_rewind: bool = False                 # one chain per IMP rewind point: a job's spec holds its point only
+    per_block: bool = False                  # a rule per block of IMP chains (`rule`)
     network: bool = True                     # trains or evaluates a network; else a local rule (tables, seconds)
     runtime: int = 30                        # minutes and MB a cluster job asks for (profiles/slurm)
     mem_mb: int = 4000
     reads_if: tuple[tuple[str, Callable[[Experiment], bool]], ...] = ()
+
+    def rule(self, experiment: str | None = None, block: int | None = None) -> str:
+        """The rule's name. The IMP chains of a block (imp.seeds_per_job) train as one vmapped job whose outputs
+        stay per seed, and a rule's outputs cannot vary with a wildcard: so a per_block stage has one rule per
+        experiment and block, named after it."""
+        return f"{self.name}_{experiment}_block{block}" if self.per_block else self.name
 
     def resources(self, gpu: int) -> dict[str, int]:
         """A rule's resources: the device (gpu 0 on a CPU config) and, for a cluster job, its time and memory."""
@@ -80,16 +87,16 @@ STAGES = {s.name: s for s in (
     Stage("train_dense", EXPERIMENT + ("checkpoints.evaluate",), _ALWAYS, "train", runtime=240, mem_mb=8000),
     Stage("scores", EXPERIMENT + ("scores",), lambda e: e.scores is not None, "train", runtime=120, mem_mb=16000),
     # the IMP chains (imp.smk): one job per block of chains and level; the diet's subset is chosen by the scores
-    *(Stage(name, EXPERIMENT + IMP, has, "imp", per_rewind=True, runtime=runtime, mem_mb=mem,
-            reads_if=(("scores", _diet),))
+    *(Stage(name, EXPERIMENT + IMP, has, "imp", per_rewind=True, per_block=name != "data_diet", runtime=runtime,
+            mem_mb=mem, reads_if=(("scores", _diet),))
       for name, has, runtime, mem in (
           ("imp_level", _imp, 240, 8000), ("imp_baselines", _imp, 480, 8000),
           ("barrier_instability", lambda e: _imp(e) and bool(e.imp.instability), 240, 8000),
           ("barrier_successive", _imp, 30, 4000), ("data_diet", _diet, 120, 8000))),
     Stage("prune_sweep", EXPERIMENT + IMP + ("imp.fraction_sweep.fractions", "imp.fraction_sweep.random",
                                              "imp.fraction_sweep.tolerance"),
-          lambda e: _imp(e) and e.imp.fraction_sweep is not None, "imp", per_rewind=True, runtime=480, mem_mb=8000,
-          reads_if=(("scores", _diet),)),
+          lambda e: _imp(e) and e.imp.fraction_sweep is not None, "imp", per_rewind=True, per_block=True, runtime=480,
+          mem_mb=8000, reads_if=(("scores", _diet),)),
     Stage("subspace_sweep", EXPERIMENT + SWEEP, _sweep, "subspace", runtime=720, mem_mb=16000),
     Stage("refine_plan", EXPERIMENT + SWEEP + ("subspace.refine",),
           lambda e: _sweep(e) and e.subspace.refine is not None, "subspace", network=False),
@@ -110,7 +117,10 @@ STAGES = {s.name: s for s in (
     Stage("export", None, _ALWAYS, "analysis", network=False),
     Stage("reproduction", None, _ALWAYS, "analysis", network=False),
 )}
-SECTIONS = ("imp", "subspace", "hessian", "scores", "theory")  # an experiment's optional sections
+def stage_sql(rule: str) -> str:
+    """An SQL expression of a rule-name column giving its stage's name (a block rule's prefix)."""
+    blocks = "|".join(s.name for s in STAGES.values() if s.per_block)
+    return f"regexp_replace({rule}, '^({blocks})_.+_block[0-9]+$', '\\1')"
 
 
 def _get(raw: dict, key: str):

@@ -88,6 +88,11 @@ def resources_of(stage):
     return STAGES[stage].resources(GPU)
 
 
+def block_rule(stage, experiment, block):
+    """The name of the rule of one experiment's block of IMP chains, as sublevel.stages names it (Stage.rule)."""
+    return STAGES[stage].rule(experiment, block)
+
+
 def runs_locally(stage):
     """Whether the jobs of `stage` run where Snakemake runs (localrule), as sublevel.stages declares: they only
     read tables, for seconds, so a cluster executor does not queue them."""

@@ -17,7 +17,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
 
     rule:
         name:
-            f"imp_level_{_name}_block{_block}"
+            block_rule("imp_level", _name, _block)
         input:
             data=PLAN.dataset_store(_name),
             trajectory=PLAN.trajectories(_name, _seeds),
@@ -53,7 +53,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
 
     rule:
         name:
-            f"imp_baselines_{_name}_block{_block}"
+            block_rule("imp_baselines", _name, _block)
         input:
             data=PLAN.dataset_store(_name),
             trajectory=PLAN.trajectories(_name, _seeds),
@@ -90,7 +90,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
 
     rule:
         name:
-            f"barrier_instability_{_name}_block{_block}"
+            block_rule("barrier_instability", _name, _block)
         input:
             data=PLAN.dataset_store(_name),
             trajectory=PLAN.trajectories(_name, _seeds),
@@ -126,7 +126,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
 
     rule:
         name:
-            f"barrier_successive_{_name}_block{_block}"
+            block_rule("barrier_successive", _name, _block)
         input:
             data=PLAN.dataset_store(_name),
             trajectory=PLAN.trajectories(_name, _seeds),
@@ -164,7 +164,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
 
         rule:
             name:
-                f"prune_sweep_{_name}_block{_block}"
+                block_rule("prune_sweep", _name, _block)
             input:
                 data=PLAN.dataset_store(_name),
                 trajectory=PLAN.trajectories(_name, _seeds),

@@ -51,7 +51,7 @@ def jobs(args) -> None:
         print(f"no finished jobs recorded in {found.root / paths.SNAKEMAKE_METADATA}")
         return
     with plain_tables():
-        print(f"{total}\n{con.sql(catalog.JOBS_BY_RULE).pl()}")
+        print(f"{total}\n{con.sql(catalog.JOBS_BY_STAGE).pl()}")
     print(f"The jobs behind the outputs now under {paths.results()}/ (each output's last job, of whichever run "
           "wrote it); span_s runs from the first start to the last end, and so spans every run among them.")
     if untimed := total["untimed"].item():
