@@ -92,15 +92,19 @@ class Plan:
         """The experiment's scores store, when it has a scores section ([] otherwise)."""
         return [str(paths.scores_store(name))] if self.experiment(name).scores else []
 
+    def outputs(self, dvc_stage: str, network_only: bool = False) -> list[str]:
+        """Every output of the jobs of one DVC stage's Snakemake stages (sublevel.stages: each Stage's `writes`,
+        for each experiment that has it), in order, each once; `network_only`: of the stages that run a network."""
+        out = {}
+        for name in self.names:
+            for s in stages.STAGES.values():
+                if s.dvc == dvc_stage and s.writes and s.has(self.experiment(name)) and (s.network or not network_only):
+                    out.update(dict.fromkeys(s.writes(self, name)))
+        return list(out)
+
     def dense_outputs(self) -> list[str]:
         """Every dataset store, dense run, and the per-example scores computed from them (table and store)."""
-        out = sorted({self.dataset_store(name) for name in self.names})
-        for name in self.names:
-            for traj, table in zip(self.trajectories(name), self.train_tables(name)):
-                out += [traj, table]
-            if self.experiment(name).scores:
-                out += [str(paths.table("scores", experiment=name)), *self.scores_store(name)]
-        return out
+        return self.outputs("train")
 
     # -- IMP ---------------------------------------------------------------------------------------------------
     def imp_blocks(self) -> list[tuple[str, int, tuple[int, ...]]]:
@@ -144,19 +148,32 @@ class Plan:
         """Each chain's table file at the {rewind_step} and {level} wildcards (imp_table)."""
         return [self.imp_table(name, "{rewind_step}", s, table, kind, "{level}", method) for s in seeds]
 
-    def imp_tables(self, name: str, rewind_step: int | str | None = None) -> dict[str, list[str]]:
-        """Every imp and barrier table file of one experiment (of one rewind step's chains)."""
+    def chain_outputs(self, name: str, rewind_step: int | str | None = None) -> list[tuple[str, str]]:
+        """(stage, file) of every output of one experiment's IMP chains (of one rewind step's), in chain and
+        level order: each level's table and store, its baselines', its barriers'."""
         imp = self.experiment(name).imp
-        imp_files, barrier_files = [], []
+        out = []
         for k in self.rewind_steps(name) if rewind_step is None else (int(rewind_step),):
             for seed in imp.seeds:
                 for level in range(imp.levels + 1):
-                    imp_files.append(self.imp_table(name, k, seed, "imp", "imp", level))
-                    imp_files += [self.imp_table(name, k, seed, "imp", "baselines", level, m)
-                                  for m in (imp.baselines if level else ())]
-                    kinds = (["instability"] if imp.instability else []) + (["imp_successive"] if level else [])
-                    barrier_files += [self.imp_table(name, k, seed, "barrier", kind, level) for kind in kinds]
-        return {"imp": imp_files, "barrier": barrier_files}
+                    out += [("imp_level", self.imp_table(name, k, seed, "imp", "imp", level)),
+                            ("imp_level", str(paths.level_store(name, k, seed, "imp", level)))]
+                    for m in imp.baselines if level else ():
+                        out += [("imp_baselines", self.imp_table(name, k, seed, "imp", "baselines", level, m)),
+                                ("imp_baselines", str(paths.level_store(name, k, seed, "baselines", level, m)))]
+                    if imp.instability:
+                        out.append(("barrier_instability", self.imp_table(name, k, seed, "barrier", "instability",
+                                                                          level)))
+                    if level:
+                        out.append(("barrier_successive", self.imp_table(name, k, seed, "barrier", "imp_successive",
+                                                                         level)))
+        return out
+
+    def imp_tables(self, name: str, rewind_step: int | str | None = None) -> dict[str, list[str]]:
+        """Every imp and barrier table file of one experiment (of one rewind step's chains)."""
+        files = [(stage, f) for stage, f in self.chain_outputs(name, rewind_step) if f.endswith(".parquet")]
+        return {"imp": [f for stage, f in files if stage.startswith("imp_")],
+                "barrier": [f for stage, f in files if stage.startswith("barrier_")]}
 
     @staticmethod
     def prune_sweep_table(name: str, rewind_step, seed, level) -> str:
@@ -170,23 +187,13 @@ class Plan:
         return [self.prune_sweep_table(name, k, s, level) for k in self.rewind_steps(name) for s in imp.seeds
                 for level in imp.fraction_sweep.levels]
 
-    def level_stores(self, name: str) -> list[str]:
-        """Every IMP chain's level stores, and its baselines' at each level after the first."""
-        imp = self.experiment(name).imp
-        return [str(paths.level_store(name, k, s, stage, level, method)) for k in self.rewind_steps(name)
-                for s in imp.seeds for level in range(imp.levels + 1)
-                for stage, method in [("imp", None)] + [("baselines", m) for m in (imp.baselines if level else ())]]
+    def diet_starts(self, name: str) -> list[str]:
+        """Every chain's data-diet rewind point."""
+        return [str(paths.diet_start(name, k, s)) for k in self.rewind_steps(name) for s in self.experiment(name).imp.seeds]
 
     def imp_outputs(self) -> list[str]:
         """Every IMP table (levels, baselines, barriers, fraction sweeps), level store and data-diet rewind point."""
-        out = []
-        for name in self.with_section("imp"):
-            t = self.imp_tables(name)
-            out += t["imp"] + t["barrier"] + self.prune_sweep_tables(name) + self.level_stores(name)
-            if self.experiment(name).imp.data_diet:
-                out += [str(paths.diet_start(name, k, s)) for k in self.rewind_steps(name)
-                        for s in self.experiment(name).imp.seeds]
-        return out
+        return self.outputs("imp")
 
     # -- subspace sweeps ---------------------------------------------------------------------------------------
     def sweep_jobs(self, name: str) -> list[tuple[str, int]]:
@@ -266,22 +273,20 @@ class Plan:
         return out + (self.ticket_tables(name) if self.experiment(name).imp else [])
 
     def subspace_outputs(self) -> list[str]:
-        """Every sweep's summary (which waits for all its rounds), and the IMP tickets as axial subspaces."""
-        out = []
-        for name in self.with_section("subspace"):
-            out += [str(paths.sweep_summary(name, kind, t)) for kind, t in self.sweep_jobs(name)]
-            if self.experiment(name).imp:
-                out += self.ticket_tables(name)
-        return out
+        """Every sweep's summary (which waits for all its rounds), and the IMP tickets as axial subspaces (the
+        rounds' own files come through the refinement checkpoints: sweep_files)."""
+        return self.outputs("subspace")
 
     # -- analysis ----------------------------------------------------------------------------------------------
-    def hessian_tables(self, name: str) -> list[str]:
-        """The experiment's sharpness tables: every dense seed's checkpoints, every IMP chain's levels."""
+    def hessian_tables(self, name: str, source: str | None = None) -> list[str]:
+        """The experiment's sharpness tables: every dense seed's checkpoints, every IMP chain's levels (`source`:
+        dense or imp alone)."""
         exp = self.experiment(name)
         if exp.hessian is None:
             return []
         out = [str(paths.table("hessian", experiment=name, seed=s, source="dense")) for s in exp.seeds]
-        if exp.imp and exp.hessian.imp:  # one job per chain and level
+        out = [] if source == "imp" else out
+        if exp.imp and exp.hessian.imp and source != "dense":  # one job per chain and level
             out += [str(paths.table("hessian", experiment=name, seed=s, source="imp", rewind_step=k, level=level))
                     for k in self.rewind_steps(name) for s in exp.imp.seeds for level in range(exp.imp.levels + 1)]
         return out
@@ -314,13 +319,7 @@ class Plan:
 
     def analysis_outputs(self) -> list[str]:
         """Tables and figures of the analysis stage, and the DVC metrics and plots of the whole run."""
-        out = []
-        for name in self.names:
-            if self.experiment(name).subspace:
-                out += [str(paths.table(t, experiment=name)) for t in ("success", "threshold")]
-            out += (self.hessian_tables(name) + sum(self.theory_tables(name).values(), [])
-                    + self.figure_files(name) + self.figure_files(name, "svg"))
-        return out + [str(paths.metrics_dir()), str(paths.summary_dir()), str(paths.plots_dir()), str(paths.reproduction_file())]
+        return self.outputs("analysis")
 
     def result_tables(self) -> list[str]:
         """Every Parquet table a run writes: what the exports and the reproduction page read."""
@@ -330,4 +329,4 @@ class Plan:
     def compute_outputs(self) -> list[str]:
         """Every output of a job that runs a network, without the analysis tables, figures and exports."""
         return (self.dense_outputs() + self.imp_outputs() + self.subspace_outputs()
-                + [t for name in self.names for t in self.hessian_tables(name) + self.theory_tables(name)["spectrum"]])
+                + self.outputs("analysis", network_only=True))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sublevel import paths
 from sublevel.config import ConfigError, Experiment, experiment
 
 # what every job of an experiment reads: the data, network and dense training it derives from
@@ -64,6 +65,9 @@ class Stage:
     runtime: int = 30                        # minutes and MB a cluster job asks for (profiles/slurm)
     mem_mb: int = 4000
     reads_if: tuple[tuple[str, Callable[[Experiment], bool]], ...] = ()
+    # the outputs of its jobs for one experiment, from the plan (a sublevel.plan.Plan) and the experiment's
+    # name: what the aggregate targets (train_all, imp_all, ..., all) ask for; None where a checkpoint decides
+    writes: Callable[[Any, str], list[str]] | None = None
 
     def rule(self, experiment: str | None = None, block: int | None = None) -> str:
         """The rule's name. The IMP chains of a block (imp.seeds_per_job) train as one vmapped job whose outputs
@@ -83,12 +87,16 @@ class Stage:
 
 _ALWAYS = (lambda exp: True)
 STAGES = {s.name: s for s in (
-    Stage("prepare_data", None, _ALWAYS, "train", network=False),
-    Stage("train_dense", EXPERIMENT + ("checkpoints.evaluate",), _ALWAYS, "train", runtime=240, mem_mb=8000),
-    Stage("scores", EXPERIMENT + ("scores",), lambda e: e.scores is not None, "train", runtime=120, mem_mb=16000),
+    Stage("prepare_data", None, _ALWAYS, "train", network=False, writes=lambda plan, n: [plan.dataset_store(n)]),
+    Stage("train_dense", EXPERIMENT + ("checkpoints.evaluate",), _ALWAYS, "train", runtime=240, mem_mb=8000,
+          writes=lambda plan, n: [f for run in zip(plan.trajectories(n), plan.train_tables(n)) for f in run]),
+    Stage("scores", EXPERIMENT + ("scores",), lambda e: e.scores is not None, "train", runtime=120, mem_mb=16000,
+          writes=lambda plan, n: [str(paths.table("scores", experiment=n)), *plan.scores_store(n)]),
     # the IMP chains (imp.smk): one job per block of chains and level; the diet's subset is chosen by the scores
     *(Stage(name, EXPERIMENT + IMP, has, "imp", per_rewind=True, per_block=name != "data_diet", runtime=runtime,
-            mem_mb=mem, reads_if=(("scores", _diet),))
+            mem_mb=mem, reads_if=(("scores", _diet),),
+            writes=(lambda plan, n: plan.diet_starts(n)) if name == "data_diet" else
+            (lambda plan, n, stage=name: [f for s, f in plan.chain_outputs(n) if s == stage]))
       for name, has, runtime, mem in (
           ("imp_level", _imp, 240, 8000), ("imp_baselines", _imp, 480, 8000),
           ("barrier_instability", lambda e: _imp(e) and bool(e.imp.instability), 240, 8000),
@@ -96,26 +104,34 @@ STAGES = {s.name: s for s in (
     Stage("prune_sweep", EXPERIMENT + IMP + ("imp.fraction_sweep.fractions", "imp.fraction_sweep.random",
                                              "imp.fraction_sweep.tolerance"),
           lambda e: _imp(e) and e.imp.fraction_sweep is not None, "imp", per_rewind=True, per_block=True, runtime=480,
-          mem_mb=8000, reads_if=(("scores", _diet),)),
+          mem_mb=8000, reads_if=(("scores", _diet),), writes=lambda plan, n: plan.prune_sweep_tables(n)),
+    # a sweep's rounds are planned round by round (refine_plan is a checkpoint): their files are Plan.sweep_files
     Stage("subspace_sweep", EXPERIMENT + SWEEP, _sweep, "subspace", runtime=720, mem_mb=16000),
     Stage("refine_plan", EXPERIMENT + SWEEP + ("subspace.refine",),
           lambda e: _sweep(e) and e.subspace.refine is not None, "subspace", network=False),
-    Stage("subspace_tickets", EXPERIMENT, lambda e: _sweep(e) and _imp(e), "subspace", network=False),
-    Stage("sweep_summary", None, _sweep, "subspace", network=False),
+    Stage("subspace_tickets", EXPERIMENT, lambda e: _sweep(e) and _imp(e), "subspace", network=False,
+          writes=lambda plan, n: plan.ticket_tables(n)),
+    Stage("sweep_summary", None, _sweep, "subspace", network=False,
+          writes=lambda plan, n: [str(paths.sweep_summary(n, kind, t)) for kind, t in plan.sweep_jobs(n)]),
     # the analysis reads every sweep: its kinds, burn-in steps, dims and seeds too
-    Stage("analyse_subspace", EXPERIMENT + ("subspace",), _sweep, "analysis", network=False),
+    Stage("analyse_subspace", EXPERIMENT + ("subspace",), _sweep, "analysis", network=False,
+          writes=lambda plan, n: [str(paths.table(t, experiment=n)) for t in ("success", "threshold")]),
     Stage("spectrum", EXPERIMENT + SWEEP + ("subspace.kinds", "subspace.burnin", "theory"),
-          lambda e: _sweep(e) and e.theory is not None, "analysis", runtime=240, mem_mb=16000),
+          lambda e: _sweep(e) and e.theory is not None, "analysis", runtime=240, mem_mb=16000,
+          writes=lambda plan, n: [str(paths.table("spectrum", experiment=n))]),
     Stage("theory", EXPERIMENT + ("subspace",), lambda e: _sweep(e) and e.theory is not None, "analysis",
-          network=False),
+          network=False, writes=lambda plan, n: [str(paths.table("theory", experiment=n))]),
     Stage("hessian_dense", EXPERIMENT + ("hessian",), lambda e: e.hessian is not None, "analysis", runtime=120,
-          mem_mb=8000),
+          mem_mb=8000, writes=lambda plan, n: plan.hessian_tables(n, "dense")),
     Stage("hessian_imp", EXPERIMENT + ("hessian",) + IMP,
           lambda e: e.hessian is not None and e.hessian.imp and _imp(e), "analysis", per_rewind=True, runtime=120,
-          mem_mb=8000),
-    Stage("figure", None, _ALWAYS, "analysis", network=False),
-    Stage("export", None, _ALWAYS, "analysis", network=False),
-    Stage("reproduction", None, _ALWAYS, "analysis", network=False),
+          mem_mb=8000, writes=lambda plan, n: plan.hessian_tables(n, "imp")),
+    Stage("figure", None, _ALWAYS, "analysis", network=False,
+          writes=lambda plan, n: plan.figure_files(n) + plan.figure_files(n, "svg")),
+    Stage("export", None, _ALWAYS, "analysis", network=False,
+          writes=lambda plan, n: [str(paths.metrics_dir()), str(paths.summary_dir()), str(paths.plots_dir())]),
+    Stage("reproduction", None, _ALWAYS, "analysis", network=False,
+          writes=lambda plan, n: [str(paths.reproduction_file())]),
 )}
 def stage_sql(rule: str) -> str:
     """An SQL expression of a rule-name column giving its stage's name (a block rule's prefix)."""

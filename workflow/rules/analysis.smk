@@ -13,7 +13,7 @@ rule analyse_subspace:
         success=str(paths.table("success", experiment="{experiment}")),
         threshold=str(paths.table("threshold", experiment="{experiment}")),
     log:
-        str(paths.log("analyse_subspace", "{experiment}", "subspace")),
+        str(paths.log("analysis", "{experiment}", "subspace")),
     localrule: runs_locally("analyse_subspace")
     conda:
         "../envs/sublevel.yaml"
@@ -118,7 +118,7 @@ rule theory:
     output:
         theory=str(paths.table("theory", experiment="{experiment}")),
     log:
-        str(paths.log("theory", "{experiment}", "theory")),
+        str(paths.log("analysis", "{experiment}", "theory")),
     localrule: runs_locally("theory")
     conda:
         "../envs/sublevel.yaml"
