@@ -1,6 +1,6 @@
 """The `sublevel` command: what Snakemake rules call, and what a user queries with.
 
-Each subcommand lives in `sublevel.commands.<stage>`; this module builds the parser from them and turns the
+Each subcommand lives in `sublevel.commands.<module>`; this module builds the parser from them and turns the
 library's expected failures (a bad config, a missing or damaged file, nothing to compute from) into one line
 and an exit status."""
 
@@ -14,7 +14,7 @@ import signal
 import sys
 import textwrap
 
-from sublevel.commands import STAGES
+from sublevel.commands import MODULES
 from sublevel.errors import out_of_memory
 
 
@@ -29,8 +29,8 @@ def parser() -> argparse.ArgumentParser:
                                             "with snakemake); every command has --help.")
     p.add_argument("--version", action="version", version=f"sublevel {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="<command>", title="commands")
-    for stage in STAGES:
-        importlib.import_module(f"sublevel.commands.{stage}").register(sub)
+    for module in MODULES:
+        importlib.import_module(f"sublevel.commands.{module}").register(sub)
     listed = {a.dest for a in sub._choices_actions}
     p.epilog = textwrap.fill("job steps, which the workflow's rules run (each has --help): "
                              + ", ".join(n for n in sub.choices if n not in listed), break_on_hyphens=False)

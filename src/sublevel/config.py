@@ -1,17 +1,19 @@
 """Typed views of the validated config.
 
-The JSON Schema (workflow/schemas/config.schema.yaml) is the single definition of
-what a config may hold and of its defaults; :func:`validate` applies it (through
-snakemake.utils.validate) and turns the first violation into one line naming the key.
-The dataclasses below only give the validated dict names and types, as OpenLTH's
-hyperparameter classes do. It is longer than the other modules because it is the one typed config: a
-dataclass per section and the cross-field checks of the experiment they make up, declarative and in one
-place (the schedule is sublevel.schedule, each stage's slice of a spec sublevel.stages).
+The JSON Schema (workflow/schemas/config.schema.yaml) is the single definition of what a config may hold and of
+its defaults; :func:`validate` applies it (through snakemake.utils.validate) and turns the first violation into
+one line naming the key. The dataclasses below only give the validated dict names and types, as OpenLTH's
+hyperparameter classes do; what a key means when absent is the schema's (no dataclass defaults), and a job's
+view of its spec (sublevel.stages) raises on reading a key its stage does not read. It is longer than the other
+modules because it is the one typed config: a dataclass per section and the cross-field checks of the experiment
+they make up, declarative and in one place (the schedule is sublevel.schedule, each stage's slice of a spec
+sublevel.stages).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -232,6 +234,7 @@ class Section:
         return value
 
 
+@functools.cache
 def _absent_values() -> dict[str, Any]:
     """What each experiment key means when a config leaves it out, by the schema: its default, where the
     validation has not filled it in (Snakemake's validator fills no default behind a $ref), else None; a
@@ -253,9 +256,7 @@ def _absent_values() -> dict[str, Any]:
 
 def schema_default(key: str) -> Any:
     """The schema's default of an experiment key (dotted), None where it has none."""
-    if _Reader._absent is None:
-        _Reader._absent = _absent_values()
-    return _Reader._absent.get(key)
+    return _absent_values().get(key)
 
 
 # What an absent key means where the schema gives it no default: keys that older specs (and configs) do not
@@ -272,12 +273,8 @@ class _Reader:
     """Builds the typed sections from a validated config's experiment (stage None) or a job's spec (the stage
     whose spec it is): a key the mapping lacks means what the schema says of its absence (WHEN_ABSENT where it
     says nothing), or is `Undeclared` when the stage does not read it."""
-    _absent: dict[str, Any] | None = None
-
     def __init__(self, name: str, stage=None):
         self.name, self.stage = name, stage
-        if _Reader._absent is None:
-            _Reader._absent = _absent_values()
 
     def absent(self, key: str):
         if self.stage is not None and not self.stage.declares(key):
@@ -285,8 +282,8 @@ class _Reader:
                               f"only what its stage declares (sublevel.stages)")
         if key in WHEN_ABSENT:
             return WHEN_ABSENT[key]
-        if key in self._absent:
-            return self._absent[key]
+        if key in _absent_values():
+            return _absent_values()[key]
         return Undeclared(f"experiment {self.name}: the spec holds no {key}")
 
     def section(self, cls, d: dict, prefix: str, **convert):

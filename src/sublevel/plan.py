@@ -56,10 +56,6 @@ class Plan:
         """The experiments that have `section` (imp, subspace, hessian, scores)."""
         return [n for n in self.names if getattr(self.experiment(n), section) is not None]
 
-    def has(self, stage: str, name: str) -> bool:
-        """Whether the experiment has jobs of `stage` (sublevel.stages.STAGES)."""
-        return stages.STAGES[stage].has(self.experiment(name))
-
     def spec(self, stage: str, name: str, rewind_step: int | str | None = None) -> str:
         """The experiment as one stage's jobs see it (sublevel.stages.for_stage), as JSON; a job of one IMP
         chain sees its rewind point only."""

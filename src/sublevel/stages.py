@@ -1,10 +1,12 @@
 """One declaration per job type (a Snakemake rule): what its jobs read of an experiment, when an experiment has
-such jobs, whether they run a network, the DVC stage that runs them and the resources a cluster job asks for.
+such jobs, what they write, whether they run a network, the DVC stage that runs them and the resources a
+cluster job asks for.
 
 From it follow each job's spec (`for_stage`: the validated experiment projected onto the stage's `reads`, the
 Snakemake param that decides reruns, so an edit reruns exactly the jobs that read what it changed), the job's
 typed view of that spec (a key the stage does not read raises, naming the stage and the key), the rules'
-resources, the plan's presence checks, and DVC's per-stage params (`stage_specs`).
+resources and names, the plan's presence checks and aggregate targets, and DVC's per-stage params
+(`stage_specs`). docs/methods.md shows adding one.
 
 A key that decides which jobs exist rather than what one job computes (more seeds, levels, baselines, dims,
 burn-in steps: `JOB_SET_KEYS`) is read by the plan, not by a job: no job's spec holds it, so growing it plans
@@ -16,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sublevel import paths
@@ -85,7 +87,7 @@ class Stage:
         return any(".".join(parts[:i]) in self.reads for i in range(1, len(parts) + 1))
 
 
-_ALWAYS = (lambda exp: True)
+_ALWAYS = lambda exp: True  # noqa: E731
 STAGES = {s.name: s for s in (
     Stage("prepare_data", None, _ALWAYS, "train", network=False, writes=lambda plan, n: [plan.dataset_store(n)]),
     Stage("train_dense", EXPERIMENT + ("checkpoints.evaluate",), _ALWAYS, "train", runtime=240, mem_mb=8000,
@@ -133,6 +135,8 @@ STAGES = {s.name: s for s in (
     Stage("reproduction", None, _ALWAYS, "analysis", network=False,
           writes=lambda plan, n: [str(paths.reproduction_file())]),
 )}
+
+
 def stage_sql(rule: str) -> str:
     """An SQL expression of a rule-name column giving its stage's name (a block rule's prefix)."""
     blocks = "|".join(s.name for s in STAGES.values() if s.per_block)

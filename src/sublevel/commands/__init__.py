@@ -3,4 +3,4 @@ the user's commands over results/, one for the config (the benchmarks are a scri
 bench/run.py). Each module's `register(sub)` adds its parsers, each parser's `func` parses nothing more and
 hands the work to the library."""
 
-STAGES = ("data", "train", "imp", "subspace", "analysis", "results", "project")
+MODULES = ("data", "train", "imp", "subspace", "analysis", "results", "project")
