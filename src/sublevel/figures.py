@@ -269,13 +269,13 @@ def _offsets(n: int, width: float = 0.06) -> list[float]:
 
 
 def dstar_burnin(threshold: pl.DataFrame, theory: pl.DataFrame, out: str | Path) -> None:
-    """d*(ε) vs burn-in step t (random subspaces are t = 0), bootstrap intervals; lottery and tickets as
-    single markers; one colour per sublevel set ε, its series side by side at each t. A censored d* is drawn as
-    the bound it is: an open circle at the smallest d tested (P ≥ 1/2 there: d* at most that), an open
-    triangle at the largest (never reached: d* above it), a triangle on the axis floor (the anchor already in
-    the set: no training needed). From the theory table, with bands of ±1.96 standard errors over the SLQ
-    probes: dashed, the quadratic-well bound; dotted, the well's own threshold from θ_t. Agreement: the
-    measured points on the dotted line and below the dashed one, falling with t as they do."""
+    """d*(ε) vs burn-in step t (random subspaces are t = 0), bootstrap intervals; the other kinds (lottery) and the
+    IMP tickets as single markers; one colour per sublevel set ε, its series side by side at each t. A censored d*
+    is drawn as the bound it is: an open circle at the smallest d tested (P ≥ 1/2 there: d* at most that), an open
+    triangle at the largest (never reached: d* above it), a triangle on the axis floor (the anchor already in the
+    set: no training needed). From the theory table, with bands of ±1.96 standard errors over the SLQ probes:
+    dashed, the quadratic-well bound; dotted, the well's own threshold from θ_t. Agreement: the measured points on
+    the dotted line and below the dashed one, falling with t as they do."""
     experiment = _experiment(threshold)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     groups = list(threshold.sort("burnin_step").group_by("metric", "threshold", maintain_order=True))
@@ -283,11 +283,15 @@ def dstar_burnin(threshold: pl.DataFrame, theory: pl.DataFrame, out: str | Path)
     linthresh = min(positive) if positive else 1
     shift = lambda t, off: np.asarray(t, dtype=float) * (1 + off) + off * linthresh  # side by side, t = 0 too
     floor = matplotlib.transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    # random (t = 0) and burn-in (t > 0) subspaces are one curve over t; every other kind and the IMP tickets a
+    # marker of their own
+    curve = ("random", "burnin")
+    markers = dict(zip([k for k in KINDS if k not in curve], "*sPXh")) | {"ticket": "D"}
     used = set()
     for i, (((metric, th), g), off) in enumerate(zip(groups, _offsets(len(groups)))):
         color = f"C{i}"
         ax.plot([], [], color=color, lw=6, alpha=0.5, label=_threshold_label(metric, th))
-        line = g.filter(pl.col("kind").is_in(["random", "burnin"]))
+        line = g.filter(pl.col("kind").is_in(curve))
         exact = line.filter(pl.col("censored") == "none")
         if exact.height:
             lo = (exact["d_star"] - exact["d_star_lo"].fill_null(exact["d_star"])).to_numpy()
@@ -295,7 +299,7 @@ def dstar_burnin(threshold: pl.DataFrame, theory: pl.DataFrame, out: str | Path)
             ax.errorbar(shift(exact["burnin_step"], off), exact["d_star"], yerr=[lo, hi], color=color, marker="o",
                         ms=4, capsize=2)
             used.add("exact")
-        for kind, marker in (("random", None), ("burnin", None), ("lottery", "*"), ("ticket", "D")):
+        for kind, marker in [(k, None) for k in curve] + list(markers.items()):
             k = g.filter(pl.col("kind") == kind)
             if marker and k.filter(pl.col("censored") == "none").height:
                 e = k.filter(pl.col("censored") == "none")
@@ -320,7 +324,7 @@ def dstar_burnin(threshold: pl.DataFrame, theory: pl.DataFrame, out: str | Path)
                                 color=color, alpha=0.12)
                 used.add(col)
     key = {"exact": ("o", "-", "d* measured (random t = 0, burn-in t), 95% interval"),
-           "lottery": ("*", "", "lottery subspace (trajectory PCA)"), "ticket": ("D", "", "IMP tickets (axial)"),
+           **{k: (m, "", KINDS[k].label if k in KINDS else "IMP tickets (axial)") for k, m in markers.items()},
            "below": ("o", "", "open: d* ≤ the smallest d tested (P ≥ 1/2 there)"),
            "above": ("^", "", "open: d* > the largest d tested (never reached)"),
            "anchor": ("v", "", "on the floor: in the set at the anchor (no training)"),
