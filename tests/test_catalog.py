@@ -15,6 +15,19 @@ def write(project, experiment, seed, rows):
     storage.write_table("train", rows, project / paths.table("train", experiment=experiment, seed=seed))
 
 
+def test_the_python_api_reads_another_results_root_for_that_call_only(project, monkeypatch):
+    import sublevel
+
+    monkeypatch.setenv(paths.RESULTS_VARIABLE, "results")
+    write(project, "default", 0, [train_row(experiment="default")])
+    with paths.results_root("results/smoke"):
+        write(project, "smoke", 0, [train_row(experiment="smoke")])
+    experiments = lambda **kw: sublevel.query("select distinct experiment from train", project, **kw).rows()
+    assert experiments(results="results/smoke") == [("smoke",)]
+    assert experiments() == [("default",)] and os.environ[paths.RESULTS_VARIABLE] == "results"  # as it was
+    assert sublevel.table("train", project, results="results/smoke")["experiment"].to_list() == ["smoke"]
+
+
 def test_every_table_is_a_view_even_before_any_job_ran(project):
     con = catalog.connect(project)
     for name, table in schema.TABLES.items():

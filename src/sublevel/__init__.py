@@ -20,12 +20,11 @@ __version__ = "0.1.0"
 
 def query(sql: str, root: str | Path | None = None, results: str | Path | None = None):
     """Read-only SQL (DuckDB) over every results table and view, as a polars DataFrame. `root`: the project
-    (default: found from the current directory); `results`: its results root (default: results)."""
+    (default: found from the current directory); `results`: its results root for this call (default: results)."""
     from sublevel import catalog, paths
 
-    if results is not None:
-        paths.use_results(results)
-    return catalog.query(sql, None if root is None else Path(root))
+    with paths.results_root(results):
+        return catalog.query(sql, None if root is None else Path(root))
 
 
 def table(name: str, root: str | Path | None = None, results: str | Path | None = None):

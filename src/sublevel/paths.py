@@ -7,6 +7,7 @@ Arguments may be Snakemake wildcard placeholders such as ``"{seed}"``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,6 +36,21 @@ def use_results(root: str | Path) -> None:
     if len(parts) > 1 and parts[1] in ROOT_ENTRIES:
         raise ValueError(f"{root}: results/{parts[1]} holds the default root's own results: name another folder")
     os.environ[RESULTS_VARIABLE] = str(root)
+
+
+@contextlib.contextmanager
+def results_root(root: str | Path | None):
+    """`use_results(root)` for the block only (None: the root as it is), then the root as it was."""
+    before = os.environ.get(RESULTS_VARIABLE)
+    try:
+        if root is not None:
+            use_results(root)
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(RESULTS_VARIABLE, None)
+        else:
+            os.environ[RESULTS_VARIABLE] = before
 
 
 # What a results root holds at its top (every path below starts with one): the jobs view tells a root's records
