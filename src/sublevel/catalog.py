@@ -26,9 +26,8 @@ import duckdb
 import pyarrow as pa
 
 from sublevel import paths, reproduce, schema, stages, storage
-from sublevel.config import schema_default
 from sublevel.kinds import PREDICTED
-from sublevel.sql import duck_type, in_list, quote
+from sublevel.sql import duck_type, in_list, matching, quote
 
 
 @dataclass
@@ -198,8 +197,8 @@ def _empty_view(name: str, columns: dict[str, str]) -> str:
     return f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false;"
 
 
-JOBS_COLUMNS = {"rule": "VARCHAR", "stage": "VARCHAR", "log": "VARCHAR", "started": "TIMESTAMP", "finished": "TIMESTAMP",
-                "seconds": "DOUBLE", "outputs": "BIGINT"}
+JOBS_COLUMNS = {"rule": "VARCHAR", "stage": "VARCHAR", "log": "VARCHAR", "started": "TIMESTAMP",
+                "finished": "TIMESTAMP", "seconds": "DOUBLE", "outputs": "BIGINT"}
 
 
 def _jobs_statement(root: Path) -> str:
@@ -291,7 +290,6 @@ def query(sql: str, root: Path | None = None, con: duckdb.DuckDBPyConnection | N
     return con.sql(sql).pl()
 
 
-MATCHING = schema.matching_sql(schema_default("imp.matching_tolerance"))  # over imp rows, `dense` their level 0
 SUMMARY = {
     "dense": """
         select experiment, any_value(model) as model, any_value(num_params) as D, count(distinct seed) as seeds,
@@ -327,7 +325,7 @@ SUMMARY = {
                                                              order by level) as dense
                      from imp where method = 'imp')
         select experiment, rewind_step, round(avg(best), 4) as highest_matching_sparsity, count(*) as chains from (
-            select experiment, rewind_step, seed, max(sparsity) filter (where """ + MATCHING + """) as best
+            select experiment, rewind_step, seed, max(sparsity) filter (where """ + matching() + """) as best
             from lvl group by experiment, rewind_step, seed)
         group by experiment, rewind_step order by experiment, rewind_step""",
     "skipped": "select table_name as \"table\", file, reason from skipped order by file",

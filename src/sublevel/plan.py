@@ -185,7 +185,8 @@ class Plan:
 
     def diet_starts(self, name: str) -> list[str]:
         """Every chain's data-diet rewind point."""
-        return [str(paths.diet_start(name, k, s)) for k in self.rewind_steps(name) for s in self.experiment(name).imp.seeds]
+        return [str(paths.diet_start(name, k, s)) for k in self.rewind_steps(name)
+                for s in self.experiment(name).imp.seeds]
 
     def imp_outputs(self) -> list[str]:
         """Every IMP table (levels, baselines, barriers, fraction sweeps), level store and data-diet rewind point."""

@@ -25,9 +25,8 @@ import pyarrow as pa
 import pyarrow.csv
 
 from sublevel import paths, schema
-from sublevel.config import schema_default
 from sublevel.kinds import KINDS
-from sublevel.sql import duck_type, in_list, quote
+from sublevel.sql import duck_type, in_list, matching, quote
 
 # One measure per quantity: (measured, lo, hi, n, found, censored) for one target, from the views. `lo`/`hi`:
 # the measure's own interval (the bootstrap interval of d*; for d_int90 the grid's: the largest tested d below
@@ -35,7 +34,6 @@ from sublevel.sql import duck_type, in_list, quote
 # behind it; found: rows the selectors matched (0: not run). Placeholders are the target's columns.
 # A claim's d*, censored ones as the bound they are: `above` beyond every tested d, `anchor` 0 (SQL)
 _SWEEP_KINDS = in_list(KINDS)  # the subspace table's sweeps, not its IMP tickets
-_MATCHING = schema.matching_sql(schema_default("imp.matching_tolerance"))  # over imp rows, `dense` their level 0
 _EFFECTIVE_D_STAR = "case censored when 'above' then cast('inf' as double) when 'anchor' then 0.0 else d_star end"
 # Per IMP method and level, the means over chains of the early-stopping point (imp.eval_every): runs that
 # diverged or recorded no validation curve are left out
@@ -67,7 +65,7 @@ MEASURES: dict[str, str] = {
                             first_value(test_accuracy) over (partition by rewind_step, seed order by level) as dense
                      from imp where experiment = {experiment} and method = 'imp' and not diverged
                        and ({burnin_step} is null or rewind_step = {burnin_step})),
-             best as (select seed, max(sparsity) filter (where """ + _MATCHING + """) as s,
+             best as (select seed, max(sparsity) filter (where """ + matching() + """) as s,
                              max(sparsity) as sparsest from lvl group by rewind_step, seed)
         select avg(s), min(s), max(s), count(s), count(*),
                case when bool_or(s = sparsest) then 'sparsest' else 'none' end from best""",

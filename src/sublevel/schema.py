@@ -77,15 +77,10 @@ IMP = _table(
 
 def matching(test_accuracy: float, dense_test_accuracy: float, tolerance: float) -> bool:
     """Whether an IMP level is matching: its test accuracy at least its chain's level 0's (the network trained
-    from the same rewind point, unpruned) less imp.matching_tolerance. The one definition; MATCHING_SQL is the
-    same over the imp table."""
+    from the same rewind point, unpruned) less imp.matching_tolerance. The one definition; sublevel.sql.matching
+    is the same over the imp table."""
     return test_accuracy >= dense_test_accuracy - tolerance
 
-
-def matching_sql(default_tolerance: float) -> str:
-    """`matching` as an SQL condition over the imp table's columns, its chain's level-0 test accuracy as
-    `dense`; rows written before the table held the tolerance take `default_tolerance` (the config schema's)."""
-    return f"test_accuracy >= dense - coalesce(matching_tolerance, {float(default_tolerance)!r})"
 
 
 BARRIER = _table(

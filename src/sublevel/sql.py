@@ -1,4 +1,4 @@
-"""SQL literals and types for the DuckDB views (sublevel.catalog, sublevel.reproduce)."""
+"""SQL literals, types and definitions for the DuckDB views (sublevel.catalog, sublevel.reproduce)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def quote(s: str) -> str:
 def in_list(values) -> str:
     """A list of string literals, for `x in (...)`."""
     return "(" + ", ".join(quote(v) for v in values) + ")"
+
+
+def matching() -> str:
+    """schema.matching as an SQL condition over the imp table's columns, `dense` the chain's level-0 test accuracy;
+    rows written before the table held `matching_tolerance` take the config schema's default."""
+    from sublevel.config import schema_default
+
+    return f"test_accuracy >= dense - coalesce(matching_tolerance, {float(schema_default('imp.matching_tolerance'))!r})"
