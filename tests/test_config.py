@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sublevel.stages import for_stage
 from sublevel import cli, config
 from sublevel.config import ConfigError
 from sublevel.schedule import Schedule, parse_duration
+from sublevel.stages import for_stage
 from conftest import make_experiment
 
 

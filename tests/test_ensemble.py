@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from sublevel.stages import for_stage
 from sublevel import cli, datasets, ensemble, imp, models, pruning, runtime, training
-import harness
+from sublevel.stages import for_stage
 from sublevel.training import Start
+import harness  # bench/harness.py (conftest puts bench/ on the path)
 from conftest import dense_trajectory, make_experiment
 
 CPU = torch.device("cpu")

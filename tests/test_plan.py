@@ -5,9 +5,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from sublevel.stages import for_stage
 from sublevel import cli, config, figures, paths, schema
 from sublevel.plan import Plan
+from sublevel.stages import for_stage
 from conftest import REWINDS
 
 

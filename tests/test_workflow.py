@@ -19,10 +19,10 @@ import torch
 import yaml
 import zarr
 
-from sublevel.stages import for_stage
 from sublevel import catalog, config, datasets, imp, paths, sweep, training, trajectory
 from sublevel.config import Experiment
 from sublevel.functional import evaluate_many
+from sublevel.stages import for_stage
 import headless as browser
 from conftest import DIET, config_file, snakemake
 
