@@ -286,25 +286,17 @@ class _Reader:
             return _absent_values()[key]
         return Undeclared(f"experiment {self.name}: the spec holds no {key}")
 
+    def value(self, d: dict, key: str, prefix: str = "", convert=_tuples):
+        """`key`'s value in the mapping `d` (at `prefix`) through `convert`, or `absent`."""
+        return convert(d[key]) if key in d else self.absent(f"{prefix}.{key}" if prefix else key)
+
     def section(self, cls, d: dict, prefix: str, **convert):
-        """`cls` from the mapping `d` at `prefix`: each field its key's value (through `convert`), or `absent`."""
-        values = {}
-        for f in fields(cls):
-            key = f"{prefix}.{f.name}" if prefix else f.name
-            if f.name not in d:
-                values[f.name] = self.absent(key)
-            else:
-                values[f.name] = convert[f.name](d[f.name]) if f.name in convert else _tuples(d[f.name])
-        return cls(**values)
+        """`cls` from the mapping `d` at `prefix`: each field its key's `value`."""
+        return cls(**{f.name: self.value(d, f.name, prefix, convert.get(f.name, _tuples)) for f in fields(cls)})
 
-
-@dataclass(frozen=True)
-class _Top(Section):
-    """An experiment's own keys besides its sections."""
-    dataset: str
-    seeds: tuple[int, ...]
-    inputs: str | None
-    validation: int | None
+    def optional(self, cls, d: dict | None, prefix: str, **convert):
+        """An optional section: None where the config has none, else `section`."""
+        return None if d is None else self.section(cls, d, prefix, **convert)
 
 
 @dataclass(frozen=True)
@@ -570,20 +562,18 @@ class Experiment(Section):
         if d.get("imp") is not None:
             seeds = d["imp"].get("seeds", d["seeds"]) if "seeds" in d else None  # a spec holds neither
             imp = r.section(ImpSpec, {**d["imp"], **({} if seeds is None else {"seeds": seeds})}, "imp",
-                            data_diet=lambda v: None if v is None else r.section(DataDietSpec, v, "imp.data_diet"),
-                            fraction_sweep=lambda v: None if v is None
-                            else r.section(FractionSweepSpec, v, "imp.fraction_sweep"))
-        subspace = None if d.get("subspace") is None else r.section(
-            SubspaceSpec, d["subspace"], "subspace", dims=log_spaced_dims,
-            thresholds=lambda v: tuple(Threshold(**t) for t in v),
-            refine=lambda v: None if v is None else r.section(RefineSpec, v, "subspace.refine"))
-        sections = {key: None if d.get(key) is None else r.section(cls_, d[key], key)
+                            data_diet=lambda v: r.optional(DataDietSpec, v, "imp.data_diet"),
+                            fraction_sweep=lambda v: r.optional(FractionSweepSpec, v, "imp.fraction_sweep"))
+        subspace = r.optional(SubspaceSpec, d.get("subspace"), "subspace", dims=log_spaced_dims,
+                              thresholds=lambda v: tuple(Threshold(**t) for t in v),
+                              refine=lambda v: r.optional(RefineSpec, v, "subspace.refine"))
+        sections = {key: r.optional(cls_, d.get(key), key)
                     for key, cls_ in (("hessian", HessianSpec), ("scores", ScoresSpec), ("theory", TheorySpec))}
-        top = r.section(_Top, d, "")
-        return cls(name=name, dataset=top.dataset, model=r.section(ModelSpec, d["model"], "model"),
-                   seeds=object.__getattribute__(top, "seeds"), train=r.section(TrainSpec, d["train"], "train"),
+        own = {key: r.value(d, key) for key in ("dataset", "seeds", "inputs", "validation")}
+        return cls(name=name, **own, model=r.section(ModelSpec, d["model"], "model"),
+                   train=r.section(TrainSpec, d["train"], "train"),
                    checkpoints=r.section(CheckpointSpec, d["checkpoints"], "checkpoints"), imp=imp,
-                   subspace=subspace, **sections, inputs=top.inputs, validation=top.validation, raw=d)
+                   subspace=subspace, **sections, raw=d)
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, **self.raw}, sort_keys=True)

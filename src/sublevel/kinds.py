@@ -63,7 +63,3 @@ class Lottery(Kind):
 KINDS: dict[str, Kind] = {k.name: k() for k in (Random, Burnin, Lottery)}
 PREDICTED = tuple(name for name, k in KINDS.items() if k.predicted)
 
-
-def sql(names) -> str:
-    """`names` as an SQL list literal, for `kind in (...)`."""
-    return "(" + ", ".join(f"'{n}'" for n in names) + ")"
