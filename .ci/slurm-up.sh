@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on this machine, for the SLURM executor test (Debian's slurm-wlm and
-# munge; root). Idempotent: a running controller is left alone.
+# munge; root). Idempotent: a running controller is left alone. A controller it starts starts empty: state saved
+# by an earlier life of this machine (jobs recorded as running when it stopped, or an image taken mid-run) is
+# dropped, since recovered jobs would hold the node's CPUs until slurmctld gives up on them half an hour later.
 set -euo pipefail
 if scontrol ping 2>/dev/null | grep -q "is UP"; then exit 0; fi
 host=$(hostname -s)
@@ -32,12 +34,15 @@ CONF
 chown -R munge:munge /etc/munge /run/munge /var/log/munge 2>/dev/null || true
 chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || su -s /bin/sh munge -c /usr/sbin/munged 2>/dev/null || /usr/sbin/munged --force
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+if ! pgrep -x slurmctld >/dev/null; then
+    rm -rf /var/spool/slurmctld/* /var/spool/slurmd/*
+    slurmctld -c
+fi
+pgrep -x slurmd >/dev/null || slurmd -c
 for _ in $(seq 30); do
     sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix|alloc" && exit 0
     sleep 1
 done
 echo "slurm did not come up:" >&2
-tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2
+tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2
 exit 1

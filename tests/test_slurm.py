@@ -39,10 +39,19 @@ def slurm_up() -> None:
 
 
 def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
+    """Fails, with the queue's and the run's own account, before pytest's timeout would end it unexplained."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work),
-                           "--configfile", str(ROOT / "config" / "smoke.yaml"), *args],
-                          capture_output=True, text=True, timeout=1500, env=env)
+    try:
+        return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+                               str(work), "--configfile", str(ROOT / "config" / "smoke.yaml"), *args],
+                              capture_output=True, text=True, timeout=600, env=env)
+    except subprocess.TimeoutExpired as e:
+        queue = subprocess.run(["squeue", "-o", "%i %j %T %r %M %C %m"], capture_output=True, text=True)
+        nodes = subprocess.run(["sinfo", "-N", "-o", "%N %T %E %C %m"], capture_output=True, text=True)
+        # the output so far comes as bytes even with text=True
+        out, err = ((b or b"").decode(errors="replace") if not isinstance(b, str) else b for b in (e.stdout, e.stderr))
+        pytest.fail(f"snakemake ran past {e.timeout} s\nsqueue:\n{queue.stdout}\nsinfo:\n{nodes.stdout}\n"
+                    f"snakemake's output (last 3000 characters):\n{(out + err)[-3000:]}")
 
 
 @pytest.mark.slow
