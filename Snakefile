@@ -23,7 +23,7 @@ include: "workflow/rules/analysis.smk"
 
 
 onstart:
-    if any(PLAN.experiment(n).subspace.refine for n in PLAN.with_section("subspace")):
+    if PLAN.having("refine_plan"):
         from snakemake.logging import logger
 
         logger.info(

@@ -27,8 +27,8 @@ def test_every_output_is_planned_once(plan):
 
 
 def test_an_experiment_without_a_section_plans_nothing_of_it(plan):
-    assert plan.with_section("imp") == ["rewinds", "smoke"]
-    assert plan.with_section("subspace") == ["smoke"]
+    assert plan.having("imp_level") == ["rewinds", "smoke"] and plan.having("subspace_sweep") == ["smoke"]
+    assert plan.having("hessian_imp") == ["rewinds", "smoke"] and plan.having("data_diet") == []
     assert plan.trajectories("dense_only") == [str(paths.trajectory("dense_only", 3))]
     # the dense training curves are every experiment's; nothing else is dense_only's
     assert plan.figures("dense_only") == ["train_curves"] and plan.hessian_tables("dense_only") == []

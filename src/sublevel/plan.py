@@ -52,9 +52,13 @@ class Plan:
             self._schedules[name] = Schedule.resolve(exp, exp.trained_on(train_size(exp.dataset, self.config["data"])))
         return self._schedules[name]
 
-    def with_section(self, section: str) -> list[str]:
-        """The experiments that have `section` (imp, subspace, hessian, scores)."""
-        return [n for n in self.names if getattr(self.experiment(n), section) is not None]
+    def has(self, name: str, stage: str) -> bool:
+        """Whether the experiment has jobs of `stage` (its declaration's `has`, sublevel.stages)."""
+        return stages.STAGES[stage].has(self.experiment(name))
+
+    def having(self, stage: str) -> list[str]:
+        """The experiments that have jobs of `stage`."""
+        return [n for n in self.names if self.has(n, stage)]
 
     def spec(self, stage: str, name: str, rewind_step: int | str | None = None) -> str:
         """The experiment as one stage's jobs see it (sublevel.stages.for_stage), as JSON; a job of one IMP
@@ -86,7 +90,7 @@ class Plan:
 
     def scores_store(self, name: str) -> list[str]:
         """The experiment's scores store, when it has a scores section ([] otherwise)."""
-        return [str(paths.scores_store(name))] if self.experiment(name).scores else []
+        return [str(paths.scores_store(name))] if self.has(name, "scores") else []
 
     def outputs(self, dvc_stage: str, network_only: bool = False) -> list[str]:
         """Every output of the jobs of one DVC stage's Snakemake stages (sublevel.stages: each Stage's `writes`,
@@ -94,7 +98,7 @@ class Plan:
         out = {}
         for name in self.names:
             for s in stages.STAGES.values():
-                if s.dvc == dvc_stage and s.writes and s.has(self.experiment(name)) and (s.network or not network_only):
+                if s.dvc == dvc_stage and s.writes and self.has(name, s.name) and (s.network or not network_only):
                     out.update(dict.fromkeys(s.writes(self, name)))
         return list(out)
 
@@ -105,13 +109,12 @@ class Plan:
     # -- IMP ---------------------------------------------------------------------------------------------------
     def imp_blocks(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(experiment, block, seeds) of every block of IMP chains that train together (imp.seeds_per_job)."""
-        return [(n, j, seeds) for n in self.with_section("imp")
+        return [(n, j, seeds) for n in self.having("imp_level")
                 for j, seeds in enumerate(self.experiment(n).imp.seed_blocks())]
 
     def chain_diets(self, name: str, seeds) -> list[str]:
         """Each chain's data-diet rewind point at the {rewind_step} wildcard ([] without a diet)."""
-        diet = self.experiment(name).imp.data_diet
-        return [str(paths.diet_start(name, "{rewind_step}", s)) for s in seeds] if diet else []
+        return [str(paths.diet_start(name, "{rewind_step}", s)) for s in seeds] if self.has(name, "data_diet") else []
 
     @staticmethod
     def chain_stores(name: str, seeds, stage: str, method: str | None = None) -> list[str]:
@@ -177,9 +180,9 @@ class Plan:
 
     def prune_sweep_tables(self, name: str) -> list[str]:
         """Every chain's fraction-sweep table at every swept level (none without imp.fraction_sweep)."""
-        imp = self.experiment(name).imp
-        if imp is None or imp.fraction_sweep is None:
+        if not self.has(name, "prune_sweep"):
             return []
+        imp = self.experiment(name).imp
         return [self.prune_sweep_table(name, k, s, level) for k in self.rewind_steps(name) for s in imp.seeds
                 for level in imp.fraction_sweep.levels]
 
@@ -243,7 +246,7 @@ class Plan:
         while the previous plan adds dims."""
         files = self._round_files(name, kind, t, 0, self.round_dims(name, kind, t, 0, plan_of))
         plans = []
-        if self.experiment(name).subspace.refine:
+        if self.has(name, "refine_plan"):
             while True:
                 plans.append(plan_of(name, kind, t, len(plans)))
                 if not (dims := self.round_dims(name, kind, t, len(plans), plan_of)):
@@ -255,19 +258,19 @@ class Plan:
     def sweep_files(self, plan_of: PlanOf) -> list[str]:
         """Every sweep job's table and store, of every round (a target asks for them, as for the plans:
         Snakemake does not rebuild a missing input of a job whose outputs are up to date)."""
-        rounds = [self.rounds(name, kind, t, plan_of) for name in self.with_section("subspace")
+        rounds = [self.rounds(name, kind, t, plan_of) for name in self.having("subspace_sweep")
                   for kind, t in self.sweep_jobs(name)]
         return [f for r in rounds for f in r["tables"] + r["stores"]]
 
     def refine_plans(self, plan_of: PlanOf) -> list[str]:
         """Every refinement plan of every sweep (a target asks for them: see common.smk)."""
-        return [plan for name in self.with_section("subspace") for kind, t in self.sweep_jobs(name)
+        return [plan for name in self.having("subspace_sweep") for kind, t in self.sweep_jobs(name)
                 for plan in self.rounds(name, kind, t, plan_of)["plans"]]
 
     def subspace_tables(self, name: str, plan_of: PlanOf) -> list[str]:
         """Every round of every sweep of one experiment, and its ticket tables."""
         out = [f for kind, t in self.sweep_jobs(name) for f in self.rounds(name, kind, t, plan_of)["tables"]]
-        return out + (self.ticket_tables(name) if self.experiment(name).imp else [])
+        return out + (self.ticket_tables(name) if self.has(name, "subspace_tickets") else [])
 
     def subspace_outputs(self) -> list[str]:
         """Every sweep's summary (which waits for all its rounds), and the IMP tickets as axial subspaces (the
@@ -278,12 +281,10 @@ class Plan:
     def hessian_tables(self, name: str, source: str | None = None) -> list[str]:
         """The experiment's sharpness tables: every dense seed's checkpoints, every IMP chain's levels (`source`:
         dense or imp alone)."""
-        exp = self.experiment(name)
-        if exp.hessian is None:
-            return []
-        out = [str(paths.table("hessian", experiment=name, seed=s, source="dense")) for s in exp.seeds]
-        out = [] if source == "imp" else out
-        if exp.imp and exp.hessian.imp and source != "dense":  # one job per chain and level
+        exp, out = self.experiment(name), []
+        if source != "imp" and self.has(name, "hessian_dense"):
+            out += [str(paths.table("hessian", experiment=name, seed=s, source="dense")) for s in exp.seeds]
+        if source != "dense" and self.has(name, "hessian_imp"):  # one job per chain and level
             out += [str(paths.table("hessian", experiment=name, seed=s, source="imp", rewind_step=k, level=level))
                     for k in self.rewind_steps(name) for s in exp.imp.seeds for level in range(exp.imp.levels + 1)]
         return out
@@ -291,10 +292,7 @@ class Plan:
     def theory_tables(self, name: str) -> dict[str, list[str]]:
         """The predicted d* (table theory, an analysis rule's) and the spectrum it is read from (a job that
         evaluates the network): an experiment with theory and subspace sections has both."""
-        exp = self.experiment(name)
-        if exp.theory is None or exp.subspace is None:
-            return {"theory": [], "spectrum": []}
-        return {t: [str(paths.table(t, experiment=name))] for t in ("theory", "spectrum")}
+        return {t: [str(paths.table(t, experiment=name))] if self.has(name, t) else [] for t in ("theory", "spectrum")}
 
     def figures(self, name: str) -> list[str]:
         """The figures an experiment has the sections for (schema.FIGURES)."""
@@ -310,7 +308,7 @@ class Plan:
                  "threshold": [str(paths.table("threshold", experiment=name))],
                  "hessian": self.hessian_tables(name), "scores": [str(paths.table("scores", experiment=name))],
                  "prune_sweep": self.prune_sweep_tables(name), **self.theory_tables(name)}
-        if self.experiment(name).imp:
+        if self.has(name, "imp_level"):
             files.update(self.imp_tables(name))
         return {t: files[t] for t in FIGURES[figure].tables}
 

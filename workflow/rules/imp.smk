@@ -160,7 +160,7 @@ for _name, _block, _seeds in PLAN.imp_blocks():
             "python -m sublevel barrier --kind imp_successive --spec {params.spec_file:q} --seeds {params.seeds:q}"
             " --data {input.data:q} {params.files:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
-    if PLAN.experiment(_name).imp.fraction_sweep:
+    if PLAN.has(_name, "prune_sweep"):
 
         rule:
             name:
