@@ -235,23 +235,31 @@ class Section:
 
 
 @functools.cache
-def _absent_values() -> dict[str, Any]:
-    """What each experiment key means when a config leaves it out, by the schema: its default, where the
-    validation has not filled it in (Snakemake's validator fills no default behind a $ref), else None; a
-    required key has no such meaning."""
+def schema_keys() -> dict[str, tuple[dict, bool]]:
+    """Every experiment key of the config schema, sections too, dotted: its schema (a $ref resolved) and
+    whether the section holding it requires it."""
     schema = yaml.safe_load(paths.schema_file().read_text())
     defs, out = schema.get("$defs", {}), {}
+    resolve = lambda node: defs[node["$ref"].split("/")[-1]] if "$ref" in node else node  # noqa: E731
 
     def walk(node, prefix):
-        node = defs[node["$ref"].split("/")[-1]] if "$ref" in node else node
+        node = resolve(node)
         for key, sub in node.get("properties", {}).items():
-            resolved = defs[sub["$ref"].split("/")[-1]] if "$ref" in sub else sub
-            if key not in node.get("required", ()):
-                out[prefix + key] = _tuples(sub.get("default", resolved.get("default")))
+            # a default beside the $ref counts first
+            out[prefix + key] = ({**resolve(sub), **{k: v for k, v in sub.items() if k != "$ref"}},
+                                 key in node.get("required", ()))
             walk(sub, prefix + key + ".")
 
     walk(schema["properties"]["experiments"]["additionalProperties"], "")
     return out
+
+
+@functools.cache
+def _absent_values() -> dict[str, Any]:
+    """What each experiment key means when a config leaves it out, by the schema: its default, where the
+    validation has not filled it in (Snakemake's validator fills no default behind a $ref), else None; a
+    required key has no such meaning."""
+    return {key: _tuples(node.get("default")) for key, (node, required) in schema_keys().items() if not required}
 
 
 def schema_default(key: str) -> Any:
