@@ -20,12 +20,11 @@ LOCAL_RULES = {"prepare_data", "refine_plan", "subspace_tickets", "sweep_summary
 # of experiment smoke: the local run is the session's smoke run (conftest.smoke_run), whose config is
 # smoke.yaml's with more experiments beside it; a job's result depends on its own experiment alone
 QUERIES = {
-    "train": "select experiment, seed, step, split, loss, accuracy from train where {smoke} order by all",
-    "imp": "select method, level, seed, sparsity, test_accuracy from imp where {smoke} order by all",
-    "subspace": "select kind, burnin_step, d, seed, round, train_loss from subspace where {smoke} order by all",
-    "threshold": "select kind, metric, d_star, censored from threshold where {smoke} order by all",
-    "theory": "select kind, burnin_step, metric, threshold, d_star_bound, d_star_well from theory where {smoke} "
-              "order by all",
+    "train": "select experiment, seed, step, split, loss, accuracy from train",
+    "imp": "select method, level, seed, sparsity, test_accuracy from imp",
+    "subspace": "select kind, burnin_step, d, seed, round, train_loss from subspace",
+    "threshold": "select kind, metric, d_star, censored from threshold",
+    "theory": "select kind, burnin_step, metric, threshold, d_star_bound, d_star_well from theory",
 }
 
 
@@ -80,7 +79,7 @@ def test_smoke_config_on_slurm_equals_a_local_run(tmp_path, smoke_run):
                           "from jobs group by rule", cluster).rows()
     assert {rule for rule, t, _ in timed if t} == LOCAL_RULES
     assert {rule for rule, _, u in timed if u} == submitted
-    for name, sql in QUERIES.items():
-        sql = sql.format(smoke="experiment = 'smoke'")
+    for name, select in QUERIES.items():
+        sql = f"{select} where experiment = 'smoke' order by all"
         a, b = catalog.query(sql, local).rows(), catalog.query(sql, cluster).rows()
         assert a and a == b, name

@@ -82,7 +82,6 @@ def matching(test_accuracy: float, dense_test_accuracy: float, tolerance: float)
     return test_accuracy >= dense_test_accuracy - tolerance
 
 
-
 BARRIER = _table(
     "barrier", ("experiment", "rewind_step", "seed", "kind", "level"),
     "Linear mode connectivity: error along (1-α)θa + αθb and its barrier.",

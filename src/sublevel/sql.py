@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from sublevel.config import schema_default
+
 _DUCK_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.float32(): "FLOAT",
                pa.bool_(): "BOOLEAN", pa.int32(): "INTEGER"}
 
@@ -28,6 +30,4 @@ def in_list(values) -> str:
 def matching() -> str:
     """schema.matching as an SQL condition over the imp table's columns, `dense` the chain's level-0 test accuracy;
     rows written before the table held `matching_tolerance` take the config schema's default."""
-    from sublevel.config import schema_default
-
     return f"test_accuracy >= dense - coalesce(matching_tolerance, {float(schema_default('imp.matching_tolerance'))!r})"
